@@ -1,0 +1,137 @@
+//! `nnsign inspect`: what an artifact says about itself, trusting nothing.
+
+use std::path::PathBuf;
+
+use nnsign::keys::hex;
+use nnsign::signature::Checked;
+use nnsign::verify::Artifact;
+use serde_json::json;
+
+use super::{report, rfc3339, verify_failure, Common, Result};
+
+/// Show an artifact's metadata, signers and tensor table, without trusting any of it.
+///
+/// Example:
+///   nnsign inspect model.nns
+///   nnsign inspect model.nns --json | jq .tensors
+///
+/// Signatures are checked cryptographically (each carries its public key) but no trust store
+/// is consulted, and payload digests are not checked: use `nnsign verify` for that.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The artifact.
+    #[arg(value_name = "ART")]
+    artifact: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let fail = |e| verify_failure(&args.artifact, e);
+    let artifact = Artifact::open(&args.artifact).map_err(fail)?;
+    let checked = artifact.check_signatures().map_err(fail)?;
+    let (manifest, layout) = artifact.manifest_unverified().map_err(fail)?;
+    let (file_len, payload_offset) = artifact.sizes();
+    let signers: Vec<serde_json::Value> = checked
+        .iter()
+        .map(|c| match c {
+            Checked::Valid(k) => json!({"key_id": k.id().to_string(), "algorithm": "Ed25519", "signature": "valid (trust not checked)"}),
+            Checked::Unsupported { alg, kid } => json!({"key_id": hex(kid), "algorithm": alg, "signature": "unsupported algorithm"}),
+        })
+        .collect();
+    let m = &manifest.model;
+    let tensors: Vec<serde_json::Value> = layout
+        .tensors
+        .iter()
+        .map(|t| json!({"name": t.name, "dtype": t.dtype.name(), "shape": t.shape, "offset": t.offset, "bytes": t.length}))
+        .collect();
+    let value = json!({
+        "ok": true,
+        "verified": false,
+        "artifact": args.artifact,
+        "format": manifest.format,
+        "digest": format!("sha256:{}", hex(&artifact.digest())),
+        "signers": signers,
+        "model": {
+            "name": m.name, "version": m.version, "description": m.description,
+            "created": rfc3339(m.created), "producer": m.producer, "labels": m.labels,
+        },
+        "architecture": manifest.arch,
+        "tensors": tensors,
+        "payload_bytes": layout.length,
+        "file_bytes": file_len,
+        "header_bytes": payload_offset,
+    });
+    report(args.common, value, || {
+        let mut s = format!(
+            "{}: NOT VERIFIED (inspect trusts nothing and checks no digest; run `nnsign verify`)\n",
+            args.artifact.display()
+        );
+        s += &format!("  format      {}\n", manifest.format);
+        s += &format!("  digest      sha256:{}\n", hex(&artifact.digest()));
+        if checked.is_empty() {
+            s += "  signatures  none (unsigned)\n";
+        }
+        for c in &checked {
+            s += &match c {
+                Checked::Valid(k) => format!(
+                    "  signature   key {} Ed25519, cryptographically valid, trust not checked\n",
+                    k.id()
+                ),
+                Checked::Unsupported { alg, kid } => format!(
+                    "  signature   key {} algorithm {alg}, not supported by this nnsign\n",
+                    hex(kid)
+                ),
+            };
+        }
+        s += &format!("  name        {}\n", m.name);
+        s += &format!(
+            "  version     {}\n",
+            m.version.as_deref().unwrap_or("(none)")
+        );
+        if let Some(d) = &m.description {
+            s += &format!("  description {d}\n");
+        }
+        s += &format!(
+            "  created     {}\n  producer    {}\n",
+            rfc3339(m.created),
+            m.producer
+        );
+        for (k, v) in &m.labels {
+            s += &format!("  label       {k}={v}\n");
+        }
+        match &manifest.arch {
+            Some(a) => {
+                s += &format!(
+                    "  arch        op-set {}, {} nodes: {}\n",
+                    a.opset,
+                    a.nodes.len(),
+                    a.nodes
+                        .iter()
+                        .map(|n| n.op.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                )
+            }
+            None => s += "  arch        none (weights only)\n",
+        }
+        s += &format!(
+            "  tensors     {} ({} payload bytes, {} in the file)\n",
+            layout.tensors.len(),
+            layout.length,
+            file_len
+        );
+        for t in &layout.tensors {
+            s += &format!(
+                "    {:<32} {:<8} {:?} {} bytes\n",
+                t.name,
+                t.dtype.name(),
+                t.shape,
+                t.length
+            );
+        }
+        s
+    });
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `nnsign keygen`: a new Ed25519 key pair.
+
+use std::path::PathBuf;
+
+use nnsign::keys::{self, SecretKey};
+use serde_json::json;
+
+use super::{exit, key_failure, passphrase, report, Common, Failure, Result};
+
+/// Make an Ed25519 signing key pair: PREFIX.key (private, mode 0600) and PREFIX.pub.
+///
+/// Example:
+///   nnsign keygen -o ci            # writes ci.key and ci.pub, prints the key id
+///   NNSIGN_PASS=... nnsign keygen -o ci --passphrase-env NNSIGN_PASS
+///
+/// Keys are PKCS#8 / SubjectPublicKeyInfo PEM, readable by OpenSSL
+/// (`openssl pkey -in ci.key -pubout` prints ci.pub). Existing files are never overwritten.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Path prefix of the key files.
+    #[arg(short, long, value_name = "PREFIX")]
+    output: PathBuf,
+    /// Encrypt the private key with the passphrase held in environment variable VAR.
+    #[arg(long, value_name = "VAR", conflicts_with = "protect")]
+    passphrase_env: Option<String>,
+    /// Encrypt the private key with a passphrase typed at a no-echo prompt.
+    #[arg(long)]
+    protect: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let pass = if args.passphrase_env.is_some() {
+        passphrase(args.passphrase_env.as_deref(), "").map_err(key_failure)?
+    } else if args.protect {
+        let first = passphrase(None, "passphrase for the new key: ").map_err(key_failure)?;
+        let Some(first) = first else {
+            return Err(Failure::usage(
+                "--protect needs a terminal to ask for the passphrase; use --passphrase-env VAR in pipelines",
+            ));
+        };
+        let again = passphrase(None, "the same passphrase again: ").map_err(key_failure)?;
+        if again.as_ref().map(|a| a.as_str()) != Some(first.as_str()) {
+            return Err(Failure::new(
+                exit::USAGE,
+                "usage",
+                None,
+                "the two passphrases differ; nothing was written",
+            ));
+        }
+        Some(first)
+    } else {
+        None
+    };
+    let key = SecretKey::generate().map_err(key_failure)?;
+    let (key_path, pub_path) =
+        keys::write_pair(&args.output, &key, pass.as_ref()).map_err(key_failure)?;
+    let id = key.public().id();
+    report(
+        args.common,
+        json!({
+            "ok": true,
+            "key_id": id.to_string(),
+            "private_key": key_path,
+            "public_key": pub_path,
+            "encrypted": pass.is_some(),
+        }),
+        || {
+            format!(
+                "key id {id}\nprivate key {} (mode 0600{}; keep it secret)\npublic key  {} (give this to verifiers)\n",
+                key_path.display(),
+                if pass.is_some() { ", passphrase-protected" } else { "" },
+                pub_path.display()
+            )
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! Flag parsing, error reporting and exit codes shared by the verbs; one file per verb.
+
+mod demo;
+mod inspect;
+mod keygen;
+mod pack;
+mod unpack;
+mod verify;
+mod verify_load;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nnsign::keys::{KeyError, Passphrase, TrustStore};
+use nnsign::verify::{Artifact, Authenticated, VerifyError};
+use serde_json::json;
+
+/// Exit codes, documented in README.md and docs/FORMAT.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A model, key or data file given to nnsign is malformed or does not fit.
+    pub const INPUT: u8 = 1;
+    /// Bad command line.
+    pub const USAGE: u8 = 2;
+    /// A file could not be read or written.
+    pub const IO: u8 = 3;
+    /// Unsigned, bad signature, or no signature by a trusted key.
+    pub const SIGNATURE: u8 = 4;
+    /// The artifact is malformed, truncated, extended, or fails a digest.
+    pub const INTEGRITY: u8 = 5;
+    /// The architecture is invalid or does not fit the weights.
+    pub const SCHEMA: u8 = 6;
+    /// Reserved: decryption failed.
+    #[allow(dead_code)]
+    pub const DECRYPT: u8 = 7;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 bad input file, 2 usage, 3 I/O, 4 signature or trust,
+            5 integrity (damaged or malformed artifact), 6 schema, 7 decryption.
+Docs: README.md, docs/FORMAT.md, docs/SECURITY.md, keys/README.md";
+
+#[derive(Parser)]
+#[command(
+    name = "nnsign",
+    version,
+    about = "Sign, verify and safely load ML model artifacts (no code runs from a model file)",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Keygen(keygen::Args),
+    Pack(pack::Args),
+    Verify(verify::Args),
+    VerifyLoad(verify_load::Args),
+    Inspect(inspect::Args),
+    Unpack(unpack::Args),
+    Demo(demo::Args),
+}
+
+/// Flags every verb has.
+#[derive(clap::Args, Clone, Copy)]
+pub struct Common {
+    /// Print one JSON object on stdout instead of text (errors too).
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors; no progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Flags of the verbs that check trust.
+#[derive(clap::Args, Clone)]
+pub struct TrustArgs {
+    /// A trusted public key (.pub) or a directory of them; repeatable. Also read from
+    /// NNSIGN_TRUST (paths separated by ':').
+    #[arg(long, value_name = "PATH")]
+    pub trust: Vec<PathBuf>,
+    /// Accept an artifact with no signature at all (digests are still checked). A signed
+    /// artifact still needs a trusted signer.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+/// A failure as the user sees it: one line naming the file and the problem, an optional hint,
+/// and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub kind: &'static str,
+    pub file: Option<PathBuf>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(
+        code: u8,
+        kind: &'static str,
+        file: Option<&Path>,
+        message: impl Into<String>,
+    ) -> Self {
+        Failure {
+            code,
+            kind,
+            file: file.map(Path::to_path_buf),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::new(exit::USAGE, "usage", None, message)
+    }
+
+    fn print(&self, json_mode: bool) {
+        if json_mode {
+            let v = json!({
+                "ok": false,
+                "exit_code": self.code,
+                "error": {
+                    "kind": self.kind,
+                    "file": self.file,
+                    "message": self.message,
+                    "hint": self.hint,
+                }
+            });
+            println!("{v}");
+            return;
+        }
+        // Messages from lower layers may already start with the path; do not say it twice.
+        let line = match &self.file {
+            Some(f) if !self.message.starts_with(&f.display().to_string()) => {
+                format!("{}: {}", f.display(), self.message)
+            }
+            _ => self.message.clone(),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "nnsign: error: {}", line.replace('\n', " "));
+        if let Some(h) = &self.hint {
+            let _ = writeln!(err, "  hint: {h}");
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// Maps a verification error to what the user is told.
+pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
+    use nnsign::format::FormatError as F;
+    let f = |code, kind, msg: String| Failure::new(code, kind, Some(path), msg);
+    match e {
+        VerifyError::Io(err) => io_failure(path, &err),
+        VerifyError::Format(F::BadMagic) => f(exit::INTEGRITY, "integrity", F::BadMagic.to_string())
+            .hint("nnsign artifacts are made by `nnsign pack`; check that this is the right file"),
+        VerifyError::Format(err @ F::Truncated(_)) => f(exit::INTEGRITY, "integrity", err.to_string())
+            .hint("the file was cut short (an interrupted copy or download?); fetch it again"),
+        VerifyError::Format(err @ F::Trailing(_)) => f(exit::INTEGRITY, "integrity", err.to_string())
+            .hint("bytes were appended to the artifact after it was made; fetch a clean copy"),
+        VerifyError::Format(err) => f(exit::INTEGRITY, "integrity", err.to_string())
+            .hint("the artifact is damaged or was not written by nnsign; do not deploy it"),
+        VerifyError::Signature(err) => f(exit::SIGNATURE, "signature", err.to_string())
+            .hint("the artifact was modified after signing; do not deploy it, fetch it again from its source"),
+        VerifyError::Unsigned => f(exit::SIGNATURE, "signature", "the artifact is unsigned".into())
+            .hint("sign it with `nnsign pack --sign KEY`, or pass --allow-unsigned to accept unsigned artifacts"),
+        VerifyError::Untrusted(why) => f(exit::SIGNATURE, "trust", format!("not signed by a trusted key: {why}"))
+            .hint("if you trust that signer, add its .pub file to the trust store (see keys/README.md)"),
+        err @ (VerifyError::Digest { .. } | VerifyError::Padding(_)) => {
+            f(exit::INTEGRITY, "integrity", err.to_string())
+                .hint("this copy was modified or corrupted after signing; do not deploy it, fetch it again")
+        }
+    }
+}
+
+pub fn io_failure(path: &Path, e: &std::io::Error) -> Failure {
+    let hint = match e.kind() {
+        std::io::ErrorKind::NotFound => Some("check the path"),
+        std::io::ErrorKind::PermissionDenied => Some("check the file's permissions"),
+        _ => None,
+    };
+    let f = Failure::new(exit::IO, "io", Some(path), e.to_string());
+    match hint {
+        Some(h) => f.hint(h),
+        None => f,
+    }
+}
+
+pub fn key_failure(e: KeyError) -> Failure {
+    match e {
+        KeyError::Io { path, source } => io_failure(&path, &source),
+        KeyError::Exists(ref p) => Failure::new(exit::IO, "io", Some(&p.clone()), e.to_string()),
+        KeyError::EmptyTrust(ref p) => {
+            Failure::new(exit::USAGE, "usage", Some(&p.clone()), e.to_string())
+        }
+        KeyError::NeedPassphrase(ref p) | KeyError::BadPassphrase(ref p) => {
+            Failure::new(exit::INPUT, "key", Some(&p.clone()), e.to_string())
+        }
+        KeyError::Malformed { ref path, .. } => {
+            Failure::new(exit::INPUT, "key", Some(&path.clone()), e.to_string())
+        }
+        other => Failure::new(exit::INPUT, "key", None, other.to_string()),
+    }
+}
+
+/// The trust store from `--trust` and `NNSIGN_TRUST`. Empty when neither is given.
+pub fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
+    let mut paths = args.trust.clone();
+    if let Ok(env) = std::env::var("NNSIGN_TRUST") {
+        paths.extend(env.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+    }
+    TrustStore::load(&paths).map_err(key_failure)
+}
+
+/// Opens and authenticates an artifact for the verbs that need trust.
+pub fn authenticate(path: &Path, args: &TrustArgs) -> Result<Authenticated> {
+    let trust = trust_store(args)?;
+    if trust.is_empty() && !args.allow_unsigned {
+        return Err(Failure::usage(
+            "no trusted keys: give --trust PATH (a .pub file or a directory of them) or set NNSIGN_TRUST",
+        ));
+    }
+    Artifact::open(path)
+        .and_then(|a| a.authenticate(&trust, args.allow_unsigned))
+        .map_err(|e| verify_failure(path, e))
+}
+
+/// The passphrase from the variable named by `--passphrase-env`, or from a no-echo prompt when
+/// a terminal is attached, or none.
+pub fn passphrase(
+    env: Option<&str>,
+    prompt: &str,
+) -> std::result::Result<Option<Passphrase>, KeyError> {
+    if let Some(var) = env {
+        let value = std::env::var(var).map_err(|_| {
+            KeyError::Passphrase(format!("--passphrase-env {var}: the variable is not set"))
+        })?;
+        if value.is_empty() {
+            return Err(KeyError::Passphrase(format!(
+                "--passphrase-env {var}: the variable is empty"
+            )));
+        }
+        return Ok(Some(Passphrase::new(value)));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    rpassword::prompt_password(prompt)
+        .map(|p| Some(Passphrase::new(p)))
+        .map_err(|e| KeyError::Passphrase(format!("reading the passphrase: {e}")))
+}
+
+/// A progress bar on stderr for `total` bytes, shown only on a terminal and never in JSON or
+/// quiet mode.
+pub fn progress_bar(common: Common, total: u64, what: &str) -> indicatif::ProgressBar {
+    if common.json || common.quiet || !std::io::stderr().is_terminal() || total < (64 << 20) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Prints a result: the JSON value in `--json` mode, else the text lines (unless quiet).
+pub fn report(common: Common, value: serde_json::Value, text: impl FnOnce() -> String) {
+    let out = if common.json {
+        value.to_string() + "\n"
+    } else if common.quiet {
+        return;
+    } else {
+        text()
+    };
+    // A closed pipe (`nnsign verify ... | head -1`) is not an error worth reporting.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let (json_mode, result) = match cli.command {
+        Command::Keygen(a) => (a.common.json, keygen::run(a)),
+        Command::Pack(a) => (a.common.json, pack::run(a)),
+        Command::Verify(a) => (a.common.json, verify::run(a)),
+        Command::VerifyLoad(a) => (a.common.json, verify_load::run(a)),
+        Command::Inspect(a) => (a.common.json, inspect::run(a)),
+        Command::Unpack(a) => (a.common.json, unpack::run(a)),
+        Command::Demo(a) => (a.common.json, demo::run(a)),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(f) => {
+            f.print(json_mode);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `nnsign pack`: weights (+ architecture) in, signed artifact out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use nnsign::format::ModelInfo;
+use nnsign::import::{self, ImportError};
+use nnsign::keys::{hex, SecretKey};
+use nnsign::model::Graph;
+use nnsign::pack::{self as packer, PackError, PackInput};
+use serde_json::json;
+
+use super::{
+    exit, io_failure, key_failure, passphrase, progress_bar, report, Common, Failure, Result,
+};
+
+/// Pack model weights and an optional architecture into a signed .nns artifact.
+///
+/// Example:
+///   nnsign pack model.safetensors --arch model.json --sign ci.key \
+///       --name digits --model-version 1.2.0 --label team=vision -o model.nns
+///
+/// Inputs are recognised by content: safetensors (several files are merged as shards; a tensor
+/// name may appear once), NumPy .npy (the tensor is named after the file) and .npz.
+/// Without --sign the artifact is unsigned, and verifiers refuse it unless told
+/// --allow-unsigned.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Weight files: safetensors, .npy or .npz.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// The artifact to write (replaced atomically if it exists).
+    #[arg(short, long, value_name = "OUT.nns")]
+    output: PathBuf,
+    /// Sign with this private key (PKCS#8 PEM, from `nnsign keygen` or `openssl genpkey -algorithm ed25519`).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
+    /// Environment variable holding the signing key's passphrase (else a prompt on a terminal).
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
+    /// Architecture in the nnsign schema's JSON form (docs/SCHEMA.md).
+    #[arg(long, value_name = "FILE")]
+    arch: Option<PathBuf>,
+    /// Model name [default: the first input's file name without extension].
+    #[arg(long)]
+    name: Option<String>,
+    /// Model version (semantic versioning recommended).
+    #[arg(long, value_name = "V")]
+    model_version: Option<String>,
+    /// Free-text description.
+    #[arg(long)]
+    description: Option<String>,
+    /// A label KEY=VALUE; repeatable. Overrides safetensors __metadata__ of the same key.
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+fn import_failure(e: ImportError) -> Failure {
+    match e {
+        ImportError::Io { path, source } => io_failure(&path, &source),
+        ImportError::UnknownFormat(ref p) => {
+            Failure::new(exit::INPUT, "input", Some(&p.clone()), e.to_string())
+                .hint("pack reads safetensors, .npy and .npz; convert other formats first")
+        }
+        ImportError::Invalid { ref path, .. } => {
+            Failure::new(exit::INPUT, "input", Some(&path.clone()), e.to_string())
+        }
+        ImportError::Duplicate { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
+    }
+}
+
+fn pack_failure(out: &Path, e: PackError) -> Failure {
+    match e {
+        PackError::Io { path, source } => io_failure(&path, &source),
+        PackError::Schema(err) => {
+            Failure::new(exit::SCHEMA, "schema", None, format!("architecture: {err}"))
+                .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)")
+        }
+        PackError::TensorSize { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
+        PackError::Format(err) => Failure::new(exit::INPUT, "input", Some(out), err.to_string()),
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    for input in &args.inputs {
+        if nnsign::output::same_file(input, &args.output) {
+            return Err(Failure::usage(format!(
+                "output {} is also an input; nnsign never overwrites its input",
+                args.output.display()
+            )));
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.label {
+        let Some((k, v)) = l.split_once('=') else {
+            return Err(Failure::usage(format!("--label {l:?}: expected KEY=VALUE")));
+        };
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    // Read the key first: a wrong passphrase should fail before minutes of hashing.
+    let signer = match &args.sign {
+        Some(path) => Some(
+            SecretKey::read(path, || {
+                passphrase(
+                    args.passphrase_env.as_deref(),
+                    "passphrase for the signing key: ",
+                )
+            })
+            .map_err(key_failure)?,
+        ),
+        None => None,
+    };
+    let arch = match &args.arch {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| io_failure(path, &e))?;
+            Some(Graph::from_json(&text).map_err(|e| {
+                Failure::new(exit::SCHEMA, "schema", Some(path), e.to_string())
+                    .hint("the architecture file must follow the JSON form in docs/SCHEMA.md")
+            })?)
+        }
+        None => None,
+    };
+    let imported = import::import(&args.inputs).map_err(import_failure)?;
+    let mut all_labels = imported.labels;
+    all_labels.extend(labels);
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.inputs[0]
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let model = ModelInfo {
+        name,
+        version: args.model_version.clone(),
+        description: args.description.clone(),
+        created: packer::created_now(),
+        producer: format!("nnsign {}", env!("CARGO_PKG_VERSION")),
+        labels: all_labels,
+    };
+    let total: u64 = imported.tensors.iter().map(|t| t.bytes.len() as u64).sum();
+    let bar = progress_bar(args.common, total, "packing");
+    let packed = packer::pack(
+        PackInput {
+            model,
+            arch,
+            tensors: imported.tensors,
+            signer: signer.as_ref(),
+        },
+        &args.output,
+        &|n| bar.set_position(n),
+    )
+    .map_err(|e| pack_failure(&args.output, e))?;
+    bar.finish_and_clear();
+    let digest = format!("sha256:{}", hex(&packed.digest));
+    let signer_id = packed.signer.map(|k| k.to_string());
+    report(
+        args.common,
+        json!({
+            "ok": true,
+            "artifact": args.output,
+            "digest": digest,
+            "signer": signer_id,
+            "tensors": packed.tensors,
+            "payload_bytes": packed.payload_len,
+            "file_bytes": packed.file_len,
+        }),
+        || {
+            format!(
+                "packed {} ({} tensors, {} bytes)\n  digest {digest}\n  {}\n",
+                args.output.display(),
+                packed.tensors,
+                packed.file_len,
+                match &signer_id {
+                    Some(id) => format!("signed by key {id}"),
+                    None =>
+                        "UNSIGNED: verifiers will refuse it unless given --allow-unsigned".into(),
+                }
+            )
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! `nnsign unpack`: verified weights out as safetensors.
+
+use std::path::PathBuf;
+
+use nnsign::export::{self, ExportError};
+use serde_json::json;
+
+use super::{
+    authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
+    TrustArgs,
+};
+
+/// Verify an artifact, then write its weights as a safetensors file.
+///
+/// Example:
+///   nnsign unpack model.nns --trust keys/ -o model.safetensors
+///
+/// Every tensor is bit-identical to what was packed; labels and the signed metadata go into
+/// __metadata__ (keys nnsign.name, nnsign.version, nnsign.artifact_digest, ...). Each chunk is
+/// checked before its bytes are written, and a failure leaves no output file.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The artifact.
+    #[arg(value_name = "ART")]
+    artifact: PathBuf,
+    /// The safetensors file to write.
+    #[arg(short, long, value_name = "OUT.safetensors")]
+    output: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if nnsign::output::same_file(&args.artifact, &args.output) {
+        return Err(Failure::usage(
+            "the output is the artifact itself; nnsign never overwrites its input",
+        ));
+    }
+    let auth = authenticate(&args.artifact, &args.trust)?;
+    let bar = progress_bar(args.common, auth.layout.length, "unpacking");
+    export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n)).map_err(
+        |e| match e {
+            ExportError::Io { path, source } => io_failure(&path, &source),
+            ExportError::Verify(v) => verify_failure(&args.artifact, v),
+            ExportError::Unsupported(m) => {
+                Failure::new(exit::INPUT, "input", Some(&args.artifact), m)
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let (mut value, text) = super::verify::summary(&auth);
+    value["ok"] = json!(true);
+    value["output"] = json!(args.output);
+    report(args.common, value, || {
+        format!(
+            "verified {}\n{text}wrote {}\n",
+            args.artifact.display(),
+            args.output.display()
+        )
+    });
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `nnsign verify`: provenance and integrity, without loading anything.
+
+use std::path::PathBuf;
+
+use nnsign::keys::hex;
+use nnsign::verify::Authenticated;
+use serde_json::json;
+
+use super::{authenticate, progress_bar, report, verify_failure, Common, Result, TrustArgs};
+
+/// Check an artifact's signature, that its signer is trusted, and every payload byte.
+///
+/// Example:
+///   nnsign verify model.nns --trust keys/
+///   NNSIGN_TRUST=/etc/nnsign/keys nnsign verify model.nns --json
+///
+/// Needs no decryption key and loads nothing. Memory stays bounded whatever the model's size.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The artifact.
+    #[arg(value_name = "ART")]
+    artifact: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The facts `verify`, `verify-load` and `unpack` report about a verified artifact.
+pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
+    let m = &auth.manifest.model;
+    let digest = format!("sha256:{}", hex(&auth.digest));
+    let signers: Vec<serde_json::Value> = auth
+        .signers
+        .iter()
+        .map(|s| json!({"key_id": s.key.id().to_string(), "trusted_by": s.trusted_by}))
+        .collect();
+    let value = json!({
+        "artifact": auth.path(),
+        "signed": !auth.signers.is_empty(),
+        "signers": signers,
+        "model": {"name": m.name, "version": m.version},
+        "digest": digest,
+        "tensors": auth.layout.tensors.len(),
+        "payload_bytes": auth.layout.length,
+        "architecture": auth.manifest.arch.is_some(),
+    });
+    let who = if auth.signers.is_empty() {
+        "UNSIGNED (accepted because of --allow-unsigned)".to_owned()
+    } else {
+        auth.signers
+            .iter()
+            .map(|s| format!("key {} (trusted: {})", s.key.id(), s.trusted_by.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "  signer  {who}\n  model   {} {}\n  digest  {digest}\n  payload {} tensors, {} bytes, every digest matches\n",
+        m.name,
+        m.version.as_deref().unwrap_or("(no version)"),
+        auth.layout.tensors.len(),
+        auth.layout.length
+    );
+    (value, text)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let auth = authenticate(&args.artifact, &args.trust)?;
+    let bar = progress_bar(args.common, auth.layout.length, "verifying");
+    auth.check_payload(&|n| bar.set_position(n))
+        .map_err(|e| verify_failure(&args.artifact, e))?;
+    bar.finish_and_clear();
+    let (mut value, text) = summary(&auth);
+    value["ok"] = json!(true);
+    report(args.common, value, || {
+        format!("verified {}\n{text}", args.artifact.display())
+    });
+    Ok(())
+}

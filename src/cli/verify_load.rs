@@ -1,0 +1,161 @@
+//! `nnsign verify-load`: everything `verify` does, then validate, instantiate and run.
+
+use std::path::{Path, PathBuf};
+
+use nnsign::format::{DType, TensorInfo};
+use nnsign::import::{self, ImportError};
+use nnsign::load::{self, LoadError};
+use nnsign::model::DEFAULT_MEMORY_LIMIT;
+use nnsign::runtime::{self, Tensor};
+use serde_json::json;
+
+use super::{
+    authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
+    TrustArgs,
+};
+
+/// Verify an artifact, validate its architecture, load the model and optionally run it.
+///
+/// Example:
+///   nnsign verify-load model.nns --trust keys/ --input x.npy --output y.npy
+///
+/// Order: signature and trust, then the architecture against the signed tensor table, then
+/// every payload byte against its digest, then instantiation. Nothing is built from bytes that
+/// have not been checked. A weights-only artifact is verified and reported as having no
+/// architecture (exit 0, or 6 if --input was given).
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The artifact.
+    #[arg(value_name = "ART")]
+    artifact: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Run the model on this input: .npy (a model with one input) or .npz (inputs by name).
+    #[arg(long, value_name = "X.npy")]
+    input: Option<PathBuf>,
+    /// Write the model's output here as .npy (requires --input).
+    #[arg(long, value_name = "Y.npy", requires = "input")]
+    output: Option<PathBuf>,
+    /// Refuse models needing more memory than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MEMORY_LIMIT)]
+    max_memory: u64,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+fn input_failure(path: &Path, msg: impl Into<String>) -> Failure {
+    Failure::new(exit::INPUT, "input", Some(path), msg)
+}
+
+/// Reads `--input` as named float32 tensors.
+fn read_inputs(path: &Path, model_inputs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    let imported = import::import(&[path.to_owned()]).map_err(|e| match e {
+        ImportError::Io { path, source } => io_failure(&path, &source),
+        other => input_failure(path, other.to_string()),
+    })?;
+    let mut out = Vec::new();
+    let single = imported.tensors.len() == 1 && model_inputs.len() == 1;
+    for t in imported.tensors {
+        let info = TensorInfo {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            offset: 0,
+            length: t.bytes.len() as u64,
+        };
+        if !matches!(t.dtype, DType::F32 | DType::F64 | DType::F16) {
+            return Err(input_failure(
+                path,
+                format!(
+                    "array {:?} has dtype {}; the model takes floats",
+                    t.name, t.dtype
+                ),
+            ));
+        }
+        let data =
+            runtime::to_f32(&info, &t.bytes).map_err(|e| input_failure(path, e.to_string()))?;
+        let shape = t.shape.iter().map(|&d| d as usize).collect();
+        // A lone .npy feeds the lone model input whatever the file is called.
+        let name = if single {
+            model_inputs[0].clone()
+        } else {
+            t.name
+        };
+        out.push((name, Tensor { shape, data }));
+    }
+    Ok(out)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(out) = &args.output {
+        if nnsign::output::same_file(out, &args.artifact)
+            || args
+                .input
+                .as_ref()
+                .is_some_and(|i| nnsign::output::same_file(out, i))
+        {
+            return Err(Failure::usage(
+                "--output names an input file; nnsign never overwrites its input",
+            ));
+        }
+    }
+    let auth = authenticate(&args.artifact, &args.trust)?;
+    let bar = progress_bar(args.common, auth.layout.length, "verifying");
+    let loaded = load::load(&auth, args.max_memory, &|n| bar.set_position(n)).map_err(|e| match e {
+        LoadError::Verify(v) => verify_failure(&args.artifact, v),
+        LoadError::Schema(s) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), format!("invalid architecture: {s}"))
+            .hint("the signed architecture does not fit its weights; rebuild the artifact with a corrected --arch"),
+        LoadError::Run(r) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), r.to_string()),
+    })?;
+    bar.finish_and_clear();
+    let (mut value, text) = super::verify::summary(&auth);
+    value["ok"] = json!(true);
+    let Some(model) = loaded.model else {
+        if args.input.is_some() {
+            return Err(Failure::new(exit::SCHEMA, "schema", Some(&args.artifact),
+                "verified, but the artifact holds weights only (no architecture), so there is nothing to run --input on")
+                .hint("pack it with --arch FILE to make it runnable"));
+        }
+        value["loaded"] = json!(false);
+        report(args.common, value, || {
+            format!(
+                "verified {}\n{text}  no architecture: weights only, nothing to run\n",
+                args.artifact.display()
+            )
+        });
+        return Ok(());
+    };
+    value["loaded"] = json!(true);
+    let mut lines = format!("verified and loaded {}\n{text}", args.artifact.display());
+    if let Some(input) = &args.input {
+        let names: Vec<String> = model.inputs().map(|i| i.name.clone()).collect();
+        let inputs = read_inputs(input, &names)?;
+        let outputs = model
+            .run(inputs)
+            .map_err(|e| input_failure(input, e.to_string()))?;
+        let shapes: Vec<serde_json::Value> = outputs
+            .iter()
+            .map(|(n, t)| json!({"name": n, "shape": t.shape}))
+            .collect();
+        value["outputs"] = json!(shapes);
+        for (n, t) in &outputs {
+            lines += &format!("  output  {n} {:?}\n", t.shape);
+        }
+        if let Some(out) = &args.output {
+            let [(_, tensor)] = outputs.as_slice() else {
+                return Err(Failure::usage(format!(
+                    "the model has {} outputs; a .npy file holds one",
+                    outputs.len()
+                )));
+            };
+            nnsign::export::write_npy(out, tensor).map_err(|e| match e {
+                nnsign::export::ExportError::Io { path, source } => io_failure(&path, &source),
+                other => Failure::new(exit::IO, "io", Some(out), other.to_string()),
+            })?;
+            lines += &format!("  wrote   {}\n", out.display());
+        }
+    }
+    report(args.common, value, || lines);
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Writing verified weights out for other runtimes: safetensors files, and `.npy` arrays of
+//! model outputs.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::keys::hex;
+use crate::output::Output;
+use crate::runtime::Tensor;
+use crate::verify::{Authenticated, VerifyError};
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The payload failed verification while it was being written; the output was discarded.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The `__metadata__` written with the weights: the model's labels as they are, plus its signed
+/// metadata and provenance under `nnsign.` keys.
+pub fn safetensors_metadata(auth: &Authenticated) -> HashMap<String, String> {
+    let m = &auth.manifest.model;
+    let mut out: HashMap<String, String> = m.labels.clone().into_iter().collect();
+    out.insert("nnsign.name".into(), m.name.clone());
+    if let Some(v) = &m.version {
+        out.insert("nnsign.version".into(), v.clone());
+    }
+    if let Some(d) = &m.description {
+        out.insert("nnsign.description".into(), d.clone());
+    }
+    out.insert(
+        "nnsign.artifact_digest".into(),
+        format!("sha256:{}", hex(&auth.digest)),
+    );
+    if !auth.signers.is_empty() {
+        let ids: Vec<String> = auth
+            .signers
+            .iter()
+            .map(|s| s.key.id().to_string())
+            .collect();
+        out.insert("nnsign.signers".into(), ids.join(","));
+    }
+    out
+}
+
+/// Streams the verified payload into a safetensors file at `out`, every tensor bit-identical.
+/// Each chunk is checked before its bytes are written; on any failure the output is discarded.
+pub fn write_safetensors(
+    auth: &Authenticated,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    let mut infos = Vec::with_capacity(auth.layout.tensors.len());
+    let mut offset = 0usize;
+    for t in &auth.layout.tensors {
+        let dtype: safetensors::Dtype =
+            serde_json::from_value(serde_json::Value::String(t.dtype.name().into())).map_err(
+                |_| ExportError::Unsupported(format!("dtype {} has no safetensors name", t.dtype)),
+            )?;
+        let end = offset + t.length as usize;
+        infos.push((
+            t.name.clone(),
+            safetensors::tensor::TensorInfo {
+                dtype,
+                shape: t.shape.iter().map(|&d| d as usize).collect(),
+                data_offsets: (offset, end),
+            },
+        ));
+        offset = end;
+    }
+    let meta = safetensors::tensor::Metadata::new(Some(safetensors_metadata(auth)), infos)
+        .map_err(|e| ExportError::Unsupported(format!("safetensors header: {e}")))?;
+    let mut header = serde_json::to_vec(&meta)
+        .map_err(|e| ExportError::Unsupported(format!("safetensors header: {e}")))?;
+    // As the safetensors writer does: pad the header with spaces so the data starts 8-aligned.
+    header.resize(header.len().next_multiple_of(8), b' ');
+
+    let mut output = Output::create(out).map_err(io)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, output.file_mut());
+        w.write_all(&(header.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        w.write_all(&header).map_err(io)?;
+        let layout = &auth.layout;
+        auth.stream_payload(progress, |i, chunk| {
+            w.write_all(&chunk[..layout.chunk_data_len(i)])
+                .map_err(VerifyError::Io)
+        })?;
+        w.flush().map_err(io)?;
+    }
+    output.commit().map_err(io)?;
+    Ok(())
+}
+
+/// Writes one float32 array as `.npy` (format 1.0, little-endian, C order).
+pub fn write_npy(out: &Path, t: &Tensor) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    let mut output = Output::create(out).map_err(io)?;
+    {
+        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(BufWriter::new(output.file_mut()))
+            .begin_nd()
+            .map_err(io)?;
+        w.extend(t.data.iter().copied()).map_err(io)?;
+        w.finish().map_err(io)?;
+    }
+    output.commit().map_err(io)?;
+    Ok(())
+}

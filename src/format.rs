@@ -1,0 +1,792 @@
+//! The `.nns` container, format version 1: the fixed prelude, the envelope (manifest bytes plus
+//! COSE_Sign1 signatures), the manifest and the payload layout. docs/FORMAT.md is the normative
+//! text; every limit there is a constant here with the same name.
+//!
+//! ```text
+//! offset      size  field
+//! 0           8     MAGIC             89 4E 4E 53 0D 0A 1A 0A
+//! 8           2     frame version     u16 big-endian, = FRAME_VERSION
+//! 10          2     reserved          zero
+//! 12          4     envelope length E u32 big-endian, 1 ..= MAX_ENVELOPE_LEN
+//! 16          E     envelope          deterministic CBOR
+//! 16+E        pad   zero bytes up to H = align(16 + E, PAYLOAD_ALIGN)
+//! H           L     payload           L = manifest.payload.length; the file ends at H + L
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cbor::{self, CborError};
+use crate::model::Graph;
+
+/// First 8 bytes of every artifact: a non-ASCII byte, "NNS", then CR LF SUB LF (as in PNG) so that
+/// text-mode transfers that rewrite line endings are caught at once.
+pub const MAGIC: [u8; 8] = *b"\x89NNS\r\n\x1a\n";
+/// Version of the prelude layout.
+pub const FRAME_VERSION: u16 = 1;
+/// Bytes before the envelope.
+pub const PRELUDE_LEN: usize = 16;
+/// Largest envelope accepted: the only part of a file read before its signature is checked.
+pub const MAX_ENVELOPE_LEN: u32 = 64 << 20;
+/// The payload starts at a multiple of this in the file, so tensors aligned in the payload are
+/// aligned in a memory map of the file.
+pub const PAYLOAD_ALIGN: u64 = 64;
+/// Every tensor starts at a multiple of this in the payload.
+pub const TENSOR_ALIGN: u64 = 64;
+/// Payload bytes covered by one SHA-256 digest.
+pub const CHUNK_SIZE: u64 = 4 << 20;
+/// Largest payload accepted (1 TiB).
+pub const MAX_PAYLOAD_LEN: u64 = 1 << 40;
+/// Most signatures in one envelope.
+pub const MAX_SIGNATURES: usize = 16;
+/// Largest protected header of one signature.
+pub const MAX_PROTECTED_LEN: usize = 1024;
+/// Largest signature value.
+pub const MAX_SIGNATURE_LEN: usize = 1024;
+/// Most tensors in one artifact.
+pub const MAX_TENSORS: usize = 1 << 17;
+/// Most dimensions of one tensor.
+pub const MAX_RANK: usize = 16;
+/// Longest tensor name, model name or version, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Most labels on one model.
+pub const MAX_LABELS: usize = 1024;
+/// Longest label key or value, and longest description, in bytes.
+pub const MAX_TEXT_LEN: usize = 65536;
+/// Value of `format` in a version 1 manifest.
+pub const MANIFEST_FORMAT: u64 = 1;
+/// The one payload encoding of version 1: tensor bytes stored as they are.
+pub const ENCODING_RAW: &str = "raw";
+
+/// Manifest fields a version 1 reader understands; `crit` may name only these.
+const KNOWN_FIELDS: [&str; 6] = ["arch", "crit", "format", "model", "payload", "tensors"];
+
+/// Why a file is not a well-formed version 1 artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The first 8 bytes are not [`MAGIC`].
+    #[error("not an nnsign artifact (bad magic bytes)")]
+    BadMagic,
+    /// A frame version this reader does not know.
+    #[error("artifact frame version {0} is not supported by this nnsign (it reads version 1)")]
+    FrameVersion(u16),
+    /// The reserved prelude bytes are not zero.
+    #[error("reserved prelude bytes are not zero")]
+    Reserved,
+    /// The envelope length is zero or above [`MAX_ENVELOPE_LEN`].
+    #[error("envelope length {0} is outside 1..={max}", max = MAX_ENVELOPE_LEN)]
+    EnvelopeLength(u32),
+    /// The file ends before the header or payload it declares.
+    #[error("file is truncated: {0}")]
+    Truncated(String),
+    /// The file goes on after the payload the manifest declares.
+    #[error("{0} unexpected bytes after the payload")]
+    Trailing(u64),
+    /// The padding after the envelope is not all zero.
+    #[error("padding after the envelope is not zero")]
+    HeaderPadding,
+    /// The envelope is not the CBOR structure FORMAT.md describes.
+    #[error("malformed envelope: {0}")]
+    Envelope(CborError),
+    /// A signature's protected header is malformed.
+    #[error("malformed signature header: {0}")]
+    SignatureHeader(String),
+    /// The manifest is not valid deterministic CBOR of the right shape.
+    #[error("malformed manifest: {0}")]
+    Manifest(CborError),
+    /// The manifest decodes but breaks a rule of the format.
+    #[error("invalid manifest: {0}")]
+    Invalid(String),
+}
+
+impl FormatError {
+    fn invalid(msg: impl Into<String>) -> Self {
+        FormatError::Invalid(msg.into())
+    }
+}
+
+/// The 16-byte prelude of an artifact.
+pub fn write_prelude(envelope_len: u32) -> [u8; PRELUDE_LEN] {
+    let mut p = [0u8; PRELUDE_LEN];
+    p[..8].copy_from_slice(&MAGIC);
+    p[8..10].copy_from_slice(&FRAME_VERSION.to_be_bytes());
+    p[12..16].copy_from_slice(&envelope_len.to_be_bytes());
+    p
+}
+
+/// Checks a prelude and returns the envelope length it declares.
+pub fn read_prelude(p: &[u8; PRELUDE_LEN]) -> Result<u32, FormatError> {
+    if p[..8] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let version = u16::from_be_bytes([p[8], p[9]]);
+    if version != FRAME_VERSION {
+        return Err(FormatError::FrameVersion(version));
+    }
+    if p[10..12] != [0, 0] {
+        return Err(FormatError::Reserved);
+    }
+    let len = u32::from_be_bytes([p[12], p[13], p[14], p[15]]);
+    if len == 0 || len > MAX_ENVELOPE_LEN {
+        return Err(FormatError::EnvelopeLength(len));
+    }
+    Ok(len)
+}
+
+/// Offset of the payload for an envelope of `envelope_len` bytes.
+pub fn payload_offset(envelope_len: u32) -> u64 {
+    align_up(PRELUDE_LEN as u64 + u64::from(envelope_len), PAYLOAD_ALIGN)
+}
+
+/// `n` rounded up to a multiple of `to` (a power of two). Callers keep `n` far below `u64::MAX`.
+pub fn align_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+/// The COSE tag of COSE_Sign1_Tagged (RFC 9052).
+pub const COSE_SIGN1_TAG: u64 = 18;
+
+/// One COSE_Sign1 with a detached payload (the manifest), as found in the envelope.
+#[derive(Debug, Clone)]
+pub struct RawSignature {
+    /// The serialized protected header, exactly as signed.
+    pub protected: Vec<u8>,
+    /// The signature value.
+    pub signature: Vec<u8>,
+}
+
+/// The envelope: the manifest bytes (the payload of every signature) and the signatures.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub manifest: Vec<u8>,
+    pub signatures: Vec<RawSignature>,
+}
+
+impl Envelope {
+    /// Parses the fixed shape `[bstr, [* 18([bstr, {}, null, bstr])]]`, each part capped,
+    /// without decoding the manifest.
+    pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = cbor::Reader::new(bytes);
+        let shape = |e| FormatError::Envelope(e);
+        if r.array().map_err(shape)? != 2 {
+            return Err(FormatError::Envelope(CborError::Shape(
+                "envelope is not a 2-element array".into(),
+            )));
+        }
+        let manifest = r
+            .bytes(MAX_ENVELOPE_LEN as usize, "manifest")
+            .map_err(shape)?
+            .to_vec();
+        let count = r.array().map_err(shape)?;
+        if count > MAX_SIGNATURES {
+            return Err(FormatError::Envelope(CborError::Shape(format!(
+                "{count} signatures, more than the limit of {MAX_SIGNATURES}"
+            ))));
+        }
+        let mut signatures = Vec::with_capacity(count);
+        for _ in 0..count {
+            if r.tag().map_err(shape)? != COSE_SIGN1_TAG {
+                return Err(FormatError::Envelope(CborError::Shape(
+                    "signature is not a tagged COSE_Sign1".into(),
+                )));
+            }
+            if r.array().map_err(shape)? != 4 {
+                return Err(FormatError::Envelope(CborError::Shape(
+                    "COSE_Sign1 is not a 4-element array".into(),
+                )));
+            }
+            let protected = r
+                .bytes(MAX_PROTECTED_LEN, "protected header")
+                .map_err(shape)?
+                .to_vec();
+            // The unprotected header is not covered by the signature, so it must be empty: a
+            // byte there could change without any check noticing.
+            if r.map().map_err(shape)? != 0 {
+                return Err(FormatError::Envelope(CborError::Shape(
+                    "unprotected header is not empty".into(),
+                )));
+            }
+            r.null().map_err(shape)?;
+            let signature = r
+                .bytes(MAX_SIGNATURE_LEN, "signature")
+                .map_err(shape)?
+                .to_vec();
+            signatures.push(RawSignature {
+                protected,
+                signature,
+            });
+        }
+        r.finish().map_err(shape)?;
+        Ok(Envelope {
+            manifest,
+            signatures,
+        })
+    }
+
+    /// The deterministic encoding of this envelope.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use ciborium::value::Value;
+        let sigs = self
+            .signatures
+            .iter()
+            .map(|s| {
+                Value::Tag(
+                    COSE_SIGN1_TAG,
+                    Box::new(Value::Array(vec![
+                        Value::Bytes(s.protected.clone()),
+                        Value::Map(vec![]),
+                        Value::Null,
+                        Value::Bytes(s.signature.clone()),
+                    ])),
+                )
+            })
+            .collect();
+        let v = Value::Array(vec![
+            Value::Bytes(self.manifest.clone()),
+            Value::Array(sigs),
+        ]);
+        // Only byte strings, arrays, an empty map, null and a tag: nothing that can fail.
+        cbor::encode(&v).expect("envelope values are always encodable")
+    }
+}
+
+/// Element types of tensors, named as in safetensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    Bool,
+    U8,
+    I8,
+    F8E4M3,
+    F8E5M2,
+    U16,
+    I16,
+    F16,
+    BF16,
+    U32,
+    I32,
+    F32,
+    U64,
+    I64,
+    F64,
+}
+
+impl DType {
+    pub const ALL: [DType; 15] = [
+        DType::Bool,
+        DType::U8,
+        DType::I8,
+        DType::F8E4M3,
+        DType::F8E5M2,
+        DType::U16,
+        DType::I16,
+        DType::F16,
+        DType::BF16,
+        DType::U32,
+        DType::I32,
+        DType::F32,
+        DType::U64,
+        DType::I64,
+        DType::F64,
+    ];
+
+    /// The name used in manifests, architectures and safetensors headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bool => "BOOL",
+            DType::U8 => "U8",
+            DType::I8 => "I8",
+            DType::F8E4M3 => "F8_E4M3",
+            DType::F8E5M2 => "F8_E5M2",
+            DType::U16 => "U16",
+            DType::I16 => "I16",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::U32 => "U32",
+            DType::I32 => "I32",
+            DType::F32 => "F32",
+            DType::U64 => "U64",
+            DType::I64 => "I64",
+            DType::F64 => "F64",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::Bool | DType::U8 | DType::I8 | DType::F8E4M3 | DType::F8E5M2 => 1,
+            DType::U16 | DType::I16 | DType::F16 | DType::BF16 => 2,
+            DType::U32 | DType::I32 | DType::F32 => 4,
+            DType::U64 | DType::I64 | DType::F64 => 8,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Byte length of a tensor of `shape` and `dtype`, or `None` on overflow.
+pub fn tensor_len(dtype: DType, shape: &[u64]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+}
+
+/// The signed manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u64,
+    pub model: ModelInfo,
+    pub payload: PayloadInfo,
+    pub tensors: Vec<TensorEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Graph>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crit: Vec<String>,
+}
+
+/// What the model is, as its producer stated it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Seconds since the Unix epoch, UTC.
+    pub created: u64,
+    pub producer: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How the payload is stored and the digests that cover it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PayloadInfo {
+    pub encoding: String,
+    pub length: u64,
+    pub chunk_size: u64,
+    /// SHA-256 of each chunk, concatenated: 32 bytes per chunk, in payload order.
+    #[serde(with = "serde_bytes")]
+    pub digests: Vec<u8>,
+}
+
+/// One entry of the tensor table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// A tensor of a validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// One digest chunk: a byte range of the payload inside one tensor's segment (the tensor's
+/// bytes and the padding after them). A chunk never spans two tensors, so a failing digest
+/// names exactly one tensor, and equal tensors have equal digests in any artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub start: u64,
+    pub end: u64,
+    /// Index of the tensor whose segment holds the chunk.
+    pub tensor: usize,
+}
+
+/// The payload layout a validated manifest describes: tensors in payload order, with the
+/// padding between them implied, and the digest chunks.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub tensors: Vec<TensorInfo>,
+    pub length: u64,
+    pub chunks: Vec<Chunk>,
+    pub digests: Vec<[u8; 32]>,
+}
+
+impl Layout {
+    /// Computes the offsets for tensors of the given byte lengths, in order: the first at 0,
+    /// each next one at the end of the previous rounded up to [`TENSOR_ALIGN`]. Returns the
+    /// offsets and the payload length.
+    pub fn place(lengths: impl IntoIterator<Item = u64>) -> Option<(Vec<u64>, u64)> {
+        let mut offsets = Vec::new();
+        let mut end = 0u64;
+        for len in lengths {
+            offsets.push(end);
+            end = end
+                .checked_add(len)?
+                .checked_add(TENSOR_ALIGN - 1)
+                .map(|n| n / TENSOR_ALIGN * TENSOR_ALIGN)?;
+        }
+        Some((offsets, end))
+    }
+
+    /// The digest chunks of a payload: tensor k's segment runs from its offset to the next
+    /// tensor's offset (or the payload end), and is cut into [`CHUNK_SIZE`] pieces from its
+    /// start, the last one shorter. Empty segments have no chunk.
+    pub fn chunks_for(tensors: &[TensorInfo], length: u64) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        for (k, t) in tensors.iter().enumerate() {
+            let seg_end = tensors.get(k + 1).map_or(length, |n| n.offset);
+            let mut start = t.offset;
+            while start < seg_end {
+                let end = (start + CHUNK_SIZE).min(seg_end);
+                chunks.push(Chunk {
+                    start,
+                    end,
+                    tensor: k,
+                });
+                start = end;
+            }
+        }
+        chunks
+    }
+
+    /// Payload byte range of chunk `i`.
+    pub fn chunk_range(&self, i: usize) -> std::ops::Range<u64> {
+        self.chunks[i].start..self.chunks[i].end
+    }
+
+    /// The tensor whose segment holds chunk `i`.
+    pub fn chunk_tensor(&self, i: usize) -> &TensorInfo {
+        &self.tensors[self.chunks[i].tensor]
+    }
+
+    /// How many bytes at the start of chunk `i` are tensor bytes; the rest is padding.
+    pub fn chunk_data_len(&self, i: usize) -> usize {
+        let c = self.chunks[i];
+        let t = &self.tensors[c.tensor];
+        ((t.offset + t.length).clamp(c.start, c.end) - c.start) as usize
+    }
+
+    /// Checks that every padding byte of chunk `i` is zero; returns the payload offset of the
+    /// first that is not.
+    pub fn check_padding(&self, i: usize, chunk: &[u8]) -> Result<(), u64> {
+        let data = self.chunk_data_len(i);
+        match chunk[data..].iter().position(|&b| b != 0) {
+            Some(p) => Err(self.chunks[i].start + (data + p) as u64),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_text(what: &str, s: &str, max: usize) -> Result<(), FormatError> {
+    if s.len() > max {
+        return Err(FormatError::invalid(format!(
+            "{what} is {} bytes, more than the limit of {max}",
+            s.len()
+        )));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(FormatError::invalid(format!(
+            "{what} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a model's metadata against the caps, for both writers and readers.
+pub fn check_model_info(m: &ModelInfo) -> Result<(), FormatError> {
+    if m.name.is_empty() {
+        return Err(FormatError::invalid("model name is empty"));
+    }
+    check_text("model name", &m.name, MAX_NAME_LEN)?;
+    if let Some(v) = &m.version {
+        check_text("model version", v, MAX_NAME_LEN)?;
+    }
+    if let Some(d) = &m.description {
+        check_text("description", d, MAX_TEXT_LEN)?;
+    }
+    check_text("producer", &m.producer, MAX_NAME_LEN)?;
+    if m.labels.len() > MAX_LABELS {
+        return Err(FormatError::invalid(format!(
+            "{} labels, more than the limit of {MAX_LABELS}",
+            m.labels.len()
+        )));
+    }
+    for (k, v) in &m.labels {
+        if k.is_empty() {
+            return Err(FormatError::invalid("a label has an empty key"));
+        }
+        check_text("label key", k, MAX_TEXT_LEN)?;
+        check_text(&format!("label {k:?}"), v, MAX_TEXT_LEN)?;
+    }
+    Ok(())
+}
+
+/// Checks a tensor name against the caps.
+pub fn check_tensor_name(name: &str) -> Result<(), FormatError> {
+    if name.is_empty() {
+        return Err(FormatError::invalid("a tensor has an empty name"));
+    }
+    check_text(&format!("tensor name {name:?}"), name, MAX_NAME_LEN)
+}
+
+impl Manifest {
+    /// Decodes manifest bytes strictly. Call only on bytes whose signature has been checked (or
+    /// that the user chose to read unverified).
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
+        let value = cbor::decode(bytes).map_err(FormatError::Manifest)?;
+        // Reject unknown critical fields before mapping onto the struct, which would ignore them.
+        let crit = match &value {
+            ciborium::value::Value::Map(entries) => entries
+                .iter()
+                .find_map(|(k, v)| (k.as_text() == Some("crit")).then_some(v.clone())),
+            _ => None,
+        };
+        if let Some(ciborium::value::Value::Array(names)) = crit {
+            for n in names {
+                match n.as_text() {
+                    Some(name) if KNOWN_FIELDS.contains(&name) => {}
+                    Some(name) => {
+                        return Err(FormatError::invalid(format!(
+                            "manifest requires support for {name:?}, which this nnsign lacks; upgrade nnsign"
+                        )))
+                    }
+                    None => return Err(FormatError::invalid("crit holds a non-text entry")),
+                }
+            }
+        }
+        value
+            .deserialized()
+            .map_err(|e| FormatError::Manifest(CborError::Shape(e.to_string())))
+    }
+
+    /// The deterministic encoding of this manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        // Strings, integers, maps with distinct text keys and byte strings: cannot fail.
+        cbor::to_vec(self).expect("manifest values are always encodable")
+    }
+
+    /// Checks every rule of FORMAT.md section "Manifest" and returns the payload layout.
+    pub fn validate(&self) -> Result<Layout, FormatError> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(FormatError::invalid(format!(
+                "manifest format {} is not supported by this nnsign (it reads format {MANIFEST_FORMAT}); upgrade nnsign",
+                self.format
+            )));
+        }
+        check_model_info(&self.model)?;
+        let p = &self.payload;
+        if p.encoding != ENCODING_RAW {
+            return Err(FormatError::invalid(format!(
+                "payload encoding {:?} is not supported by this nnsign; upgrade nnsign",
+                p.encoding
+            )));
+        }
+        if p.chunk_size != CHUNK_SIZE {
+            return Err(FormatError::invalid(format!(
+                "chunk size {} is not the version 1 chunk size {CHUNK_SIZE}",
+                p.chunk_size
+            )));
+        }
+        if p.length > MAX_PAYLOAD_LEN {
+            return Err(FormatError::invalid(format!(
+                "payload length {} exceeds the limit of {MAX_PAYLOAD_LEN}",
+                p.length
+            )));
+        }
+        if self.tensors.len() > MAX_TENSORS {
+            return Err(FormatError::invalid(format!(
+                "{} tensors, more than the limit of {MAX_TENSORS}",
+                self.tensors.len()
+            )));
+        }
+        let mut names = HashSet::with_capacity(self.tensors.len());
+        let mut tensors = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            check_tensor_name(&t.name)?;
+            if !names.insert(t.name.as_str()) {
+                return Err(FormatError::invalid(format!(
+                    "tensor {:?} appears twice",
+                    t.name
+                )));
+            }
+            let dtype = DType::from_name(&t.dtype).ok_or_else(|| {
+                FormatError::invalid(format!(
+                    "tensor {:?} has unknown dtype {:?}",
+                    t.name, t.dtype
+                ))
+            })?;
+            if t.shape.len() > MAX_RANK {
+                return Err(FormatError::invalid(format!(
+                    "tensor {:?} has {} dimensions, more than the limit of {MAX_RANK}",
+                    t.name,
+                    t.shape.len()
+                )));
+            }
+            let len = tensor_len(dtype, &t.shape).filter(|&n| n <= MAX_PAYLOAD_LEN);
+            if len != Some(t.length) {
+                return Err(FormatError::invalid(format!(
+                    "tensor {:?}: length {} does not match {dtype} {:?}",
+                    t.name, t.length, t.shape
+                )));
+            }
+            tensors.push(TensorInfo {
+                name: t.name.clone(),
+                dtype,
+                shape: t.shape.clone(),
+                offset: t.offset,
+                length: t.length,
+            });
+        }
+        let (offsets, end) = Layout::place(tensors.iter().map(|t| t.length))
+            .ok_or_else(|| FormatError::invalid("tensor lengths overflow"))?;
+        for (t, expected) in tensors.iter().zip(&offsets) {
+            if t.offset != *expected {
+                return Err(FormatError::invalid(format!(
+                    "tensor {:?} is at offset {}, but the layout puts it at {expected}",
+                    t.name, t.offset
+                )));
+            }
+        }
+        if end != p.length {
+            return Err(FormatError::invalid(format!(
+                "payload length {} does not match the tensor table, which ends at {end}",
+                p.length
+            )));
+        }
+        let chunks = Layout::chunks_for(&tensors, p.length);
+        if p.digests.len() != chunks.len() * 32 {
+            return Err(FormatError::invalid(format!(
+                "{} digest bytes for {} chunks (expected {})",
+                p.digests.len(),
+                chunks.len(),
+                chunks.len() * 32
+            )));
+        }
+        let digests = p
+            .digests
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("chunks_exact(32) yields 32 bytes"))
+            .collect();
+        Ok(Layout {
+            tensors,
+            length: p.length,
+            chunks,
+            digests,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(lengths: &[u64]) -> Layout {
+        let (offsets, length) = Layout::place(lengths.iter().copied()).unwrap();
+        let tensors: Vec<TensorInfo> = offsets
+            .iter()
+            .zip(lengths)
+            .enumerate()
+            .map(|(i, (&offset, &length))| TensorInfo {
+                name: format!("t{i}"),
+                dtype: DType::U8,
+                shape: vec![length],
+                offset,
+                length,
+            })
+            .collect();
+        let chunks = Layout::chunks_for(&tensors, length);
+        Layout {
+            digests: vec![[0; 32]; chunks.len()],
+            tensors,
+            length,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn placement_aligns_every_tensor_to_64_bytes() {
+        let (offsets, end) = Layout::place([10, 0, 64, 1]).unwrap();
+        assert_eq!(offsets, vec![0, 64, 64, 128]);
+        assert_eq!(end, 192);
+        assert_eq!(Layout::place([]).unwrap(), (vec![], 0));
+        assert_eq!(Layout::place([u64::MAX]), None);
+    }
+
+    #[test]
+    fn chunks_never_span_two_tensors() {
+        let l = layout(&[10, 0, 64, 1]);
+        let ranges: Vec<(u64, u64, usize)> = l
+            .chunks
+            .iter()
+            .map(|c| (c.start, c.end, c.tensor))
+            .collect();
+        // The empty tensor t1 has an empty segment and no chunk.
+        assert_eq!(ranges, vec![(0, 64, 0), (64, 128, 2), (128, 192, 3)]);
+        assert_eq!(l.chunk_data_len(0), 10);
+        assert_eq!(l.chunk_data_len(2), 1);
+        let big = layout(&[CHUNK_SIZE * 2 + 1]);
+        let ranges: Vec<(u64, u64)> = big.chunks.iter().map(|c| (c.start, c.end)).collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0, CHUNK_SIZE),
+                (CHUNK_SIZE, 2 * CHUNK_SIZE),
+                (2 * CHUNK_SIZE, 2 * CHUNK_SIZE + 64)
+            ]
+        );
+        assert_eq!(big.chunk_data_len(2), 1);
+    }
+
+    #[test]
+    fn padding_must_be_zero() {
+        let l = layout(&[10, 1]);
+        let mut chunk = vec![0u8; 64];
+        chunk[..10].fill(7);
+        assert_eq!(l.check_padding(0, &chunk), Ok(()));
+        chunk[11] = 1;
+        assert_eq!(l.check_padding(0, &chunk), Err(11));
+        chunk[11] = 0;
+        chunk[63] = 1;
+        assert_eq!(l.check_padding(0, &chunk), Err(63));
+        let mut second = vec![0u8; 64];
+        second[0] = 5;
+        second[1] = 1;
+        assert_eq!(l.check_padding(1, &second), Err(65));
+    }
+
+    #[test]
+    fn prelude_round_trip_and_rejections() {
+        let p = write_prelude(300);
+        assert_eq!(read_prelude(&p).unwrap(), 300);
+        let mut bad = p;
+        bad[0] = 0;
+        assert!(matches!(read_prelude(&bad), Err(FormatError::BadMagic)));
+        let mut bad = p;
+        bad[9] = 2;
+        assert!(matches!(
+            read_prelude(&bad),
+            Err(FormatError::FrameVersion(2))
+        ));
+        let mut bad = p;
+        bad[11] = 1;
+        assert!(matches!(read_prelude(&bad), Err(FormatError::Reserved)));
+        assert!(matches!(
+            read_prelude(&write_prelude(0)),
+            Err(FormatError::EnvelopeLength(0))
+        ));
+        assert!(matches!(
+            read_prelude(&write_prelude(MAX_ENVELOPE_LEN + 1)),
+            Err(FormatError::EnvelopeLength(_))
+        ));
+        assert_eq!(payload_offset(48), 64);
+        assert_eq!(payload_offset(49), 128);
+    }
+}

@@ -1,0 +1,428 @@
+//! Reading model weights for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`.
+//!
+//! The format is recognised by content, never by extension. Every length in a header is checked
+//! against the file before anything is allocated for it; nothing here can run code (pickled
+//! object arrays are refused by name).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::format::{self, DType, MAX_TENSORS};
+use crate::sys::Map;
+
+/// Largest `.npy` header accepted (numpy's own loader stops at 10,000 bytes by default).
+pub const MAX_NPY_HEADER_LEN: usize = 65536;
+/// Largest decompressed `.npz` member.
+pub const MAX_NPZ_MEMBER_LEN: u64 = 16 << 30;
+/// Largest ratio of decompressed to compressed size for an `.npz` member over 1 MiB: deflate
+/// reaches about 1000:1 on constant data, so more than this is a zip bomb.
+pub const MAX_NPZ_RATIO: u64 = 1100;
+
+/// Why an input could not be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is none of the formats `pack` reads.
+    #[error("{0}: not a safetensors, .npy or .npz file (recognised by content, not by name)")]
+    UnknownFormat(PathBuf),
+    /// The file is of a known format but malformed or unsupported.
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
+    /// Two inputs hold a tensor of the same name.
+    #[error("tensor {name:?} appears in both {first} and {second}; tensor names must be unique across inputs")]
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
+/// Where a tensor's bytes are: a range of a mapped file, or an owned buffer.
+#[derive(Clone)]
+pub enum Bytes {
+    Mapped(Arc<Map>, std::ops::Range<usize>),
+    Owned(Arc<Vec<u8>>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map, range) => &map[range.clone()],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A tensor to pack: little-endian, C order, `bytes.len()` equal to its dtype times its shape.
+#[derive(Clone)]
+pub struct SourceTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub bytes: Bytes,
+    /// The file it came from, for messages.
+    pub origin: PathBuf,
+}
+
+/// What the inputs hold.
+#[derive(Default)]
+pub struct Imported {
+    pub tensors: Vec<SourceTensor>,
+    /// String metadata carried by the inputs (safetensors `__metadata__`).
+    pub labels: BTreeMap<String, String>,
+}
+
+fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
+    ImportError::Invalid {
+        path: path.into(),
+        why: why.into(),
+    }
+}
+
+/// Reads every input and merges them; a tensor name may appear only once over all of them.
+pub fn import(paths: &[PathBuf]) -> Result<Imported, ImportError> {
+    let mut out = Imported::default();
+    let mut origin: HashMap<String, PathBuf> = HashMap::new();
+    for path in paths {
+        let (tensors, labels) = import_one(path)?;
+        for t in tensors {
+            if let Some(first) = origin.get(&t.name) {
+                return Err(ImportError::Duplicate {
+                    name: t.name,
+                    first: first.clone(),
+                    second: path.clone(),
+                });
+            }
+            origin.insert(t.name.clone(), path.clone());
+            out.tensors.push(t);
+            if out.tensors.len() > MAX_TENSORS {
+                return Err(invalid(
+                    path,
+                    format!("more than {MAX_TENSORS} tensors in all inputs"),
+                ));
+            }
+        }
+        for (k, v) in labels {
+            match out.labels.get(&k) {
+                Some(old) if *old != v => {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "__metadata__ key {k:?} is {v:?} here but {old:?} in an earlier input"
+                        ),
+                    ))
+                }
+                _ => {
+                    out.labels.insert(k, v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+type One = (Vec<SourceTensor>, BTreeMap<String, String>);
+
+fn import_one(path: &Path) -> Result<One, ImportError> {
+    let io = |source| ImportError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(invalid(path, "not a regular file"));
+    }
+    let mut magic = [0u8; 9];
+    let n = read_up_to(&mut file, &mut magic).map_err(io)?;
+    let magic = &magic[..n];
+    if magic.starts_with(b"\x93NUMPY") {
+        let bytes = std::fs::read(path).map_err(io)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let t = parse_npy(path, &name, bytes)?;
+        Ok((vec![t], BTreeMap::new()))
+    } else if magic.starts_with(b"PK\x03\x04") || magic.starts_with(b"PK\x05\x06") {
+        Ok((read_npz(path, file)?, BTreeMap::new()))
+    } else if n == 9 && magic[8] == b'{' {
+        read_safetensors(path, &file)
+    } else {
+        Err(ImportError::UnknownFormat(path.into()))
+    }
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn read_safetensors(path: &Path, file: &File) -> Result<One, ImportError> {
+    let map = Arc::new(Map::new(file).map_err(|source| ImportError::Io {
+        path: path.into(),
+        source,
+    })?);
+    let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
+        .map_err(|e| invalid(path, format!("invalid safetensors file: {e}")))?;
+    let data_start = 8 + header_len;
+    let mut tensors = Vec::new();
+    for (name, info) in meta.tensors() {
+        let dtype_name = serde_json::to_value(info.dtype)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let dtype = DType::from_name(&dtype_name).ok_or_else(|| {
+            invalid(
+                path,
+                format!("tensor {name:?} has dtype {dtype_name}, which nnsign does not store yet"),
+            )
+        })?;
+        format::check_tensor_name(&name).map_err(|e| invalid(path, e.to_string()))?;
+        let (start, end) = info.data_offsets;
+        tensors.push(SourceTensor {
+            name,
+            dtype,
+            shape: info.shape.iter().map(|&d| d as u64).collect(),
+            bytes: Bytes::Mapped(map.clone(), data_start + start..data_start + end),
+            origin: path.into(),
+        });
+    }
+    let labels = meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok((tensors, labels))
+}
+
+/// Parses a whole `.npy` file. Big-endian data is swapped to little-endian and Fortran-order
+/// data is transposed to C order, so what is stored is always little-endian C order.
+pub fn parse_npy(path: &Path, name: &str, bytes: Vec<u8>) -> Result<SourceTensor, ImportError> {
+    let bad = |why: String| invalid(path, format!("{name}: {why}"));
+    let (major, header_start) = match bytes.get(6) {
+        Some(1) => (1, 10),
+        Some(2) | Some(3) => (2, 12),
+        Some(v) => return Err(bad(format!(".npy version {v} is not supported"))),
+        None => return Err(bad("truncated .npy header".into())),
+    };
+    let header_len = match major {
+        1 => bytes
+            .get(8..10)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize),
+        _ => bytes
+            .get(8..12)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize),
+    }
+    .ok_or_else(|| bad("truncated .npy header".into()))?;
+    // npyz allocates the declared header length before reading it: check it first.
+    if header_len > MAX_NPY_HEADER_LEN || header_start + header_len > bytes.len() {
+        return Err(bad(format!(
+            "header length {header_len} is larger than the file or the limit of {MAX_NPY_HEADER_LEN}"
+        )));
+    }
+    let header_text = &bytes[header_start..header_start + header_len];
+    let mut depth = 0i32;
+    for &c in header_text {
+        depth += match c {
+            b'(' | b'[' | b'{' => 1,
+            b')' | b']' | b'}' => -1,
+            _ => 0,
+        };
+        if depth > 4 {
+            return Err(bad("header nests too deeply for a plain array".into()));
+        }
+    }
+    let npy =
+        npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("invalid .npy header: {e}")))?;
+    let npyz::DType::Plain(ts) = npy.dtype() else {
+        return Err(bad(
+            "structured or sub-array dtypes are not supported; save plain arrays".into(),
+        ));
+    };
+    use npyz::TypeChar as C;
+    let dtype =
+        match (ts.type_char(), ts.size_field()) {
+            (C::Bool, 1) => DType::Bool,
+            (C::Int, 1) => DType::I8,
+            (C::Int, 2) => DType::I16,
+            (C::Int, 4) => DType::I32,
+            (C::Int, 8) => DType::I64,
+            (C::Uint, 1) => DType::U8,
+            (C::Uint, 2) => DType::U16,
+            (C::Uint, 4) => DType::U32,
+            (C::Uint, 8) => DType::U64,
+            (C::Float, 2) => DType::F16,
+            (C::Float, 4) => DType::F32,
+            (C::Float, 8) => DType::F64,
+            (C::Object, _) => return Err(bad(
+                "object array refused: loading it would unpickle (run) code; save numeric arrays"
+                    .into(),
+            )),
+            _ => return Err(bad(format!("dtype {ts} is not supported"))),
+        };
+    let shape = npy.shape().to_vec();
+    if shape.len() > format::MAX_RANK {
+        return Err(bad(format!("more than {} dimensions", format::MAX_RANK)));
+    }
+    let fortran = matches!(npy.order(), npyz::Order::Fortran);
+    let big_endian = ts.endianness() == npyz::Endianness::Big && dtype.size() > 1;
+    let data_start = header_start + header_len;
+    let expected =
+        format::tensor_len(dtype, &shape).ok_or_else(|| bad("shape overflows".into()))?;
+    let actual = (bytes.len() - data_start) as u64;
+    if actual != expected {
+        return Err(bad(format!(
+            "holds {actual} data bytes, but {dtype} {shape:?} needs {expected}"
+        )));
+    }
+    let mut data = bytes;
+    data.drain(..data_start);
+    if big_endian {
+        for elem in data.chunks_exact_mut(dtype.size() as usize) {
+            elem.reverse();
+        }
+    }
+    if fortran && shape.len() > 1 {
+        data = fortran_to_c(&data, &shape, dtype.size() as usize);
+    }
+    format::check_tensor_name(name).map_err(|e| invalid(path, e.to_string()))?;
+    Ok(SourceTensor {
+        name: name.to_owned(),
+        dtype,
+        shape,
+        bytes: Bytes::Owned(Arc::new(data)),
+        origin: path.into(),
+    })
+}
+
+/// Reorders column-major elements into row-major order.
+fn fortran_to_c(data: &[u8], shape: &[u64], elem: usize) -> Vec<u8> {
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let count: usize = dims.iter().product();
+    // Column-major strides, in elements.
+    let mut strides = vec![1usize; dims.len()];
+    for i in 1..dims.len() {
+        strides[i] = strides[i - 1] * dims[i - 1];
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut index = vec![0usize; dims.len()];
+    for _ in 0..count {
+        let src: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out.extend_from_slice(&data[src * elem..(src + 1) * elem]);
+        // Advance the row-major multi-index, last axis fastest.
+        for axis in (0..dims.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < dims[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    out
+}
+
+fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| invalid(path, format!("invalid .npz (zip): {e}")))?;
+    if zip.len() > MAX_TENSORS {
+        return Err(invalid(path, format!("more than {MAX_TENSORS} members")));
+    }
+    let mut tensors: Vec<SourceTensor> = Vec::with_capacity(zip.len());
+    for i in 0..zip.len() {
+        let mut member = zip
+            .by_index(i)
+            .map_err(|e| invalid(path, format!("member {i}: {e}")))?;
+        let member_name = member
+            .name()
+            .map_err(|e| invalid(path, format!("member {i}: {e}")))?
+            .into_owned();
+        if member.is_dir() {
+            continue;
+        }
+        let Some(name) = member_name.strip_suffix(".npy") else {
+            return Err(invalid(
+                path,
+                format!("member {member_name:?} is not a .npy array"),
+            ));
+        };
+        let size = member.size();
+        let compressed = member.compressed_size().max(1);
+        if size > MAX_NPZ_MEMBER_LEN || (size > 1 << 20 && size / compressed > MAX_NPZ_RATIO) {
+            return Err(invalid(
+                path,
+                format!("member {member_name:?} expands to {size} bytes from {compressed}: refused as a zip bomb"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        member
+            .by_ref()
+            .take(size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| invalid(path, format!("member {member_name:?}: {e}")))?;
+        if bytes.len() as u64 != size {
+            return Err(invalid(
+                path,
+                format!("member {member_name:?} is not the size its header states"),
+            ));
+        }
+        if tensors.iter().any(|t| t.name == name) {
+            return Err(invalid(
+                path,
+                format!("member {member_name:?} appears twice"),
+            ));
+        }
+        tensors.push(parse_npy(path, name, bytes)?);
+    }
+    Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fortran_order_becomes_c_order() {
+        // np.asfortranarray(np.arange(6).reshape(2, 3)) stores 0 3 1 4 2 5.
+        let data: Vec<u8> = [0u8, 3, 1, 4, 2, 5].to_vec();
+        assert_eq!(fortran_to_c(&data, &[2, 3], 1), vec![0, 1, 2, 3, 4, 5]);
+        // arange(24).reshape(2, 3, 4) in Fortran order: element (i, j, k) at i + 2j + 6k.
+        let mut f = vec![0u8; 24];
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..4 {
+                    f[i + 2 * j + 6 * k] = (i * 12 + j * 4 + k) as u8;
+                }
+            }
+        }
+        assert_eq!(
+            fortran_to_c(&f, &[2, 3, 4], 1),
+            (0..24).collect::<Vec<u8>>()
+        );
+    }
+
+    #[test]
+    fn npy_header_bombs_are_refused_before_allocation() {
+        let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = parse_npy(Path::new("x.npy"), "x", bytes).err().unwrap();
+        assert!(
+            err.to_string().contains("header length 4294967295"),
+            "{err}"
+        );
+    }
+}

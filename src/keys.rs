@@ -1,0 +1,406 @@
+//! Ed25519 signing keys: generation, PEM files that OpenSSL reads and writes, passphrase
+//! protection, key ids and trust stores.
+//!
+//! Private keys are PKCS#8 v1 (`BEGIN PRIVATE KEY`), or PKCS#8 encrypted with PBES2 (scrypt +
+//! AES-256-CBC, `BEGIN ENCRYPTED PRIVATE KEY`) when a passphrase is set; public keys are
+//! SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`). v1 rather than the v2 that ed25519-dalek writes by
+//! default, because OpenSSL 3.0 cannot read v2.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Largest key file read.
+pub const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
+/// Most `.pub` files one trust store may hold.
+pub const MAX_TRUSTED_KEYS: usize = 10_000;
+
+/// A secret string (a passphrase) that is wiped from memory when dropped and never printed.
+pub type Passphrase = Zeroizing<String>;
+
+/// Why a key could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing a key file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Refused to replace an existing key file.
+    #[error("{0}: already exists; nnsign never overwrites a key (pick another prefix or move the old key away)")]
+    Exists(PathBuf),
+    /// The file is not a key nnsign understands.
+    #[error("{path}: {why}")]
+    Malformed { path: PathBuf, why: String },
+    /// The key is passphrase-protected and no passphrase was available.
+    #[error("{0}: the key is passphrase-protected; give --passphrase-env VAR or run on a terminal to be asked")]
+    NeedPassphrase(PathBuf),
+    /// The passphrase does not decrypt the key.
+    #[error("{0}: wrong passphrase, or the encrypted key is damaged")]
+    BadPassphrase(PathBuf),
+    /// Reading the passphrase failed.
+    #[error("{0}")]
+    Passphrase(String),
+    /// A trust path holds no public keys.
+    #[error("{0}: no .pub files found; a trust store is a .pub file or a directory of them (see keys/README.md)")]
+    EmptyTrust(PathBuf),
+    /// The system random generator failed.
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+}
+
+/// The key id: the first 8 bytes of SHA-256 over the raw 32-byte public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    pub fn of(raw_public_key: &[u8; 32]) -> KeyId {
+        let digest = Sha256::digest(raw_public_key);
+        KeyId(digest[..8].try_into().expect("SHA-256 is 32 bytes"))
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An Ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+}
+
+impl PublicKey {
+    pub fn from_raw(raw: &[u8; 32]) -> Option<PublicKey> {
+        VerifyingKey::from_bytes(raw)
+            .ok()
+            .map(|key| PublicKey { key })
+    }
+
+    pub fn raw(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    pub fn id(&self) -> KeyId {
+        KeyId::of(&self.raw())
+    }
+
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    /// SubjectPublicKeyInfo PEM with LF line endings, as `openssl pkey -pubout` prints it.
+    pub fn to_pem(&self) -> String {
+        self.key
+            .to_public_key_pem(pkcs8::LineEnding::LF)
+            .expect("an Ed25519 SPKI always encodes")
+    }
+
+    pub fn from_pem(text: &str) -> Option<PublicKey> {
+        VerifyingKey::from_public_key_pem(text.trim())
+            .ok()
+            .map(|key| PublicKey { key })
+    }
+
+    /// Reads a `.pub` file.
+    pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
+        let text = read_capped(path)?;
+        PublicKey::from_pem(&text).ok_or_else(|| KeyError::Malformed {
+            path: path.into(),
+            why: "not an Ed25519 public key in PEM (expected BEGIN PUBLIC KEY, as `nnsign keygen` or `openssl pkey -pubout` write)".into(),
+        })
+    }
+}
+
+/// An Ed25519 signing key. Wiped from memory on drop (ed25519-dalek's `zeroize` feature); no
+/// `Debug`, so it cannot end up in a log.
+pub struct SecretKey {
+    key: SigningKey,
+}
+
+impl SecretKey {
+    /// A new key from the operating system's random generator.
+    pub fn generate() -> Result<SecretKey, KeyError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut *seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(SecretKey {
+            key: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    /// Builds a key from a 32-byte seed (for deterministic tests and test vectors).
+    pub fn from_seed(seed: &[u8; 32]) -> SecretKey {
+        SecretKey {
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey {
+            key: self.key.verifying_key(),
+        }
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// PKCS#8 v1 PEM, encrypted when a passphrase is given.
+    pub fn to_pem(&self, passphrase: Option<&Passphrase>) -> Result<Zeroizing<String>, KeyError> {
+        let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        };
+        let encode_err = |e: pkcs8::Error| KeyError::Random(e.to_string());
+        match passphrase {
+            None => v1.to_pkcs8_pem(pkcs8::LineEnding::LF).map_err(encode_err),
+            Some(p) => v1
+                .to_pkcs8_encrypted_pem(p.as_bytes(), pkcs8::LineEnding::LF)
+                .map_err(encode_err),
+        }
+    }
+
+    /// Reads a private key file. `passphrase` is called only when the key is encrypted.
+    pub fn read(
+        path: &Path,
+        passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
+    ) -> Result<SecretKey, KeyError> {
+        let text = Zeroizing::new(read_capped(path)?);
+        let malformed = |why: &str| KeyError::Malformed {
+            path: path.into(),
+            why: why.into(),
+        };
+        let key = if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+            let p = passphrase()?.ok_or_else(|| KeyError::NeedPassphrase(path.into()))?;
+            SigningKey::from_pkcs8_encrypted_pem(text.trim(), p.as_bytes())
+                .map_err(|_| KeyError::BadPassphrase(path.into()))?
+        } else if text.contains("-----BEGIN PRIVATE KEY-----") {
+            SigningKey::from_pkcs8_pem(text.trim()).map_err(|_| {
+                malformed("not an Ed25519 private key (PKCS#8 for another algorithm, or damaged)")
+            })?
+        } else if text.contains("-----BEGIN PUBLIC KEY-----") {
+            return Err(malformed(
+                "this is a public key; signing needs the private key (the .key file)",
+            ));
+        } else {
+            return Err(malformed(
+                "not a PEM private key (expected BEGIN PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY)",
+            ));
+        };
+        Ok(SecretKey { key })
+    }
+}
+
+fn read_capped(path: &Path) -> Result<String, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut text = String::new();
+    Read::by_ref(&mut file)
+        .take(MAX_KEY_FILE_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => KeyError::Malformed {
+                path: path.into(),
+                why: "not a text file".into(),
+            },
+            _ => io(e),
+        })?;
+    if text.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(KeyError::Malformed {
+            path: path.into(),
+            why: format!("larger than {MAX_KEY_FILE_LEN} bytes; not a key file"),
+        });
+    }
+    Ok(text)
+}
+
+/// Paths of the key pair for `prefix`: `PREFIX.key` and `PREFIX.pub`.
+pub fn pair_paths(prefix: &Path) -> (PathBuf, PathBuf) {
+    let mut key = prefix.as_os_str().to_owned();
+    key.push(".key");
+    let mut public = prefix.as_os_str().to_owned();
+    public.push(".pub");
+    (PathBuf::from(key), PathBuf::from(public))
+}
+
+/// Writes `PREFIX.key` (mode 0600) and `PREFIX.pub`, never replacing an existing file, each
+/// atomically (complete or absent).
+pub fn write_pair(
+    prefix: &Path,
+    key: &SecretKey,
+    passphrase: Option<&Passphrase>,
+) -> Result<(PathBuf, PathBuf), KeyError> {
+    let (key_path, pub_path) = pair_paths(prefix);
+    for p in [&key_path, &pub_path] {
+        if p.symlink_metadata().is_ok() {
+            return Err(KeyError::Exists(p.clone()));
+        }
+    }
+    let pem = key.to_pem(passphrase)?;
+    write_new(&key_path, pem.as_bytes())?;
+    if let Err(e) = write_new(&pub_path, key.public().to_pem().as_bytes()) {
+        // We created the private key a moment ago; without its public half it is useless.
+        let _ = fs::remove_file(&key_path);
+        return Err(e);
+    }
+    Ok((key_path, pub_path))
+}
+
+/// Creates `path` with `bytes`, mode 0600, failing if it exists. The content goes to a temporary
+/// file first (tempfile creates it 0600) and is linked into place without replacing anything.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.into(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".nnsign-key-")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyError::Exists(path.into())
+        } else {
+            io(e.error)
+        }
+    })?;
+    Ok(())
+}
+
+/// Public keys a verifier trusts, each with the file it came from.
+#[derive(Debug, Default, Clone)]
+pub struct TrustStore {
+    keys: Vec<(PublicKey, PathBuf)>,
+}
+
+impl TrustStore {
+    /// Loads `.pub` files and directories of them (not recursive). A path that yields no key is
+    /// an error: a trust store that trusts nothing is a misconfiguration, not a policy.
+    pub fn load(paths: &[PathBuf]) -> Result<TrustStore, KeyError> {
+        let mut store = TrustStore::default();
+        for path in paths {
+            let io = |source| KeyError::Io {
+                path: path.clone(),
+                source,
+            };
+            let meta = fs::metadata(path).map_err(io)?;
+            let before = store.keys.len();
+            if meta.is_dir() {
+                let mut files: Vec<PathBuf> = fs::read_dir(path)
+                    .map_err(io)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "pub") && p.is_file())
+                    .collect();
+                files.sort();
+                for f in files {
+                    store.add(PublicKey::read(&f)?, f)?;
+                }
+            } else {
+                store.add(PublicKey::read(path)?, path.clone())?;
+            }
+            if store.keys.len() == before {
+                return Err(KeyError::EmptyTrust(path.clone()));
+            }
+        }
+        Ok(store)
+    }
+
+    fn add(&mut self, key: PublicKey, path: PathBuf) -> Result<(), KeyError> {
+        if self.keys.len() >= MAX_TRUSTED_KEYS {
+            return Err(KeyError::Malformed {
+                path,
+                why: format!("more than {MAX_TRUSTED_KEYS} trusted keys"),
+            });
+        }
+        if !self.keys.iter().any(|(k, _)| *k == key) {
+            self.keys.push((key, path));
+        }
+        Ok(())
+    }
+
+    /// Adds one key (for library users who hold keys in memory).
+    pub fn insert(&mut self, key: PublicKey, source: impl Into<PathBuf>) {
+        if !self.keys.iter().any(|(k, _)| *k == key) {
+            self.keys.push((key, source.into()));
+        }
+    }
+
+    /// The file a trusted key came from, if `key` is trusted. Keys compare in full, never by id.
+    pub fn lookup(&self, key: &PublicKey) -> Option<&Path> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, p)| p.as_path())
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_is_sha256_prefix_of_raw_key() {
+        // RFC 8032 test 1 public key; id computed with `sha256sum` over its 32 raw bytes.
+        let raw: [u8; 32] = [
+            0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64,
+            0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
+            0xf7, 0x07, 0x51, 0x1a,
+        ];
+        assert_eq!(KeyId::of(&raw).to_string(), "21fe31dfa154a261");
+    }
+
+    #[test]
+    fn pem_round_trip_plain_and_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::from_seed(&[7; 32]);
+        let pass = Zeroizing::new("correct horse".to_string());
+        let (k, p) = write_pair(&dir.path().join("a"), &key, Some(&pass)).unwrap();
+        let text = fs::read_to_string(&k).unwrap();
+        assert!(text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let back = SecretKey::read(&k, || Ok(Some(pass.clone()))).unwrap();
+        assert_eq!(back.public(), key.public());
+        assert!(matches!(
+            SecretKey::read(&k, || Ok(Some(Zeroizing::new("wrong".into())))),
+            Err(KeyError::BadPassphrase(_))
+        ));
+        assert!(matches!(
+            SecretKey::read(&k, || Ok(None)),
+            Err(KeyError::NeedPassphrase(_))
+        ));
+        assert_eq!(PublicKey::read(&p).unwrap(), key.public());
+        assert!(matches!(
+            write_pair(&dir.path().join("a"), &key, None),
+            Err(KeyError::Exists(_))
+        ));
+    }
+}

@@ -1,0 +1,278 @@
+//! COSE_Sign1 (RFC 9052) signatures over the manifest, with Ed25519.
+//!
+//! Each signature carries its manifest detached (the envelope holds the manifest once, however
+//! many signatures there are). The protected header is the deterministic map
+//!
+//! ```text
+//! { 1: -19 (alg: Ed25519, RFC 9864), 3: CONTENT_TYPE, 4: kid (8 bytes), -65537: public key (32 bytes) }
+//! ```
+//!
+//! and the bytes signed are `Sig_structure = ["Signature1", protected, h'', manifest]`. Carrying
+//! the public key lets every signature be checked, trusted or not, so no byte of an artifact
+//! escapes verification; trust is then a matter of which keys the verifier lists.
+
+use ciborium::value::{Integer, Value};
+use ed25519_dalek::{Signature, Signer};
+
+use crate::cbor;
+use crate::format::{FormatError, RawSignature};
+use crate::keys::{KeyId, PublicKey, SecretKey};
+
+/// COSE header label: algorithm.
+pub const LABEL_ALG: i64 = 1;
+/// COSE header label: critical headers.
+pub const LABEL_CRIT: i64 = 2;
+/// COSE header label: content type.
+pub const LABEL_CONTENT_TYPE: i64 = 3;
+/// COSE header label: key id.
+pub const LABEL_KID: i64 = 4;
+/// Private-use COSE header label (RFC 9052 section 3.1: below -65536) for the signer's raw
+/// public key.
+pub const LABEL_PUBLIC_KEY: i64 = -65537;
+/// COSE algorithm Ed25519 (RFC 9864), written by nnsign.
+pub const ALG_ED25519: i64 = -19;
+/// COSE algorithm EdDSA (RFC 9052, deprecated by RFC 9864), accepted when reading.
+pub const ALG_EDDSA: i64 = -8;
+/// Content type of the signed payload.
+pub const CONTENT_TYPE: &str = "application/vnd.nnsign.manifest+cbor";
+/// Context string of Sig_structure for COSE_Sign1.
+const SIGNATURE1: &str = "Signature1";
+
+/// A signature's protected header, decoded.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub alg: i64,
+    pub kid: Vec<u8>,
+    pub public_key: Option<[u8; 32]>,
+}
+
+/// What checking one signature found.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// The signature is valid for this public key (trusted or not).
+    Valid(PublicKey),
+    /// The algorithm is not one this nnsign implements; the signature is neither valid nor
+    /// invalid to it, and counts for nothing.
+    Unsupported { alg: i64, kid: Vec<u8> },
+}
+
+/// Why a signature failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    /// The header is malformed.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The signature does not verify: the manifest or the signature changed after signing.
+    #[error("signature by key {kid} does not verify: the manifest or the signature was changed after signing")]
+    Invalid { kid: String },
+}
+
+fn header_error(msg: impl Into<String>) -> FormatError {
+    FormatError::SignatureHeader(msg.into())
+}
+
+fn int(i: i64) -> Value {
+    Value::Integer(Integer::from(i))
+}
+
+/// The protected header nnsign writes for `key`.
+pub fn protected_header(key: &PublicKey) -> Vec<u8> {
+    let map = Value::Map(vec![
+        (int(LABEL_ALG), int(ALG_ED25519)),
+        (int(LABEL_CONTENT_TYPE), Value::Text(CONTENT_TYPE.into())),
+        (int(LABEL_KID), Value::Bytes(key.id().0.to_vec())),
+        (int(LABEL_PUBLIC_KEY), Value::Bytes(key.raw().to_vec())),
+    ]);
+    cbor::encode(&map).expect("integer keys are distinct")
+}
+
+/// The bytes an Ed25519 signature covers.
+pub fn sig_structure(protected: &[u8], manifest: &[u8]) -> Vec<u8> {
+    let v = Value::Array(vec![
+        Value::Text(SIGNATURE1.into()),
+        Value::Bytes(protected.to_vec()),
+        Value::Bytes(vec![]),
+        Value::Bytes(manifest.to_vec()),
+    ]);
+    cbor::encode(&v).expect("no maps, nothing to fail")
+}
+
+/// Signs `manifest` with `key`.
+pub fn sign(key: &SecretKey, manifest: &[u8]) -> RawSignature {
+    let protected = protected_header(&key.public());
+    let sig: Signature = key.signing_key().sign(&sig_structure(&protected, manifest));
+    RawSignature {
+        protected,
+        signature: sig.to_bytes().to_vec(),
+    }
+}
+
+/// Decodes a protected header strictly: deterministic CBOR, known labels well-typed, any
+/// critical label understood.
+pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
+    let value = cbor::decode(protected).map_err(|e| header_error(e.to_string()))?;
+    let Value::Map(entries) = value else {
+        return Err(header_error("protected header is not a map"));
+    };
+    let (mut alg, mut kid, mut public_key, mut content_type) = (None, None, None, None);
+    let mut crit = Vec::new();
+    for (k, v) in entries {
+        // Text labels are legal COSE but none are defined for us; they are ignored unless
+        // marked critical, which is refused below.
+        let Some(label) = k.as_integer().and_then(|i| i64::try_from(i).ok()) else {
+            continue;
+        };
+        match label {
+            LABEL_ALG => {
+                alg = Some(
+                    v.as_integer()
+                        .and_then(|i| i64::try_from(i).ok())
+                        .ok_or_else(|| header_error("alg is not an integer"))?,
+                )
+            }
+            LABEL_CRIT => {
+                let items = v
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| header_error("crit is not a non-empty array"))?;
+                crit = items.clone();
+            }
+            LABEL_CONTENT_TYPE => {
+                content_type = Some(
+                    v.as_text()
+                        .ok_or_else(|| header_error("content type is not text"))?
+                        .to_owned(),
+                )
+            }
+            LABEL_KID => {
+                kid = Some(
+                    v.as_bytes()
+                        .ok_or_else(|| header_error("kid is not a byte string"))?
+                        .clone(),
+                )
+            }
+            LABEL_PUBLIC_KEY => {
+                let raw: [u8; 32] = v
+                    .as_bytes()
+                    .and_then(|b| b.as_slice().try_into().ok())
+                    .ok_or_else(|| header_error("public key is not 32 bytes"))?;
+                public_key = Some(raw);
+            }
+            _ => {}
+        }
+    }
+    const UNDERSTOOD: [i64; 4] = [LABEL_ALG, LABEL_CONTENT_TYPE, LABEL_KID, LABEL_PUBLIC_KEY];
+    for c in crit {
+        let known = c
+            .as_integer()
+            .and_then(|i| i64::try_from(i).ok())
+            .is_some_and(|l| UNDERSTOOD.contains(&l));
+        if !known {
+            return Err(header_error(format!(
+                "critical header {c:?} is not understood by this nnsign"
+            )));
+        }
+    }
+    if content_type.as_deref() != Some(CONTENT_TYPE) {
+        return Err(header_error(format!(
+            "content type is not {CONTENT_TYPE:?}: this signature was not made for an nnsign manifest"
+        )));
+    }
+    Ok(Header {
+        alg: alg.ok_or_else(|| header_error("no alg"))?,
+        kid: kid.ok_or_else(|| header_error("no kid"))?,
+        public_key,
+    })
+}
+
+/// Checks one signature over `manifest`.
+pub fn check(sig: &RawSignature, manifest: &[u8]) -> Result<Checked, SignatureError> {
+    let header = parse_header(&sig.protected)?;
+    if header.alg != ALG_ED25519 && header.alg != ALG_EDDSA {
+        return Ok(Checked::Unsupported {
+            alg: header.alg,
+            kid: header.kid,
+        });
+    }
+    let raw = header
+        .public_key
+        .ok_or_else(|| header_error("Ed25519 signature without its public key (label -65537)"))?;
+    let key = PublicKey::from_raw(&raw)
+        .ok_or_else(|| header_error("public key is not a valid Ed25519 point"))?;
+    if header.kid != key.id().0 {
+        return Err(header_error(format!(
+            "kid {} is not the id of the public key it carries ({})",
+            crate::keys::hex(&header.kid),
+            key.id()
+        ))
+        .into());
+    }
+    let invalid = || SignatureError::Invalid {
+        kid: key.id().to_string(),
+    };
+    let bytes: [u8; 64] = sig.signature.as_slice().try_into().map_err(|_| invalid())?;
+    key.verifying_key()
+        .verify_strict(
+            &sig_structure(&sig.protected, manifest),
+            &Signature::from_bytes(&bytes),
+        )
+        .map_err(|_| invalid())?;
+    Ok(Checked::Valid(key))
+}
+
+/// The key id of a signature, for messages, without checking anything.
+pub fn claimed_kid(sig: &RawSignature) -> Option<KeyId> {
+    let h = parse_header(&sig.protected).ok()?;
+    h.kid.as_slice().try_into().ok().map(KeyId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_then_check_and_tamper() {
+        let key = SecretKey::from_seed(&[1; 32]);
+        let sig = sign(&key, b"manifest");
+        match check(&sig, b"manifest").unwrap() {
+            Checked::Valid(k) => assert_eq!(k, key.public()),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check(&sig, b"manifesT"),
+            Err(SignatureError::Invalid { .. })
+        ));
+        let mut bad = sig.clone();
+        bad.signature[0] ^= 1;
+        assert!(matches!(
+            check(&bad, b"manifest"),
+            Err(SignatureError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn protected_header_bytes_are_pinned() {
+        let key = SecretKey::from_seed(&[1; 32]);
+        let h = protected_header(&key.public());
+        // a4 | 01 32 | 03 78 24 "application/..." | 04 48 <kid> | 3a 00010000 58 20 <key>
+        assert_eq!(&h[..3], &[0xa4, 0x01, 0x32]);
+        assert_eq!(&h[3..5], &[0x03, 0x78]);
+        assert_eq!(h.len(), 3 + 2 + 1 + CONTENT_TYPE.len() + 2 + 8 + 5 + 2 + 32);
+        let parsed = parse_header(&h).unwrap();
+        assert_eq!(parsed.alg, ALG_ED25519);
+        assert_eq!(parsed.kid, key.public().id().0);
+    }
+
+    #[test]
+    fn unknown_critical_label_is_refused() {
+        let map = Value::Map(vec![
+            (int(LABEL_ALG), int(ALG_ED25519)),
+            (int(LABEL_CRIT), Value::Array(vec![int(99)])),
+            (int(LABEL_CONTENT_TYPE), Value::Text(CONTENT_TYPE.into())),
+            (int(LABEL_KID), Value::Bytes(vec![0; 8])),
+            (int(99), int(1)),
+        ]);
+        let err = parse_header(&cbor::encode(&map).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("critical header"), "{err}");
+    }
+}

@@ -1,0 +1,61 @@
+//! The only module with `unsafe` code: memory maps of input files and the SGEMM kernel. Each
+//! function states why its use is sound; everything outside this module is safe Rust.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+
+/// A read-only memory map of a whole file.
+pub struct Map(memmap2::Mmap);
+
+impl Map {
+    /// Maps `file` read-only.
+    ///
+    /// A file map is only sound while nobody truncates or rewrites the file; nnsign maps only the
+    /// model files given to `pack`, reads each byte once to hash and copy it, and the artifact's
+    /// digests are computed from the bytes as read, so a concurrent writer can at worst make the
+    /// artifact fail verification, never make nnsign trust bytes it did not hash.
+    pub fn new(file: &File) -> std::io::Result<Map> {
+        // SAFETY: see above; the map is private to this process and read-only.
+        let map = unsafe { memmap2::Mmap::map(file)? };
+        Ok(Map(map))
+    }
+}
+
+impl std::ops::Deref for Map {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// `c = a · b` for row-major `a` `[m, k]`, `b` `[k, n]` and `c` `[m, n]`.
+pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    // Callers size these from a validated plan; a mismatch is a bug in nnsign, not bad input.
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "sgemm called with inconsistent sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the assert above proves every pointer offset matrixmultiply computes from these
+    // dimensions and row-major strides stays inside its slice; `c` is the only mutable borrow.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Opening and verifying artifacts: where the signature is checked, where trust is decided and
+//! where every payload byte is checked against its signed digest.
+//!
+//! The types enforce the order. [`Artifact::open`] reads only the capped outer frame.
+//! [`Artifact::authenticate`] checks every signature, decides trust, and only then decodes the
+//! manifest, giving an [`Authenticated`] artifact. Payload bytes come out of an `Authenticated`
+//! only through [`Authenticated::check_payload`], [`Authenticated::read_payload`] and
+//! [`Authenticated::stream_payload`], each of which hashes the bytes it hands out and compares
+//! them with the signed digests before handing them out.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::format::{self, Envelope, FormatError, Layout, Manifest, TensorInfo, PRELUDE_LEN};
+use crate::keys::{KeyId, PublicKey, TrustStore};
+use crate::signature::{self, Checked, SignatureError};
+
+/// Why an artifact failed verification.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Reading the file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not a well-formed artifact.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A signature is malformed or does not verify.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The artifact carries no signature and unsigned artifacts were not allowed.
+    #[error("the artifact is unsigned")]
+    Unsigned,
+    /// No signature is by a trusted key.
+    #[error("not signed by a trusted key: {0}")]
+    Untrusted(String),
+    /// A payload chunk does not match its digest.
+    #[error("payload chunk {chunk} ({part}) does not match its signed digest: the file was changed or damaged after signing")]
+    Digest { chunk: usize, part: String },
+    /// A padding byte between tensors is not zero (the signer wrote hidden data, or the writer
+    /// is broken).
+    #[error("padding byte at payload offset {0} is not zero; a valid artifact holds nothing between its tensors")]
+    Padding(u64),
+}
+
+/// A signer whose signature verified and whose key is trusted.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub key: PublicKey,
+    /// The trust-store file that holds the key.
+    pub trusted_by: PathBuf,
+}
+
+/// An artifact whose outer frame has been read; nothing in it is trusted yet.
+pub struct Artifact {
+    path: PathBuf,
+    file: File,
+    file_len: u64,
+    envelope: Envelope,
+    payload_offset: u64,
+}
+
+impl Artifact {
+    /// Opens `path` and reads the prelude and envelope (at most
+    /// [`format::MAX_ENVELOPE_LEN`] bytes). The manifest is not decoded.
+    pub fn open(path: &Path) -> Result<Artifact, VerifyError> {
+        let mut file = File::open(path)?;
+        let file_len = file.metadata()?.len();
+        if file.metadata()?.is_dir() {
+            return Err(std::io::Error::other("is a directory, not an artifact").into());
+        }
+        let mut prelude = [0u8; PRELUDE_LEN];
+        if file_len < PRELUDE_LEN as u64 {
+            // Tell "not ours" from "ours, cut short" where the bytes allow it.
+            let mut head = Vec::new();
+            file.read_to_end(&mut head)?;
+            if head.is_empty() || !format::MAGIC.starts_with(&head[..head.len().min(8)]) {
+                return Err(FormatError::BadMagic.into());
+            }
+            return Err(FormatError::Truncated(format!("only {file_len} bytes")).into());
+        }
+        file.read_exact(&mut prelude)?;
+        let envelope_len = format::read_prelude(&prelude)?;
+        let payload_offset = format::payload_offset(envelope_len);
+        if file_len < PRELUDE_LEN as u64 + u64::from(envelope_len) {
+            return Err(FormatError::Truncated(format!(
+                "the header declares a {envelope_len}-byte envelope but the file has {file_len} bytes"
+            ))
+            .into());
+        }
+        let mut envelope = vec![0u8; envelope_len as usize];
+        file.read_exact(&mut envelope)?;
+        let envelope = Envelope::parse(&envelope)?;
+        if file_len < payload_offset {
+            return Err(
+                FormatError::Truncated("the file ends inside the header padding".into()).into(),
+            );
+        }
+        let mut pad =
+            vec![0u8; (payload_offset - PRELUDE_LEN as u64 - u64::from(envelope_len)) as usize];
+        file.read_exact(&mut pad)?;
+        if pad.iter().any(|&b| b != 0) {
+            return Err(FormatError::HeaderPadding.into());
+        }
+        Ok(Artifact {
+            path: path.to_owned(),
+            file,
+            file_len,
+            envelope,
+            payload_offset,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many signatures the envelope holds.
+    pub fn signature_count(&self) -> usize {
+        self.envelope.signatures.len()
+    }
+
+    /// Checks every signature cryptographically, without consulting any trust store. Any
+    /// signature of a supported algorithm that does not verify is an error.
+    pub fn check_signatures(&self) -> Result<Vec<Checked>, VerifyError> {
+        let mut seen: Vec<KeyId> = Vec::new();
+        let mut out = Vec::with_capacity(self.envelope.signatures.len());
+        for sig in &self.envelope.signatures {
+            let checked = signature::check(sig, &self.envelope.manifest)?;
+            if let Checked::Valid(key) = &checked {
+                // Two signatures by one key are refused: counting them twice would let a copy
+                // stand in for a second signer once thresholds exist.
+                if seen.contains(&key.id()) {
+                    return Err(FormatError::SignatureHeader(format!(
+                        "key {} signed twice",
+                        key.id()
+                    ))
+                    .into());
+                }
+                seen.push(key.id());
+            }
+            out.push(checked);
+        }
+        Ok(out)
+    }
+
+    /// Checks the signatures and trust, then decodes and validates the manifest. With
+    /// `allow_unsigned`, an artifact with no signature at all passes this step (its payload is
+    /// still checked against its digests later); a signed artifact always needs a trusted key.
+    pub fn authenticate(
+        self,
+        trust: &TrustStore,
+        allow_unsigned: bool,
+    ) -> Result<Authenticated, VerifyError> {
+        let checked = self.check_signatures()?;
+        let mut signers = Vec::new();
+        if checked.is_empty() {
+            if !allow_unsigned {
+                return Err(VerifyError::Unsigned);
+            }
+        } else {
+            let mut untrusted = Vec::new();
+            for c in &checked {
+                match c {
+                    Checked::Valid(key) => match trust.lookup(key) {
+                        Some(path) => signers.push(Signer {
+                            key: key.clone(),
+                            trusted_by: path.to_owned(),
+                        }),
+                        None => {
+                            untrusted.push(format!("key {} is not in the trust store", key.id()))
+                        }
+                    },
+                    Checked::Unsupported { alg, kid } => untrusted.push(format!(
+                        "key {} uses COSE algorithm {alg}, which this nnsign does not implement",
+                        crate::keys::hex(kid)
+                    )),
+                }
+            }
+            if signers.is_empty() {
+                return Err(VerifyError::Untrusted(untrusted.join("; ")));
+            }
+        }
+        self.into_authenticated(signers)
+    }
+
+    /// Decodes and validates the manifest without checking who signed it, for `inspect`. The
+    /// result must not be used to trust anything.
+    pub fn manifest_unverified(&self) -> Result<(Manifest, Layout), VerifyError> {
+        let manifest = Manifest::decode(&self.envelope.manifest)?;
+        let layout = manifest.validate()?;
+        Ok((manifest, layout))
+    }
+
+    /// SHA-256 of the manifest bytes: the artifact digest, which names the content (metadata,
+    /// tensor table, payload digests) independent of who signed it.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(&self.envelope.manifest).into()
+    }
+
+    /// The file's length and the payload offset.
+    pub fn sizes(&self) -> (u64, u64) {
+        (self.file_len, self.payload_offset)
+    }
+
+    fn into_authenticated(self, signers: Vec<Signer>) -> Result<Authenticated, VerifyError> {
+        let (manifest, layout) = self.manifest_unverified()?;
+        let expected = self.payload_offset + layout.length;
+        if self.file_len < expected {
+            return Err(FormatError::Truncated(format!(
+                "the manifest declares {} payload bytes, the file has {}",
+                layout.length,
+                self.file_len - self.payload_offset
+            ))
+            .into());
+        }
+        if self.file_len > expected {
+            return Err(FormatError::Trailing(self.file_len - expected).into());
+        }
+        let digest = self.digest();
+        Ok(Authenticated {
+            artifact: self,
+            manifest,
+            layout,
+            signers,
+            digest,
+        })
+    }
+}
+
+/// An artifact whose signatures and trust have been checked and whose manifest is decoded and
+/// valid. Its payload has not been read yet.
+pub struct Authenticated {
+    artifact: Artifact,
+    pub manifest: Manifest,
+    pub layout: Layout,
+    /// Trusted signers (empty only for an unsigned artifact that was allowed).
+    pub signers: Vec<Signer>,
+    /// SHA-256 of the manifest.
+    pub digest: [u8; 32],
+}
+
+/// Payload bytes whose digests all matched.
+pub struct VerifiedPayload {
+    bytes: Vec<u8>,
+    layout: Layout,
+}
+
+impl VerifiedPayload {
+    /// Bytes of tensor `name`.
+    pub fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+        let t = self.layout.tensors.iter().find(|t| t.name == name)?;
+        let bytes = self
+            .bytes
+            .get(t.offset as usize..(t.offset + t.length) as usize)?;
+        Some((t, bytes))
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.layout.tensors
+    }
+}
+
+/// Chunks read and hashed at once per thread: enough to keep every core busy between the
+/// in-order hand-overs, few enough to bound memory.
+const CHUNKS_PER_THREAD: usize = 2;
+
+impl Authenticated {
+    pub fn path(&self) -> &Path {
+        &self.artifact.path
+    }
+
+    /// Reads the whole payload, checking every chunk; returns nothing but the verdict. Memory
+    /// stays at `threads * CHUNKS_PER_THREAD * CHUNK_SIZE` whatever the artifact's size.
+    pub fn check_payload(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<(), VerifyError> {
+        self.stream_payload(progress, |_, _| Ok(()))
+    }
+
+    /// Reads the whole payload into memory, checking every chunk.
+    pub fn read_payload(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<VerifiedPayload, VerifyError> {
+        let mut bytes = Vec::with_capacity(self.layout.length as usize);
+        self.stream_payload(progress, |_, chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(VerifiedPayload {
+            bytes,
+            layout: self.layout.clone(),
+        })
+    }
+
+    /// Calls `sink` with each payload chunk, in order, once its digest and padding have been
+    /// checked. A failing chunk stops the stream before `sink` sees it.
+    pub fn stream_payload(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+        mut sink: impl FnMut(usize, &[u8]) -> Result<(), VerifyError>,
+    ) -> Result<(), VerifyError> {
+        let layout = &self.layout;
+        let batch = rayon::current_num_threads().max(1) * CHUNKS_PER_THREAD;
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut done = 0u64;
+        for first in (0..layout.chunks.len()).step_by(batch) {
+            let last = (first + batch).min(layout.chunks.len());
+            buffers.resize_with(last - first, Vec::new);
+            buffers
+                .par_iter_mut()
+                .enumerate()
+                .map(|(j, buf)| self.read_chunk(first + j, buf))
+                .collect::<Result<Vec<()>, VerifyError>>()?;
+            for (j, buf) in buffers.iter().enumerate() {
+                sink(first + j, buf)?;
+                done += buf.len() as u64;
+            }
+            progress(done);
+        }
+        Ok(())
+    }
+
+    fn read_chunk(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), VerifyError> {
+        let range = self.layout.chunk_range(i);
+        buf.resize((range.end - range.start) as usize, 0);
+        self.artifact
+            .file
+            .read_exact_at(buf, self.artifact.payload_offset + range.start)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => VerifyError::Format(FormatError::Truncated(
+                    "the file shrank while it was being read".into(),
+                )),
+                _ => VerifyError::Io(e),
+            })?;
+        let digest: [u8; 32] = Sha256::digest(&buf[..]).into();
+        if digest != self.layout.digests[i] {
+            let t = self.layout.chunk_tensor(i);
+            let part = if self.layout.chunk_data_len(i) == 0 {
+                format!("padding after tensor {:?}", t.name)
+            } else {
+                format!(
+                    "bytes {}..{} of tensor {:?}",
+                    range.start - t.offset,
+                    (range.end - t.offset).min(t.length),
+                    t.name
+                )
+            };
+            return Err(VerifyError::Digest { chunk: i, part });
+        }
+        self.layout
+            .check_padding(i, buf)
+            .map_err(VerifyError::Padding)
+    }
+}
