@@ -235,6 +235,30 @@ pub fn pack(
     })
 }
 
+/// Lays out a complete artifact in memory from its parts, without checking them: for test
+/// vectors and tests that need malformed artifacts. `pack` is the way to make real ones.
+pub fn assemble(manifest: &[u8], signatures: Vec<RawSignature>, payload: &[u8]) -> Vec<u8> {
+    let envelope = Envelope {
+        manifest: manifest.to_vec(),
+        signatures,
+    }
+    .to_bytes();
+    let envelope_len = envelope.len() as u32;
+    let mut out = format::write_prelude(envelope_len).to_vec();
+    out.extend_from_slice(&envelope);
+    out.resize(format::payload_offset(envelope_len) as usize, 0);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// SHA-256 of each chunk of `payload`, concatenated, for the chunks of `layout`.
+pub fn digest_chunks(chunks: &[format::Chunk], payload: &[u8]) -> Vec<u8> {
+    chunks
+        .iter()
+        .flat_map(|c| Sha256::digest(&payload[c.start as usize..c.end as usize]))
+        .collect()
+}
+
 /// Seconds since the Unix epoch now, or `SOURCE_DATE_EPOCH` when set, for reproducible builds.
 pub fn created_now() -> u64 {
     if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")

@@ -99,7 +99,12 @@ pub fn sig_structure(protected: &[u8], manifest: &[u8]) -> Vec<u8> {
 
 /// Signs `manifest` with `key`.
 pub fn sign(key: &SecretKey, manifest: &[u8]) -> RawSignature {
-    let protected = protected_header(&key.public());
+    sign_with_header(key, protected_header(&key.public()), manifest)
+}
+
+/// Signs `manifest` under a given protected header (test vectors use it to make legacy and
+/// malformed headers; `sign` is the way to make real signatures).
+pub fn sign_with_header(key: &SecretKey, protected: Vec<u8>, manifest: &[u8]) -> RawSignature {
     let sig: Signature = key.signing_key().sign(&sig_structure(&protected, manifest));
     RawSignature {
         protected,

@@ -1,0 +1,815 @@
+//! End-to-end tests of the `nnsign` binary: every verb, every documented error with its exit
+//! code, and the guarantees of docs/SECURITY.md (tampering, atomic outputs, key files).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// A fresh key pair `name.key` / `name.pub`.
+    fn keygen(&self, name: &str) {
+        let run = nnsign(["keygen", "-o", &self.s(name)]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+
+    /// The seed MLP packed and signed by `key`.
+    fn seed_artifact(&self, key: &str, out: &str) -> PathBuf {
+        let run = nnsign([
+            "pack",
+            &fixture("keras_seed_mlp/weights.safetensors")
+                .display()
+                .to_string(),
+            "--arch",
+            &fixture("keras_seed_mlp/arch.json").display().to_string(),
+            "--sign",
+            &self.s(&format!("{key}.key")),
+            "--name",
+            "digits",
+            "--model-version",
+            "1.2.0",
+            "-o",
+            &self.s(out),
+        ]);
+        assert_eq!(run.code, 0, "{run:?}");
+        self.path(out)
+    }
+}
+
+fn arg(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn safetensors_round_trip_is_bit_identical_for_every_dtype() {
+    let env = Env::new();
+    env.keygen("ci");
+    let input = fixture("safetensors_dtypes/weights.safetensors");
+    let run = nnsign([
+        "pack",
+        &arg(&input),
+        "--sign",
+        &env.s("ci.key"),
+        "-o",
+        &env.s("m.nns"),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let packed = run.json();
+    let run = nnsign([
+        "verify",
+        &env.s("m.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["digest"], packed["digest"]);
+    let run = nnsign([
+        "unpack",
+        &env.s("m.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "-o",
+        &env.s("out.safetensors"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let original = std::fs::read(&input).unwrap();
+    let unpacked = std::fs::read(env.path("out.safetensors")).unwrap();
+    let a = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let b = safetensors::SafeTensors::deserialize(&unpacked).unwrap();
+    let mut names = a.names();
+    names.sort();
+    let mut names_b = b.names();
+    names_b.sort();
+    assert_eq!(names, names_b);
+    // The fixture's README lists these eleven: f32 f64 f16 bf16 i8 u8 i32 i64 bool, 0-d, empty.
+    assert_eq!(names.len(), 11, "{names:?}");
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(x.dtype(), y.dtype(), "{name}");
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert_eq!(x.data(), y.data(), "{name}");
+    }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&unpacked).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta["source"], "fixtures");
+    assert_eq!(meta["nnsign.name"], "weights");
+    assert_eq!(
+        meta["nnsign.artifact_digest"],
+        packed["digest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn seed_model_reproduces_keras_to_1e5() {
+    let env = Env::new();
+    env.keygen("ci");
+    let art = env.seed_artifact("ci", "digits.nns");
+    let run = nnsign([
+        "verify-load",
+        &arg(&art),
+        "--trust",
+        &env.s("ci.pub"),
+        "--input",
+        &arg(&fixture("keras_seed_mlp/inputs.npy")),
+        "--output",
+        &env.s("y.npy"),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report = run.json();
+    assert_eq!(report["loaded"], true);
+    assert_eq!(report["model"]["version"], "1.2.0");
+    let (shape, got) = read_npy_f32(&env.path("y.npy"));
+    let (eshape, expected) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
+    assert_eq!(shape, eshape);
+    assert_eq!(shape, vec![32, 10]);
+    let max = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-5, "max abs difference {max}");
+}
+
+fn tiny_artifact(env: &Env) -> PathBuf {
+    env.keygen("ci");
+    let run = nnsign([
+        "pack",
+        &arg(&root().join("tests/fixtures/tiny.npy")),
+        "--sign",
+        &env.s("ci.key"),
+        "-o",
+        &env.s("tiny.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    env.path("tiny.nns")
+}
+
+#[test]
+fn every_flipped_byte_is_refused_with_a_signature_or_integrity_code() {
+    let env = Env::new();
+    let art = tiny_artifact(&env);
+    let good = std::fs::read(&art).unwrap();
+    assert!(
+        good.len() < 1024,
+        "keep this artifact small: {} bytes",
+        good.len()
+    );
+    let target = env.path("flipped.nns");
+    let mut codes = std::collections::BTreeMap::new();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&target, &bad).unwrap();
+        let run = nnsign(["verify", &arg(&target), "--trust", &env.s("ci.pub")]);
+        assert!(
+            run.code == 4 || run.code == 5,
+            "byte {i}: exit {} {}",
+            run.code,
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "byte {i}: {}", run.stderr);
+        assert_eq!(
+            run.stderr.lines().next().unwrap().matches("error:").count(),
+            1
+        );
+        *codes.entry(run.code).or_insert(0) += 1;
+    }
+    // Both kinds occur: header bytes fail the signature, payload bytes their digest.
+    assert_eq!(codes.len(), 2, "{codes:?}");
+}
+
+#[test]
+fn truncated_appended_empty_garbage_and_swapped_are_refused() {
+    let env = Env::new();
+    let art = tiny_artifact(&env);
+    let good = std::fs::read(&art).unwrap();
+    let trust = env.s("ci.pub");
+    let check = |bytes: &[u8], code: i32, needle: &str| {
+        let p = env.path("case.nns");
+        std::fs::write(&p, bytes).unwrap();
+        let run = nnsign(["verify", &arg(&p), "--trust", &trust]);
+        assert_eq!(run.code, code, "{needle}: {run:?}");
+        assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&arg(&p)),
+            "names the file: {}",
+            run.stderr
+        );
+    };
+    check(&good[..good.len() - 1], 5, "truncated");
+    check(&good[..40], 5, "truncated");
+    check(&good[..5], 5, "truncated");
+    let mut appended = good.clone();
+    appended.extend_from_slice(b"evil");
+    check(&appended, 5, "4 unexpected bytes after the payload");
+    check(b"", 5, "not an nnsign artifact");
+    check(
+        b"PK\x03\x04 this is a zip, not an artifact",
+        5,
+        "not an nnsign artifact",
+    );
+    check(&[0xffu8; 4096], 5, "not an nnsign artifact");
+
+    // Two artifacts of the same layout with their payloads swapped.
+    let other = env.path("other.npy");
+    let mut npy = std::fs::read(root().join("tests/fixtures/tiny.npy")).unwrap();
+    let last = npy.len() - 1;
+    npy[last] ^= 0x40;
+    std::fs::write(&other, npy).unwrap();
+    let run = nnsign([
+        "pack",
+        &arg(&other),
+        "--name",
+        "tiny",
+        "--sign",
+        &env.s("ci.key"),
+        "-o",
+        &env.s("o.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let b = std::fs::read(env.path("o.nns")).unwrap();
+    assert_eq!(b.len(), good.len());
+    let payload_at = good.len() - 64;
+    let mut swapped = good[..payload_at].to_vec();
+    swapped.extend_from_slice(&b[payload_at..]);
+    check(&swapped, 5, "does not match its signed digest");
+}
+
+#[test]
+fn trust_decisions() {
+    let env = Env::new();
+    let art = tiny_artifact(&env);
+    env.keygen("stranger");
+    let run = nnsign(["verify", &arg(&art), "--trust", &env.s("stranger.pub")]);
+    assert_eq!(run.code, 4);
+    let id = std::fs::read_to_string(env.path("ci.pub")).unwrap();
+    assert!(!id.is_empty());
+    assert!(
+        run.stderr.contains("is not in the trust store"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("hint:"), "{}", run.stderr);
+
+    // A directory of .pub files, and NNSIGN_TRUST.
+    let keys = env.path("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(env.path("ci.pub"), keys.join("ci.pub")).unwrap();
+    std::fs::copy(env.path("stranger.pub"), keys.join("other.pub")).unwrap();
+    let run = nnsign(["verify", &arg(&art), "--trust", &arg(&keys), "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["signers"][0]["trusted_by"], arg(&keys.join("ci.pub")));
+    let run = nnsign_env(["verify", &arg(&art)], &[("NNSIGN_TRUST", &arg(&keys))]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // No trust at all is a usage error, not a silent pass.
+    let run = nnsign(["verify", &arg(&art)]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no trusted keys"), "{}", run.stderr);
+    let empty = env.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let run = nnsign(["verify", &arg(&art), "--trust", &arg(&empty)]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no .pub files found"), "{}", run.stderr);
+
+    // Unsigned: refused, unless allowed; a signed one is never accepted by --allow-unsigned alone.
+    let run = nnsign([
+        "pack",
+        &arg(&root().join("tests/fixtures/tiny.npy")),
+        "-o",
+        &env.s("u.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("UNSIGNED"), "{}", run.stdout);
+    let run = nnsign(["verify", &env.s("u.nns"), "--trust", &env.s("ci.pub")]);
+    assert_eq!(run.code, 4);
+    assert!(run.stderr.contains("unsigned"), "{}", run.stderr);
+    let run = nnsign(["verify", &env.s("u.nns"), "--allow-unsigned"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = nnsign(["verify", &arg(&art), "--allow-unsigned"]);
+    assert_eq!(run.code, 4, "{run:?}");
+}
+
+#[test]
+fn keygen_writes_0600_keys_and_never_overwrites() {
+    let env = Env::new();
+    let run = nnsign(["keygen", "-o", &env.s("k"), "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = run.json()["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16);
+    let mode = std::fs::metadata(env.path("k.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let before = std::fs::read(env.path("k.key")).unwrap();
+    let run = nnsign(["keygen", "-o", &env.s("k")]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    assert_eq!(std::fs::read(env.path("k.key")).unwrap(), before);
+    // The id is shown by inspect and verify too.
+    let art = {
+        let run = nnsign([
+            "pack",
+            &arg(&root().join("tests/fixtures/tiny.npy")),
+            "--sign",
+            &env.s("k.key"),
+            "-o",
+            &env.s("a.nns"),
+        ]);
+        assert_eq!(run.code, 0, "{run:?}");
+        env.path("a.nns")
+    };
+    let run = nnsign(["inspect", &arg(&art)]);
+    assert!(
+        run.stdout.contains(&id) && run.stdout.contains("NOT VERIFIED"),
+        "{}",
+        run.stdout
+    );
+    let run = nnsign(["verify", &arg(&art), "--trust", &env.s("k.pub")]);
+    assert!(run.stdout.contains(&id), "{}", run.stdout);
+}
+
+#[test]
+fn passphrase_protected_keys() {
+    let env = Env::new();
+    let pass = [("NNSIGN_TEST_PASS", "hunter2 but longer")];
+    let run = nnsign_env(
+        [
+            "keygen",
+            "-o",
+            &env.s("p"),
+            "--passphrase-env",
+            "NNSIGN_TEST_PASS",
+        ],
+        &pass,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(std::fs::read_to_string(env.path("p.key"))
+        .unwrap()
+        .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let tiny = arg(&root().join("tests/fixtures/tiny.npy"));
+    let pack = |env_vars: &[(&str, &str)], flag: bool| {
+        let mut args = vec![
+            "pack".to_owned(),
+            tiny.clone(),
+            "--sign".into(),
+            env.s("p.key"),
+        ];
+        if flag {
+            args.extend(["--passphrase-env".into(), "NNSIGN_TEST_PASS".into()]);
+        }
+        args.extend(["-o".into(), env.s("p.nns")]);
+        nnsign_env(args, env_vars)
+    };
+    let run = pack(&pass, true);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = pack(&[("NNSIGN_TEST_PASS", "wrong")], true);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("wrong passphrase"), "{}", run.stderr);
+    let run = pack(&[], false);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("passphrase-protected"),
+        "{}",
+        run.stderr
+    );
+    let run = pack(&[], true);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("NNSIGN_TEST_PASS: the variable is not set"),
+        "{}",
+        run.stderr
+    );
+    // The passphrase never appears in any output.
+    assert!(!run.stderr.contains("hunter2"));
+}
+
+fn openssl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)")
+}
+
+#[test]
+fn openssl_interop_both_ways() {
+    let env = Env::new();
+    env.keygen("ours");
+    // Our private key, read by OpenSSL, yields exactly our .pub.
+    let out = openssl(&["pkey", "-in", &env.s("ours.key"), "-pubout"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(env.path("ours.pub")).unwrap());
+
+    // A key OpenSSL made signs artifacts, and its OpenSSL-derived .pub verifies them.
+    let out = openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        &env.s("theirs.key"),
+    ]);
+    assert!(out.status.success());
+    let out = openssl(&[
+        "pkey",
+        "-in",
+        &env.s("theirs.key"),
+        "-pubout",
+        "-out",
+        &env.s("theirs.pub"),
+    ]);
+    assert!(out.status.success());
+    let tiny = arg(&root().join("tests/fixtures/tiny.npy"));
+    let run = nnsign([
+        "pack",
+        &tiny,
+        "--sign",
+        &env.s("theirs.key"),
+        "-o",
+        &env.s("t.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = nnsign(["verify", &env.s("t.nns"), "--trust", &env.s("theirs.pub")]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // Encrypted keys both ways: OpenSSL PBES2 (PBKDF2 + AES) read by us, ours read by OpenSSL.
+    let out = openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        &env.s("theirs.key"),
+        "-out",
+        &env.s("theirs-enc.key"),
+        "-passout",
+        "pass:sesame",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = nnsign_env(
+        [
+            "pack",
+            &tiny,
+            "--sign",
+            &env.s("theirs-enc.key"),
+            "--passphrase-env",
+            "P",
+            "-o",
+            &env.s("t2.nns"),
+        ],
+        &[("P", "sesame")],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = nnsign_env(
+        ["keygen", "-o", &env.s("enc"), "--passphrase-env", "P"],
+        &[("P", "sesame")],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = openssl(&[
+        "pkey",
+        "-in",
+        &env.s("enc.key"),
+        "-passin",
+        "pass:sesame",
+        "-pubout",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(env.path("enc.pub")).unwrap());
+}
+
+#[test]
+fn failed_outputs_leave_nothing_behind_and_inputs_untouched() {
+    let env = Env::new();
+    let art = tiny_artifact(&env);
+    let mut bad = std::fs::read(&art).unwrap();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let out_dir = env.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let tampered = out_dir.join("bad.nns");
+    std::fs::write(&tampered, &bad).unwrap();
+    let run = nnsign([
+        "unpack",
+        &arg(&tampered),
+        "--trust",
+        &env.s("ci.pub"),
+        "-o",
+        &arg(&out_dir.join("w.safetensors")),
+    ]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert_eq!(listing(&out_dir), vec!["bad.nns"]);
+    assert_eq!(std::fs::read(&tampered).unwrap(), bad);
+
+    // An existing output is kept as it was when the new one fails.
+    std::fs::write(out_dir.join("w.safetensors"), b"old").unwrap();
+    let run = nnsign([
+        "unpack",
+        &arg(&tampered),
+        "--trust",
+        &env.s("ci.pub"),
+        "-o",
+        &arg(&out_dir.join("w.safetensors")),
+    ]);
+    assert_eq!(run.code, 5);
+    assert_eq!(
+        std::fs::read(out_dir.join("w.safetensors")).unwrap(),
+        b"old"
+    );
+    assert_eq!(listing(&out_dir), vec!["bad.nns", "w.safetensors"]);
+
+    // pack refuses to write over its own input.
+    let input = env.path("in.npy");
+    std::fs::copy(root().join("tests/fixtures/tiny.npy"), &input).unwrap();
+    let run = nnsign(["pack", &arg(&input), "-o", &arg(&input)]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        std::fs::read(root().join("tests/fixtures/tiny.npy")).unwrap()
+    );
+}
+
+#[test]
+fn documented_errors_have_their_exit_codes() {
+    let env = Env::new();
+    let art = tiny_artifact(&env);
+    let trust = env.s("ci.pub");
+    let tiny = arg(&root().join("tests/fixtures/tiny.npy"));
+    // 2: usage.
+    let run = nnsign(["verify"]);
+    assert_eq!(run.code, 2);
+    let run = nnsign(["frobnicate"]);
+    assert_eq!(run.code, 2);
+    let run = nnsign(["pack", &tiny, "-o", &env.s("x.nns"), "--label", "novalue"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("expected KEY=VALUE"), "{}", run.stderr);
+    // 3: I/O.
+    let run = nnsign(["verify", &env.s("missing.nns"), "--trust", &trust]);
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stderr.contains("missing.nns") && run.stderr.contains("No such file"),
+        "{}",
+        run.stderr
+    );
+    let run = nnsign(["pack", &tiny, "-o", &env.s("no/such/dir/x.nns")]);
+    assert_eq!(run.code, 3, "{run:?}");
+    // 1: bad input files.
+    let junk = env.path("junk.bin");
+    std::fs::write(&junk, b"hello world, not a model").unwrap();
+    let run = nnsign(["pack", &arg(&junk), "-o", &env.s("x.nns")]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("junk.bin: not a safetensors, .npy or .npz file"),
+        "{}",
+        run.stderr
+    );
+    let run = nnsign(["pack", &tiny, "--sign", &trust, "-o", &env.s("x.nns")]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("this is a public key"),
+        "{}",
+        run.stderr
+    );
+    let dup = env.path("dup.npy");
+    std::fs::copy(root().join("tests/fixtures/tiny.npy"), &dup).unwrap();
+    let dup2_dir = env.path("d2");
+    std::fs::create_dir(&dup2_dir).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/tiny.npy"),
+        dup2_dir.join("dup.npy"),
+    )
+    .unwrap();
+    let run = nnsign([
+        "pack",
+        &arg(&dup),
+        &arg(&dup2_dir.join("dup.npy")),
+        "-o",
+        &env.s("x.nns"),
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("tensor \"dup\" appears in both"),
+        "{}",
+        run.stderr
+    );
+    let obj = env.path("obj.npy");
+    let mut o = b"\x93NUMPY\x01\x00".to_vec();
+    let header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }          \n";
+    o.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    o.extend_from_slice(header);
+    o.extend_from_slice(b"\x80\x02cposix\nsystem\nq\x00.");
+    std::fs::write(&obj, o).unwrap();
+    let run = nnsign(["pack", &arg(&obj), "-o", &env.s("x.nns")]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("object array refused"),
+        "{}",
+        run.stderr
+    );
+    // 6: schema, at pack time and at load time.
+    let bad_arch = env.path("bad.json");
+    std::fs::write(
+        &bad_arch,
+        std::fs::read_to_string(fixture("keras_seed_mlp/arch.json"))
+            .unwrap()
+            .replace("784]", "783]"),
+    )
+    .unwrap();
+    let run = nnsign([
+        "pack",
+        &arg(&fixture("keras_seed_mlp/weights.safetensors")),
+        "--arch",
+        &arg(&bad_arch),
+        "-o",
+        &env.s("x.nns"),
+    ]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(run.stderr.contains("node \"dense\" (Dense): input \"pixels\" has 783 features but kernel \"dense/kernel\" expects 784"), "{}", run.stderr);
+    env.keygen("k2");
+    let seed = env.seed_artifact("k2", "seed.nns");
+    let run = nnsign([
+        "verify-load",
+        &arg(&seed),
+        "--trust",
+        &env.s("k2.pub"),
+        "--max-memory",
+        "1000",
+    ]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr.contains("more than the limit of 1000"),
+        "{}",
+        run.stderr
+    );
+    let run = nnsign(["verify-load", &arg(&art), "--trust", &trust]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("no architecture"), "{}", run.stdout);
+    let run = nnsign([
+        "verify-load",
+        &arg(&art),
+        "--trust",
+        &trust,
+        "--input",
+        &tiny,
+    ]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(run.stderr.contains("weights only"), "{}", run.stderr);
+    // 1: an input that does not fit the model.
+    let run = nnsign([
+        "verify-load",
+        &arg(&seed),
+        "--trust",
+        &env.s("k2.pub"),
+        "--input",
+        &tiny,
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("the model expects [batch, 784]"),
+        "{}",
+        run.stderr
+    );
+    // JSON errors.
+    let run = nnsign(["verify", &env.s("missing.nns"), "--trust", &trust, "--json"]);
+    let j = run.json();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["exit_code"], 3);
+    assert_eq!(j["error"]["kind"], "io");
+}
+
+#[test]
+fn every_verb_has_help_with_an_example() {
+    for verb in [
+        "keygen",
+        "pack",
+        "verify",
+        "verify-load",
+        "inspect",
+        "unpack",
+        "demo",
+    ] {
+        let run = nnsign([verb, "--help"]);
+        assert_eq!(run.code, 0, "{verb}");
+        assert!(run.stdout.contains("Example"), "{verb}: {}", run.stdout);
+        assert!(run.stdout.contains("--json"), "{verb}");
+    }
+}
+
+#[test]
+fn inspect_reads_without_trust_and_says_so() {
+    let env = Env::new();
+    env.keygen("ci");
+    let seed = env.seed_artifact("ci", "seed.nns");
+    let run = nnsign(["inspect", &arg(&seed), "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["verified"], false);
+    assert_eq!(j["model"]["name"], "digits");
+    assert_eq!(j["tensors"][1]["name"], "dense/kernel");
+    assert_eq!(j["tensors"][1]["shape"], serde_json::json!([784, 32]));
+    assert_eq!(
+        j["architecture"]["nodes"][1]["attrs"]["activation"],
+        "softmax"
+    );
+    assert_eq!(j["signers"][0]["signature"], "valid (trust not checked)");
+}
+
+#[test]
+fn demo_runs_offline_and_refuses_tampering() {
+    let run = nnsign(["demo", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["correct"], 30);
+    assert!(j["tampered_refused"]
+        .as_str()
+        .unwrap()
+        .contains("dense/kernel"));
+}
+
+#[test]
+fn numpy_inputs_are_stored_c_order_little_endian() {
+    let env = Env::new();
+    env.keygen("ci");
+    let run = nnsign([
+        "pack",
+        &arg(&root().join("tests/fixtures/fortran_f64.npy")),
+        &arg(&root().join("tests/fixtures/bigendian_i32.npy")),
+        &arg(&root().join("tests/fixtures/two.npz")),
+        "--sign",
+        &env.s("ci.key"),
+        "-o",
+        &env.s("np.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = nnsign([
+        "unpack",
+        &env.s("np.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "-o",
+        &env.s("np.safetensors"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let bytes = std::fs::read(env.path("np.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f = st.tensor("fortran_f64").unwrap();
+    assert_eq!(f.shape(), [2, 3, 4]);
+    let values: Vec<f64> = f
+        .data()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(values, (0..24).map(f64::from).collect::<Vec<_>>());
+    let b = st.tensor("bigendian_i32").unwrap();
+    let values: Vec<i32> = b
+        .data()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(values, vec![0, 1, 2, 3, 4, 5]);
+    let alpha = st.tensor("alpha").unwrap();
+    assert_eq!(alpha.dtype(), safetensors::Dtype::I16);
+    assert_eq!(alpha.data(), [0, 0, 1, 0, 2, 0, 3, 0, 4, 0]);
+    let beta = st.tensor("beta").unwrap();
+    assert_eq!(beta.shape(), [3, 3]);
+    assert_eq!(&beta.data()[..4], &1f32.to_le_bytes());
+}

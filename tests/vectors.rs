@@ -1,0 +1,508 @@
+//! The published test vectors in tests/vectors/: each artifact, the keys that made it, and what
+//! a verifier must answer. This file both builds them (deterministically: fixed key seeds and
+//! creation time) and checks them:
+//!
+//! - `committed_vectors_are_what_the_code_builds` pins the byte format: a change to the writer
+//!   that changes any vector fails here.
+//! - `every_vector_yields_its_expected_verdict` runs `nnsign verify` on each and checks the exit
+//!   code and message against tests/vectors/vectors.json.
+//!
+//! To regenerate after a deliberate format change:
+//! `cargo test --test vectors -- --ignored regenerate`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use ciborium::value::Value;
+use common::*;
+use nnsign::format::{self, DType, Layout, Manifest, TensorInfo};
+use nnsign::import::{Bytes, SourceTensor};
+use nnsign::keys::{self, SecretKey};
+use nnsign::pack::{self, assemble, PackInput};
+use nnsign::signature;
+use serde_json::json;
+
+const SEED_A: [u8; 32] = [0xa1; 32];
+const SEED_B: [u8; 32] = [0xb2; 32];
+/// 2026-01-01T00:00:00Z.
+const CREATED: u64 = 1_767_225_600;
+
+fn tensor(name: &str, dtype: DType, shape: &[u64], bytes: Vec<u8>) -> SourceTensor {
+    SourceTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+        bytes: Bytes::Owned(bytes.into()),
+        origin: "vector".into(),
+    }
+}
+
+fn tensors() -> Vec<SourceTensor> {
+    let w: Vec<u8> = [0.5f32, -1.0, 2.0, 3.25, 0.0, 1e-3]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let idx: Vec<u8> = [1i64, 2, 3, 4]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    vec![
+        tensor("w", DType::F32, &[2, 3], w),
+        tensor("idx", DType::I64, &[4], idx),
+        tensor("flag", DType::Bool, &[3], vec![1, 0, 1]),
+    ]
+}
+
+fn model_info() -> format::ModelInfo {
+    format::ModelInfo {
+        name: "vector-model".into(),
+        version: Some("1.0.0".into()),
+        description: Some("nnsign test vector".into()),
+        created: CREATED,
+        producer: "nnsign test vectors".into(),
+        labels: BTreeMap::from([("purpose".into(), "test-vector".into())]),
+    }
+}
+
+const ARCH: &str = r#"{"opset": 1,
+  "inputs": [{"name": "x", "dtype": "F32", "shape": ["batch", 2]}],
+  "outputs": [{"name": "y", "dtype": "F32", "shape": ["batch", 3]}],
+  "nodes": [{"op": "Dense", "name": "dense", "inputs": ["x", "w"], "outputs": ["y"],
+             "attrs": {"activation": "relu"}}]}"#;
+
+fn packed(signer: Option<&SecretKey>, arch: bool) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.nns");
+    pack::pack(
+        PackInput {
+            model: model_info(),
+            arch: arch.then(|| nnsign::model::Graph::from_json(ARCH).unwrap()),
+            tensors: tensors(),
+            signer,
+        },
+        &out,
+        &|_| {},
+    )
+    .unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// Splits an artifact into (manifest bytes, signatures, payload).
+fn parts(artifact: &[u8]) -> (Vec<u8>, Vec<format::RawSignature>, Vec<u8>) {
+    let len = u32::from_be_bytes(artifact[12..16].try_into().unwrap());
+    let env = format::Envelope::parse(&artifact[16..16 + len as usize]).unwrap();
+    let payload = artifact[format::payload_offset(len) as usize..].to_vec();
+    (env.manifest, env.signatures, payload)
+}
+
+/// Re-signs manifest bytes (possibly hand-edited) and lays out the artifact.
+fn resigned(manifest: &[u8], payload: &[u8], key: &SecretKey) -> Vec<u8> {
+    assemble(manifest, vec![signature::sign(key, manifest)], payload)
+}
+
+/// A manifest for `payload` under an edited tensor table, with digests recomputed.
+fn manifest_for(edit: impl Fn(&mut Manifest), payload: &[u8], base: &[u8]) -> Vec<u8> {
+    let mut m = Manifest::decode(base).unwrap();
+    edit(&mut m);
+    let infos: Vec<TensorInfo> = m
+        .tensors
+        .iter()
+        .map(|t| TensorInfo {
+            name: t.name.clone(),
+            dtype: DType::from_name(&t.dtype).unwrap(),
+            shape: t.shape.clone(),
+            offset: t.offset,
+            length: t.length,
+        })
+        .collect();
+    m.payload.digests = pack::digest_chunks(&Layout::chunks_for(&infos, m.payload.length), payload);
+    m.encode()
+}
+
+struct Vector {
+    file: &'static str,
+    bytes: Vec<u8>,
+    /// `null` for ok, else the exit code and a fragment of the message.
+    expect: serde_json::Value,
+    note: &'static str,
+    allow_unsigned: bool,
+}
+
+fn v(file: &'static str, bytes: Vec<u8>, code: Option<(i32, &str)>, note: &'static str) -> Vector {
+    Vector {
+        file,
+        bytes,
+        expect: match code {
+            None => json!({"ok": true}),
+            Some((c, m)) => json!({"ok": false, "exit_code": c, "message_contains": m}),
+        },
+        note,
+        allow_unsigned: false,
+    }
+}
+
+fn build() -> Vec<Vector> {
+    let a = SecretKey::from_seed(&SEED_A);
+    let b = SecretKey::from_seed(&SEED_B);
+    let signed = packed(Some(&a), false);
+    let (manifest, sigs, payload) = parts(&signed);
+    let mut out = vec![
+        v(
+            "pass_signed.nns",
+            signed.clone(),
+            None,
+            "three tensors (F32 [2,3], I64 [4], BOOL [3]), weights only, signed by test-a",
+        ),
+        v(
+            "pass_signed_arch.nns",
+            packed(Some(&a), true),
+            None,
+            "as pass_signed, with a one-node Dense architecture",
+        ),
+    ];
+    let mut unsigned = v(
+        "pass_unsigned.nns",
+        packed(None, false),
+        None,
+        "no signature: valid only with --allow-unsigned (verify without it: exit 4, \"unsigned\")",
+    );
+    unsigned.allow_unsigned = true;
+    out.push(unsigned);
+
+    // Legacy algorithm id -8 (EdDSA) must still be accepted when reading.
+    let legacy_header = {
+        let pk = a.public();
+        let map = Value::Map(vec![
+            (Value::Integer(1.into()), Value::Integer((-8).into())),
+            (
+                Value::Integer(3.into()),
+                Value::Text(signature::CONTENT_TYPE.into()),
+            ),
+            (Value::Integer(4.into()), Value::Bytes(pk.id().0.to_vec())),
+            (
+                Value::Integer((-65537).into()),
+                Value::Bytes(pk.raw().to_vec()),
+            ),
+        ]);
+        nnsign::cbor::encode(&map).unwrap()
+    };
+    out.push(v(
+        "pass_legacy_eddsa_alg.nns",
+        assemble(
+            &manifest,
+            vec![signature::sign_with_header(&a, legacy_header, &manifest)],
+            &payload,
+        ),
+        None,
+        "signed with COSE alg -8 (EdDSA, deprecated by RFC 9864) instead of -19",
+    ));
+
+    out.push(v(
+        "fail_untrusted_signer.nns",
+        packed(Some(&b), false),
+        Some((4, "is not in the trust store")),
+        "valid signature by test-b, which the verifier does not trust",
+    ));
+    let mut bad_sig = signed.clone();
+    let sig_pos =
+        format::payload_offset(u32::from_be_bytes(signed[12..16].try_into().unwrap())) as usize;
+    // The last 64 bytes of the envelope are the signature; flip one of them.
+    let env_end = 16 + u32::from_be_bytes(signed[12..16].try_into().unwrap()) as usize;
+    bad_sig[env_end - 10] ^= 0x40;
+    out.push(v(
+        "fail_bad_signature.nns",
+        bad_sig,
+        Some((4, "does not verify")),
+        "one bit of the signature flipped",
+    ));
+    let mut flipped = signed.clone();
+    flipped[sig_pos + 130] ^= 0x01;
+    out.push(v(
+        "fail_payload_bit_flip.nns",
+        flipped,
+        Some((5, "bytes 0..24 of tensor \"w\"")),
+        "one bit flipped in tensor w (payload order is by name: flag at 0, idx at 64, w at 128)",
+    ));
+    out.push(v(
+        "fail_truncated.nns",
+        signed[..signed.len() - 1].to_vec(),
+        Some((5, "truncated")),
+        "last byte removed",
+    ));
+    let mut appended = signed.clone();
+    appended.push(0);
+    out.push(v(
+        "fail_appended.nns",
+        appended,
+        Some((5, "unexpected bytes after the payload")),
+        "one zero byte appended",
+    ));
+    let mut reordered_payload = payload.clone();
+    reordered_payload.swap(0, 65);
+    out.push(v(
+        "fail_reordered_payload.nns",
+        assemble(&manifest, sigs.clone(), &reordered_payload),
+        Some((5, "does not match its signed digest")),
+        "payload byte 0 (in flag) swapped with byte 65 (in idx)",
+    ));
+    // The same header with the payload of another model of the same size.
+    let other: Vec<u8> = payload.iter().map(|b| b.wrapping_add(1)).collect();
+    out.push(v(
+        "fail_swapped_payload.nns",
+        assemble(&manifest, sigs.clone(), &other),
+        Some((5, "does not match its signed digest")),
+        "header of pass_signed, payload of another artifact of the same layout",
+    ));
+    let mut padded = payload.clone();
+    padded[3] = 0xff; // flag is 3 bytes: byte 3 is padding
+    out.push(v(
+        "fail_nonzero_padding.nns",
+        resigned(&manifest_for(|_| {}, &padded, &manifest), &padded, &a),
+        Some((5, "padding byte at payload offset 3")),
+        "signed, digests match, but a padding byte is 0xff",
+    ));
+    // Signed manifests that break the format: the signature is valid, the content is not.
+    let noncanonical = {
+        let needle = b"\x66format\x01";
+        let pos = manifest
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        let mut m = manifest.clone();
+        m.splice(pos + 7..pos + 8, [0x18, 0x01]);
+        m
+    };
+    out.push(v(
+        "fail_noncanonical_manifest.nns",
+        resigned(&noncanonical, &payload, &a),
+        Some((5, "non-canonical CBOR")),
+        "signed manifest encodes format 1 as 0x18 0x01 (not shortest)",
+    ));
+    let duplicate = {
+        let needle = b"\x66format\x01";
+        let pos = manifest
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        let mut m = manifest.clone();
+        m[0] += 1; // one more map entry
+        m.splice(pos..pos, needle.iter().copied());
+        m
+    };
+    out.push(v(
+        "fail_duplicate_map_key.nns",
+        resigned(&duplicate, &payload, &a),
+        Some((5, "duplicate map key")),
+        "signed manifest holds the key \"format\" twice",
+    ));
+    out.push(v(
+        "fail_unknown_critical_field.nns",
+        resigned(
+            &manifest_for(|m| m.crit = vec!["encryption".into()], &payload, &manifest),
+            &payload,
+            &a,
+        ),
+        Some((5, "requires support for \"encryption\"")),
+        "signed manifest marks an unknown field critical",
+    ));
+    out.push(v(
+        "fail_misplaced_tensor.nns",
+        resigned(
+            &manifest_for(|m| m.tensors[1].offset = 8, &payload, &manifest),
+            &payload,
+            &a,
+        ),
+        Some((5, "but the layout puts it at 64")),
+        "signed tensor table places idx at offset 8 instead of 64",
+    ));
+    let unprotected = {
+        let mut m = parts(&signed);
+        let mut bytes = assemble(&m.0, std::mem::take(&mut m.1), &m.2);
+        // The empty unprotected map (a0) sits right after the protected header bstr.
+        let ph = signature::protected_header(&a.public());
+        let pos = bytes
+            .windows(ph.len())
+            .position(|w| w == ph.as_slice())
+            .unwrap()
+            + ph.len();
+        assert_eq!(bytes[pos], 0xa0);
+        bytes[pos] = 0xa1;
+        bytes.splice(pos + 1..pos + 1, [0x04, 0x40]); // {4: h''}
+                                                      // Keep the prelude's length right so only the unprotected header is wrong.
+        let len = u32::from_be_bytes(bytes[12..16].try_into().unwrap()) + 2;
+        bytes[12..16].copy_from_slice(&len.to_be_bytes());
+        let payload_at = format::payload_offset(len) as usize;
+        let mut fixed = bytes[..16 + len as usize].to_vec();
+        fixed.resize(payload_at, 0);
+        fixed.extend_from_slice(&payload);
+        fixed
+    };
+    out.push(v(
+        "fail_unprotected_header.nns",
+        unprotected,
+        Some((5, "unprotected header is not empty")),
+        "a kid in the unprotected (unsigned) header",
+    ));
+    let mut magic = signed.clone();
+    magic[1] = b'X';
+    out.push(v(
+        "fail_bad_magic.nns",
+        magic,
+        Some((5, "not an nnsign artifact")),
+        "magic bytes changed",
+    ));
+    let kid_mismatch = {
+        let pk = a.public();
+        let map = Value::Map(vec![
+            (Value::Integer(1.into()), Value::Integer((-19).into())),
+            (
+                Value::Integer(3.into()),
+                Value::Text(signature::CONTENT_TYPE.into()),
+            ),
+            (Value::Integer(4.into()), Value::Bytes(vec![0; 8])),
+            (
+                Value::Integer((-65537).into()),
+                Value::Bytes(pk.raw().to_vec()),
+            ),
+        ]);
+        let h = nnsign::cbor::encode(&map).unwrap();
+        assemble(
+            &manifest,
+            vec![signature::sign_with_header(&a, h, &manifest)],
+            &payload,
+        )
+    };
+    out.push(v(
+        "fail_kid_mismatch.nns",
+        kid_mismatch,
+        Some((4, "is not the id of the public key")),
+        "kid is not the id of the key in the header",
+    ));
+    out
+}
+
+fn vectors_dir() -> std::path::PathBuf {
+    root().join("tests/vectors")
+}
+
+fn manifest_json(vectors: &[Vector]) -> String {
+    let list: Vec<serde_json::Value> = vectors
+        .iter()
+        .map(|v| {
+            json!({
+                "file": v.file,
+                "trust": ["../keys/test-a.pub"],
+                "allow_unsigned": v.allow_unsigned,
+                "expect": v.expect,
+                "note": v.note,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({
+        "about": "nnsign format v1 test vectors; see README.md. Paths are relative to this file.",
+        "vectors": list,
+    }))
+    .unwrap()
+        + "\n"
+}
+
+#[test]
+#[ignore = "writes tests/vectors and tests/keys; run after a deliberate format change"]
+fn regenerate() {
+    let dir = vectors_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let vectors = build();
+    for v in &vectors {
+        std::fs::write(dir.join(v.file), &v.bytes).unwrap();
+    }
+    std::fs::write(dir.join("vectors.json"), manifest_json(&vectors)).unwrap();
+    let keys_dir = root().join("tests/keys");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    for (name, seed) in [("test-a", SEED_A), ("test-b", SEED_B)] {
+        let key = SecretKey::from_seed(&seed);
+        for ext in ["key", "pub"] {
+            let _ = std::fs::remove_file(keys_dir.join(format!("{name}.{ext}")));
+        }
+        keys::write_pair(&keys_dir.join(name), &key, None).unwrap();
+    }
+}
+
+#[test]
+fn committed_vectors_are_what_the_code_builds() {
+    let dir = vectors_dir();
+    let vectors = build();
+    for v in &vectors {
+        let committed = std::fs::read(dir.join(v.file))
+            .unwrap_or_else(|e| panic!("{}: {e} (regenerate, see the top of this file)", v.file));
+        assert!(
+            committed == v.bytes,
+            "{} differs from what the code builds",
+            v.file
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vectors.json")).unwrap(),
+        manifest_json(&vectors)
+    );
+    for (name, seed) in [("test-a", SEED_A), ("test-b", SEED_B)] {
+        let key = keys::SecretKey::read(&test_key(&format!("{name}.key")), || Ok(None)).unwrap();
+        assert_eq!(key.public(), SecretKey::from_seed(&seed).public());
+    }
+}
+
+#[test]
+fn every_vector_yields_its_expected_verdict() {
+    let dir = vectors_dir();
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("vectors.json")).unwrap()).unwrap();
+    let listed = listed["vectors"].as_array().unwrap();
+    assert!(listed.len() >= 15);
+    for v in listed {
+        let file = dir.join(v["file"].as_str().unwrap());
+        let trust = dir.join(v["trust"][0].as_str().unwrap());
+        let mut args = vec![
+            "verify".into(),
+            file.display().to_string(),
+            "--trust".into(),
+            trust.display().to_string(),
+            "--json".into(),
+        ];
+        if v["allow_unsigned"].as_bool().unwrap() {
+            args.push("--allow-unsigned".into());
+        }
+        let run = nnsign(&args);
+        let expect = &v["expect"];
+        let name = v["file"].as_str().unwrap();
+        if expect["ok"].as_bool().unwrap() {
+            assert_eq!(run.code, 0, "{name}: {run:?}");
+            assert_eq!(run.json()["model"]["name"], "vector-model", "{name}");
+        } else {
+            assert_eq!(
+                i64::from(run.code),
+                expect["exit_code"].as_i64().unwrap(),
+                "{name}: {run:?}"
+            );
+            let msg = run.json()["error"]["message"].as_str().unwrap().to_owned();
+            let want = expect["message_contains"].as_str().unwrap();
+            assert!(msg.contains(want), "{name}: {msg:?} lacks {want:?}");
+        }
+    }
+}
+
+#[test]
+fn unsigned_vector_is_refused_without_the_flag() {
+    let run = nnsign([
+        "verify".as_ref(),
+        vectors_dir().join("pass_unsigned.nns").as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+    ]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(
+        run.stderr.contains("the artifact is unsigned"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--allow-unsigned"), "{}", run.stderr);
+}
