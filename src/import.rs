@@ -61,6 +61,15 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+impl Bytes {
+    /// Lets the pages of `range` (relative to these bytes) go once they have been copied.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        if let Bytes::Mapped(map, base) = self {
+            map.release(base.start + range.start..base.start + range.end);
+        }
+    }
+}
+
 /// A tensor to pack: little-endian, C order, `bytes.len()` equal to its dtype times its shape.
 #[derive(Clone)]
 pub struct SourceTensor {

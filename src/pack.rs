@@ -185,9 +185,9 @@ pub fn pack(
                 let data = layout.chunk_data_len(i);
                 let t = &layout.tensors[layout.chunks[i].tensor];
                 let from = (range.start - t.offset) as usize;
-                chunk[..data].copy_from_slice(
-                    &input.tensors[layout.chunks[i].tensor].bytes[from..from + data],
-                );
+                let source = &input.tensors[layout.chunks[i].tensor].bytes;
+                chunk[..data].copy_from_slice(&source[from..from + data]);
+                source.release(from..from + data);
                 chunk[data..].fill(0);
                 let digest: [u8; 32] = Sha256::digest(&chunk[..]).into();
                 output

@@ -21,6 +21,24 @@ impl Map {
     }
 }
 
+impl Map {
+    /// Drops the pages of `range` from this process's resident set once they have been read, so
+    /// that packing a model larger than memory does not hold all of it. Best effort: an error
+    /// only means the pages stay resident.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        // SAFETY: MADV_DONTNEED on a read-only private file mapping that was never written only
+        // unmaps the pages; a later access faults them in again from the file, with the same
+        // contents, so no reference into the map can observe a change.
+        let _ = unsafe {
+            self.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.end - range.start,
+            )
+        };
+    }
+}
+
 impl std::ops::Deref for Map {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -277,7 +277,24 @@ impl Authenticated {
     /// Reads the whole payload, checking every chunk; returns nothing but the verdict. Memory
     /// stays at `threads * CHUNKS_PER_THREAD * CHUNK_SIZE` whatever the artifact's size.
     pub fn check_payload(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<(), VerifyError> {
-        self.stream_payload(progress, |_, _| Ok(()))
+        // Nothing needs the chunks in order here, so every worker takes the next chunk as soon
+        // as it is free: no batch boundaries where one core waits for the other.
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let failures: Vec<(usize, VerifyError)> = (0..self.layout.chunks.len())
+            .into_par_iter()
+            .map_init(Vec::new, |buf, i| {
+                let result = self.read_chunk(i, buf);
+                let n = done.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                progress(n + buf.len() as u64);
+                result.err().map(|e| (i, e))
+            })
+            .flatten()
+            .collect();
+        // Report the first damaged chunk in payload order, whichever worker found it first.
+        match failures.into_iter().min_by_key(|(i, _)| *i) {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Reads the whole payload into memory, checking every chunk.

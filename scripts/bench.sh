@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Speed and memory of pack and verify on a generated ~1 GiB safetensors model, against
+# single-core `openssl dgst -sha256` on the same artifact, measured in the same run.
+#
+#   scripts/bench.sh [SIZE_MIB]        (default 1024; needs openssl and /usr/bin/time)
+#
+# Goal (issue 2): verify >= 2.0x single-core openssl SHA-256 throughput on 2 cores, with peak
+# RSS under 64 MiB whatever the model size. Files are written under a temporary directory in
+# $TMPDIR (or /tmp) and removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-1024}
+cargo build --release --quiet --bin nnsign --example gen_model
+bin=target/release/nnsign
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+target/release/examples/gen_model "$work/model.safetensors" "$size" 2>/dev/null
+"$bin" keygen -o "$work/ci" --quiet
+
+# Seconds and peak RSS (KiB) of a command, from GNU time.
+measure() {
+  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null
+  cat "$work/time"
+}
+best() { # best of 3 runs of a command: prints "seconds rss_kib"
+  local best_s="" best_m=""
+  for _ in 1 2 3; do
+    read -r s m < <(measure "$@")
+    if [ -z "$best_s" ] || awk "BEGIN{exit !($s < $best_s)}"; then best_s=$s; best_m=$m; fi
+  done
+  echo "$best_s $best_m"
+}
+mib() { awk "BEGIN{printf \"%.0f\", $1/1048576}"; }
+
+cat "$work/model.safetensors" >/dev/null  # warm the page cache
+bytes=$(stat -c %s "$work/model.safetensors")
+read -r pack_s pack_m < <(best "$bin" pack "$work/model.safetensors" --sign "$work/ci.key" -o "$work/model.nns" --quiet)
+art=$(stat -c %s "$work/model.nns")
+cat "$work/model.nns" >/dev/null
+read -r ver_s ver_m < <(best "$bin" verify "$work/model.nns" --trust "$work/ci.pub" --quiet)
+read -r ossl_s _ < <(best openssl dgst -sha256 "$work/model.nns")
+
+gbps() { awk "BEGIN{printf \"%.2f\", $1/$2/1e9}"; }
+echo "model: $(mib "$bytes") MiB safetensors, 200 tensors; artifact $(mib "$art") MiB; $(nproc) cores"
+echo "openssl dgst -sha256 (1 core):  ${ossl_s}s  $(gbps "$art" "$ossl_s") GB/s  (baseline)"
+echo "nnsign pack --sign:             ${pack_s}s  $(gbps "$bytes" "$pack_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$pack_s}")x baseline  peak RSS $((pack_m / 1024)) MiB"
+echo "nnsign verify:                  ${ver_s}s  $(gbps "$art" "$ver_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$ver_s}")x baseline  peak RSS $((ver_m / 1024)) MiB"
+
+# Is the second core free? Compare openssl speed with one and two processes.
+one=$(openssl speed -seconds 2 -bytes 16384 -evp sha256 2>/dev/null | awk '/^sha256/{print $NF}')
+two=$(openssl speed -seconds 2 -bytes 16384 -multi 2 -evp sha256 2>/dev/null | awk '/^sha256/{print $NF}')
+echo "openssl speed sha256 16 KiB blocks: 1 process ${one}, 2 processes ${two}"
+if awk "BEGIN{exit !(${two%k} < 1.5 * ${one%k})}"; then
+  echo "note: two openssl processes are not 1.5x one: the second core was busy during this run"
+fi

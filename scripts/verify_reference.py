@@ -1,0 +1,436 @@
+#!/usr/bin/env python3
+"""Independent verifier for nnsign `.nns` artifacts, written from docs/FORMAT.md alone.
+
+Nothing here was taken from the Rust sources: it follows the text of docs/FORMAT.md (sections
+1-9) and is checked against tests/vectors/. Standard library plus `cryptography` (Ed25519, PEM).
+Exit codes are those of FORMAT.md section 9 (1 input, 2 usage, 3 I/O, 4 signature, 5 integrity).
+
+  verify_reference.py ARTIFACT --trust PUB [--trust PUB ...] [--allow-unsigned]
+  verify_reference.py --vectors tests/vectors/vectors.json
+"""
+import argparse, collections, hashlib, json, os, struct, sys, unicodedata
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+# Section 2: limits
+MAGIC = b"\x89NNS\r\n\x1a\n"
+FRAME_VERSION, PRELUDE_LEN, MAX_ENVELOPE_LEN = 1, 16, 64 * 2**20
+PAYLOAD_ALIGN = TENSOR_ALIGN = 64
+CHUNK_SIZE, MAX_PAYLOAD_LEN = 4 * 2**20, 2**40
+MAX_SIGNATURES, MAX_PROTECTED_LEN, MAX_SIGNATURE_LEN = 16, 1024, 1024
+MAX_TENSORS, MAX_RANK, MAX_NAME_LEN, MAX_LABELS, MAX_TEXT_LEN = 131072, 16, 1024, 1024, 65536
+MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MANIFEST_FORMAT = 32, 4194304, 1
+CONTENT_TYPE = "application/vnd.nnsign.manifest+cbor"
+KNOWN_HEADER_LABELS = {1, 3, 4, -65537}
+KNOWN_MANIFEST_FIELDS = {"format", "model", "payload", "tensors", "arch", "crit"}
+DTYPE_SIZE = {**dict.fromkeys(["BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"], 1),
+              **dict.fromkeys(["U16", "I16", "F16", "BF16"], 2),
+              **dict.fromkeys(["U32", "I32", "F32"], 4), **dict.fromkeys(["U64", "I64", "F64"], 8)}
+EXIT = {"input": 1, "usage": 2, "io": 3, "signature": 4, "integrity": 5}
+
+
+class Fail(Exception):
+    def __init__(self, category, reason):
+        super().__init__(reason)
+        self.category, self.reason, self.code = category, reason, EXIT[category]
+
+
+def need(ok, reason, category="integrity"):
+    """Raise Fail(category, reason) unless ok."""
+    if not ok:
+        raise Fail(category, reason)
+
+
+def align(n, a):
+    return -(-n // a) * a
+
+
+def is_uint(v):
+    return type(v) is int and v >= 0  # bool is not a CBOR integer
+
+
+# Section 3: strict deterministic CBOR decoder
+Tag = collections.namedtuple("Tag", "number value")
+
+
+class Decoder:
+    def __init__(self, data, what):
+        self.data, self.pos, self.items, self.what = data, 0, 0, what
+
+    def check(self, ok, msg):
+        need(ok, f"{self.what}: {msg} at byte {self.pos}")
+
+    def take(self, n):
+        self.check(n <= len(self.data) - self.pos, "truncated CBOR")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def head(self):
+        ib = self.take(1)[0]
+        major, ai = ib >> 5, ib & 31
+        if ai < 24:
+            return major, ai, ai
+        self.check(ai <= 27, "indefinite length or reserved additional info (non-canonical CBOR)")
+        arg = int.from_bytes(self.take(1 << (ai - 24)), "big")
+        if major != 7:  # major 7 arguments are simple values / floats, checked in simple()
+            self.check(arg >= (24 if ai == 24 else 1 << (8 << (ai - 25))),
+                       "non-canonical CBOR: argument not in shortest form")
+        return major, ai, arg
+
+    def item(self, depth):
+        self.items += 1
+        self.check(self.items <= MAX_CBOR_ITEMS, "more than MAX_CBOR_ITEMS data items")
+        start = self.pos
+        major, ai, arg = self.head()
+        if major in (0, 1):
+            return arg if major == 0 else -1 - arg
+        if major == 2:
+            return self.take(arg)
+        if major == 3:
+            try:
+                return self.take(arg).decode("utf-8")
+            except UnicodeDecodeError:
+                self.check(False, "text string is not valid UTF-8")
+        if major == 7:
+            return self.simple(ai, arg, start)
+        self.check(depth < MAX_CBOR_DEPTH, "nesting deeper than MAX_CBOR_DEPTH")
+        if major == 6:
+            return Tag(arg, self.item(depth + 1))
+        room = len(self.data) - self.pos  # every item takes at least one byte
+        if major == 4:
+            self.check(arg <= room, "array count exceeds the bytes available")
+            return [self.item(depth + 1) for _ in range(arg)]
+        self.check(2 * arg <= room, "map count exceeds the bytes available")
+        out, prev = {}, None
+        for _ in range(arg):
+            kstart = self.pos
+            key = self.item(depth + 1)
+            kenc = self.data[kstart:self.pos]
+            self.check(prev is None or kenc != prev, "duplicate map key")
+            self.check(prev is None or kenc > prev, "non-canonical CBOR: map keys not in encoded order")
+            prev = kenc
+            # only int and text keys are used as-is; others (true vs 1, 1.0 vs 1) would collide
+            out[key if type(key) in (int, str) else ("raw", kenc)] = self.item(depth + 1)
+        return out
+
+    def simple(self, ai, arg, start):
+        if ai < 24 and arg in (20, 21, 22):
+            return [False, True, None][arg - 20]
+        self.check(ai > 24, f"simple value {arg} not allowed")
+        raw = self.data[start + 1:self.pos]
+        value = struct.unpack({25: ">e", 26: ">f", 27: ">d"}[ai], raw)[0]
+        if value != value:
+            self.check(raw == b"\x7e\x00", "non-canonical CBOR: NaN not encoded as f9 7e00")
+        elif ai > 25:
+            smaller = ">e" if ai == 26 else ">f"
+            try:
+                fits = struct.unpack(smaller, struct.pack(smaller, value))[0] == value
+            except OverflowError:
+                fits = False
+            self.check(not fits, "non-canonical CBOR: float not in shortest form")
+        return value
+
+
+def decode_cbor(data, what):
+    dec = Decoder(bytes(data), what)
+    value = dec.item(0)
+    dec.check(dec.pos == len(dec.data), "trailing bytes after the CBOR item")
+    return value
+
+
+def cbor_head(major, n):
+    if n < 24:
+        return bytes([major << 5 | n])
+    size = next(s for s in (1, 2, 4, 8) if n < 1 << (8 * s))
+    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[size]]) + n.to_bytes(size, "big")
+
+
+# Section 1 and section 8 steps 1 and 3: prelude, envelope bytes, header padding
+def read_header(f, size):
+    prelude = f.read(PRELUDE_LEN)
+    need(prelude[:8] == MAGIC, "not an nnsign artifact (bad magic)")
+    need(len(prelude) == PRELUDE_LEN, "truncated prelude")
+    version, reserved, env_len = struct.unpack(">HHI", prelude[8:])
+    need(version == FRAME_VERSION, f"unsupported frame version {version}")
+    need(reserved == 0, "reserved prelude bytes are not zero")
+    need(1 <= env_len <= MAX_ENVELOPE_LEN, f"envelope length {env_len} out of range")
+    need(size >= PRELUDE_LEN + env_len, "truncated envelope")
+    envelope = f.read(env_len)
+    header_len = align(PRELUDE_LEN + env_len, PAYLOAD_ALIGN)
+    need(size >= header_len, "truncated header padding")
+    need(not f.read(header_len - PRELUDE_LEN - env_len).strip(b"\0"), "non-zero header padding")
+    return envelope, header_len
+
+
+# Section 4, step 2: envelope shape (the CDDL), with protected headers decoded
+def parse_envelope(envelope):
+    env = decode_cbor(envelope, "envelope")
+    need(isinstance(env, list) and len(env) == 2 and isinstance(env[0], bytes)
+         and isinstance(env[1], list), "envelope is not [manifest: bstr, signatures: array]")
+    need(len(env[1]) <= MAX_SIGNATURES, "more than MAX_SIGNATURES signatures")
+    return env[0], [parse_sign1(i, s) for i, s in enumerate(env[1])]
+
+
+def parse_sign1(i, s):
+    need(isinstance(s, Tag) and s.number == 18 and isinstance(s.value, list) and len(s.value) == 4,
+         f"signature {i} is not a COSE_Sign1_Tagged array of 4")
+    protected, unprotected, payload, signature = s.value
+    need(isinstance(protected, bytes) and 1 <= len(protected) <= MAX_PROTECTED_LEN,
+         f"signature {i}: protected header is not a bstr of 1..MAX_PROTECTED_LEN bytes")
+    need(unprotected == {}, f"signature {i}: unprotected header is not empty")
+    need(payload is None, f"signature {i}: payload is not nil (it must be detached)")
+    need(isinstance(signature, bytes) and len(signature) <= MAX_SIGNATURE_LEN,
+         f"signature {i}: signature is not a bstr of at most MAX_SIGNATURE_LEN bytes")
+    hdr = decode_cbor(protected, f"signature {i} protected header")
+    need(isinstance(hdr, dict) and all(type(k) in (int, str) for k in hdr),
+         f"signature {i}: protected header is not a map of labels")
+    need(type(hdr.get(1)) is int, f"signature {i}: alg (1) missing or not an int")
+    crit = hdr.get(2, [0])
+    need(isinstance(crit, list) and crit and all(type(x) in (int, str) for x in crit),
+         f"signature {i}: crit (2) is not a non-empty array of labels")
+    need(type(hdr.get(3)) is str and hdr[3] == CONTENT_TYPE, f"signature {i}: content type is not {CONTENT_TYPE}")
+    need(isinstance(hdr.get(4), bytes) and len(hdr[4]) == 8, f"signature {i}: kid (4) missing or not 8 bytes")
+    pk = hdr.get(-65537, b"\0" * 32)
+    need(isinstance(pk, bytes) and len(pk) == 32, f"signature {i}: public key (-65537) is not 32 bytes")
+    return protected, hdr, signature
+
+
+# Ed25519 point decoding (RFC 8032 section 5.1.3), only for the strictness checks of rule 4
+P = 2**255 - 19
+ED_L = 2**252 + 27742317777372353535851937790883648493
+ED_D = -121665 * pow(121666, P - 2, P) % P
+
+
+def ed_decode(enc):
+    y, sign = int.from_bytes(enc, "little") & ((1 << 255) - 1), enc[31] >> 7
+    x2 = (y * y - 1) * pow(ED_D * y * y + 1, P - 2, P) % P
+    x = pow(x2, (P + 3) // 8, P)
+    if (x * x - x2) % P:
+        x = x * pow(2, (P - 1) // 4, P) % P
+    if y >= P or (x * x - x2) % P or (x == 0 and sign):
+        return None  # non-canonical y, not on the curve, or -0
+    return (P - x if x & 1 != sign else x), y
+
+
+def ed_small_order(pt):
+    for _ in range(3):  # [8]pt with the complete twisted Edwards addition law (a = -1)
+        (x, y), t = pt, ED_D * pt[0] ** 2 * pt[1] ** 2 % P
+        pt = (2 * x * y * pow(1 + t, P - 2, P) % P, (y * y + x * x) * pow(1 - t, P - 2, P) % P)
+    return pt == (0, 1)
+
+
+def key_id(pk):
+    return hashlib.sha256(pk).digest()[:8]
+
+
+# Section 4 rules 3-7, step 4: check every signature, then the trust decision
+def check_signatures(manifest, sigs, trust, allow_unsigned):
+    valid = []
+    for i, (protected, hdr, signature) in enumerate(sigs):
+        for label in hdr.get(2, []):
+            need(label in KNOWN_HEADER_LABELS, f"signature {i}: crit lists unsupported label {label!r}", "signature")
+        if hdr[1] not in (-19, -8):
+            continue  # rule 5: unsupported algorithm, neither valid nor invalid
+        pk = hdr.get(-65537)
+        need(pk is not None, f"signature {i}: Ed25519 signature without a public key (-65537)", "signature")
+        point = ed_decode(pk)
+        need(point is not None and not ed_small_order(point),
+             f"signature {i}: public key is not a valid Ed25519 point or has small order", "signature")
+        need(hdr[4] == key_id(pk),
+             f"signature {i}: kid {hdr[4].hex()} is not the id of the public key ({key_id(pk).hex()})", "signature")
+        tbs = (b"\x84\x6aSignature1" + cbor_head(2, len(protected)) + protected + b"\x40"
+               + cbor_head(2, len(manifest)) + manifest)
+        try:
+            if len(signature) != 64 or int.from_bytes(signature[32:], "little") >= ED_L:
+                raise InvalidSignature  # wrong length or non-canonical S
+            Ed25519PublicKey.from_public_bytes(pk).verify(signature, tbs)
+        except InvalidSignature:
+            need(False, f"signature {i} by key {key_id(pk).hex()} does not verify", "signature")
+        need(pk not in valid, f"two valid signatures by key {key_id(pk).hex()}", "signature")
+        valid.append(pk)
+    if not sigs:
+        need(allow_unsigned, "artifact is unsigned", "signature")
+    else:
+        need(any(pk in trust for pk in valid), "no trusted valid signature (valid signers: "
+             + (", ".join(key_id(pk).hex() for pk in valid) or "none") + "; none is in the trust store)", "signature")
+
+
+# Section 5 and section 6: manifest validation and the layout it must describe
+def check_text(v, what, lo, hi):
+    need(type(v) is str and lo <= len(v.encode()) <= hi, f"manifest: {what} is not text of {lo}..{hi} bytes")
+    need(not any(unicodedata.category(c) == "Cc" and c not in "\t\n" for c in v),
+         f"manifest: {what} contains a control character")
+
+
+def check_keys(m, what, required, optional=()):
+    need(isinstance(m, dict), f"manifest: {what} is not a map")
+    missing, extra = set(required) - set(m), set(m) - set(required) - set(optional)
+    need(not missing, f"manifest: {what} lacks {sorted(missing)}")
+    need(not extra, f"manifest: {what} has unknown keys {sorted(map(str, extra))}")
+
+
+def validate_model(model):
+    check_keys(model, "model", ("name", "created", "producer"), ("version", "description", "labels"))
+    check_text(model["name"], "model.name", 1, MAX_NAME_LEN)
+    check_text(model["producer"], "model.producer", 0, MAX_NAME_LEN)
+    check_text(model.get("version", ""), "model.version", 0, MAX_NAME_LEN)
+    check_text(model.get("description", ""), "model.description", 0, MAX_TEXT_LEN)
+    need(is_uint(model["created"]), "manifest: model.created is not a uint")
+    labels = model.get("labels", {})
+    need(isinstance(labels, dict) and len(labels) <= MAX_LABELS, "manifest: model.labels is not a map of <= MAX_LABELS")
+    for k, v in labels.items():
+        check_text(k, "label key", 1, MAX_TEXT_LEN)
+        check_text(v, "label value", 0, MAX_TEXT_LEN)
+
+
+def validate_payload(payload):
+    if isinstance(payload, dict) and "encoding" in payload:
+        need(payload["encoding"] == "raw",
+             f"payload encoding {payload['encoding']!r} is not supported by this version 1 reader (only \"raw\")")
+    check_keys(payload, "payload", ("encoding", "length", "chunk_size", "digests"))
+    need(type(payload["chunk_size"]) is int and payload["chunk_size"] == CHUNK_SIZE,
+         "manifest: payload.chunk_size is not CHUNK_SIZE")
+    need(is_uint(payload["length"]) and payload["length"] <= MAX_PAYLOAD_LEN,
+         "manifest: payload.length is not a uint <= MAX_PAYLOAD_LEN")
+    need(isinstance(payload["digests"], bytes), "manifest: payload.digests is not a bstr")
+
+
+def validate_tensors(tensors):
+    """Returns [(name, offset, length)] after checking section 5's table rules and section 6's offsets."""
+    need(isinstance(tensors, list) and len(tensors) <= MAX_TENSORS, "manifest: tensors is not an array of <= MAX_TENSORS")
+    names, expect, layout = set(), 0, []
+    for t in tensors:
+        check_keys(t, "tensor", ("name", "dtype", "shape", "offset", "length"))
+        name, shape = t["name"], t["shape"]
+        check_text(name, "tensor name", 1, MAX_NAME_LEN)
+        need(name not in names, f"manifest: two tensors are named {name!r}")
+        names.add(name)
+        need(type(t["dtype"]) is str and t["dtype"] in DTYPE_SIZE, f"manifest: tensor {name!r} has unknown dtype")
+        need(isinstance(shape, list) and len(shape) <= MAX_RANK and all(map(is_uint, shape)),
+             f"manifest: tensor {name!r} shape is not an array of at most MAX_RANK uints")
+        count = 1
+        for dim in shape:
+            count *= dim  # exact: Python integers do not overflow
+        need(is_uint(t["length"]) and t["length"] == DTYPE_SIZE[t["dtype"]] * count,
+             f"manifest: tensor {name!r} length is not element size x product(shape)")
+        need(is_uint(t["offset"]) and t["offset"] == expect,
+             f"manifest: tensor {name!r} is at offset {t['offset']} but the layout puts it at {expect}")
+        layout.append((name, expect, t["length"]))
+        expect = align(expect + t["length"], TENSOR_ALIGN)
+    return layout, expect
+
+
+def validate_manifest(m):
+    """Returns (L, chunks, digests); a chunk is (tensor, tensor offset, start, end, tensor data end)."""
+    need(isinstance(m, dict) and all(type(k) is str for k in m), "manifest is not a map with text keys")
+    need(type(m.get("format")) is int and m["format"] == MANIFEST_FORMAT,
+         f"manifest format {m.get('format')!r} is not {MANIFEST_FORMAT}")
+    crit = m.get("crit", ["format"])
+    need(isinstance(crit, list) and crit and all(type(c) is str for c in crit),
+         "manifest: crit is not a non-empty array of text")
+    for name in crit:
+        need(name in KNOWN_MANIFEST_FIELDS, f"manifest requires support for \"{name}\", which this reader lacks")
+    check_keys(m, "manifest", ("format", "model", "payload", "tensors"), set(m) - {"model", "payload", "tensors"})
+    validate_model(m["model"])
+    validate_payload(m["payload"])
+    layout, total = validate_tensors(m["tensors"])
+    need(m["payload"]["length"] == total, f"manifest: payload.length is {m['payload']['length']}, the layout's is {total}")
+    chunks = []
+    for k, (name, off, length) in enumerate(layout):
+        seg_end = layout[k + 1][1] if k + 1 < len(layout) else total
+        chunks += [(name, off, s, min(s + CHUNK_SIZE, seg_end), off + length) for s in range(off, seg_end, CHUNK_SIZE)]
+    digests = m["payload"]["digests"]
+    need(len(digests) == 32 * len(chunks), f"manifest: payload.digests has {len(digests)} bytes, not 32 x {len(chunks)}")
+    return total, chunks, digests
+
+
+# Section 6, step 7: every chunk's digest and padding
+def check_chunks(f, header_len, chunks, digests):
+    for i, (name, off, start, end, data_end) in enumerate(chunks):
+        f.seek(header_len + start)
+        data = f.read(end - start)
+        need(len(data) == end - start, "truncated payload")
+        need(hashlib.sha256(data).digest() == digests[32 * i:32 * i + 32],
+             f"bytes {start - off}..{min(end, data_end) - off} of tensor {name!r} do not match the signed digest")
+        pad = data[max(start, data_end) - start:]
+        nonzero = end - len(pad.lstrip(b"\0"))
+        need(not pad.strip(b"\0"), f"non-zero padding byte at payload offset {nonzero}")
+
+
+# Section 8: the whole procedure
+def verify(path, trust, allow_unsigned):
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise Fail("io", f"cannot read {path}: {e.strerror}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        envelope, header_len = read_header(f, size)                     # steps 1 and 3
+        manifest, sigs = parse_envelope(envelope)                        # step 2
+        check_signatures(manifest, sigs, trust, allow_unsigned)          # step 4
+        total, chunks, digests = validate_manifest(decode_cbor(manifest, "manifest"))  # step 5
+        need(size >= header_len + total, f"truncated: the file has {size} bytes, the layout needs {header_len + total}")
+        need(size <= header_len + total, f"{size - header_len - total} unexpected bytes after the payload")  # step 6
+        check_chunks(f, header_len, chunks, digests)                     # step 7
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()            # section 7: artifact digest
+
+
+def load_trust(paths):
+    """A trust store is .pub files or directories of them (section 7); keys are compared in full."""
+    files = []
+    for p in paths:
+        files += sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".pub")) if os.path.isdir(p) else [p]
+    keys = set()
+    for p in files:
+        try:
+            key = serialization.load_pem_public_key(open(p, "rb").read())
+        except OSError as e:
+            raise Fail("io", f"cannot read {p}: {e.strerror}") from None
+        except ValueError:
+            key = None
+        need(isinstance(key, Ed25519PublicKey), f"{p} is not a PEM Ed25519 public key", "input")
+        keys.add(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    return keys
+
+
+def run(path, trust_paths, allow_unsigned):
+    try:
+        return 0, "ok " + verify(path, load_trust(trust_paths), allow_unsigned)
+    except Fail as e:
+        return e.code, f"FAIL {e.category}: {e.reason}"
+    except OSError as e:
+        return EXIT["io"], f"FAIL io: {e}"
+
+
+def run_vectors(json_path):
+    base, bad = os.path.dirname(os.path.abspath(json_path)), 0
+    vectors = json.load(open(json_path))["vectors"]
+    for v in vectors:
+        want = 0 if v["expect"]["ok"] else v["expect"]["exit_code"]
+        code, msg = run(os.path.join(base, v["file"]), [os.path.join(base, t) for t in v["trust"]],
+                        v.get("allow_unsigned", False))
+        bad += code != want
+        print(f"{'agree' if code == want else 'DISAGREE'} {v['file']}: want {want}, got {code}: {msg}")
+    print(f"{len(vectors) - bad}/{len(vectors)} vectors agree")
+    return 0 if bad == 0 else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Verify an nnsign artifact (written from docs/FORMAT.md).")
+    ap.add_argument("artifact", nargs="?")
+    ap.add_argument("--trust", action="append", default=[], help=".pub file or directory of them")
+    ap.add_argument("--allow-unsigned", action="store_true")
+    ap.add_argument("--vectors", help="run every vector of a vectors.json")
+    a = ap.parse_args()
+    if a.vectors:
+        sys.exit(run_vectors(a.vectors))
+    if not a.artifact or not a.trust:
+        ap.error("an ARTIFACT and at least one --trust are required")  # exit 2 (section 9: usage)
+    code, msg = run(a.artifact, a.trust, a.allow_unsigned)
+    print(msg)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
