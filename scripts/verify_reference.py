@@ -182,17 +182,25 @@ def parse_sign1(i, s):
     need(payload is None, f"signature {i}: payload is not nil (it must be detached)")
     need(isinstance(signature, bytes) and len(signature) <= MAX_SIGNATURE_LEN,
          f"signature {i}: signature is not a bstr of at most MAX_SIGNATURE_LEN bytes")
-    hdr = decode_cbor(protected, f"signature {i} protected header")
+    # Everything about the protected header is a signature failure (section 9, exit 4).
+    try:
+        hdr = decode_cbor(protected, f"signature {i} protected header")
+    except Fail as e:
+        raise Fail("signature", e.reason) from None
+    sig = "signature"
     need(isinstance(hdr, dict) and all(type(k) in (int, str) for k in hdr),
-         f"signature {i}: protected header is not a map of labels")
-    need(type(hdr.get(1)) is int, f"signature {i}: alg (1) missing or not an int")
+         f"signature {i}: protected header is not a map of labels", sig)
+    need(type(hdr.get(1)) is int, f"signature {i}: alg (1) missing or not an int", sig)
     crit = hdr.get(2, [0])
     need(isinstance(crit, list) and crit and all(type(x) in (int, str) for x in crit),
-         f"signature {i}: crit (2) is not a non-empty array of labels")
-    need(type(hdr.get(3)) is str and hdr[3] == CONTENT_TYPE, f"signature {i}: content type is not {CONTENT_TYPE}")
-    need(isinstance(hdr.get(4), bytes) and len(hdr[4]) == 8, f"signature {i}: kid (4) missing or not 8 bytes")
+         f"signature {i}: crit (2) is not a non-empty array of labels", sig)
+    need(type(hdr.get(3)) is str and hdr[3] == CONTENT_TYPE,
+         f"signature {i}: content type is not {CONTENT_TYPE}", sig)
+    need(isinstance(hdr.get(4), bytes) and len(hdr[4]) == 8,
+         f"signature {i}: kid (4) missing or not 8 bytes", sig)
     pk = hdr.get(-65537, b"\0" * 32)
-    need(isinstance(pk, bytes) and len(pk) == 32, f"signature {i}: public key (-65537) is not 32 bytes")
+    need(isinstance(pk, bytes) and len(pk) == 32,
+         f"signature {i}: public key (-65537) is not 32 bytes", sig)
     return protected, hdr, signature
 
 
@@ -244,6 +252,9 @@ def check_signatures(manifest, sigs, trust, allow_unsigned):
         try:
             if len(signature) != 64 or int.from_bytes(signature[32:], "little") >= ED_L:
                 raise InvalidSignature  # wrong length or non-canonical S
+            r = ed_decode(signature[:32])
+            if r is None or ed_small_order(r):
+                raise InvalidSignature  # rule 4: R of small order
             Ed25519PublicKey.from_public_bytes(pk).verify(signature, tbs)
         except InvalidSignature:
             need(False, f"signature {i} by key {key_id(pk).hex()} does not verify", "signature")

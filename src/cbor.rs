@@ -315,9 +315,14 @@ impl Decoder<'_> {
                 }
                 Value::Map(entries)
             }
+            // nnsign's structures have no tags except the COSE_Sign1 tag, which the envelope
+            // reader handles itself; allowing others would allow a second encoding of a value
+            // (a bignum for a small integer, say).
             6 => {
-                let inner = self.item(depth + 1)?;
-                Value::Tag(arg, Box::new(inner))
+                return Err(CborError::Unsupported {
+                    offset,
+                    what: "tags are not allowed here",
+                })
             }
             _ => self.simple(info, arg, offset)?,
         })
@@ -498,7 +503,6 @@ mod tests {
             "83010203",
             "a0",
             "a201020304",
-            "c11a514b67b0",
         ] {
             let bytes = hex(h);
             let value = decode(&bytes).unwrap_or_else(|e| panic!("{h}: {e}"));
@@ -537,6 +541,11 @@ mod tests {
         let deep = vec![0x81u8; MAX_CBOR_DEPTH + 2];
         assert!(matches!(decode(&deep), Err(CborError::Limit { .. })));
         assert!(decode(&hex("f7")).is_err(), "undefined accepted");
+        assert!(decode(&hex("c11a514b67b0")).is_err(), "tag accepted");
+        assert!(
+            decode(&hex("c249010000000000000000")).is_err(),
+            "bignum accepted"
+        );
         assert!(decode(&hex("62c328")).is_err(), "invalid UTF-8 accepted");
     }
 

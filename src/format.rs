@@ -346,7 +346,11 @@ pub struct Manifest {
     pub model: ModelInfo,
     pub payload: PayloadInfo,
     pub tensors: Vec<TensorEntry>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub arch: Option<Graph>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crit: Vec<String>,
@@ -354,11 +358,20 @@ pub struct Manifest {
 
 /// What the model is, as its producer stated it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ModelInfo {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub description: Option<String>,
     /// Seconds since the Unix epoch, UTC.
     pub created: u64,
@@ -369,6 +382,7 @@ pub struct ModelInfo {
 
 /// How the payload is stored and the digests that cover it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct PayloadInfo {
     pub encoding: String,
     pub length: u64,
@@ -380,12 +394,23 @@ pub struct PayloadInfo {
 
 /// One entry of the tensor table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct TensorEntry {
     pub name: String,
     pub dtype: String,
     pub shape: Vec<u64>,
     pub offset: u64,
     pub length: u64,
+}
+
+/// An optional field that, when present, must hold a value: `null` would be a second encoding of
+/// "absent", and deterministic encoding allows one.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A tensor of a validated manifest.

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::format::{self, Envelope, FormatError, Layout, Manifest, TensorInfo, PRELUDE_LEN};
-use crate::keys::{KeyId, PublicKey, TrustStore};
+use crate::keys::{PublicKey, TrustStore};
 use crate::signature::{self, Checked, SignatureError};
 
 /// Why an artifact failed verification.
@@ -32,6 +32,9 @@ pub enum VerifyError {
     /// A signature is malformed or does not verify.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// Two signatures by one key.
+    #[error("key {0} signed twice; an artifact carries at most one signature per key")]
+    DuplicateSigner(String),
     /// The artifact carries no signature and unsigned artifacts were not allowed.
     #[error("the artifact is unsigned")]
     Unsigned,
@@ -127,21 +130,17 @@ impl Artifact {
     /// Checks every signature cryptographically, without consulting any trust store. Any
     /// signature of a supported algorithm that does not verify is an error.
     pub fn check_signatures(&self) -> Result<Vec<Checked>, VerifyError> {
-        let mut seen: Vec<KeyId> = Vec::new();
+        let mut seen: Vec<PublicKey> = Vec::new();
         let mut out = Vec::with_capacity(self.envelope.signatures.len());
         for sig in &self.envelope.signatures {
             let checked = signature::check(sig, &self.envelope.manifest)?;
             if let Checked::Valid(key) = &checked {
                 // Two signatures by one key are refused: counting them twice would let a copy
                 // stand in for a second signer once thresholds exist.
-                if seen.contains(&key.id()) {
-                    return Err(FormatError::SignatureHeader(format!(
-                        "key {} signed twice",
-                        key.id()
-                    ))
-                    .into());
+                if seen.contains(key) {
+                    return Err(VerifyError::DuplicateSigner(key.id().to_string()));
                 }
-                seen.push(key.id());
+                seen.push(key.clone());
             }
             out.push(checked);
         }

@@ -379,6 +379,196 @@ fn build() -> Vec<Vector> {
         Some((4, "is not the id of the public key")),
         "kid is not the id of the key in the header",
     ));
+
+    // More signers, and signatures a verifier must not count.
+    out.push(v(
+        "pass_two_signers.nns",
+        assemble(
+            &manifest,
+            vec![
+                signature::sign(&a, &manifest),
+                signature::sign(&b, &manifest),
+            ],
+            &payload,
+        ),
+        None,
+        "signed by test-a and test-b; trusting test-a alone is enough",
+    ));
+    let header = |alg: i64, content_type: &str, crit: Option<i64>| {
+        let pk = a.public();
+        let mut map = vec![
+            (Value::Integer(1.into()), Value::Integer(alg.into())),
+            (Value::Integer(3.into()), Value::Text(content_type.into())),
+            (Value::Integer(4.into()), Value::Bytes(pk.id().0.to_vec())),
+            (
+                Value::Integer((-65537).into()),
+                Value::Bytes(pk.raw().to_vec()),
+            ),
+        ];
+        if let Some(label) = crit {
+            map.push((
+                Value::Integer(2.into()),
+                Value::Array(vec![Value::Integer(label.into())]),
+            ));
+            map.push((Value::Integer(label.into()), Value::Integer(0.into())));
+        }
+        nnsign::cbor::encode(&Value::Map(map)).unwrap()
+    };
+    let with_header = |h: Vec<u8>| {
+        assemble(
+            &manifest,
+            vec![signature::sign_with_header(&a, h, &manifest)],
+            &payload,
+        )
+    };
+    out.push(v(
+        "fail_wrong_content_type.nns",
+        with_header(header(-19, "application/cose", None)),
+        Some((4, "content type")),
+        "protected header content type is not the nnsign manifest type",
+    ));
+    out.push(v(
+        "fail_unknown_critical_header.nns",
+        with_header(header(-19, signature::CONTENT_TYPE, Some(99))),
+        Some((4, "critical header")),
+        "protected header marks an unknown label (99) critical",
+    ));
+    out.push(v(
+        "fail_unsupported_algorithm_only.nns",
+        assemble(&manifest, vec![format::RawSignature { protected: header(-7, signature::CONTENT_TYPE, None), signature: vec![0; 64] }], &payload),
+        Some((4, "COSE algorithm -7")),
+        "its only signature claims ES256 (-7), which v1 does not implement: signed, yet nothing counts",
+    ));
+    out.push(v(
+        "fail_duplicate_signer.nns",
+        assemble(
+            &manifest,
+            vec![
+                signature::sign(&a, &manifest),
+                signature::sign(&a, &manifest),
+            ],
+            &payload,
+        ),
+        Some((4, "signed twice")),
+        "two signatures by test-a",
+    ));
+    type Entries = Vec<(Value, Value)>;
+    let edited = |f: &dyn Fn(&mut Entries)| {
+        let Value::Map(mut entries) = nnsign::cbor::decode(&manifest).unwrap() else {
+            unreachable!()
+        };
+        f(&mut entries);
+        resigned(
+            &nnsign::cbor::encode(&Value::Map(entries)).unwrap(),
+            &payload,
+            &a,
+        )
+    };
+    let field = |entries: &mut Vec<(Value, Value)>, key: &str| -> usize {
+        entries
+            .iter()
+            .position(|(k, _)| k.as_text() == Some(key))
+            .unwrap()
+    };
+    out.push(v(
+        "fail_format_2.nns",
+        edited(&|e| {
+            let i = field(e, "format");
+            e[i].1 = Value::Integer(2.into());
+        }),
+        Some((5, "manifest format 2")),
+        "signed manifest says format 2",
+    ));
+    out.push(v(
+        "fail_encoding_not_raw.nns",
+        edited(&|e| {
+            let i = field(e, "payload");
+            let Value::Map(p) = &mut e[i].1 else {
+                unreachable!()
+            };
+            let j = p
+                .iter()
+                .position(|(k, _)| k.as_text() == Some("encoding"))
+                .unwrap();
+            p[j].1 = Value::Text("chacha20poly1305".into());
+        }),
+        Some((5, "payload encoding \"chacha20poly1305\"")),
+        "signed manifest declares a payload encoding v1 does not know",
+    ));
+    out.push(v(
+        "fail_unknown_model_field.nns",
+        edited(&|e| {
+            let i = field(e, "model");
+            let Value::Map(m) = &mut e[i].1 else {
+                unreachable!()
+            };
+            m.push((Value::Text("licence".into()), Value::Text("MIT".into())));
+        }),
+        Some((5, "unknown field `licence`")),
+        "ModelInfo is a closed map: an extra key is refused",
+    ));
+    out.push(v(
+        "fail_null_version.nns",
+        edited(&|e| {
+            let i = field(e, "model");
+            let Value::Map(m) = &mut e[i].1 else {
+                unreachable!()
+            };
+            let j = m
+                .iter()
+                .position(|(k, _)| k.as_text() == Some("version"))
+                .unwrap();
+            m[j].1 = Value::Null;
+        }),
+        Some((5, "malformed manifest")),
+        "model.version is null: optional fields are omitted, never null",
+    ));
+    out.push(v(
+        "fail_control_character.nns",
+        edited(&|e| {
+            let i = field(e, "model");
+            let Value::Map(m) = &mut e[i].1 else {
+                unreachable!()
+            };
+            let j = m
+                .iter()
+                .position(|(k, _)| k.as_text() == Some("name"))
+                .unwrap();
+            m[j].1 = Value::Text("vector\u{1b}[2Jmodel".into());
+        }),
+        Some((5, "control characters")),
+        "model name holds an ANSI escape (a terminal-injection attempt)",
+    ));
+    let zero_len = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.nns");
+        let mut t = tensors();
+        t.push(tensor("empty", DType::F32, &[0, 4], vec![]));
+        t.push(tensor(
+            "scalar",
+            DType::F64,
+            &[],
+            2.5f64.to_le_bytes().to_vec(),
+        ));
+        pack::pack(
+            PackInput {
+                model: model_info(),
+                arch: None,
+                tensors: t,
+                signer: Some(&a),
+            },
+            &path,
+            &|_| {},
+        )
+        .unwrap();
+        std::fs::read(path).unwrap()
+    };
+    out.push(v(
+        "pass_zero_length_and_scalar.nns",
+        zero_len,
+        None,
+        "adds an empty F32 [0,4] tensor (no chunk) and an F64 scalar (shape [])",
+    ));
     out
 }
 

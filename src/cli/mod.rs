@@ -173,6 +173,8 @@ pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
             .hint("the artifact is damaged or was not written by nnsign; do not deploy it"),
         VerifyError::Signature(err) => f(exit::SIGNATURE, "signature", err.to_string())
             .hint("the artifact was modified after signing; do not deploy it, fetch it again from its source"),
+        err @ VerifyError::DuplicateSigner(_) => f(exit::SIGNATURE, "signature", err.to_string())
+            .hint("the envelope was edited after signing; fetch the artifact again from its source"),
         VerifyError::Unsigned => f(exit::SIGNATURE, "signature", "the artifact is unsigned".into())
             .hint("sign it with `nnsign pack --sign KEY`, or pass --allow-unsigned to accept unsigned artifacts"),
         VerifyError::Untrusted(why) => f(exit::SIGNATURE, "trust", format!("not signed by a trusted key: {why}"))
