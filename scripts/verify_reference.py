@@ -21,6 +21,7 @@ CHUNK_SIZE, MAX_PAYLOAD_LEN = 4 * 2**20, 2**40
 MAX_SIGNATURES, MAX_PROTECTED_LEN, MAX_SIGNATURE_LEN = 16, 1024, 1024
 MAX_TENSORS, MAX_RANK, MAX_NAME_LEN, MAX_LABELS, MAX_TEXT_LEN = 131072, 16, 1024, 1024, 65536
 MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MANIFEST_FORMAT = 32, 4194304, 1
+MAX_CREATED = 253402300799
 CONTENT_TYPE = "application/vnd.nnsign.manifest+cbor"
 KNOWN_HEADER_LABELS = {1, 3, 4, -65537}
 KNOWN_MANIFEST_FIELDS = {"format", "model", "payload", "tensors", "arch", "crit"}
@@ -268,10 +269,29 @@ def check_signatures(manifest, sigs, trust, allow_unsigned):
 
 
 # Section 5 and section 6: manifest validation and the layout it must describe
-def check_text(v, what, lo, hi):
+DECEPTIVE = {*map(chr, range(0x200B, 0x2010)), *map(chr, range(0x202A, 0x202F)),
+             *map(chr, range(0x2060, 0x206A)), "\uFEFF"}
+
+
+def check_text(v, what, lo, hi, multiline=False):
     need(type(v) is str and lo <= len(v.encode()) <= hi, f"manifest: {what} is not text of {lo}..{hi} bytes")
-    need(not any(unicodedata.category(c) == "Cc" and c not in "\t\n" for c in v),
+    allowed = "\t\n" if multiline else ""
+    need(not any(unicodedata.category(c) == "Cc" and c not in allowed for c in v),
          f"manifest: {what} contains a control character")
+    need(not any(c in DECEPTIVE for c in v), f"manifest: {what} contains an invisible formatting character")
+
+
+def check_arch_text(v):
+    """Section 5: every text string in arch, keys included, is a one-line name."""
+    if isinstance(v, str):
+        check_text(v, "text in arch", 0, MAX_NAME_LEN)
+    elif isinstance(v, list):
+        for x in v:
+            check_arch_text(x)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            check_arch_text(k)
+            check_arch_text(x)
 
 
 def check_keys(m, what, required, optional=()):
@@ -286,13 +306,15 @@ def validate_model(model):
     check_text(model["name"], "model.name", 1, MAX_NAME_LEN)
     check_text(model["producer"], "model.producer", 0, MAX_NAME_LEN)
     check_text(model.get("version", ""), "model.version", 0, MAX_NAME_LEN)
-    check_text(model.get("description", ""), "model.description", 0, MAX_TEXT_LEN)
-    need(is_uint(model["created"]), "manifest: model.created is not a uint")
+    check_text(model.get("description", ""), "model.description", 0, MAX_TEXT_LEN, multiline=True)
+    need(is_uint(model["created"]) and model["created"] <= MAX_CREATED,
+         "manifest: model.created is not a uint of at most MAX_CREATED")
     labels = model.get("labels", {})
     need(isinstance(labels, dict) and len(labels) <= MAX_LABELS, "manifest: model.labels is not a map of <= MAX_LABELS")
     for k, v in labels.items():
         check_text(k, "label key", 1, MAX_TEXT_LEN)
-        check_text(v, "label value", 0, MAX_TEXT_LEN)
+        need(not k.startswith("nnsign."), f"manifest: label key {k!r} uses the reserved prefix nnsign.")
+        check_text(v, "label value", 0, MAX_TEXT_LEN, multiline=True)
 
 
 def validate_payload(payload):
@@ -344,6 +366,7 @@ def validate_manifest(m):
         need(name in KNOWN_MANIFEST_FIELDS, f"manifest requires support for \"{name}\", which this reader lacks")
     check_keys(m, "manifest", ("format", "model", "payload", "tensors"), set(m) - {"model", "payload", "tensors"})
     validate_model(m["model"])
+    check_arch_text(m.get("arch"))
     validate_payload(m["payload"])
     layout, total = validate_tensors(m["tensors"])
     need(m["payload"]["length"] == total, f"manifest: payload.length is {m['payload']['length']}, the layout's is {total}")

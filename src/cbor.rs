@@ -12,7 +12,7 @@
 //! bytes.
 
 use ciborium::value::{Integer, Value};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 
 /// Why a CBOR item was refused. `offset` is the byte offset in the decoded buffer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,12 +61,11 @@ pub fn decode(bytes: &[u8]) -> Result<Value, CborError> {
     Ok(value)
 }
 
-/// Decodes `bytes` strictly, then maps the value tree onto `T` with serde.
-pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
-    let value = decode(bytes)?;
-    value
-        .deserialized()
-        .map_err(|e| CborError::Shape(e.to_string()))
+/// A serde mapping error as a readable message (ciborium's Display shows its Debug form).
+pub fn shape_error(e: ciborium::value::Error) -> CborError {
+    match e {
+        ciborium::value::Error::Custom(msg) => CborError::Shape(msg),
+    }
 }
 
 /// Encodes `value` deterministically: shortest heads, definite lengths, map keys sorted by their
@@ -79,7 +78,7 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, CborError> {
 
 /// Serializes `value` with serde and encodes the result deterministically.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CborError> {
-    let tree = Value::serialized(value).map_err(|e| CborError::Shape(e.to_string()))?;
+    let tree = Value::serialized(value).map_err(shape_error)?;
     encode(&tree)
 }
 
@@ -147,11 +146,14 @@ impl<'a> Reader<'a> {
     /// The simple value null.
     pub fn null(&mut self) -> Result<(), CborError> {
         let offset = self.d.pos;
-        let arg = self.expect(7, "null")?;
-        if arg != 22 {
-            return Err(CborError::Shape(format!("expected null at byte {offset}")));
+        // Exactly f6: the head reader does not check widths for major type 7 (floats carry
+        // bits there), and f8 16 or f9 0016 would be other encodings of the same null.
+        match self.d.take(1)? {
+            [0xf6] => Ok(()),
+            _ => Err(CborError::Shape(format!(
+                "expected null (f6) at byte {offset}"
+            ))),
         }
-        Ok(())
     }
 
     /// Ends the read: any byte left over is an error.

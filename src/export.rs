@@ -41,14 +41,13 @@ pub fn safetensors_metadata(auth: &Authenticated) -> HashMap<String, String> {
         "nnsign.artifact_digest".into(),
         format!("sha256:{}", hex(&auth.digest)),
     );
-    if !auth.signers.is_empty() {
-        let ids: Vec<String> = auth
-            .signers
-            .iter()
-            .map(|s| s.key.id().to_string())
-            .collect();
-        out.insert("nnsign.signers".into(), ids.join(","));
-    }
+    // Always written, empty when unsigned, so that nothing else can stand in for it.
+    let ids: Vec<String> = auth
+        .signers
+        .iter()
+        .map(|s| s.key.id().to_string())
+        .collect();
+    out.insert("nnsign.signers".into(), ids.join(","));
     out
 }
 
@@ -95,9 +94,9 @@ pub fn write_safetensors(
             .map_err(io)?;
         w.write_all(&header).map_err(io)?;
         let layout = &auth.layout;
+        // A failed write is the output's fault and is reported against it, not the artifact.
         auth.stream_payload(progress, |i, chunk| {
-            w.write_all(&chunk[..layout.chunk_data_len(i)])
-                .map_err(VerifyError::Io)
+            w.write_all(&chunk[..layout.chunk_data_len(i)]).map_err(io)
         })?;
         w.flush().map_err(io)?;
     }

@@ -54,6 +54,10 @@ pub const MAX_NAME_LEN: usize = 1024;
 pub const MAX_LABELS: usize = 1024;
 /// Longest label key or value, and longest description, in bytes.
 pub const MAX_TEXT_LEN: usize = 65536;
+/// Latest creation time accepted: 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+pub const MAX_CREATED: u64 = 253_402_300_799;
+/// Label keys nnsign keeps for itself (the provenance `unpack` writes into safetensors metadata).
+pub const RESERVED_LABEL_PREFIX: &str = "nnsign.";
 /// Value of `format` in a version 1 manifest.
 pub const MANIFEST_FORMAT: u64 = 1;
 /// The one payload encoding of version 1: tensor bytes stored as they are.
@@ -69,7 +73,7 @@ pub enum FormatError {
     #[error("not an nnsign artifact (bad magic bytes)")]
     BadMagic,
     /// A frame version this reader does not know.
-    #[error("artifact frame version {0} is not supported by this nnsign (it reads version 1)")]
+    #[error("artifact frame version {0} is not supported by this nnsign (it reads version 1); upgrade nnsign")]
     FrameVersion(u16),
     /// The reserved prelude bytes are not zero.
     #[error("reserved prelude bytes are not zero")]
@@ -95,9 +99,19 @@ pub enum FormatError {
     /// The manifest is not valid deterministic CBOR of the right shape.
     #[error("malformed manifest: {0}")]
     Manifest(CborError),
+    /// The artifact uses a feature this reader does not implement (a newer format version, an
+    /// unknown critical field, an unknown payload encoding).
+    #[error("{0}, which this nnsign does not support")]
+    Unsupported(String),
     /// The manifest decodes but breaks a rule of the format.
     #[error("invalid manifest: {0}")]
     Invalid(String),
+}
+
+fn unsupported_format(format: u64) -> FormatError {
+    FormatError::Unsupported(format!(
+        "manifest format {format} (this nnsign reads format {MANIFEST_FORMAT})"
+    ))
 }
 
 impl FormatError {
@@ -510,16 +524,37 @@ impl Layout {
     }
 }
 
-fn check_text(what: &str, s: &str, max: usize) -> Result<(), FormatError> {
+/// Whether text may span lines: descriptions and label values may hold tab and newline; names
+/// are printed on one line, where a newline could forge another line of output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    One,
+    Many,
+}
+
+/// Unicode format characters that reorder or hide text on screen (bidirectional overrides and
+/// isolates, zero-width characters): refused everywhere, as they let a name display as another.
+fn is_deceptive(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Checks one text field: its length, and no control characters (Unicode Cc, which includes the
+/// escape that starts terminal sequences) except tab and newline where `lines` allows them, and
+/// no deceptive format characters.
+pub fn check_text(what: &str, s: &str, max: usize, lines: Lines) -> Result<(), FormatError> {
     if s.len() > max {
         return Err(FormatError::invalid(format!(
             "{what} is {} bytes, more than the limit of {max}",
             s.len()
         )));
     }
-    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    let allowed = |c: char| lines == Lines::Many && (c == '\n' || c == '\t');
+    if s.chars()
+        .any(|c| (c.is_control() && !allowed(c)) || is_deceptive(c))
+    {
         return Err(FormatError::invalid(format!(
-            "{what} contains control characters"
+            "{what} \"{}\" contains control or invisible formatting characters",
+            s.escape_default()
         )));
     }
     Ok(())
@@ -530,14 +565,20 @@ pub fn check_model_info(m: &ModelInfo) -> Result<(), FormatError> {
     if m.name.is_empty() {
         return Err(FormatError::invalid("model name is empty"));
     }
-    check_text("model name", &m.name, MAX_NAME_LEN)?;
+    check_text("model name", &m.name, MAX_NAME_LEN, Lines::One)?;
     if let Some(v) = &m.version {
-        check_text("model version", v, MAX_NAME_LEN)?;
+        check_text("model version", v, MAX_NAME_LEN, Lines::One)?;
     }
     if let Some(d) = &m.description {
-        check_text("description", d, MAX_TEXT_LEN)?;
+        check_text("description", d, MAX_TEXT_LEN, Lines::Many)?;
     }
-    check_text("producer", &m.producer, MAX_NAME_LEN)?;
+    check_text("producer", &m.producer, MAX_NAME_LEN, Lines::One)?;
+    if m.created > MAX_CREATED {
+        return Err(FormatError::invalid(format!(
+            "creation time {} is after 9999-12-31 (the limit is {MAX_CREATED} seconds)",
+            m.created
+        )));
+    }
     if m.labels.len() > MAX_LABELS {
         return Err(FormatError::invalid(format!(
             "{} labels, more than the limit of {MAX_LABELS}",
@@ -548,8 +589,13 @@ pub fn check_model_info(m: &ModelInfo) -> Result<(), FormatError> {
         if k.is_empty() {
             return Err(FormatError::invalid("a label has an empty key"));
         }
-        check_text("label key", k, MAX_TEXT_LEN)?;
-        check_text(&format!("label {k:?}"), v, MAX_TEXT_LEN)?;
+        check_text("label key", k, MAX_TEXT_LEN, Lines::One)?;
+        if k.starts_with(RESERVED_LABEL_PREFIX) {
+            return Err(FormatError::invalid(format!(
+                "label {k:?}: keys starting with {RESERVED_LABEL_PREFIX:?} are reserved for what nnsign itself records"
+            )));
+        }
+        check_text(&format!("label {k:?}"), v, MAX_TEXT_LEN, Lines::Many)?;
     }
     Ok(())
 }
@@ -559,7 +605,7 @@ pub fn check_tensor_name(name: &str) -> Result<(), FormatError> {
     if name.is_empty() {
         return Err(FormatError::invalid("a tensor has an empty name"));
     }
-    check_text(&format!("tensor name {name:?}"), name, MAX_NAME_LEN)
+    check_text("tensor name", name, MAX_NAME_LEN, Lines::One)
 }
 
 impl Manifest {
@@ -567,6 +613,19 @@ impl Manifest {
     /// that the user chose to read unverified).
     pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
         let value = cbor::decode(bytes).map_err(FormatError::Manifest)?;
+        // A newer format may not even have this one's shape: say so before mapping onto the
+        // struct, which would fail with a less useful message.
+        let format = match &value {
+            ciborium::value::Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_text() == Some("format"))
+                .and_then(|(_, v)| v.as_integer())
+                .and_then(|i| u64::try_from(i).ok()),
+            _ => None,
+        };
+        if let Some(f) = format.filter(|&f| f != MANIFEST_FORMAT) {
+            return Err(unsupported_format(f));
+        }
         // Reject unknown critical fields before mapping onto the struct, which would ignore them.
         let crit = match &value {
             ciborium::value::Value::Map(entries) => entries
@@ -574,13 +633,21 @@ impl Manifest {
                 .find_map(|(k, v)| (k.as_text() == Some("crit")).then_some(v.clone())),
             _ => None,
         };
-        if let Some(ciborium::value::Value::Array(names)) = crit {
+        if let Some(crit) = crit {
+            let names = match crit {
+                ciborium::value::Value::Array(names) if !names.is_empty() => names,
+                _ => {
+                    return Err(FormatError::invalid(
+                        "crit is not a non-empty array of names",
+                    ))
+                }
+            };
             for n in names {
                 match n.as_text() {
                     Some(name) if KNOWN_FIELDS.contains(&name) => {}
                     Some(name) => {
-                        return Err(FormatError::invalid(format!(
-                            "manifest requires support for {name:?}, which this nnsign lacks; upgrade nnsign"
+                        return Err(FormatError::Unsupported(format!(
+                            "the manifest requires support for {name:?}"
                         )))
                     }
                     None => return Err(FormatError::invalid("crit holds a non-text entry")),
@@ -589,7 +656,7 @@ impl Manifest {
         }
         value
             .deserialized()
-            .map_err(|e| FormatError::Manifest(CborError::Shape(e.to_string())))
+            .map_err(|e| FormatError::Manifest(cbor::shape_error(e)))
     }
 
     /// The deterministic encoding of this manifest.
@@ -598,19 +665,40 @@ impl Manifest {
         cbor::to_vec(self).expect("manifest values are always encodable")
     }
 
-    /// Checks every rule of FORMAT.md section "Manifest" and returns the payload layout.
+    /// Checks every rule of FORMAT.md sections 5 and 6 and returns the payload layout.
     pub fn validate(&self) -> Result<Layout, FormatError> {
-        if self.format != MANIFEST_FORMAT {
+        let mut layout = self.validate_tables()?;
+        let p = &self.payload;
+        if p.digests.len() != layout.chunks.len() * 32 {
             return Err(FormatError::invalid(format!(
-                "manifest format {} is not supported by this nnsign (it reads format {MANIFEST_FORMAT}); upgrade nnsign",
-                self.format
+                "{} digest bytes for {} chunks (expected {})",
+                p.digests.len(),
+                layout.chunks.len(),
+                layout.chunks.len() * 32
             )));
         }
+        layout.digests = p
+            .digests
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("chunks_exact(32) yields 32 bytes"))
+            .collect();
+        Ok(layout)
+    }
+
+    /// Every check of [`Manifest::validate`] but the digests' count, which a writer learns from
+    /// the layout this returns (its `digests` are left empty).
+    pub fn validate_tables(&self) -> Result<Layout, FormatError> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(unsupported_format(self.format));
+        }
         check_model_info(&self.model)?;
+        if let Some(arch) = &self.arch {
+            arch.for_each_text(&mut |what, s| check_text(what, s, MAX_NAME_LEN, Lines::One))?;
+        }
         let p = &self.payload;
         if p.encoding != ENCODING_RAW {
-            return Err(FormatError::invalid(format!(
-                "payload encoding {:?} is not supported by this nnsign; upgrade nnsign",
+            return Err(FormatError::Unsupported(format!(
+                "the payload encoding is {:?}",
                 p.encoding
             )));
         }
@@ -687,24 +775,11 @@ impl Manifest {
             )));
         }
         let chunks = Layout::chunks_for(&tensors, p.length);
-        if p.digests.len() != chunks.len() * 32 {
-            return Err(FormatError::invalid(format!(
-                "{} digest bytes for {} chunks (expected {})",
-                p.digests.len(),
-                chunks.len(),
-                chunks.len() * 32
-            )));
-        }
-        let digests = p
-            .digests
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("chunks_exact(32) yields 32 bytes"))
-            .collect();
         Ok(Layout {
             tensors,
             length: p.length,
             chunks,
-            digests,
+            digests: Vec::new(),
         })
     }
 }

@@ -4,7 +4,7 @@
 //! against the file before anything is allocated for it; nothing here can run code (pickled
 //! object arrays are refused by name).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,9 @@ pub const MAX_NPZ_MEMBER_LEN: u64 = 16 << 30;
 /// Largest ratio of decompressed to compressed size for an `.npz` member over 1 MiB: deflate
 /// reaches about 1000:1 on constant data, so more than this is a zip bomb.
 pub const MAX_NPZ_RATIO: u64 = 1100;
+
+/// Most bytes reserved up front for an `.npz` member before any of it has been read.
+const PREALLOCATE_MAX: u64 = 64 << 20;
 
 /// Why an input could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +123,11 @@ pub fn import(paths: &[PathBuf]) -> Result<Imported, ImportError> {
             }
         }
         for (k, v) in labels {
+            // `nnsign.` keys in safetensors metadata are the provenance `unpack` recorded for an
+            // earlier artifact; the new artifact records its own.
+            if k.starts_with(format::RESERVED_LABEL_PREFIX) {
+                continue;
+            }
             match out.labels.get(&k) {
                 Some(old) if *old != v => {
                     return Err(invalid(
@@ -346,12 +354,20 @@ fn fortran_to_c(data: &[u8], shape: &[u64], elem: usize) -> Vec<u8> {
 }
 
 fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
+    let file_len = file
+        .metadata()
+        .map_err(|source| ImportError::Io {
+            path: path.into(),
+            source,
+        })?
+        .len();
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| invalid(path, format!("invalid .npz (zip): {e}")))?;
     if zip.len() > MAX_TENSORS {
         return Err(invalid(path, format!("more than {MAX_TENSORS} members")));
     }
     let mut tensors: Vec<SourceTensor> = Vec::with_capacity(zip.len());
+    let mut names = HashSet::with_capacity(zip.len());
     for i in 0..zip.len() {
         let mut member = zip
             .by_index(i)
@@ -369,15 +385,23 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
                 format!("member {member_name:?} is not a .npy array"),
             ));
         };
+        // Both sizes come from the archive's headers: check them against the file and the caps
+        // before trusting either, and never allocate more than what has actually been read.
         let size = member.size();
         let compressed = member.compressed_size().max(1);
+        if compressed > file_len {
+            return Err(invalid(
+                path,
+                format!("member {member_name:?} claims {compressed} compressed bytes, more than the whole file"),
+            ));
+        }
         if size > MAX_NPZ_MEMBER_LEN || (size > 1 << 20 && size / compressed > MAX_NPZ_RATIO) {
             return Err(invalid(
                 path,
                 format!("member {member_name:?} expands to {size} bytes from {compressed}: refused as a zip bomb"),
             ));
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        let mut bytes = Vec::with_capacity(size.min(PREALLOCATE_MAX) as usize);
         member
             .by_ref()
             .take(size + 1)
@@ -389,7 +413,7 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
                 format!("member {member_name:?} is not the size its header states"),
             ));
         }
-        if tensors.iter().any(|t| t.name == name) {
+        if !names.insert(name.to_owned()) {
             return Err(invalid(
                 path,
                 format!("member {member_name:?} appears twice"),

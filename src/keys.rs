@@ -178,7 +178,7 @@ impl SecretKey {
         path: &Path,
         passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
     ) -> Result<SecretKey, KeyError> {
-        let text = Zeroizing::new(read_capped(path)?);
+        let text = read_capped(path)?;
         let malformed = |why: &str| KeyError::Malformed {
             path: path.into(),
             why: why.into(),
@@ -204,13 +204,15 @@ impl SecretKey {
     }
 }
 
-fn read_capped(path: &Path) -> Result<String, KeyError> {
+/// Reads a key file of at most [`MAX_KEY_FILE_LEN`] bytes into a buffer sized up front (so that
+/// no reallocation leaves a copy of a private key behind) and wiped when dropped.
+fn read_capped(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let io = |source| KeyError::Io {
         path: path.into(),
         source,
     };
     let mut file = File::open(path).map_err(io)?;
-    let mut text = String::new();
+    let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_LEN as usize + 64));
     Read::by_ref(&mut file)
         .take(MAX_KEY_FILE_LEN + 1)
         .read_to_string(&mut text)
@@ -269,10 +271,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         path: path.into(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = crate::output::parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".nnsign-key-")
         .tempfile_in(dir)
@@ -286,7 +285,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
             io(e.error)
         }
     })?;
-    Ok(())
+    crate::output::sync_dir(dir).map_err(io)
 }
 
 /// Public keys a verifier trusts, each with the file it came from.
@@ -334,13 +333,11 @@ impl TrustStore {
                 why: format!("more than {MAX_TRUSTED_KEYS} trusted keys"),
             });
         }
-        if !self.keys.iter().any(|(k, _)| *k == key) {
-            self.keys.push((key, path));
-        }
+        self.insert(key, path);
         Ok(())
     }
 
-    /// Adds one key (for library users who hold keys in memory).
+    /// Adds one key (for library users who hold keys in memory); `source` names it in reports.
     pub fn insert(&mut self, key: PublicKey, source: impl Into<PathBuf>) {
         if !self.keys.iter().any(|(k, _)| *k == key) {
             self.keys.push((key, source.into()));

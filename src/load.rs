@@ -14,6 +14,11 @@ pub enum LoadError {
     /// The architecture is invalid.
     #[error("architecture: {0}")]
     Schema(#[from] SchemaError),
+    /// Loading would take more memory than allowed.
+    #[error(
+        "loading needs up to {need} bytes (payload {payload}), more than the limit of {limit}"
+    )]
+    TooLarge { need: u64, payload: u64, limit: u64 },
     /// A weight could not be instantiated.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -33,9 +38,21 @@ pub fn load(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Loaded, LoadError> {
     let plan = match &auth.manifest.arch {
-        Some(arch) => Some(arch.validate(&auth.layout.tensors, memory_limit)?),
+        Some(arch) => Some(arch.validate(&auth.layout.tensors)?),
         None => None,
     };
+    // The verified payload stays in memory while the model is built from it.
+    let need = auth
+        .layout
+        .length
+        .saturating_add(plan.as_ref().map_or(0, |p| p.memory_need()));
+    if need > memory_limit {
+        return Err(LoadError::TooLarge {
+            need,
+            payload: auth.layout.length,
+            limit: memory_limit,
+        });
+    }
     let payload = auth.read_payload(progress)?;
     let model = match plan {
         Some(plan) => Some(Model::new(&plan, |name| {

@@ -18,8 +18,8 @@ pub const OPSET: u64 = 1;
 pub const MAX_NODES: usize = 65536;
 /// Most graph inputs or outputs.
 pub const MAX_GRAPH_IO: usize = 256;
-/// Default cap on the memory a model may need (weights plus the largest activations for one
-/// batch row times [`crate::runtime::MAX_BATCH`]); `verify-load --max-memory` raises it.
+/// Default cap on the memory loading may take (the verified payload, plus [`Plan::memory_need`]);
+/// `verify-load --max-memory` raises it.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 8 << 30;
 
 /// A model architecture: a graph over named values. Weights are values whose names are tensors
@@ -125,7 +125,6 @@ impl Activation {
 pub enum Step {
     /// `y = activation(x · kernel + bias)`, kernel `[inputs, units]` as Keras stores it.
     Dense {
-        node: String,
         x: usize,
         kernel: String,
         bias: Option<String>,
@@ -151,14 +150,57 @@ pub struct Plan {
     pub activation_elems_per_row: u64,
 }
 
+impl Plan {
+    /// Bytes the built model may need: its weights as f32 plus every activation for
+    /// [`crate::runtime::MAX_BATCH`] rows.
+    pub fn memory_need(&self) -> u64 {
+        self.weight_bytes.saturating_add(
+            self.activation_elems_per_row
+                .saturating_mul(4)
+                .saturating_mul(crate::runtime::MAX_BATCH as u64),
+        )
+    }
+}
+
 impl Graph {
+    /// Calls `check` on every string of the graph with a description of where it is, stopping
+    /// at the first error: names printed in messages must pass the same checks as metadata.
+    pub fn for_each_text<E>(
+        &self,
+        check: &mut impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for v in self.inputs.iter().chain(&self.outputs) {
+            check("graph value name", &v.name)?;
+            check("graph value dtype", &v.dtype)?;
+            for d in &v.shape {
+                if let Dim::Symbol(s) = d {
+                    check("dimension symbol", s)?;
+                }
+            }
+        }
+        for n in &self.nodes {
+            check("node op", &n.op)?;
+            check("node name", &n.name)?;
+            for s in n.inputs.iter().chain(&n.outputs) {
+                check("node value name", s)?;
+            }
+            for (k, a) in &n.attrs {
+                check("attribute name", k)?;
+                if let Attr::Text(t) = a {
+                    check("attribute value", t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Parses the JSON form given to `pack --arch`.
     pub fn from_json(text: &str) -> Result<Graph, SchemaError> {
         serde_json::from_str(text).map_err(|e| SchemaError::Parse(e.to_string()))
     }
 
     /// Checks the graph against the artifact's tensors and builds the execution plan.
-    pub fn validate(&self, tensors: &[TensorInfo], memory_limit: u64) -> Result<Plan, SchemaError> {
+    pub fn validate(&self, tensors: &[TensorInfo]) -> Result<Plan, SchemaError> {
         if self.opset > OPSET {
             return Err(invalid(format!(
                 "architecture needs op-set {}, this nnsign implements op-set {OPSET}; upgrade nnsign",
@@ -258,16 +300,6 @@ impl Graph {
                     .unwrap_or(u64::MAX)
             })
             .fold(0u64, |acc, n| acc.saturating_add(n));
-        let need = weight_bytes.saturating_add(
-            activation_elems_per_row
-                .saturating_mul(4)
-                .saturating_mul(crate::runtime::MAX_BATCH as u64),
-        );
-        if need > memory_limit {
-            return Err(invalid(format!(
-                "model needs up to {need} bytes (weights {weight_bytes}), more than the limit of {memory_limit}; raise it with --max-memory if this is expected"
-            )));
-        }
         Ok(Plan {
             values: b.names,
             inputs: b.inputs,
@@ -419,7 +451,6 @@ impl Builder {
         let (inputs, units) = (too_big(inputs)?, too_big(units)?);
         let y = self.define(y_name, &format!("node {:?}", node.name), shape)?;
         Ok(Step::Dense {
-            node: node.name.clone(),
             x,
             kernel: kernel_name.clone(),
             bias: bias_name.cloned(),
@@ -467,7 +498,7 @@ mod tests {
     #[test]
     fn a_valid_mlp_plans_two_dense_steps() {
         let g = Graph::from_json(&mlp_json()).unwrap();
-        let plan = g.validate(&weights(), DEFAULT_MEMORY_LIMIT).unwrap();
+        let plan = g.validate(&weights()).unwrap();
         assert_eq!(plan.steps.len(), 2);
         assert_eq!(plan.weight_bytes, (20 + 5 + 15) * 4);
         assert_eq!(plan.values, vec!["x", "h", "probs"]);
@@ -476,9 +507,7 @@ mod tests {
     fn rejection(edit: impl Fn(&mut Graph), tensors: Vec<TensorInfo>) -> String {
         let mut g = Graph::from_json(&mlp_json()).unwrap();
         edit(&mut g);
-        g.validate(&tensors, DEFAULT_MEMORY_LIMIT)
-            .unwrap_err()
-            .to_string()
+        g.validate(&tensors).unwrap_err().to_string()
     }
 
     #[test]
@@ -541,10 +570,17 @@ mod tests {
     }
 
     #[test]
-    fn memory_limit_is_enforced() {
-        let g = Graph::from_json(&mlp_json()).unwrap();
-        let err = g.validate(&weights(), 100).unwrap_err().to_string();
-        assert!(err.contains("more than the limit of 100"), "{err}");
+    fn memory_need_counts_weights_and_activations() {
+        let plan = Graph::from_json(&mlp_json())
+            .unwrap()
+            .validate(&weights())
+            .unwrap();
+        // x [batch, 4] + h [batch, 5] + probs [batch, 3] = 12 floats a row.
+        assert_eq!(plan.activation_elems_per_row, 12);
+        assert_eq!(
+            plan.memory_need(),
+            160 + 12 * 4 * crate::runtime::MAX_BATCH as u64
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Output files that appear complete or not at all: written to a temporary file in the target
-//! folder, flushed to disk, then renamed over the target. A failure, or a crash, at any point
-//! leaves the target as it was; the temporary file is removed when dropped uncommitted.
+//! folder, flushed to disk, then renamed over the target, and the folder flushed so that the
+//! rename itself survives a crash. A failure at any point leaves the target as it was; the
+//! temporary file is removed when dropped uncommitted.
 
 use std::fs::{File, Permissions};
 use std::os::unix::fs::PermissionsExt;
@@ -11,19 +12,27 @@ pub struct Output {
     path: PathBuf,
 }
 
+/// The folder a path's file lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Flushes a folder's entries (a rename into it) to disk.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 impl Output {
     /// Starts writing `path`. Fails at once if its folder does not exist or is not writable.
     pub fn create(path: &Path) -> std::io::Result<Output> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
         let tmp = tempfile::Builder::new()
             .prefix(".nnsign-tmp-")
-            .tempfile_in(dir)?;
-        // tempfile creates 0600; outputs are ordinary files.
-        tmp.as_file()
-            .set_permissions(Permissions::from_mode(0o644))?;
+            // An ordinary file: 0666 less the user's umask, like any other output.
+            .permissions(Permissions::from_mode(0o666))
+            .tempfile_in(parent_dir(path))?;
         Ok(Output {
             tmp,
             path: path.to_owned(),
@@ -42,7 +51,7 @@ impl Output {
     pub fn commit(self) -> std::io::Result<()> {
         self.tmp.as_file().sync_all()?;
         self.tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+        sync_dir(parent_dir(&self.path))
     }
 }
 

@@ -108,20 +108,6 @@ pub fn pack(
             length: t.bytes.len() as u64,
         })
         .collect();
-    let chunks = {
-        let infos: Vec<format::TensorInfo> = entries
-            .iter()
-            .zip(&input.tensors)
-            .map(|(e, t)| format::TensorInfo {
-                name: e.name.clone(),
-                dtype: t.dtype,
-                shape: e.shape.clone(),
-                offset: e.offset,
-                length: e.length,
-            })
-            .collect();
-        Layout::chunks_for(&infos, payload_len).len()
-    };
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         model: input.model,
@@ -129,17 +115,20 @@ pub fn pack(
             encoding: ENCODING_RAW.into(),
             length: payload_len,
             chunk_size: CHUNK_SIZE,
-            digests: vec![0; chunks * 32],
+            digests: Vec::new(),
         },
         tensors: entries,
         arch: input.arch,
         crit: vec![],
     };
     // The manifest must pass the reader's own checks before anything is written.
-    let layout = manifest.validate()?;
+    let layout = manifest.validate_tables()?;
+    let chunks = layout.chunks.len();
+    // Placeholder digests of the final size, so that the envelope's size is known.
+    manifest.payload.digests = vec![0; chunks * 32];
     if let Some(arch) = &manifest.arch {
         // No memory cap here: that is the serving host's decision, made at load time.
-        arch.validate(&layout.tensors, u64::MAX)?;
+        arch.validate(&layout.tensors)?;
     }
 
     // Sizes are fixed now: a placeholder signature has the size of the real one.

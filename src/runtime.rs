@@ -118,11 +118,6 @@ impl Model {
         self.plan_inputs.iter().map(|(_, v)| v)
     }
 
-    /// The graph outputs, in declaration order.
-    pub fn outputs(&self) -> impl Iterator<Item = &ValueInfo> {
-        self.plan_outputs.iter().map(|(_, v)| v)
-    }
-
     /// Runs the model on named inputs and returns the named outputs.
     pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, RunError> {
         let mut values: Vec<Option<Tensor>> = vec![None; self.value_count];
@@ -175,6 +170,19 @@ fn check_input_shape<'a>(
     };
     if t.shape.len() != info.shape.len() {
         return Err(wrong());
+    }
+    let elems = t
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if elems != Some(t.data.len()) {
+        return Err(RunError::Input(format!(
+            "input {:?} holds {} values, but its shape {:?} needs {}",
+            info.name,
+            t.data.len(),
+            t.shape,
+            elems.map_or("more than memory holds".to_owned(), |n| n.to_string())
+        )));
     }
     for (dim, &n) in info.shape.iter().zip(&t.shape) {
         match dim {
@@ -250,6 +258,38 @@ mod tests {
         for (a, b) in row.iter().zip(expected) {
             assert!((a - b).abs() < 1e-7, "{row:?}");
         }
+    }
+
+    #[test]
+    fn inputs_whose_data_does_not_fill_their_shape_are_refused() {
+        let plan = crate::model::Graph::from_json(
+            r#"{"opset": 1,
+            "inputs": [{"name": "x", "dtype": "F32", "shape": ["batch", 3]}],
+            "outputs": [{"name": "y", "dtype": "F32", "shape": ["batch", 1]}],
+            "nodes": [{"op": "Dense", "name": "d", "inputs": ["x", "k"], "outputs": ["y"]}]}"#,
+        )
+        .unwrap()
+        .validate(&[TensorInfo {
+            name: "k".into(),
+            dtype: DType::F32,
+            shape: vec![3, 1],
+            offset: 0,
+            length: 12,
+        }])
+        .unwrap();
+        let model = Model::new(&plan, |_| Ok(vec![1.0, 2.0, 3.0])).unwrap();
+        let short = Tensor {
+            shape: vec![1, 3],
+            data: vec![1.0],
+        };
+        let err = model.run(vec![("x".into(), short)]).unwrap_err();
+        assert!(err.to_string().contains("holds 1 values"), "{err}");
+        let ok = Tensor {
+            shape: vec![2, 3],
+            data: vec![1.0, 0.0, 0.0, 0.0, 1.0, 1.0],
+        };
+        let out = model.run(vec![("x".into(), ok)]).unwrap();
+        assert_eq!(out[0].1.data, vec![1.0, 5.0]);
     }
 
     #[test]

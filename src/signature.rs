@@ -16,7 +16,7 @@ use ed25519_dalek::{Signature, Signer};
 
 use crate::cbor;
 use crate::format::{FormatError, RawSignature};
-use crate::keys::{KeyId, PublicKey, SecretKey};
+use crate::keys::{PublicKey, SecretKey};
 
 /// COSE header label: algorithm.
 pub const LABEL_ALG: i64 = 1;
@@ -123,9 +123,14 @@ pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
     let mut crit = Vec::new();
     for (k, v) in entries {
         // Text labels are legal COSE but none are defined for us; they are ignored unless
-        // marked critical, which is refused below.
-        let Some(label) = k.as_integer().and_then(|i| i64::try_from(i).ok()) else {
+        // marked critical, which is refused below. Labels of any other type are not COSE.
+        if k.is_text() {
             continue;
+        }
+        let Some(label) = k.as_integer().and_then(|i| i64::try_from(i).ok()) else {
+            return Err(header_error(
+                "a header label is neither an integer nor text",
+            ));
         };
         match label {
             LABEL_ALG => {
@@ -185,7 +190,9 @@ pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
     }
     Ok(Header {
         alg: alg.ok_or_else(|| header_error("no alg"))?,
-        kid: kid.ok_or_else(|| header_error("no kid"))?,
+        kid: kid
+            .filter(|k| k.len() == 8)
+            .ok_or_else(|| header_error("kid is missing or not 8 bytes"))?,
         public_key,
     })
 }
@@ -223,12 +230,6 @@ pub fn check(sig: &RawSignature, manifest: &[u8]) -> Result<Checked, SignatureEr
         )
         .map_err(|_| invalid())?;
     Ok(Checked::Valid(key))
-}
-
-/// The key id of a signature, for messages, without checking anything.
-pub fn claimed_kid(sig: &RawSignature) -> Option<KeyId> {
-    let h = parse_header(&sig.protected).ok()?;
-    h.kid.as_slice().try_into().ok().map(KeyId)
 }
 
 #[cfg(test)]

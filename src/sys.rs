@@ -10,10 +10,12 @@ pub struct Map(memmap2::Mmap);
 impl Map {
     /// Maps `file` read-only.
     ///
-    /// A file map is only sound while nobody truncates or rewrites the file; nnsign maps only the
-    /// model files given to `pack`, reads each byte once to hash and copy it, and the artifact's
-    /// digests are computed from the bytes as read, so a concurrent writer can at worst make the
-    /// artifact fail verification, never make nnsign trust bytes it did not hash.
+    /// nnsign maps only safetensors files it imports (`pack` inputs, `verify-load --input`),
+    /// never artifacts. A map is only well-defined while nobody rewrites or truncates the file:
+    /// a concurrent writer can change the bytes under us (`pack` hashes and writes each byte as
+    /// it reads it once, so the artifact then fails verification rather than carrying bytes it
+    /// did not hash), and a truncation kills the process with SIGBUS. Do not pack files that
+    /// another process is still writing.
     pub fn new(file: &File) -> std::io::Result<Map> {
         // SAFETY: see above; the map is private to this process and read-only.
         let map = unsafe { memmap2::Mmap::map(file)? };

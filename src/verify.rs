@@ -8,6 +8,7 @@
 //! [`Authenticated::stream_payload`], each of which hashes the bytes it hands out and compares
 //! them with the signed digests before handing them out.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -72,10 +73,16 @@ impl Artifact {
     /// [`format::MAX_ENVELOPE_LEN`] bytes). The manifest is not decoded.
     pub fn open(path: &Path) -> Result<Artifact, VerifyError> {
         let mut file = File::open(path)?;
-        let file_len = file.metadata()?.len();
-        if file.metadata()?.is_dir() {
-            return Err(std::io::Error::other("is a directory, not an artifact").into());
+        let meta = file.metadata()?;
+        // Pipes and devices have no length to check the manifest against, and /dev/zero never
+        // ends: an artifact must be a regular file.
+        if !meta.is_file() {
+            return Err(std::io::Error::other(
+                "not a regular file (a directory, pipe or device); save the artifact to a file first",
+            )
+            .into());
         }
+        let file_len = meta.len();
         let mut prelude = [0u8; PRELUDE_LEN];
         if file_len < PRELUDE_LEN as u64 {
             // Tell "not ours" from "ours, cut short" where the bytes allow it.
@@ -122,11 +129,6 @@ impl Artifact {
         &self.path
     }
 
-    /// How many signatures the envelope holds.
-    pub fn signature_count(&self) -> usize {
-        self.envelope.signatures.len()
-    }
-
     /// Checks every signature cryptographically, without consulting any trust store. Any
     /// signature of a supported algorithm that does not verify is an error.
     pub fn check_signatures(&self) -> Result<Vec<Checked>, VerifyError> {
@@ -156,35 +158,28 @@ impl Artifact {
         allow_unsigned: bool,
     ) -> Result<Authenticated, VerifyError> {
         let checked = self.check_signatures()?;
+        if checked.is_empty() && !allow_unsigned {
+            return Err(VerifyError::Unsigned);
+        }
         let mut signers = Vec::new();
-        if checked.is_empty() {
-            if !allow_unsigned {
-                return Err(VerifyError::Unsigned);
-            }
-        } else {
-            let mut untrusted = Vec::new();
-            for c in &checked {
-                match c {
-                    Checked::Valid(key) => match trust.lookup(key) {
-                        Some(path) => signers.push(Signer {
-                            key: key.clone(),
-                            trusted_by: path.to_owned(),
-                        }),
-                        None => {
-                            untrusted.push(format!("key {} is not in the trust store", key.id()))
-                        }
-                    },
-                    Checked::Unsupported { alg, kid } => untrusted.push(format!(
-                        "key {} uses COSE algorithm {alg}, which this nnsign does not implement",
-                        crate::keys::hex(kid)
-                    )),
-                }
-            }
-            if signers.is_empty() {
-                return Err(VerifyError::Untrusted(untrusted.join("; ")));
+        let mut others = Vec::new();
+        for c in checked {
+            match &c {
+                Checked::Valid(key) => match trust.lookup(key) {
+                    Some(path) => signers.push(Signer {
+                        key: key.clone(),
+                        trusted_by: path.to_owned(),
+                    }),
+                    None => others.push(c),
+                },
+                Checked::Unsupported { .. } => others.push(c),
             }
         }
-        self.into_authenticated(signers)
+        if signers.is_empty() && !others.is_empty() {
+            let why: Vec<String> = others.iter().map(describe_untrusted).collect();
+            return Err(VerifyError::Untrusted(why.join("; ")));
+        }
+        self.into_authenticated(signers, others)
     }
 
     /// Decodes and validates the manifest without checking who signed it, for `inspect`. The
@@ -206,7 +201,11 @@ impl Artifact {
         (self.file_len, self.payload_offset)
     }
 
-    fn into_authenticated(self, signers: Vec<Signer>) -> Result<Authenticated, VerifyError> {
+    fn into_authenticated(
+        self,
+        signers: Vec<Signer>,
+        others: Vec<Checked>,
+    ) -> Result<Authenticated, VerifyError> {
         let (manifest, layout) = self.manifest_unverified()?;
         let expected = self.payload_offset + layout.length;
         if self.file_len < expected {
@@ -226,8 +225,20 @@ impl Artifact {
             manifest,
             layout,
             signers,
+            others,
             digest,
         })
+    }
+}
+
+/// Why a signature did not count, for messages.
+pub fn describe_untrusted(c: &Checked) -> String {
+    match c {
+        Checked::Valid(key) => format!("key {} is not in the trust store", key.id()),
+        Checked::Unsupported { alg, kid } => format!(
+            "key {} uses COSE algorithm {alg}, which this nnsign does not implement",
+            crate::keys::hex(kid)
+        ),
     }
 }
 
@@ -239,6 +250,9 @@ pub struct Authenticated {
     pub layout: Layout,
     /// Trusted signers (empty only for an unsigned artifact that was allowed).
     pub signers: Vec<Signer>,
+    /// The other signatures: valid but not trusted, or of an algorithm this nnsign does not
+    /// implement. They count for nothing, and are reported so that none goes unseen.
+    pub others: Vec<Checked>,
     /// SHA-256 of the manifest.
     pub digest: [u8; 32],
 }
@@ -247,12 +261,13 @@ pub struct Authenticated {
 pub struct VerifiedPayload {
     bytes: Vec<u8>,
     layout: Layout,
+    index: HashMap<String, usize>,
 }
 
 impl VerifiedPayload {
     /// Bytes of tensor `name`.
     pub fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        let t = self.layout.tensors.iter().find(|t| t.name == name)?;
+        let t = &self.layout.tensors[*self.index.get(name)?];
         let bytes = self
             .bytes
             .get(t.offset as usize..(t.offset + t.length) as usize)?;
@@ -304,21 +319,25 @@ impl Authenticated {
         let mut bytes = Vec::with_capacity(self.layout.length as usize);
         self.stream_payload(progress, |_, chunk| {
             bytes.extend_from_slice(chunk);
-            Ok(())
+            Ok::<(), VerifyError>(())
         })?;
+        let index = (self.layout.tensors.iter().enumerate())
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(VerifiedPayload {
             bytes,
             layout: self.layout.clone(),
+            index,
         })
     }
 
     /// Calls `sink` with each payload chunk, in order, once its digest and padding have been
     /// checked. A failing chunk stops the stream before `sink` sees it.
-    pub fn stream_payload(
+    pub fn stream_payload<E: From<VerifyError>>(
         &self,
         progress: &(dyn Fn(u64) + Sync),
-        mut sink: impl FnMut(usize, &[u8]) -> Result<(), VerifyError>,
-    ) -> Result<(), VerifyError> {
+        mut sink: impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let layout = &self.layout;
         let batch = rayon::current_num_threads().max(1) * CHUNKS_PER_THREAD;
         let mut buffers: Vec<Vec<u8>> = Vec::new();

@@ -813,3 +813,65 @@ fn numpy_inputs_are_stored_c_order_little_endian() {
     assert_eq!(beta.shape(), [3, 3]);
     assert_eq!(&beta.data()[..4], &1f32.to_le_bytes());
 }
+
+/// Regressions from review: each of these once overwrote a key, hung, or panicked.
+#[test]
+fn review_regressions() {
+    let env = Env::new();
+    let tiny = arg(&root().join("tests/fixtures/tiny.npy"));
+    env.keygen("ci");
+    let key_before = std::fs::read(env.path("ci.key")).unwrap();
+    // pack -o naming its own signing key or architecture.
+    let run = nnsign([
+        "pack",
+        &tiny,
+        "--sign",
+        &env.s("ci.key"),
+        "-o",
+        &env.s("ci.key"),
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("never overwrites what it reads"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(env.path("ci.key")).unwrap(), key_before);
+    // A device or pipe is not an artifact (it has no length; /dev/zero never ends).
+    let run = nnsign(["verify", "/dev/zero", "--trust", &env.s("ci.pub")]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);
+    // A creation time past year 9999 is refused, not a panic in date formatting.
+    let far = root().join("tests/vectors/fail_created_out_of_range.nns");
+    let run = nnsign(["inspect", &arg(&far)]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(run.stderr.contains("is after 9999-12-31"), "{}", run.stderr);
+    let run = nnsign_env(
+        ["pack", &tiny, "-o", &env.s("far.nns")],
+        &[("SOURCE_DATE_EPOCH", "253402300800")],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    // Reserved labels cannot be set, and unpack always says who signed (nobody, here).
+    let run = nnsign([
+        "pack",
+        &tiny,
+        "--label",
+        "nnsign.signers=730a5edc28c2f8da",
+        "-o",
+        &env.s("l.nns"),
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let run = nnsign(["pack", &tiny, "-o", &env.s("u.nns")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = nnsign([
+        "unpack",
+        &env.s("u.nns"),
+        "--allow-unsigned",
+        "-o",
+        &env.s("u.safetensors"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let bytes = std::fs::read(env.path("u.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(meta.metadata().as_ref().unwrap()["nnsign.signers"], "");
+}

@@ -492,7 +492,7 @@ fn build() -> Vec<Vector> {
                 .unwrap();
             p[j].1 = Value::Text("chacha20poly1305".into());
         }),
-        Some((5, "payload encoding \"chacha20poly1305\"")),
+        Some((5, "payload encoding is \"chacha20poly1305\"")),
         "signed manifest declares a payload encoding v1 does not know",
     ));
     out.push(v(
@@ -536,7 +536,7 @@ fn build() -> Vec<Vector> {
                 .unwrap();
             m[j].1 = Value::Text("vector\u{1b}[2Jmodel".into());
         }),
-        Some((5, "control characters")),
+        Some((5, "contains control or invisible formatting characters")),
         "model name holds an ANSI escape (a terminal-injection attempt)",
     ));
     let zero_len = {
@@ -563,6 +563,94 @@ fn build() -> Vec<Vector> {
         .unwrap();
         std::fs::read(path).unwrap()
     };
+    // Regressions found in review: every one of these was accepted, or crashed a verb, once.
+    let reframed = |envelope: Vec<u8>| {
+        let len = envelope.len() as u32;
+        let mut bytes = format::write_prelude(len).to_vec();
+        bytes.extend_from_slice(&envelope);
+        bytes.resize(format::payload_offset(len) as usize, 0);
+        bytes.extend_from_slice(&payload);
+        bytes
+    };
+    let long_null = {
+        let len = u32::from_be_bytes(signed[12..16].try_into().unwrap()) as usize;
+        let mut env = signed[16..16 + len].to_vec();
+        let at = env
+            .windows(4)
+            .position(|w| w == [0xa0, 0xf6, 0x58, 0x40])
+            .unwrap()
+            + 1;
+        env.splice(at..at + 1, [0xf9, 0x00, 0x16]);
+        reframed(env)
+    };
+    out.push(v("fail_noncanonical_null.nns", long_null, Some((5, "expected null (f6)")), "the detached payload's null written as f9 0016 (a two-byte simple value 22), outside the signed bytes"));
+    out.push(v(
+        "fail_created_out_of_range.nns",
+        resigned(
+            &manifest_for(|m| m.model.created = 1 << 63, &payload, &manifest),
+            &payload,
+            &a,
+        ),
+        Some((5, "creation time 9223372036854775808 is after 9999-12-31")),
+        "created = 2^63: past what RFC 3339 can print (it once crashed inspect)",
+    ));
+    out.push(v(
+        "fail_reserved_label.nns",
+        resigned(
+            &manifest_for(
+                |m| {
+                    m.model
+                        .labels
+                        .insert("nnsign.signers".into(), "730a5edc28c2f8da".into());
+                },
+                &payload,
+                &manifest,
+            ),
+            &payload,
+            &a,
+        ),
+        Some((5, "keys starting with \"nnsign.\" are reserved")),
+        "a label posing as the provenance unpack records",
+    ));
+    out.push(v(
+        "fail_empty_crit.nns",
+        edited(&|e| e.push((Value::Text("crit".into()), Value::Array(vec![])))),
+        Some((5, "crit is not a non-empty array")),
+        "crit present but empty",
+    ));
+    let short_kid = {
+        let map = Value::Map(vec![
+            (Value::Integer(1.into()), Value::Integer((-7).into())),
+            (
+                Value::Integer(3.into()),
+                Value::Text(signature::CONTENT_TYPE.into()),
+            ),
+            (Value::Integer(4.into()), Value::Bytes(vec![])),
+        ]);
+        let unsupported = format::RawSignature {
+            protected: nnsign::cbor::encode(&map).unwrap(),
+            signature: vec![],
+        };
+        assemble(
+            &manifest,
+            vec![signature::sign(&a, &manifest), unsupported],
+            &payload,
+        )
+    };
+    out.push(v("fail_unsupported_alg_bad_kid.nns", short_kid, Some((4, "kid is missing or not 8 bytes")), "a valid test-a signature plus an ES256 one whose kid is empty: unsupported signatures still obey the header rules"));
+    let escape_arch = {
+        let arch_signed = packed(Some(&a), true);
+        let (m, _, p) = parts(&arch_signed);
+        let mut mm = Manifest::decode(&m).unwrap();
+        mm.arch.as_mut().unwrap().nodes[0].op = "\u{1b}[2JDense".into();
+        resigned(&mm.encode(), &p, &a)
+    };
+    out.push(v(
+        "fail_escape_in_architecture.nns",
+        escape_arch,
+        Some((5, "node op")),
+        "a terminal escape sequence in an op name",
+    ));
     out.push(v(
         "pass_zero_length_and_scalar.nns",
         zero_len,

@@ -157,6 +157,24 @@ impl Failure {
 
 pub type Result<T> = std::result::Result<T, Failure>;
 
+/// Refuses an output path that names a file the verb reads: writing it would destroy an input
+/// (a weight file, a key, the artifact).
+pub fn refuse_overwrite<'a>(
+    output: &Path,
+    reads: impl IntoIterator<Item = &'a Path>,
+) -> Result<()> {
+    for input in reads {
+        if nnsign::output::same_file(input, output) {
+            return Err(Failure::usage(format!(
+                "output {} is also an input ({}); nnsign never overwrites what it reads",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Maps a verification error to what the user is told.
 pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
     use nnsign::format::FormatError as F;
@@ -169,6 +187,10 @@ pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
             .hint("the file was cut short (an interrupted copy or download?); fetch it again"),
         VerifyError::Format(err @ F::Trailing(_)) => f(exit::INTEGRITY, "integrity", err.to_string())
             .hint("bytes were appended to the artifact after it was made; fetch a clean copy"),
+        VerifyError::Format(err @ (F::Unsupported(_) | F::FrameVersion(_))) => {
+            f(exit::INTEGRITY, "integrity", err.to_string())
+                .hint("the artifact was made by a newer nnsign: upgrade nnsign on this host to verify it")
+        }
         VerifyError::Format(err) => f(exit::INTEGRITY, "integrity", err.to_string())
             .hint("the artifact is damaged or was not written by nnsign; do not deploy it"),
         VerifyError::Signature(err) => f(exit::SIGNATURE, "signature", err.to_string())
@@ -296,6 +318,11 @@ pub fn report(common: Common, value: serde_json::Value, text: impl FnOnce() -> S
 
 /// Seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
+    // Validated manifests keep `created` within MAX_CREATED; anything else is shown raw rather
+    // than risk a panic in date arithmetic.
+    if secs > nnsign::format::MAX_CREATED {
+        return format!("{secs} seconds after 1970 (out of range)");
+    }
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .to_string()
 }

@@ -1,7 +1,7 @@
 //! `nnsign pack`: weights (+ architecture) in, signed artifact out.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nnsign::format::ModelInfo;
 use nnsign::import::{self, ImportError};
@@ -72,32 +72,33 @@ fn import_failure(e: ImportError) -> Failure {
     }
 }
 
-fn pack_failure(out: &Path, e: PackError) -> Failure {
+fn pack_failure(args: &Args, e: PackError) -> Failure {
     match e {
         PackError::Io { path, source } => io_failure(&path, &source),
-        PackError::Schema(err) => {
-            Failure::new(exit::SCHEMA, "schema", None, format!("architecture: {err}"))
-                .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)")
-        }
+        PackError::Schema(err) => Failure::new(exit::SCHEMA, "schema", args.arch.as_deref(), format!("architecture does not fit the weights: {err}"))
+            .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)"),
         PackError::TensorSize { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
-        PackError::Format(err) => Failure::new(exit::INPUT, "input", Some(out), err.to_string()),
+        // Metadata from the flags or the inputs, or names from the inputs or the architecture,
+        // that the format cannot hold.
+        PackError::Format(err) => Failure::new(exit::INPUT, "input", None, format!("cannot pack: {err}"))
+            .hint("check --name, --model-version, --description, the labels and the names in the inputs against the limits of docs/FORMAT.md"),
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    for input in &args.inputs {
-        if nnsign::output::same_file(input, &args.output) {
-            return Err(Failure::usage(format!(
-                "output {} is also an input; nnsign never overwrites its input",
-                args.output.display()
-            )));
-        }
-    }
+    let reads = args.inputs.iter().chain(&args.sign).chain(&args.arch);
+    super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
     let mut labels = BTreeMap::new();
     for l in &args.label {
-        let Some((k, v)) = l.split_once('=') else {
+        let Some((k, v)) = l.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             return Err(Failure::usage(format!("--label {l:?}: expected KEY=VALUE")));
         };
+        if k.starts_with(nnsign::format::RESERVED_LABEL_PREFIX) {
+            return Err(Failure::usage(format!(
+                "--label {k}: keys starting with {:?} are reserved for nnsign",
+                nnsign::format::RESERVED_LABEL_PREFIX
+            )));
+        }
         labels.insert(k.to_owned(), v.to_owned());
     }
     // Read the key first: a wrong passphrase should fail before minutes of hashing.
@@ -152,7 +153,7 @@ pub fn run(args: Args) -> Result<()> {
         &args.output,
         &|n| bar.set_position(n),
     )
-    .map_err(|e| pack_failure(&args.output, e))?;
+    .map_err(|e| pack_failure(&args, e))?;
     bar.finish_and_clear();
     let digest = format!("sha256:{}", hex(&packed.digest));
     let signer_id = packed.signer.map(|k| k.to_string());

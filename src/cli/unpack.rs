@@ -34,11 +34,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if nnsign::output::same_file(&args.artifact, &args.output) {
-        return Err(Failure::usage(
-            "the output is the artifact itself; nnsign never overwrites its input",
-        ));
-    }
+    let reads = std::iter::once(&args.artifact).chain(&args.trust.trust);
+    super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
     let auth = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "unpacking");
     export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n)).map_err(

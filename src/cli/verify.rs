@@ -36,10 +36,16 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
         .iter()
         .map(|s| json!({"key_id": s.key.id().to_string(), "trusted_by": s.trusted_by}))
         .collect();
+    let others: Vec<String> = auth
+        .others
+        .iter()
+        .map(nnsign::verify::describe_untrusted)
+        .collect();
     let value = json!({
         "artifact": auth.path(),
         "signed": !auth.signers.is_empty(),
         "signers": signers,
+        "other_signatures": others,
         "model": {"name": m.name, "version": m.version},
         "digest": digest,
         "tensors": auth.layout.tensors.len(),
@@ -54,6 +60,11 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
             .map(|s| format!("key {} (trusted: {})", s.key.id(), s.trusted_by.display()))
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let who = if others.is_empty() {
+        who
+    } else {
+        format!("{who}\n  ignored {}", others.join("; "))
     };
     let text = format!(
         "  signer  {who}\n  model   {} {}\n  digest  {digest}\n  payload {} tensors, {} bytes, every digest matches\n",

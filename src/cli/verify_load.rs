@@ -89,16 +89,10 @@ fn read_inputs(path: &Path, model_inputs: &[String]) -> Result<Vec<(String, Tens
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(out) = &args.output {
-        if nnsign::output::same_file(out, &args.artifact)
-            || args
-                .input
-                .as_ref()
-                .is_some_and(|i| nnsign::output::same_file(out, i))
-        {
-            return Err(Failure::usage(
-                "--output names an input file; nnsign never overwrites its input",
-            ));
-        }
+        let reads = std::iter::once(&args.artifact)
+            .chain(&args.input)
+            .chain(&args.trust.trust);
+        super::refuse_overwrite(out, reads.map(PathBuf::as_path))?;
     }
     let auth = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
@@ -106,6 +100,8 @@ pub fn run(args: Args) -> Result<()> {
         LoadError::Verify(v) => verify_failure(&args.artifact, v),
         LoadError::Schema(s) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), format!("invalid architecture: {s}"))
             .hint("the signed architecture does not fit its weights; rebuild the artifact with a corrected --arch"),
+        e @ LoadError::TooLarge { .. } => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), e.to_string())
+            .hint("if this host can afford it, raise the limit with --max-memory BYTES"),
         LoadError::Run(r) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), r.to_string()),
     })?;
     bar.finish_and_clear();
