@@ -33,6 +33,33 @@ impl Env {
         assert_eq!(run.code, 0, "{run:?}");
     }
 
+    /// tests/fixtures/tiny.npy packed as `out`, signed by `key` when given.
+    fn pack_tiny(&self, key: Option<&str>, out: &str) -> PathBuf {
+        let mut args = vec![
+            "pack".to_owned(),
+            arg(&root().join("tests/fixtures/tiny.npy")),
+        ];
+        if let Some(k) = key {
+            args.extend(["--sign".into(), self.s(&format!("{k}.key"))]);
+        }
+        args.extend(["-o".into(), self.s(out)]);
+        let run = nnsign(args);
+        assert_eq!(run.code, 0, "{run:?}");
+        self.path(out)
+    }
+
+    /// `nnsign unpack ART --trust KEY.pub -o OUT`.
+    fn unpack(&self, art: &Path, key: &str, out: &Path) -> Run {
+        nnsign([
+            "unpack".as_ref(),
+            art.as_os_str(),
+            "--trust".as_ref(),
+            self.path(&format!("{key}.pub")).as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ])
+    }
+
     /// The seed MLP packed and signed by `key`.
     fn seed_artifact(&self, key: &str, out: &str) -> PathBuf {
         let run = nnsign([
@@ -85,14 +112,7 @@ fn safetensors_round_trip_is_bit_identical_for_every_dtype() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["digest"], packed["digest"]);
-    let run = nnsign([
-        "unpack",
-        &env.s("m.nns"),
-        "--trust",
-        &env.s("ci.pub"),
-        "-o",
-        &env.s("out.safetensors"),
-    ]);
+    let run = env.unpack(&env.path("m.nns"), "ci", &env.path("out.safetensors"));
     assert_eq!(run.code, 0, "{run:?}");
 
     let original = std::fs::read(&input).unwrap();
@@ -156,16 +176,7 @@ fn seed_model_reproduces_keras_to_1e5() {
 
 fn tiny_artifact(env: &Env) -> PathBuf {
     env.keygen("ci");
-    let run = nnsign([
-        "pack",
-        &arg(&root().join("tests/fixtures/tiny.npy")),
-        "--sign",
-        &env.s("ci.key"),
-        "-o",
-        &env.s("tiny.nns"),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    env.path("tiny.nns")
+    env.pack_tiny(Some("ci"), "tiny.nns")
 }
 
 #[test]
@@ -334,18 +345,7 @@ fn keygen_writes_0600_keys_and_never_overwrites() {
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
     assert_eq!(std::fs::read(env.path("k.key")).unwrap(), before);
     // The id is shown by inspect and verify too.
-    let art = {
-        let run = nnsign([
-            "pack",
-            &arg(&root().join("tests/fixtures/tiny.npy")),
-            "--sign",
-            &env.s("k.key"),
-            "-o",
-            &env.s("a.nns"),
-        ]);
-        assert_eq!(run.code, 0, "{run:?}");
-        env.path("a.nns")
-    };
+    let art = env.pack_tiny(Some("k"), "a.nns");
     let run = nnsign(["inspect", &arg(&art)]);
     assert!(
         run.stdout.contains(&id) && run.stdout.contains("NOT VERIFIED"),
@@ -527,28 +527,14 @@ fn failed_outputs_leave_nothing_behind_and_inputs_untouched() {
     std::fs::create_dir(&out_dir).unwrap();
     let tampered = out_dir.join("bad.nns");
     std::fs::write(&tampered, &bad).unwrap();
-    let run = nnsign([
-        "unpack",
-        &arg(&tampered),
-        "--trust",
-        &env.s("ci.pub"),
-        "-o",
-        &arg(&out_dir.join("w.safetensors")),
-    ]);
+    let run = env.unpack(&tampered, "ci", &out_dir.join("w.safetensors"));
     assert_eq!(run.code, 5, "{run:?}");
     assert_eq!(listing(&out_dir), vec!["bad.nns"]);
     assert_eq!(std::fs::read(&tampered).unwrap(), bad);
 
     // An existing output is kept as it was when the new one fails.
     std::fs::write(out_dir.join("w.safetensors"), b"old").unwrap();
-    let run = nnsign([
-        "unpack",
-        &arg(&tampered),
-        "--trust",
-        &env.s("ci.pub"),
-        "-o",
-        &arg(&out_dir.join("w.safetensors")),
-    ]);
+    let run = env.unpack(&tampered, "ci", &out_dir.join("w.safetensors"));
     assert_eq!(run.code, 5);
     assert_eq!(
         std::fs::read(out_dir.join("w.safetensors")).unwrap(),
@@ -780,14 +766,7 @@ fn numpy_inputs_are_stored_c_order_little_endian() {
         &env.s("np.nns"),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    let run = nnsign([
-        "unpack",
-        &env.s("np.nns"),
-        "--trust",
-        &env.s("ci.pub"),
-        "-o",
-        &env.s("np.safetensors"),
-    ]);
+    let run = env.unpack(&env.path("np.nns"), "ci", &env.path("np.safetensors"));
     assert_eq!(run.code, 0, "{run:?}");
     let bytes = std::fs::read(env.path("np.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

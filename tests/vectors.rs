@@ -479,62 +479,51 @@ fn build() -> Vec<Vector> {
         Some((5, "manifest format 2")),
         "signed manifest says format 2",
     ));
+    // Sets manifest[map][key] = value, adding the key if it is absent.
+    let set = |e: &mut Entries, map: &str, key: &str, value: Value| {
+        let i = field(e, map);
+        let Value::Map(m) = &mut e[i].1 else {
+            unreachable!("{map} is a map")
+        };
+        match m.iter().position(|(k, _)| k.as_text() == Some(key)) {
+            Some(j) => m[j].1 = value,
+            None => m.push((Value::Text(key.into()), value)),
+        }
+    };
     out.push(v(
         "fail_encoding_not_raw.nns",
         edited(&|e| {
-            let i = field(e, "payload");
-            let Value::Map(p) = &mut e[i].1 else {
-                unreachable!()
-            };
-            let j = p
-                .iter()
-                .position(|(k, _)| k.as_text() == Some("encoding"))
-                .unwrap();
-            p[j].1 = Value::Text("chacha20poly1305".into());
+            set(
+                e,
+                "payload",
+                "encoding",
+                Value::Text("chacha20poly1305".into()),
+            )
         }),
         Some((5, "payload encoding is \"chacha20poly1305\"")),
         "signed manifest declares a payload encoding v1 does not know",
     ));
     out.push(v(
         "fail_unknown_model_field.nns",
-        edited(&|e| {
-            let i = field(e, "model");
-            let Value::Map(m) = &mut e[i].1 else {
-                unreachable!()
-            };
-            m.push((Value::Text("licence".into()), Value::Text("MIT".into())));
-        }),
+        edited(&|e| set(e, "model", "licence", Value::Text("MIT".into()))),
         Some((5, "unknown field `licence`")),
         "ModelInfo is a closed map: an extra key is refused",
     ));
     out.push(v(
         "fail_null_version.nns",
-        edited(&|e| {
-            let i = field(e, "model");
-            let Value::Map(m) = &mut e[i].1 else {
-                unreachable!()
-            };
-            let j = m
-                .iter()
-                .position(|(k, _)| k.as_text() == Some("version"))
-                .unwrap();
-            m[j].1 = Value::Null;
-        }),
+        edited(&|e| set(e, "model", "version", Value::Null)),
         Some((5, "malformed manifest")),
         "model.version is null: optional fields are omitted, never null",
     ));
     out.push(v(
         "fail_control_character.nns",
         edited(&|e| {
-            let i = field(e, "model");
-            let Value::Map(m) = &mut e[i].1 else {
-                unreachable!()
-            };
-            let j = m
-                .iter()
-                .position(|(k, _)| k.as_text() == Some("name"))
-                .unwrap();
-            m[j].1 = Value::Text("vector\u{1b}[2Jmodel".into());
+            set(
+                e,
+                "model",
+                "name",
+                Value::Text("vector\u{1b}[2Jmodel".into()),
+            )
         }),
         Some((5, "contains control or invisible formatting characters")),
         "model name holds an ANSI escape (a terminal-injection attempt)",

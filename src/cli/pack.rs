@@ -170,9 +170,10 @@ pub fn run(args: Args) -> Result<()> {
         }),
         || {
             format!(
-                "packed {} ({} tensors, {} bytes)\n  digest {digest}\n  {}\n",
+                "packed {} ({} tensor{}, {} bytes)\n  digest {digest}\n  {}\n",
                 args.output.display(),
                 packed.tensors,
+                if packed.tensors == 1 { "" } else { "s" },
                 packed.file_len,
                 match &signer_id {
                     Some(id) => format!("signed by key {id}"),

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Checks nnsign's no-echo passphrase prompt on a real pseudo-terminal, which `cargo test` cannot
+give a child process: `keygen --protect` asks twice, `pack --sign` asks once, the passphrase is
+never echoed, and a wrong one is refused with exit code 1.
+
+    python3 scripts/check_prompt.py target/debug/nnsign
+"""
+import os, pty, sys, tempfile
+
+BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/nnsign")
+TINY = os.path.abspath("tests/fixtures/tiny.npy")
+SECRET = b"correct horse battery staple"
+
+
+def run(args, answers):
+    """Runs nnsign on a pty, typing each answer after a prompt; returns (exit code, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(BIN, [BIN] + args)
+    out = b""
+    for answer in answers:
+        while not out.rstrip(b"|").endswith(b": "):
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                raise SystemExit(f"nnsign {args[0]} exited before asking: {out!r}")
+            out += chunk
+        os.write(fd, answer + b"\n")
+        out += b"|"
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the child closed the pty
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        sys.exit(1)
+
+
+os.chdir(tempfile.mkdtemp())
+code, out = run(["keygen", "-o", "p", "--protect"], [SECRET, SECRET])
+check(code == 0 and out.count("passphrase") >= 2, "keygen --protect asks twice and succeeds")
+check(open("p.key").read().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "the key is encrypted")
+check(oct(os.stat("p.key").st_mode & 0o777) == "0o600", "the key is mode 0600")
+code, out = run(["pack", TINY, "--sign", "p.key", "-o", "t.nns"], [SECRET])
+check(code == 0 and "signed by key" in out, "pack --sign asks for the passphrase and signs")
+check(SECRET.decode() not in out, "the passphrase is never echoed")
+code, out = run(["pack", TINY, "--sign", "p.key", "-o", "u.nns"], [b"wrong"])
+check(code == 1 and "wrong passphrase" in out and not os.path.exists("u.nns"), "a wrong passphrase: exit 1, no output")
+code, out = run(["keygen", "-o", "q", "--protect"], [SECRET, b"different"])
+check(code == 2 and not os.path.exists("q.key"), "mismatched passphrases: exit 2, no key written")
