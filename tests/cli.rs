@@ -344,6 +344,33 @@ fn keygen_writes_0600_keys_and_never_overwrites() {
     assert_eq!(run.code, 3, "{run:?}");
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
     assert_eq!(std::fs::read(env.path("k.key")).unwrap(), before);
+    let tiny = arg(&root().join("tests/fixtures/tiny.npy"));
+    let run = nnsign([
+        "pack",
+        &tiny,
+        "--sign",
+        &env.s("k.key"),
+        "-o",
+        &env.s("quiet.nns"),
+    ]);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    // A key others can read still signs, with a warning.
+    std::fs::set_permissions(env.path("k.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = nnsign([
+        "pack",
+        &tiny,
+        "--sign",
+        &env.s("k.key"),
+        "-o",
+        &env.s("loud.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("private key is accessible to other users (mode 0644)"),
+        "{}",
+        run.stderr
+    );
     // The id is shown by inspect and verify too.
     let art = env.pack_tiny(Some("k"), "a.nns");
     let run = nnsign(["inspect", &arg(&art)]);

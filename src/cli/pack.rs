@@ -85,6 +85,23 @@ fn pack_failure(args: &Args, e: PackError) -> Failure {
     }
 }
 
+/// Warns (as ssh would refuse) when a private key file is readable by other users: the key may
+/// already have leaked, and the build should not carry on silently.
+fn warn_if_exposed(path: &std::path::Path, common: super::Common) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return; // reading the key reports the problem
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !common.quiet {
+        eprintln!(
+            "nnsign: warning: {}: private key is accessible to other users (mode {mode:04o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let reads = args.inputs.iter().chain(&args.sign).chain(&args.arch);
     super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
@@ -102,6 +119,9 @@ pub fn run(args: Args) -> Result<()> {
         labels.insert(k.to_owned(), v.to_owned());
     }
     // Read the key first: a wrong passphrase should fail before minutes of hashing.
+    if let Some(path) = &args.sign {
+        warn_if_exposed(path, args.common);
+    }
     let signer = match &args.sign {
         Some(path) => Some(
             SecretKey::read(path, || {
