@@ -890,3 +890,47 @@ mod tests {
         assert_eq!(payload_offset(49), 128);
     }
 }
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+    use ciborium::value::Value;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            model: ModelInfo {
+                name: "m".into(),
+                version: None,
+                description: None,
+                created: 0,
+                producer: "p".into(),
+                labels: BTreeMap::new(),
+            },
+            payload: PayloadInfo {
+                encoding: ENCODING_RAW.into(),
+                length: 0,
+                chunk_size: CHUNK_SIZE,
+                digests: vec![],
+            },
+            tensors: vec![],
+            arch: None,
+            crit: vec![],
+        }
+    }
+
+    fn with_extra(key: Value) -> Vec<u8> {
+        let Value::Map(mut entries) = cbor::decode(&sample().encode()).unwrap() else {
+            unreachable!("a manifest is a map")
+        };
+        entries.push((key, Value::Null));
+        cbor::encode(&Value::Map(entries)).unwrap()
+    }
+
+    #[test]
+    fn extensions_need_text_keys() {
+        let m = Manifest::decode(&with_extra(Value::Text("x-extension".into()))).unwrap();
+        assert_eq!(m, sample());
+        assert!(Manifest::decode(&with_extra(Value::Integer(1.into()))).is_err());
+    }
+}
