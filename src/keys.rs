@@ -1,9 +1,9 @@
 //! Ed25519 signing keys: generation, PEM files that OpenSSL reads and writes, passphrase
 //! protection, key ids and trust stores.
 //!
-//! Private keys are PKCS#8 v1 (`BEGIN PRIVATE KEY`), or PKCS#8 encrypted with PBES2 (scrypt +
-//! AES-256-CBC, `BEGIN ENCRYPTED PRIVATE KEY`) when a passphrase is set; public keys are
-//! SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`). v1 rather than the v2 that ed25519-dalek writes by
+//! Private keys are PKCS#8 v1 (PEM label `PRIVATE KEY`), or PKCS#8 encrypted with PBES2 (scrypt +
+//! AES-256-CBC, label `ENCRYPTED PRIVATE KEY`) when a passphrase is set; public keys are
+//! SubjectPublicKeyInfo (label `PUBLIC KEY`). v1 rather than the v2 that ed25519-dalek writes by
 //! default, because OpenSSL 3.0 cannot read v2.
 
 use std::fs::{self, File};
@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use pkcs8::der::pem::PemLabel;
+use pkcs8::spki::SubjectPublicKeyInfoRef;
+use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -183,21 +186,24 @@ impl SecretKey {
             path: path.into(),
             why: why.into(),
         };
-        let key = if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        let pem = text.trim();
+        // The PEM label says which of the three kinds of key file this is.
+        let label = pkcs8::der::pem::decode_label(pem.as_bytes()).unwrap_or("");
+        let key = if label == EncryptedPrivateKeyInfoRef::PEM_LABEL {
             let p = passphrase()?.ok_or_else(|| KeyError::NeedPassphrase(path.into()))?;
-            SigningKey::from_pkcs8_encrypted_pem(text.trim(), p.as_bytes())
+            SigningKey::from_pkcs8_encrypted_pem(pem, p.as_bytes())
                 .map_err(|_| KeyError::BadPassphrase(path.into()))?
-        } else if text.contains("-----BEGIN PRIVATE KEY-----") {
-            SigningKey::from_pkcs8_pem(text.trim()).map_err(|_| {
+        } else if label == PrivateKeyInfoRef::PEM_LABEL {
+            SigningKey::from_pkcs8_pem(pem).map_err(|_| {
                 malformed("not an Ed25519 private key (PKCS#8 for another algorithm, or damaged)")
             })?
-        } else if text.contains("-----BEGIN PUBLIC KEY-----") {
+        } else if label == SubjectPublicKeyInfoRef::PEM_LABEL {
             return Err(malformed(
                 "this is a public key; signing needs the private key (the .key file)",
             ));
         } else {
             return Err(malformed(
-                "not a PEM private key (expected BEGIN PRIVATE KEY or BEGIN ENCRYPTED PRIVATE KEY)",
+                "not a PEM private key (expected a PKCS#8 PRIVATE KEY or ENCRYPTED PRIVATE KEY)",
             ));
         };
         Ok(SecretKey { key })
@@ -383,7 +389,10 @@ mod tests {
         let pass = Zeroizing::new("correct horse".to_string());
         let (k, p) = write_pair(&dir.path().join("a"), &key, Some(&pass)).unwrap();
         let text = fs::read_to_string(&k).unwrap();
-        assert!(text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        assert_eq!(
+            pkcs8::der::pem::decode_label(text.as_bytes()).unwrap(),
+            EncryptedPrivateKeyInfoRef::PEM_LABEL
+        );
         let back = SecretKey::read(&k, || Ok(Some(pass.clone()))).unwrap();
         assert_eq!(back.public(), key.public());
         assert!(matches!(
