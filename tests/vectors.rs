@@ -263,14 +263,15 @@ fn build() -> Vec<Vector> {
         "signed, digests match, but a padding byte is 0xff",
     ));
     // Signed manifests that break the format: the signature is valid, the content is not.
+    // Where `"format": 1` is encoded in the manifest (a text key of 6 bytes, then the 1).
+    let format_entry = b"\x66format\x01";
+    let format_at = manifest
+        .windows(format_entry.len())
+        .position(|w| w == format_entry)
+        .unwrap();
     let noncanonical = {
-        let needle = b"\x66format\x01";
-        let pos = manifest
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .unwrap();
         let mut m = manifest.clone();
-        m.splice(pos + 7..pos + 8, [0x18, 0x01]);
+        m.splice(format_at + 7..format_at + 8, [0x18, 0x01]);
         m
     };
     out.push(v(
@@ -280,14 +281,9 @@ fn build() -> Vec<Vector> {
         "signed manifest encodes format 1 as 0x18 0x01 (not shortest)",
     ));
     let duplicate = {
-        let needle = b"\x66format\x01";
-        let pos = manifest
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .unwrap();
         let mut m = manifest.clone();
         m[0] += 1; // one more map entry
-        m.splice(pos..pos, needle.iter().copied());
+        m.splice(format_at..format_at, format_entry.iter().copied());
         m
     };
     out.push(v(
