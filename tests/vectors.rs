@@ -769,3 +769,50 @@ fn unsigned_vector_is_refused_without_the_flag() {
     );
     assert!(run.stderr.contains("--allow-unsigned"), "{}", run.stderr);
 }
+
+/// coset (google/coset), an independent COSE implementation, parses every signature of the
+/// signed pass vectors and checks it over the detached manifest with its own Sig_structure.
+#[test]
+fn coset_verifies_our_cose_sign1() {
+    use coset::{iana, TaggedCborSerializable};
+    use ed25519_dalek::Verifier;
+    let key = nnsign::keys::PublicKey::read(&test_key("test-a.pub")).unwrap();
+    let mut checked = 0;
+    for name in [
+        "pass_signed.nns",
+        "pass_signed_arch.nns",
+        "pass_two_signers.nns",
+    ] {
+        let bytes = std::fs::read(vectors_dir().join(name)).unwrap();
+        let len = u32::from_be_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        // Split the envelope with ciborium alone, not with nnsign's reader.
+        let envelope: ciborium::value::Value = ciborium::from_reader(&bytes[16..16 + len]).unwrap();
+        let items = envelope.as_array().unwrap();
+        let manifest = items[0].as_bytes().unwrap();
+        for sig in items[1].as_array().unwrap() {
+            let mut raw = Vec::new();
+            ciborium::into_writer(sig, &mut raw).unwrap();
+            let sign1 = coset::CoseSign1::from_tagged_slice(&raw).unwrap();
+            if sign1.protected.header.key_id != key.id().0 {
+                continue; // test-b's signature in pass_two_signers
+            }
+            assert_eq!(
+                sign1.protected.header.alg,
+                Some(coset::RegisteredLabelWithPrivate::Assigned(
+                    iana::Algorithm::Ed25519
+                ))
+            );
+            assert!(sign1.payload.is_none(), "{name}: the payload is detached");
+            sign1
+                .verify_detached_signature(manifest, b"", |sig, data| {
+                    let sig = ed25519_dalek::Signature::from_slice(sig)?;
+                    key.verifying_key().verify(data, &sig)
+                })
+                .unwrap_or_else(|e| panic!("{name}: coset says {e}"));
+            // And it round-trips byte for byte through coset's own encoder.
+            assert_eq!(sign1.to_tagged_vec().unwrap(), raw);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3);
+}
