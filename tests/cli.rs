@@ -881,3 +881,69 @@ fn review_regressions() {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert_eq!(meta.metadata().as_ref().unwrap()["nnsign.signers"], "");
 }
+
+#[test]
+fn encryption_keys_interoperate_with_openssl_and_are_refused_for_signing() {
+    use nnsign::keys::encryption::{EncryptionPublicKey, EncryptionSecretKey};
+    let env = Env::new();
+    let run = nnsign(["keygen", "--encryption", "-o", &env.s("edge"), "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["algorithm"], "X25519");
+    let mode = std::fs::metadata(env.path("edge.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // Ours read by OpenSSL.
+    let out = openssl(&["pkey", "-in", &env.s("edge.key"), "-pubout"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(env.path("edge.pub")).unwrap());
+    // OpenSSL's read by us.
+    let out = openssl(&["genpkey", "-algorithm", "x25519", "-out", &env.s("x.key")]);
+    assert!(out.status.success());
+    let out = openssl(&[
+        "pkey",
+        "-in",
+        &env.s("x.key"),
+        "-pubout",
+        "-out",
+        &env.s("x.pub"),
+    ]);
+    assert!(out.status.success());
+    let theirs = EncryptionSecretKey::read(&env.path("x.key"), || Ok(None)).unwrap();
+    assert_eq!(
+        theirs.public(),
+        EncryptionPublicKey::read(&env.path("x.pub")).unwrap()
+    );
+    // Each kind is refused, by name, where the other is needed.
+    let tiny = arg(&root().join("tests/fixtures/tiny.npy"));
+    let run = nnsign([
+        "pack",
+        &tiny,
+        "--sign",
+        &env.s("edge.key"),
+        "-o",
+        &env.s("e.nns"),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("this is an X25519 encryption key"),
+        "{}",
+        run.stderr
+    );
+    env.keygen("ci");
+    let art = env.pack_tiny(Some("ci"), "t.nns");
+    let run = nnsign(["verify", &arg(&art), "--trust", &env.s("edge.pub")]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("edge.pub: this is an X25519 encryption key"),
+        "{}",
+        run.stderr
+    );
+}

@@ -6,6 +6,8 @@
 //! SubjectPublicKeyInfo (label `PUBLIC KEY`). v1 rather than the v2 that ed25519-dalek writes by
 //! default, because OpenSSL 3.0 cannot read v2.
 
+pub mod encryption;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -121,9 +123,16 @@ impl PublicKey {
     /// Reads a `.pub` file.
     pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
         let text = read_capped(path)?;
-        PublicKey::from_pem(&text).ok_or_else(|| KeyError::Malformed {
-            path: path.into(),
-            why: "not an Ed25519 public key in PEM (expected BEGIN PUBLIC KEY, as `nnsign keygen` or `openssl pkey -pubout` write)".into(),
+        PublicKey::from_pem(&text).ok_or_else(|| {
+            let why = if encryption::EncryptionPublicKey::from_public_key_pem(text.trim()).is_ok() {
+                "this is an X25519 encryption key (from `nnsign keygen --encryption`); signatures are checked against Ed25519 keys from `nnsign keygen`"
+            } else {
+                "not an Ed25519 public key in PEM (a PUBLIC KEY block, as `nnsign keygen` or `openssl pkey -pubout` write)"
+            };
+            KeyError::Malformed {
+                path: path.into(),
+                why: why.into(),
+            }
         })
     }
 }
@@ -181,33 +190,112 @@ impl SecretKey {
         path: &Path,
         passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
     ) -> Result<SecretKey, KeyError> {
-        let text = read_capped(path)?;
-        let malformed = |why: &str| KeyError::Malformed {
-            path: path.into(),
-            why: why.into(),
-        };
-        let pem = text.trim();
-        // The PEM label says which of the three kinds of key file this is.
-        let label = pkcs8::der::pem::decode_label(pem.as_bytes()).unwrap_or("");
-        let key = if label == EncryptedPrivateKeyInfoRef::PEM_LABEL {
-            let p = passphrase()?.ok_or_else(|| KeyError::NeedPassphrase(path.into()))?;
-            SigningKey::from_pkcs8_encrypted_pem(pem, p.as_bytes())
-                .map_err(|_| KeyError::BadPassphrase(path.into()))?
-        } else if label == PrivateKeyInfoRef::PEM_LABEL {
-            SigningKey::from_pkcs8_pem(pem).map_err(|_| {
-                malformed("not an Ed25519 private key (PKCS#8 for another algorithm, or damaged)")
-            })?
-        } else if label == SubjectPublicKeyInfoRef::PEM_LABEL {
-            return Err(malformed(
-                "this is a public key; signing needs the private key (the .key file)",
-            ));
-        } else {
-            return Err(malformed(
-                "not a PEM private key (expected a PKCS#8 PRIVATE KEY or ENCRYPTED PRIVATE KEY)",
-            ));
-        };
-        Ok(SecretKey { key })
+        read_private::<SigningKey>(path, passphrase, KeyKind::Signing).map(|key| SecretKey { key })
     }
+}
+
+/// What a key is for, so that a key of the other kind gets a message that says so.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// Ed25519, from `nnsign keygen`.
+    Signing,
+    /// X25519, from `nnsign keygen --encryption`.
+    Encryption,
+}
+
+impl KeyKind {
+    fn oid(self) -> pkcs8::ObjectIdentifier {
+        match self {
+            KeyKind::Signing => ed25519_dalek::pkcs8::ALGORITHM_OID,
+            KeyKind::Encryption => encryption::X25519_OID,
+        }
+    }
+
+    fn other(self) -> KeyKind {
+        match self {
+            KeyKind::Signing => KeyKind::Encryption,
+            KeyKind::Encryption => KeyKind::Signing,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            KeyKind::Signing => "an Ed25519 signing key (from `nnsign keygen`)",
+            KeyKind::Encryption => "an X25519 encryption key (from `nnsign keygen --encryption`)",
+        }
+    }
+}
+
+/// Reads a PKCS#8 private key of `kind`, plain or encrypted; `passphrase` is called only when
+/// the key is encrypted.
+pub(crate) fn read_private<T: DecodePrivateKey>(
+    path: &Path,
+    passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
+    kind: KeyKind,
+) -> Result<T, KeyError> {
+    let text = read_capped(path)?;
+    let malformed = |why: String| KeyError::Malformed {
+        path: path.into(),
+        why,
+    };
+    let pem = text.trim();
+    // The PEM label says which of the three kinds of key file this is.
+    let label = pkcs8::der::pem::decode_label(pem.as_bytes()).unwrap_or("");
+    let wrong_kind = || {
+        malformed(format!(
+            "this is {}; this command needs {}",
+            kind.other().describe(),
+            kind.describe()
+        ))
+    };
+    if label == EncryptedPrivateKeyInfoRef::PEM_LABEL {
+        let p = passphrase()?.ok_or_else(|| KeyError::NeedPassphrase(path.into()))?;
+        let der = pkcs8::EncryptedPrivateKeyInfoRef::try_from(
+            pkcs8::Document::from_pem(pem)
+                .map_err(|_| malformed("damaged PEM".into()))?
+                .1
+                .as_bytes(),
+        )
+        .map_err(|_| malformed("damaged encrypted key".into()))?
+        .decrypt(p.as_bytes())
+        .map_err(|_| KeyError::BadPassphrase(path.into()))?;
+        decode_pkcs8(der.as_bytes(), kind).map_err(|wrong| {
+            if wrong {
+                wrong_kind()
+            } else {
+                malformed(format!("not {} (damaged?)", kind.describe()))
+            }
+        })
+    } else if label == PrivateKeyInfoRef::PEM_LABEL {
+        let der = pkcs8::SecretDocument::from_pem(pem)
+            .map_err(|_| malformed("damaged PEM".into()))?
+            .1;
+        decode_pkcs8(der.as_bytes(), kind).map_err(|wrong| {
+            if wrong {
+                wrong_kind()
+            } else {
+                malformed(format!(
+                    "not {} (PKCS#8 for another algorithm, or damaged)",
+                    kind.describe()
+                ))
+            }
+        })
+    } else if label == SubjectPublicKeyInfoRef::PEM_LABEL {
+        Err(malformed(
+            "this is a public key; this needs the private key (the .key file)".into(),
+        ))
+    } else {
+        Err(malformed(
+            "not a PEM private key (expected a PKCS#8 PRIVATE KEY or ENCRYPTED PRIVATE KEY)".into(),
+        ))
+    }
+}
+
+/// Decodes PKCS#8 DER as `T`; on failure says whether it was a key of the other kind (`true`).
+fn decode_pkcs8<T: DecodePrivateKey>(der: &[u8], kind: KeyKind) -> Result<T, bool> {
+    T::from_pkcs8_der(der).map_err(|_| {
+        PrivateKeyInfoRef::try_from(der).is_ok_and(|info| info.algorithm.oid == kind.other().oid())
+    })
 }
 
 /// Reads a key file of at most [`MAX_KEY_FILE_LEN`] bytes into a buffer sized up front (so that
@@ -254,15 +342,24 @@ pub fn write_pair(
     key: &SecretKey,
     passphrase: Option<&Passphrase>,
 ) -> Result<(PathBuf, PathBuf), KeyError> {
+    write_pair_pem(prefix, &key.to_pem(passphrase)?, &key.public().to_pem())
+}
+
+/// Writes a key pair's PEM texts as `PREFIX.key` (0600) and `PREFIX.pub`, each atomically and
+/// never over an existing file.
+pub(crate) fn write_pair_pem(
+    prefix: &Path,
+    private_pem: &str,
+    public_pem: &str,
+) -> Result<(PathBuf, PathBuf), KeyError> {
     let (key_path, pub_path) = pair_paths(prefix);
     for p in [&key_path, &pub_path] {
         if p.symlink_metadata().is_ok() {
             return Err(KeyError::Exists(p.clone()));
         }
     }
-    let pem = key.to_pem(passphrase)?;
-    write_new(&key_path, pem.as_bytes())?;
-    if let Err(e) = write_new(&pub_path, key.public().to_pem().as_bytes()) {
+    write_new(&key_path, private_pem.as_bytes())?;
+    if let Err(e) = write_new(&pub_path, public_pem.as_bytes()) {
         // We created the private key a moment ago; without its public half it is useless.
         let _ = fs::remove_file(&key_path);
         return Err(e);
