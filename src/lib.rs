@@ -51,6 +51,7 @@
 #![deny(unsafe_code)]
 
 pub mod cbor;
+pub mod crypto;
 pub mod export;
 pub mod format;
 pub mod import;
