@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1024}
-cargo build --release --quiet --bin nnsign --example gen_model
+cargo build --release --quiet --bin nnsign --example gen_model --example bench_stream
 bin=target/release/nnsign
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -46,6 +46,12 @@ echo "model: $(mib "$bytes") MiB safetensors, 200 tensors; artifact $(mib "$art"
 echo "openssl dgst -sha256 (1 core):  ${ossl_s}s  $(gbps "$art" "$ossl_s") GB/s  (baseline)"
 echo "nnsign pack --sign:             ${pack_s}s  $(gbps "$bytes" "$pack_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$pack_s}")x baseline  peak RSS $((pack_m / 1024)) MiB"
 echo "nnsign verify:                  ${ver_s}s  $(gbps "$art" "$ver_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$ver_s}")x baseline  peak RSS $((ver_m / 1024)) MiB"
+
+# Encryption building block (issue 3, not yet in the artifact format): in-memory STREAM
+# ChaCha20-Poly1305 on every core, against single-core openssl on 64 KiB blocks.
+ossl_chacha=$(openssl speed -seconds 2 -bytes 65536 -evp chacha20-poly1305 2>/dev/null | awk '/^ChaCha20-Poly1305/{print $NF}')
+echo "openssl speed chacha20-poly1305 64 KiB blocks (1 core): ${ossl_chacha}"
+target/release/examples/bench_stream "$(( size < 1024 ? size : 1024 ))"
 
 # Is the second core free? Compare openssl speed with one and two processes.
 one=$(openssl speed -seconds 2 -bytes 16384 -evp sha256 2>/dev/null | awk '/^sha256/{print $NF}')

@@ -169,59 +169,107 @@ impl PayloadCipher {
         })
     }
 
-    /// Encrypts a whole payload on every core.
+    /// Encrypts a whole payload on every core into a new buffer.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let count = Self::chunk_count(plaintext.len() as u64) as usize;
-        let sealed: Vec<Vec<u8>> = (0..count)
-            .into_par_iter()
-            .map(|i| {
-                let start = i * STREAM_CHUNK;
-                let chunk = &plaintext[start..(start + STREAM_CHUNK).min(plaintext.len())];
-                self.stream
-                    .encrypt(
-                        Self::position(i)?,
-                        i + 1 == count,
-                        chacha20poly1305::aead::Payload {
-                            msg: chunk,
-                            aad: &self.aad,
-                        },
-                    )
-                    .map_err(|_| CryptoError::Internal("ChaCha20-Poly1305 failed".into()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(sealed.concat())
+        let mut out = vec![0u8; Self::ciphertext_len(plaintext.len() as u64) as usize];
+        self.encrypt_into(plaintext, &mut out)?;
+        Ok(out)
     }
 
-    /// Decrypts a whole payload on every core; no plaintext is returned unless every chunk
-    /// authenticates.
-    pub fn decrypt(&self, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let plain_len = Self::plaintext_len(ciphertext.len() as u64)
-            .ok_or(CryptoError::Length(ciphertext.len() as u64))?;
-        let count = Self::chunk_count(plain_len) as usize;
-        let full = STREAM_CHUNK + TAG_LEN;
-        let opened: Vec<Zeroizing<Vec<u8>>> = (0..count)
-            .into_par_iter()
-            .map(|i| {
-                let start = i * full;
-                let chunk = &ciphertext[start..(start + full).min(ciphertext.len())];
-                self.stream
-                    .decrypt(
-                        Self::position(i)?,
-                        i + 1 == count,
-                        chacha20poly1305::aead::Payload {
-                            msg: chunk,
-                            aad: &self.aad,
-                        },
-                    )
-                    .map(Zeroizing::new)
-                    .map_err(|_| CryptoError::Chunk(i))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut out = Zeroizing::new(Vec::with_capacity(plain_len as usize));
-        for chunk in &opened {
-            out.extend_from_slice(chunk);
+    /// Encrypts a whole payload on every core into `out`, which must be exactly
+    /// [`PayloadCipher::ciphertext_len`] bytes; each chunk is sealed in place there.
+    pub fn encrypt_into(&self, plaintext: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+        let count = Self::chunk_count(plaintext.len() as u64) as usize;
+        if out.len() as u64 != Self::ciphertext_len(plaintext.len() as u64) {
+            return Err(CryptoError::Internal(
+                "output buffer of the wrong size".into(),
+            ));
         }
-        Ok(out)
+        out.par_chunks_mut(STREAM_CHUNK + TAG_LEN)
+            .enumerate()
+            .try_for_each(|(i, slot)| {
+                let start = i * STREAM_CHUNK;
+                let chunk = &plaintext[start..(start + STREAM_CHUNK).min(plaintext.len())];
+                slot[..chunk.len()].copy_from_slice(chunk);
+                let mut buf = SliceBuffer {
+                    buf: slot,
+                    len: chunk.len(),
+                };
+                self.stream
+                    .encrypt_in_place(Self::position(i)?, i + 1 == count, &self.aad, &mut buf)
+                    .map_err(|_| CryptoError::Internal("ChaCha20-Poly1305 failed".into()))
+            })
+    }
+
+    /// Decrypts a whole payload on every core into a new buffer; no plaintext is returned
+    /// unless every chunk authenticates.
+    pub fn decrypt(&self, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let mut work = Zeroizing::new(ciphertext.to_vec());
+        let len = self.decrypt_in_place(&mut work)?;
+        work.truncate(len);
+        Ok(work)
+    }
+
+    /// Decrypts `buf` (a whole ciphertext) in place on every core and returns the plaintext
+    /// length: the plaintext is then `buf[..len]`. On failure `buf` may hold partly opened
+    /// chunks; callers must discard it (and it must not be shown or written anywhere).
+    pub fn decrypt_in_place(&self, buf: &mut [u8]) -> Result<usize, CryptoError> {
+        let plain_len =
+            Self::plaintext_len(buf.len() as u64).ok_or(CryptoError::Length(buf.len() as u64))?;
+        let count = Self::chunk_count(plain_len) as usize;
+        buf.par_chunks_mut(STREAM_CHUNK + TAG_LEN)
+            .enumerate()
+            .try_for_each(|(i, slot)| {
+                let len = slot.len();
+                let mut buf = SliceBuffer { buf: slot, len };
+                self.stream
+                    .decrypt_in_place(Self::position(i)?, i + 1 == count, &self.aad, &mut buf)
+                    .map_err(|_| CryptoError::Chunk(i))
+            })?;
+        // Close up the tags between the opened chunks.
+        let mut write = 0;
+        for i in 0..count {
+            let start = i * (STREAM_CHUNK + TAG_LEN);
+            let len = STREAM_CHUNK.min(plain_len as usize - i * STREAM_CHUNK);
+            buf.copy_within(start..start + len, write);
+            write += len;
+        }
+        Ok(plain_len as usize)
+    }
+}
+
+/// An AEAD buffer over a fixed slice: the chunk's bytes, then room for its tag. Lets the STREAM
+/// helper seal and open chunks in place in one preallocated payload buffer.
+struct SliceBuffer<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl AsRef<[u8]> for SliceBuffer<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for SliceBuffer<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl chacha20poly1305::aead::Buffer for SliceBuffer<'_> {
+    fn extend_from_slice(&mut self, other: &[u8]) -> chacha20poly1305::aead::Result<()> {
+        let end = self.len + other.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(chacha20poly1305::aead::Error)?
+            .copy_from_slice(other);
+        self.len = end;
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 }
 
