@@ -20,11 +20,14 @@ const ARCH: &str = include_str!("../../tests/fixtures/keras_seed_mlp/arch.json")
 const DIGITS: &[u8] = include_bytes!("../../tests/fixtures/keras_seed_mlp/inputs.npy");
 const LABELS: &[u8] = include_bytes!("../../tests/fixtures/keras_seed_mlp/labels.npy");
 
-/// Run the whole pipeline on a bundled digit classifier: keygen, pack, verify, load, run, and
-/// refuse a tampered copy. Works offline, in a temporary directory that is removed afterwards.
+/// Run the whole pipeline on a bundled digit classifier, offline, in seconds.
 ///
 /// Example:
 ///   nnsign demo
+///
+/// Makes a throwaway key pair, packs a trained Keras MLP, verifies, loads and runs it on 32
+/// digits, then shows a tampered copy and an untrusted host refusing it. Everything happens in
+/// a temporary directory that is removed afterwards.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
