@@ -185,20 +185,49 @@ impl PayloadCipher {
                 "output buffer of the wrong size".into(),
             ));
         }
-        out.par_chunks_mut(STREAM_CHUNK + TAG_LEN)
+        if plaintext.is_empty() {
+            return self.encrypt_chunks(0, count, plaintext, out);
+        }
+        out.par_chunks_mut(64 * (STREAM_CHUNK + TAG_LEN))
+            .zip(plaintext.par_chunks(64 * STREAM_CHUNK))
             .enumerate()
-            .try_for_each(|(i, slot)| {
-                let start = i * STREAM_CHUNK;
-                let chunk = &plaintext[start..(start + STREAM_CHUNK).min(plaintext.len())];
-                slot[..chunk.len()].copy_from_slice(chunk);
-                let mut buf = SliceBuffer {
-                    buf: slot,
-                    len: chunk.len(),
-                };
-                self.stream
-                    .encrypt_in_place(Self::position(i)?, i + 1 == count, &self.aad, &mut buf)
-                    .map_err(|_| CryptoError::Internal("ChaCha20-Poly1305 failed".into()))
-            })
+            .try_for_each(|(w, (out, plain))| self.encrypt_chunks(w * 64, count, plain, out))
+    }
+
+    /// Seals consecutive chunks `first..` of a payload of `total` chunks: `plaintext` is their
+    /// plaintext (whole chunks, the payload's last one possibly shorter) and `out` receives the
+    /// ciphertext, `plaintext.len()` plus a tag per chunk.
+    pub fn encrypt_chunks(
+        &self,
+        first: usize,
+        total: usize,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let chunks = plaintext.chunks(STREAM_CHUNK);
+        // An empty payload still has its one (empty) last chunk.
+        let chunks: Vec<&[u8]> = if plaintext.is_empty() {
+            vec![&[][..]]
+        } else {
+            chunks.collect()
+        };
+        let mut at = 0;
+        for (k, chunk) in chunks.into_iter().enumerate() {
+            let i = first + k;
+            let slot = out
+                .get_mut(at..at + chunk.len() + TAG_LEN)
+                .ok_or_else(|| CryptoError::Internal("output buffer of the wrong size".into()))?;
+            slot[..chunk.len()].copy_from_slice(chunk);
+            let mut buf = SliceBuffer {
+                buf: slot,
+                len: chunk.len(),
+            };
+            self.stream
+                .encrypt_in_place(Self::position(i)?, i + 1 == total, &self.aad, &mut buf)
+                .map_err(|_| CryptoError::Internal("ChaCha20-Poly1305 failed".into()))?;
+            at += chunk.len() + TAG_LEN;
+        }
+        Ok(())
     }
 
     /// Decrypts a whole payload on every core into a new buffer; no plaintext is returned
@@ -364,22 +393,31 @@ pub fn unwrap_x25519(
     })
 }
 
+impl Argon2Costs {
+    /// Refuses costs outside [`ARGON2_MIN`] ..= [`ARGON2_MAX`].
+    pub fn check(&self) -> Result<(), CryptoError> {
+        let within = |v: u32, lo: u32, hi: u32| (lo..=hi).contains(&v);
+        if within(self.m_kib, ARGON2_MIN.m_kib, ARGON2_MAX.m_kib)
+            && within(self.t, ARGON2_MIN.t, ARGON2_MAX.t)
+            && within(self.p, ARGON2_MIN.p, ARGON2_MAX.p)
+        {
+            Ok(())
+        } else {
+            Err(CryptoError::Costs {
+                m_kib: self.m_kib,
+                t: self.t,
+                p: self.p,
+            })
+        }
+    }
+}
+
 fn argon2_key(
     passphrase: &[u8],
     salt: &[u8; 16],
     costs: Argon2Costs,
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    let within = |v: u32, lo: u32, hi: u32| (lo..=hi).contains(&v);
-    if !(within(costs.m_kib, ARGON2_MIN.m_kib, ARGON2_MAX.m_kib)
-        && within(costs.t, ARGON2_MIN.t, ARGON2_MAX.t)
-        && within(costs.p, ARGON2_MIN.p, ARGON2_MAX.p))
-    {
-        return Err(CryptoError::Costs {
-            m_kib: costs.m_kib,
-            t: costs.t,
-            p: costs.p,
-        });
-    }
+    costs.check()?;
     let params = argon2::Params::new(costs.m_kib, costs.t, costs.p, Some(32))
         .map_err(|e| CryptoError::Internal(format!("argon2 parameters: {e}")))?;
     let mut out = Zeroizing::new([0u8; 32]);

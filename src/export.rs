@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::format::Layout;
 use crate::keys::hex;
 use crate::output::Output;
 use crate::runtime::Tensor;
-use crate::verify::{Authenticated, VerifyError};
+use crate::verify::{Authenticated, VerifiedPayload, VerifyError};
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +52,12 @@ pub fn safetensors_metadata(auth: &Authenticated) -> HashMap<String, String> {
     out
 }
 
-/// Streams the verified payload into a safetensors file at `out`, every tensor bit-identical.
-/// Each chunk is checked before its bytes are written; on any failure the output is discarded.
-pub fn write_safetensors(
-    auth: &Authenticated,
-    out: &Path,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), ExportError> {
-    let io = |source| ExportError::Io {
-        path: out.into(),
-        source,
-    };
-    let mut infos = Vec::with_capacity(auth.layout.tensors.len());
+/// The safetensors header (length prefix included) for the tensors of `layout`, stored
+/// back to back in payload order.
+fn safetensors_header(auth: &Authenticated, layout: &Layout) -> Result<Vec<u8>, ExportError> {
+    let mut infos = Vec::with_capacity(layout.tensors.len());
     let mut offset = 0usize;
-    for t in &auth.layout.tensors {
+    for t in &layout.tensors {
         let dtype: safetensors::Dtype =
             serde_json::from_value(serde_json::Value::String(t.dtype.name().into())).map_err(
                 |_| ExportError::Unsupported(format!("dtype {} has no safetensors name", t.dtype)),
@@ -82,22 +75,69 @@ pub fn write_safetensors(
     }
     let meta = safetensors::tensor::Metadata::new(Some(safetensors_metadata(auth)), infos)
         .map_err(|e| ExportError::Unsupported(format!("safetensors header: {e}")))?;
-    let mut header = serde_json::to_vec(&meta)
+    let mut json = serde_json::to_vec(&meta)
         .map_err(|e| ExportError::Unsupported(format!("safetensors header: {e}")))?;
     // As the safetensors writer does: pad the header with spaces so the data starts 8-aligned.
-    header.resize(header.len().next_multiple_of(8), b' ');
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut header = (json.len() as u64).to_le_bytes().to_vec();
+    header.extend_from_slice(&json);
+    Ok(header)
+}
 
+/// Streams the verified payload into a safetensors file at `out`, every tensor bit-identical.
+/// Each chunk is checked before its bytes are written; on any failure the output is discarded.
+pub fn write_safetensors(
+    auth: &Authenticated,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ExportError> {
+    if auth.manifest.is_encrypted() {
+        return Err(ExportError::Unsupported(
+            "the artifact is encrypted; give the recipient key that opens it (--decrypt-with KEY)"
+                .into(),
+        ));
+    }
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    let header = safetensors_header(auth, &auth.layout)?;
     let mut output = Output::create(out).map_err(io)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, output.file_mut());
-        w.write_all(&(header.len() as u64).to_le_bytes())
-            .map_err(io)?;
         w.write_all(&header).map_err(io)?;
         let layout = &auth.layout;
         // A failed write is the output's fault and is reported against it, not the artifact.
         auth.stream_payload(progress, |i, chunk| {
             w.write_all(&chunk[..layout.chunk_data_len(i)]).map_err(io)
         })?;
+        w.flush().map_err(io)?;
+    }
+    output.commit().map_err(io)?;
+    Ok(())
+}
+
+/// Writes an already verified (decrypted) payload as a safetensors file at `out`.
+pub fn write_safetensors_from(
+    auth: &Authenticated,
+    payload: &VerifiedPayload,
+    out: &Path,
+) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    let header = safetensors_header(auth, payload.layout())?;
+    let mut output = Output::create(out).map_err(io)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, output.file_mut());
+        w.write_all(&header).map_err(io)?;
+        for t in payload.tensors() {
+            let (_, bytes) = payload
+                .tensor(&t.name)
+                .expect("every tensor of the layout is in the payload");
+            w.write_all(bytes).map_err(io)?;
+        }
         w.flush().map_err(io)?;
     }
     output.commit().map_err(io)?;

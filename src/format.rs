@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
+use crate::crypto::{Argon2Costs, Stanza};
 use crate::model::Graph;
 
 /// First 8 bytes of every artifact: a non-ASCII byte, "NNS", then CR LF SUB LF (as in PNG) so that
@@ -36,6 +37,13 @@ pub const PAYLOAD_ALIGN: u64 = 64;
 pub const TENSOR_ALIGN: u64 = 64;
 /// Payload bytes covered by one SHA-256 digest.
 pub const CHUNK_SIZE: u64 = 4 << 20;
+/// Ciphertext bytes covered by one digest in an encrypted payload: 64 whole STREAM chunks, so
+/// that digest chunks and AEAD chunks line up.
+pub const ENC_CHUNK_SIZE: u64 = 64 * (crate::crypto::STREAM_CHUNK + crate::crypto::TAG_LEN) as u64;
+/// The payload encoding of encrypted artifacts.
+pub const ENCODING_STREAM: &str = "chacha20poly1305-stream";
+/// Most recipients (public keys, or one passphrase) one encrypted artifact may have.
+pub const MAX_RECIPIENTS: usize = 64;
 /// Largest payload accepted (1 TiB).
 pub const MAX_PAYLOAD_LEN: u64 = 1 << 40;
 /// Most signatures in one envelope.
@@ -64,7 +72,15 @@ pub const MANIFEST_FORMAT: u64 = 1;
 pub const ENCODING_RAW: &str = "raw";
 
 /// Manifest fields a version 1 reader understands; `crit` may name only these.
-const KNOWN_FIELDS: [&str; 6] = ["arch", "crit", "format", "model", "payload", "tensors"];
+const KNOWN_FIELDS: [&str; 7] = [
+    "arch",
+    "crit",
+    "encryption",
+    "format",
+    "model",
+    "payload",
+    "tensors",
+];
 
 /// Why a file is not a well-formed version 1 artifact.
 #[derive(Debug, thiserror::Error)]
@@ -366,8 +382,266 @@ pub struct Manifest {
         deserialize_with = "present"
     )]
     pub arch: Option<Graph>,
+    /// Present exactly when the payload is encrypted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub encryption: Option<EncryptionInfo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crit: Vec<String>,
+}
+
+/// How an encrypted payload's file key reaches its readers: the payload nonce and one sealed
+/// copy of the file key per recipient. Signed, so recipients cannot be swapped or stripped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionInfo {
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    pub recipients: Vec<RecipientEntry>,
+}
+
+/// One recipient of the file key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RecipientEntry {
+    X25519(X25519Entry),
+    Argon2id(Argon2idEntry),
+}
+
+/// Type tag of an X25519 recipient.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum X25519Tag {
+    X25519,
+}
+
+/// Type tag of a passphrase recipient.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Argon2idTag {
+    Argon2id,
+}
+
+/// The file key sealed for an X25519 public key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct X25519Entry {
+    #[serde(rename = "type")]
+    pub tag: X25519Tag,
+    #[serde(with = "serde_bytes")]
+    pub kid: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub epk: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// The file key sealed under a passphrase.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2idEntry {
+    #[serde(rename = "type")]
+    pub tag: Argon2idTag,
+    #[serde(with = "serde_bytes")]
+    pub salt: Vec<u8>,
+    pub m: u32,
+    pub t: u32,
+    pub p: u32,
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// The start of an encrypted payload's plaintext: what a raw manifest would show, hidden.
+/// The plaintext is `u32` big-endian length of this map's encoding, the encoding, zero padding
+/// to a multiple of [`TENSOR_ALIGN`], then a raw payload of `length` bytes laid out as section 6
+/// prescribes for `tensors`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InnerManifest {
+    pub tensors: Vec<TensorEntry>,
+    pub length: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub arch: Option<Graph>,
+}
+
+impl InnerManifest {
+    /// The plaintext bytes that come before the raw payload.
+    pub fn header_block(&self) -> Vec<u8> {
+        let cbor = cbor::to_vec(self).expect("tensor tables and graphs always encode");
+        let mut block = (cbor.len() as u32).to_be_bytes().to_vec();
+        block.extend_from_slice(&cbor);
+        block.resize(align_up(block.len() as u64, TENSOR_ALIGN) as usize, 0);
+        block
+    }
+
+    /// Parses decrypted plaintext: the inner manifest, checked as strictly as an outer one,
+    /// and the offset where the raw payload starts, which must run exactly to the end.
+    pub fn parse(plaintext: &[u8]) -> Result<(InnerManifest, Layout, usize), FormatError> {
+        let bad = |what: String| FormatError::invalid(format!("encrypted payload: {what}"));
+        let len = plaintext
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| bad("shorter than its header".into()))?;
+        if len > MAX_ENVELOPE_LEN {
+            return Err(bad(format!(
+                "inner header of {len} bytes is over the limit"
+            )));
+        }
+        let end = 4 + len as usize;
+        let cbor = plaintext
+            .get(4..end)
+            .ok_or_else(|| bad("shorter than its header".into()))?;
+        let value = cbor::decode(cbor).map_err(FormatError::Manifest)?;
+        let inner: InnerManifest = value
+            .deserialized()
+            .map_err(|e| FormatError::Manifest(cbor::shape_error(e)))?;
+        let start = align_up(end as u64, TENSOR_ALIGN) as usize;
+        let padding = plaintext
+            .get(end..start)
+            .ok_or_else(|| bad("shorter than its header".into()))?;
+        if padding.iter().any(|&b| b != 0) {
+            return Err(bad("header padding is not zero".into()));
+        }
+        if (plaintext.len() - start) as u64 != inner.length {
+            return Err(bad(format!(
+                "{} payload bytes follow the header, which declares {}",
+                plaintext.len() - start,
+                inner.length
+            )));
+        }
+        if let Some(arch) = &inner.arch {
+            arch.for_each_text(&mut |what, s| check_text(what, s, MAX_NAME_LEN, Lines::One))?;
+        }
+        let layout = raw_layout(&inner.tensors, inner.length)?;
+        Ok((inner, layout, start))
+    }
+}
+
+/// Associated data of every chunk of an encrypted payload: SHA-256 over the deterministic CBOR
+/// of `["nnsign/v1 encrypted payload", model, encryption]`. It binds the ciphertext to the
+/// signed metadata and recipients, so it cannot be moved under another envelope.
+pub fn encryption_ad(model: &ModelInfo, encryption: &EncryptionInfo) -> [u8; 32] {
+    use sha2::Digest;
+    let bytes = cbor::to_vec(&("nnsign/v1 encrypted payload", model, encryption))
+        .expect("metadata always encodes");
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Bytes of a sealed file key: 32 and the AEAD tag.
+pub const SEALED_KEY_LEN: usize = 48;
+
+impl EncryptionInfo {
+    /// The manifest form of a nonce and the stanzas `crypto` made.
+    pub fn new(nonce: [u8; 16], stanzas: &[Stanza]) -> EncryptionInfo {
+        let recipients = stanzas
+            .iter()
+            .map(|s| match s {
+                Stanza::X25519 { kid, epk, sealed } => RecipientEntry::X25519(X25519Entry {
+                    tag: X25519Tag::X25519,
+                    kid: kid.0.to_vec(),
+                    epk: epk.to_vec(),
+                    sealed: sealed.clone(),
+                }),
+                Stanza::Argon2id {
+                    salt,
+                    costs,
+                    sealed,
+                } => RecipientEntry::Argon2id(Argon2idEntry {
+                    tag: Argon2idTag::Argon2id,
+                    salt: salt.to_vec(),
+                    m: costs.m_kib,
+                    t: costs.t,
+                    p: costs.p,
+                    sealed: sealed.clone(),
+                }),
+            })
+            .collect();
+        EncryptionInfo {
+            nonce: nonce.to_vec(),
+            recipients,
+        }
+    }
+
+    /// Checks every field's size and the recipient rules, and returns the nonce and stanzas.
+    pub fn stanzas(&self) -> Result<([u8; 16], Vec<Stanza>), FormatError> {
+        let bad = |what: &str| FormatError::invalid(format!("encryption: {what}"));
+        let nonce: [u8; 16] = self
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("nonce is not 16 bytes"))?;
+        if self.recipients.is_empty() || self.recipients.len() > MAX_RECIPIENTS {
+            return Err(bad(&format!(
+                "{} recipients; 1 to {MAX_RECIPIENTS} are allowed",
+                self.recipients.len()
+            )));
+        }
+        let mut stanzas = Vec::with_capacity(self.recipients.len());
+        for r in &self.recipients {
+            let sealed_ok = |s: &[u8]| s.len() == SEALED_KEY_LEN;
+            stanzas.push(match r {
+                RecipientEntry::X25519(x) => {
+                    let kid: [u8; 8] = x
+                        .kid
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad("kid is not 8 bytes"))?;
+                    let epk: [u8; 32] = x
+                        .epk
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad("epk is not 32 bytes"))?;
+                    if !sealed_ok(&x.sealed) {
+                        return Err(bad("a sealed key is not 48 bytes"));
+                    }
+                    if stanzas
+                        .iter()
+                        .any(|s| matches!(s, Stanza::X25519 { kid: k, .. } if k.0 == kid))
+                    {
+                        return Err(bad("a recipient appears twice"));
+                    }
+                    Stanza::X25519 {
+                        kid: crate::keys::KeyId(kid),
+                        epk,
+                        sealed: x.sealed.clone(),
+                    }
+                }
+                RecipientEntry::Argon2id(a) => {
+                    // As in age: a passphrase is the only recipient. Beside public keys it would
+                    // make the artifact only as safe as the passphrase while it looks
+                    // key-protected.
+                    if self.recipients.len() != 1 {
+                        return Err(bad("a passphrase must be the only recipient"));
+                    }
+                    let salt: [u8; 16] = a
+                        .salt
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad("salt is not 16 bytes"))?;
+                    if !sealed_ok(&a.sealed) {
+                        return Err(bad("a sealed key is not 48 bytes"));
+                    }
+                    let costs = Argon2Costs {
+                        m_kib: a.m,
+                        t: a.t,
+                        p: a.p,
+                    };
+                    costs.check().map_err(|e| bad(&e.to_string()))?;
+                    Stanza::Argon2id {
+                        salt,
+                        costs,
+                        sealed: a.sealed.clone(),
+                    }
+                }
+            });
+        }
+        Ok((nonce, stanzas))
+    }
 }
 
 /// What the model is, as its producer stated it.
@@ -437,15 +711,16 @@ pub struct TensorInfo {
     pub length: u64,
 }
 
-/// One digest chunk: a byte range of the payload inside one tensor's segment (the tensor's
-/// bytes and the padding after them). A chunk never spans two tensors, so a failing digest
-/// names exactly one tensor, and equal tensors have equal digests in any artifact.
+/// One digest chunk. In a raw payload it lies inside one tensor's segment (the tensor's bytes
+/// and the padding after them): a chunk never spans two tensors, so a failing digest names
+/// exactly one tensor, and equal tensors have equal digests in any artifact. An encrypted
+/// payload shows no tensors; its chunks cut the ciphertext at fixed intervals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
     pub start: u64,
     pub end: u64,
-    /// Index of the tensor whose segment holds the chunk.
-    pub tensor: usize,
+    /// Index of the tensor whose segment holds the chunk (`None` in an encrypted payload).
+    pub tensor: Option<usize>,
 }
 
 /// The payload layout a validated manifest describes: tensors in payload order, with the
@@ -488,7 +763,7 @@ impl Layout {
                 chunks.push(Chunk {
                     start,
                     end,
-                    tensor: k,
+                    tensor: Some(k),
                 });
                 start = end;
             }
@@ -501,16 +776,30 @@ impl Layout {
         self.chunks[i].start..self.chunks[i].end
     }
 
-    /// The tensor whose segment holds chunk `i`.
-    pub fn chunk_tensor(&self, i: usize) -> &TensorInfo {
-        &self.tensors[self.chunks[i].tensor]
+    /// The chunks of an encrypted payload of `length` bytes: every [`ENC_CHUNK_SIZE`] bytes.
+    pub fn cipher_chunks(length: u64) -> Vec<Chunk> {
+        (0..length.div_ceil(ENC_CHUNK_SIZE))
+            .map(|i| Chunk {
+                start: i * ENC_CHUNK_SIZE,
+                end: ((i + 1) * ENC_CHUNK_SIZE).min(length),
+                tensor: None,
+            })
+            .collect()
     }
 
-    /// How many bytes at the start of chunk `i` are tensor bytes; the rest is padding.
+    /// The tensor whose segment holds chunk `i` (none in an encrypted payload).
+    pub fn chunk_tensor(&self, i: usize) -> Option<&TensorInfo> {
+        self.chunks[i].tensor.map(|k| &self.tensors[k])
+    }
+
+    /// How many bytes at the start of chunk `i` are tensor bytes (or ciphertext); the rest is
+    /// padding.
     pub fn chunk_data_len(&self, i: usize) -> usize {
         let c = self.chunks[i];
-        let t = &self.tensors[c.tensor];
-        ((t.offset + t.length).clamp(c.start, c.end) - c.start) as usize
+        match self.chunk_tensor(i) {
+            Some(t) => ((t.offset + t.length).clamp(c.start, c.end) - c.start) as usize,
+            None => (c.end - c.start) as usize,
+        }
     }
 
     /// Checks that every padding byte of chunk `i` is zero; returns the payload offset of the
@@ -696,11 +985,25 @@ impl Manifest {
             arch.for_each_text(&mut |what, s| check_text(what, s, MAX_NAME_LEN, Lines::One))?;
         }
         let p = &self.payload;
-        if p.encoding != ENCODING_RAW {
-            return Err(FormatError::Unsupported(format!(
-                "the payload encoding is {:?}",
-                p.encoding
+        if p.length > MAX_PAYLOAD_LEN {
+            return Err(FormatError::invalid(format!(
+                "payload length {} exceeds the limit of {MAX_PAYLOAD_LEN}",
+                p.length
             )));
+        }
+        match p.encoding.as_str() {
+            ENCODING_RAW if self.encryption.is_none() => {}
+            ENCODING_RAW => {
+                return Err(FormatError::invalid(
+                    "a raw payload has no encryption field",
+                ))
+            }
+            ENCODING_STREAM => return self.validate_encrypted(),
+            other => {
+                return Err(FormatError::Unsupported(format!(
+                    "the payload encoding is {other:?}"
+                )))
+            }
         }
         if p.chunk_size != CHUNK_SIZE {
             return Err(FormatError::invalid(format!(
@@ -708,80 +1011,123 @@ impl Manifest {
                 p.chunk_size
             )));
         }
-        if p.length > MAX_PAYLOAD_LEN {
+        raw_layout(&self.tensors, p.length)
+    }
+
+    /// The rules of an encrypted payload (FORMAT.md section 11): the tensor table and the
+    /// architecture are inside the ciphertext, whose digest chunks are fixed-size.
+    fn validate_encrypted(&self) -> Result<Layout, FormatError> {
+        let p = &self.payload;
+        let enc = self.encryption.as_ref().ok_or_else(|| {
+            FormatError::invalid("an encrypted payload needs the encryption field")
+        })?;
+        if !self.crit.iter().any(|c| c == "encryption") {
+            return Err(FormatError::invalid(
+                "an encrypted manifest must list \"encryption\" in crit, so that readers without encryption refuse it",
+            ));
+        }
+        if !self.tensors.is_empty() || self.arch.is_some() {
+            return Err(FormatError::invalid(
+                "an encrypted artifact keeps its tensor table and architecture inside the ciphertext",
+            ));
+        }
+        if p.chunk_size != ENC_CHUNK_SIZE {
             return Err(FormatError::invalid(format!(
-                "payload length {} exceeds the limit of {MAX_PAYLOAD_LEN}",
+                "chunk size {} is not the encrypted-payload chunk size {ENC_CHUNK_SIZE}",
+                p.chunk_size
+            )));
+        }
+        if crate::crypto::PayloadCipher::plaintext_len(p.length).is_none() {
+            return Err(FormatError::invalid(format!(
+                "payload length {} is not a length STREAM encryption produces",
                 p.length
             )));
         }
-        if self.tensors.len() > MAX_TENSORS {
-            return Err(FormatError::invalid(format!(
-                "{} tensors, more than the limit of {MAX_TENSORS}",
-                self.tensors.len()
-            )));
-        }
-        let mut names = HashSet::with_capacity(self.tensors.len());
-        let mut tensors = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
-            check_tensor_name(&t.name)?;
-            if !names.insert(t.name.as_str()) {
-                return Err(FormatError::invalid(format!(
-                    "tensor {:?} appears twice",
-                    t.name
-                )));
-            }
-            let dtype = DType::from_name(&t.dtype).ok_or_else(|| {
-                FormatError::invalid(format!(
-                    "tensor {:?} has unknown dtype {:?}",
-                    t.name, t.dtype
-                ))
-            })?;
-            if t.shape.len() > MAX_RANK {
-                return Err(FormatError::invalid(format!(
-                    "tensor {:?} has {} dimensions, more than the limit of {MAX_RANK}",
-                    t.name,
-                    t.shape.len()
-                )));
-            }
-            let len = tensor_len(dtype, &t.shape).filter(|&n| n <= MAX_PAYLOAD_LEN);
-            if len != Some(t.length) {
-                return Err(FormatError::invalid(format!(
-                    "tensor {:?}: length {} does not match {dtype} {:?}",
-                    t.name, t.length, t.shape
-                )));
-            }
-            tensors.push(TensorInfo {
-                name: t.name.clone(),
-                dtype,
-                shape: t.shape.clone(),
-                offset: t.offset,
-                length: t.length,
-            });
-        }
-        let (offsets, end) = Layout::place(tensors.iter().map(|t| t.length))
-            .ok_or_else(|| FormatError::invalid("tensor lengths overflow"))?;
-        for (t, expected) in tensors.iter().zip(&offsets) {
-            if t.offset != *expected {
-                return Err(FormatError::invalid(format!(
-                    "tensor {:?} is at offset {}, but the layout puts it at {expected}",
-                    t.name, t.offset
-                )));
-            }
-        }
-        if end != p.length {
-            return Err(FormatError::invalid(format!(
-                "payload length {} does not match the tensor table, which ends at {end}",
-                p.length
-            )));
-        }
-        let chunks = Layout::chunks_for(&tensors, p.length);
+        enc.stanzas()?;
         Ok(Layout {
-            tensors,
+            tensors: Vec::new(),
             length: p.length,
-            chunks,
+            chunks: Layout::cipher_chunks(p.length),
             digests: Vec::new(),
         })
     }
+
+    /// Whether the payload is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.payload.encoding == ENCODING_STREAM
+    }
+}
+
+/// Checks a tensor table against a payload of `length` bytes (FORMAT.md sections 5 and 6) and
+/// returns the layout, digests left empty.
+pub fn raw_layout(table: &[TensorEntry], length: u64) -> Result<Layout, FormatError> {
+    if table.len() > MAX_TENSORS {
+        return Err(FormatError::invalid(format!(
+            "{} tensors, more than the limit of {MAX_TENSORS}",
+            table.len()
+        )));
+    }
+    let mut names = HashSet::with_capacity(table.len());
+    let mut tensors = Vec::with_capacity(table.len());
+    for t in table {
+        check_tensor_name(&t.name)?;
+        if !names.insert(t.name.as_str()) {
+            return Err(FormatError::invalid(format!(
+                "tensor {:?} appears twice",
+                t.name
+            )));
+        }
+        let dtype = DType::from_name(&t.dtype).ok_or_else(|| {
+            FormatError::invalid(format!(
+                "tensor {:?} has unknown dtype {:?}",
+                t.name, t.dtype
+            ))
+        })?;
+        if t.shape.len() > MAX_RANK {
+            return Err(FormatError::invalid(format!(
+                "tensor {:?} has {} dimensions, more than the limit of {MAX_RANK}",
+                t.name,
+                t.shape.len()
+            )));
+        }
+        let len = tensor_len(dtype, &t.shape).filter(|&n| n <= MAX_PAYLOAD_LEN);
+        if len != Some(t.length) {
+            return Err(FormatError::invalid(format!(
+                "tensor {:?}: length {} does not match {dtype} {:?}",
+                t.name, t.length, t.shape
+            )));
+        }
+        tensors.push(TensorInfo {
+            name: t.name.clone(),
+            dtype,
+            shape: t.shape.clone(),
+            offset: t.offset,
+            length: t.length,
+        });
+    }
+    let (offsets, end) = Layout::place(tensors.iter().map(|t| t.length))
+        .ok_or_else(|| FormatError::invalid("tensor lengths overflow"))?;
+    for (t, expected) in tensors.iter().zip(&offsets) {
+        if t.offset != *expected {
+            return Err(FormatError::invalid(format!(
+                "tensor {:?} is at offset {}, but the layout puts it at {expected}",
+                t.name, t.offset
+            )));
+        }
+    }
+    if end != length {
+        return Err(FormatError::invalid(format!(
+            "payload length {} does not match the tensor table, which ends at {end}",
+            length
+        )));
+    }
+    let chunks = Layout::chunks_for(&tensors, length);
+    Ok(Layout {
+        tensors,
+        length,
+        chunks,
+        digests: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -826,7 +1172,7 @@ mod tests {
         let ranges: Vec<(u64, u64, usize)> = l
             .chunks
             .iter()
-            .map(|c| (c.start, c.end, c.tensor))
+            .map(|c| (c.start, c.end, c.tensor.unwrap()))
             .collect();
         // The empty tensor t1 has an empty segment and no chunk.
         assert_eq!(ranges, vec![(0, 64, 0), (64, 128, 2), (128, 192, 3)]);
@@ -915,6 +1261,7 @@ mod manifest_tests {
             },
             tensors: vec![],
             arch: None,
+            encryption: None,
             crit: vec![],
         }
     }

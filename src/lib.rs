@@ -33,7 +33,7 @@
 //!     created: pack::created_now(), producer: "doc example".into(), labels: Default::default(),
 //! };
 //! let path = dir.path().join("tiny.nns");
-//! pack::pack(pack::PackInput { model, arch: Some(arch), tensors, signer: Some(&key) },
+//! pack::pack(pack::PackInput { model, arch: Some(arch), tensors, signer: Some(&key) , encrypt: None },
 //!            &path, &|_| {})?;
 //!
 //! // Serving host: trust the build job's public key, verify, load, run.
@@ -63,4 +63,5 @@ pub mod pack;
 pub mod runtime;
 pub mod signature;
 mod sys;
+pub mod unseal;
 pub mod verify;

@@ -1,8 +1,11 @@
 //! From an authenticated artifact to a runnable model: validate the architecture against the
-//! signed tensor table, read and check every payload byte, then instantiate.
+//! signed tensor table, read and check every payload byte, then instantiate. Encrypted
+//! artifacts are verified and decrypted first ([`crate::unseal`]), then go the same way.
 
-use crate::model::SchemaError;
+use crate::format::Layout;
+use crate::model::{Graph, Plan, SchemaError};
 use crate::runtime::{self, Model, RunError};
+use crate::unseal::{self, Unlock, UnsealError};
 use crate::verify::{Authenticated, VerifiedPayload, VerifyError};
 
 /// Why a model could not be loaded.
@@ -11,6 +14,14 @@ pub enum LoadError {
     /// The payload failed its digests.
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// The payload is encrypted and no key was given.
+    #[error(
+        "the artifact is encrypted; give the recipient key that opens it (--decrypt-with KEY)"
+    )]
+    Encrypted,
+    /// The encrypted payload could not be opened.
+    #[error(transparent)]
+    Unseal(#[from] UnsealError),
     /// The architecture is invalid.
     #[error("architecture: {0}")]
     Schema(#[from] SchemaError),
@@ -30,30 +41,35 @@ pub struct Loaded {
     pub model: Option<Model>,
 }
 
-/// Validates, verifies and instantiates. The architecture is checked first, since it needs only
-/// the signed manifest: a bad one fails before gigabytes of weights are read.
-pub fn load(
-    auth: &Authenticated,
+/// Validates the architecture against `layout` and checks the memory loading will take: the
+/// payload held while the model is built from it, and the model.
+fn plan(
+    arch: Option<&Graph>,
+    layout: &Layout,
     memory_limit: u64,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Loaded, LoadError> {
-    let plan = match &auth.manifest.arch {
-        Some(arch) => Some(arch.validate(&auth.layout.tensors)?),
-        None => None,
-    };
-    // The verified payload stays in memory while the model is built from it.
-    let need = auth
-        .layout
-        .length
-        .saturating_add(plan.as_ref().map_or(0, |p| p.memory_need()));
-    if need > memory_limit {
+) -> Result<Option<Plan>, LoadError> {
+    let plan = arch.map(|a| a.validate(&layout.tensors)).transpose()?;
+    check_memory(
+        layout.length,
+        plan.as_ref().map_or(0, |p| p.memory_need()),
+        memory_limit,
+    )?;
+    Ok(plan)
+}
+
+fn check_memory(payload: u64, model: u64, limit: u64) -> Result<(), LoadError> {
+    let need = payload.saturating_add(model);
+    if need > limit {
         return Err(LoadError::TooLarge {
             need,
-            payload: auth.layout.length,
-            limit: memory_limit,
+            payload,
+            limit,
         });
     }
-    let payload = auth.read_payload(progress)?;
+    Ok(())
+}
+
+fn build(plan: Option<Plan>, payload: VerifiedPayload) -> Result<Loaded, LoadError> {
     let model = match plan {
         Some(plan) => Some(Model::new(&plan, |name| {
             let (info, bytes) = payload
@@ -64,4 +80,38 @@ pub fn load(
         None => None,
     };
     Ok(Loaded { payload, model })
+}
+
+/// Validates, verifies and instantiates. The architecture is checked first, since it needs only
+/// the signed manifest: a bad one fails before gigabytes of weights are read.
+pub fn load(
+    auth: &Authenticated,
+    memory_limit: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Loaded, LoadError> {
+    if auth.manifest.is_encrypted() {
+        return Err(LoadError::Encrypted);
+    }
+    let plan = plan(auth.manifest.arch.as_ref(), &auth.layout, memory_limit)?;
+    let payload = auth.read_payload(progress)?;
+    build(plan, payload)
+}
+
+/// [`load`] for an encrypted artifact: verify, decrypt with `unlock`, then validate and build
+/// from what the ciphertext held.
+pub fn load_encrypted(
+    auth: &Authenticated,
+    unlock: Unlock<'_>,
+    memory_limit: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Loaded, LoadError> {
+    // The ciphertext is decrypted in place: its size bounds the payload held in memory.
+    check_memory(auth.layout.length, 0, memory_limit)?;
+    let unsealed = unseal::unseal(auth, unlock, progress)?;
+    let plan = plan(
+        unsealed.arch.as_ref(),
+        unsealed.payload.layout(),
+        memory_limit,
+    )?;
+    build(plan, unsealed.payload)
 }

@@ -10,12 +10,15 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::crypto::{self, Argon2Costs, CryptoError, FileKey, PayloadCipher};
 use crate::format::{
-    self, Envelope, FormatError, Layout, Manifest, ModelInfo, PayloadInfo, RawSignature,
-    TensorEntry, CHUNK_SIZE, ENCODING_RAW, MANIFEST_FORMAT, MAX_PAYLOAD_LEN,
+    self, EncryptionInfo, Envelope, FormatError, InnerManifest, Layout, Manifest, ModelInfo,
+    PayloadInfo, RawSignature, TensorEntry, CHUNK_SIZE, ENCODING_RAW, ENCODING_STREAM,
+    ENC_CHUNK_SIZE, MANIFEST_FORMAT, MAX_PAYLOAD_LEN,
 };
 use crate::import::SourceTensor;
-use crate::keys::{KeyId, SecretKey};
+use crate::keys::encryption::EncryptionPublicKey;
+use crate::keys::{KeyId, Passphrase, SecretKey};
 use crate::model::{Graph, SchemaError};
 use crate::output::Output;
 use crate::signature;
@@ -34,6 +37,9 @@ pub enum PackError {
     /// The architecture does not fit the tensors.
     #[error("architecture: {0}")]
     Schema(#[from] SchemaError),
+    /// Encryption failed (a low-order recipient key, Argon2 costs out of bounds, ...).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
     /// A tensor's bytes do not match its dtype and shape.
     #[error(
         "{origin}: tensor {name:?} holds {actual} bytes, but {dtype} {shape:?} needs {expected}"
@@ -64,6 +70,25 @@ pub struct PackInput<'a> {
     pub arch: Option<Graph>,
     pub tensors: Vec<SourceTensor>,
     pub signer: Option<&'a SecretKey>,
+    /// Encrypt the payload (tensors and architecture) to these recipients.
+    pub encrypt: Option<EncryptTo<'a>>,
+}
+
+/// Who can decrypt: X25519 public keys, or (alone) a passphrase.
+pub struct EncryptTo<'a> {
+    pub recipients: Vec<EncryptionPublicKey>,
+    pub passphrase: Option<(&'a Passphrase, Argon2Costs)>,
+}
+
+/// How the stored payload is made from the tensors.
+enum Payload {
+    Raw,
+    Sealed {
+        cipher: PayloadCipher,
+        /// Plaintext bytes before the raw payload (the hidden tensor table and architecture).
+        header: Vec<u8>,
+        plaintext_len: u64,
+    },
 }
 
 /// Writes an artifact to `out`. `progress` is called with the payload bytes written so far.
@@ -89,7 +114,7 @@ pub fn pack(
             });
         }
     }
-    let (offsets, payload_len) = Layout::place(input.tensors.iter().map(|t| t.bytes.len() as u64))
+    let (offsets, raw_len) = Layout::place(input.tensors.iter().map(|t| t.bytes.len() as u64))
         .filter(|(_, len)| *len <= MAX_PAYLOAD_LEN)
         .ok_or_else(|| {
             FormatError::Invalid(format!(
@@ -108,28 +133,74 @@ pub fn pack(
             length: t.bytes.len() as u64,
         })
         .collect();
+    // The tensor table must pass the reader's own checks before anything is written, and the
+    // architecture must fit it (with no memory cap: that is the serving host's decision).
+    let raw = format::raw_layout(&entries, raw_len)?;
+    if let Some(arch) = &input.arch {
+        arch.validate(&raw.tensors)?;
+    }
+
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         model: input.model,
         payload: PayloadInfo {
             encoding: ENCODING_RAW.into(),
-            length: payload_len,
+            length: raw_len,
             chunk_size: CHUNK_SIZE,
             digests: Vec::new(),
         },
-        tensors: entries,
-        arch: input.arch,
+        tensors: Vec::new(),
+        arch: None,
+        encryption: None,
         crit: vec![],
     };
-    // The manifest must pass the reader's own checks before anything is written.
+    let payload = match &input.encrypt {
+        None => {
+            manifest.tensors = entries;
+            manifest.arch = input.arch;
+            Payload::Raw
+        }
+        Some(to) => {
+            let file_key = FileKey::generate()?;
+            let mut stanzas = Vec::new();
+            for r in &to.recipients {
+                stanzas.push(crypto::wrap_x25519(&file_key, r)?);
+            }
+            if let Some((pass, costs)) = to.passphrase {
+                stanzas.push(crypto::wrap_passphrase(&file_key, pass.as_bytes(), costs)?);
+            }
+            let mut nonce = [0u8; 16];
+            getrandom::fill(&mut nonce)
+                .map_err(|e| PackError::Crypto(CryptoError::Internal(format!("random: {e}"))))?;
+            let encryption = EncryptionInfo::new(nonce, &stanzas);
+            let ad = format::encryption_ad(&manifest.model, &encryption);
+            let header = InnerManifest {
+                tensors: entries,
+                length: raw_len,
+                arch: input.arch,
+            }
+            .header_block();
+            let plaintext_len = header.len() as u64 + raw_len;
+            manifest.payload = PayloadInfo {
+                encoding: ENCODING_STREAM.into(),
+                length: PayloadCipher::ciphertext_len(plaintext_len),
+                chunk_size: ENC_CHUNK_SIZE,
+                digests: Vec::new(),
+            };
+            manifest.encryption = Some(encryption);
+            manifest.crit = vec!["encryption".into()];
+            Payload::Sealed {
+                cipher: PayloadCipher::new(&file_key, &nonce, &ad),
+                header,
+                plaintext_len,
+            }
+        }
+    };
     let layout = manifest.validate_tables()?;
     let chunks = layout.chunks.len();
+    let payload_len = layout.length;
     // Placeholder digests of the final size, so that the envelope's size is known.
     manifest.payload.digests = vec![0; chunks * 32];
-    if let Some(arch) = &manifest.arch {
-        // No memory cap here: that is the serving host's decision, made at load time.
-        arch.validate(&layout.tensors)?;
-    }
 
     // Sizes are fixed now: a placeholder signature has the size of the real one.
     let placeholder = input.signer.map(|key| RawSignature {
@@ -163,32 +234,48 @@ pub fn pack(
         .set_len(payload_offset + payload_len)
         .map_err(io)?;
 
+    // Each digest chunk is made (copied, or encrypted), hashed and written by whichever core
+    // is free, with one buffer pair per worker.
     let done = std::sync::atomic::AtomicU64::new(0);
     let digests: Vec<[u8; 32]> = (0..chunks)
         .into_par_iter()
         .map_init(
-            || vec![0u8; CHUNK_SIZE as usize],
-            |buf, i| {
+            || (Vec::new(), Vec::new()),
+            |(plain, sealed), i| -> Result<[u8; 32], PackError> {
                 let range = layout.chunk_range(i);
-                let chunk = &mut buf[..(range.end - range.start) as usize];
-                let data = layout.chunk_data_len(i);
-                let t = &layout.tensors[layout.chunks[i].tensor];
-                let from = (range.start - t.offset) as usize;
-                let source = &input.tensors[layout.chunks[i].tensor].bytes;
-                chunk[..data].copy_from_slice(&source[from..from + data]);
-                source.release(from..from + data);
-                chunk[data..].fill(0);
-                let digest: [u8; 32] = Sha256::digest(&chunk[..]).into();
+                let stored: &[u8] = match &payload {
+                    Payload::Raw => {
+                        plain.resize((range.end - range.start) as usize, 0);
+                        fill_raw(&input.tensors, &raw, range.clone(), plain);
+                        plain
+                    }
+                    Payload::Sealed {
+                        cipher,
+                        header,
+                        plaintext_len,
+                    } => {
+                        let per = 64 * crypto::STREAM_CHUNK as u64;
+                        let from = i as u64 * per;
+                        let to = (from + per).min(*plaintext_len);
+                        plain.resize((to - from) as usize, 0);
+                        fill_plaintext(header, &input.tensors, &raw, from..to, plain);
+                        sealed.resize((range.end - range.start) as usize, 0);
+                        let total = PayloadCipher::chunk_count(*plaintext_len) as usize;
+                        cipher.encrypt_chunks(i * 64, total, plain, sealed)?;
+                        sealed
+                    }
+                };
+                let digest: [u8; 32] = Sha256::digest(stored).into();
                 output
                     .file()
-                    .write_all_at(chunk, payload_offset + range.start)?;
-                let n = done.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                progress(n + chunk.len() as u64);
+                    .write_all_at(stored, payload_offset + range.start)
+                    .map_err(io)?;
+                let n = done.fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                progress(n + stored.len() as u64);
                 Ok(digest)
             },
         )
-        .collect::<std::io::Result<_>>()
-        .map_err(io)?;
+        .collect::<Result<_, _>>()?;
 
     manifest.payload.digests = digests.concat();
     let manifest_bytes = manifest.encode();
@@ -218,10 +305,56 @@ pub fn pack(
     Ok(Packed {
         digest,
         signer: signer_id,
-        tensors: layout.tensors.len(),
+        tensors: raw.tensors.len(),
         payload_len,
         file_len: payload_offset + payload_len,
     })
+}
+
+/// Copies raw payload range `range` (tensor bytes, zero padding) into `buf`, and lets the
+/// copied pages of mapped inputs go.
+fn fill_raw(sources: &[SourceTensor], raw: &Layout, range: std::ops::Range<u64>, buf: &mut [u8]) {
+    buf.fill(0);
+    let first = raw
+        .tensors
+        .partition_point(|t| t.offset + t.length <= range.start);
+    for (t, src) in raw.tensors[first..].iter().zip(&sources[first..]) {
+        if t.offset >= range.end {
+            break;
+        }
+        let (a, b) = (
+            t.offset.max(range.start),
+            (t.offset + t.length).min(range.end),
+        );
+        if a < b {
+            let (from, to) = ((a - t.offset) as usize, (b - t.offset) as usize);
+            buf[(a - range.start) as usize..(b - range.start) as usize]
+                .copy_from_slice(&src.bytes[from..to]);
+            src.bytes.release(from..to);
+        }
+    }
+}
+
+/// Copies plaintext range `range` of an encrypted payload (the header block, then the raw
+/// payload) into `buf`.
+fn fill_plaintext(
+    header: &[u8],
+    sources: &[SourceTensor],
+    raw: &Layout,
+    range: std::ops::Range<u64>,
+    buf: &mut [u8],
+) {
+    let h = header.len() as u64;
+    let head_end = range.end.min(h);
+    if range.start < head_end {
+        buf[..(head_end - range.start) as usize]
+            .copy_from_slice(&header[range.start as usize..head_end as usize]);
+    }
+    let raw_start = range.start.max(h);
+    if raw_start < range.end {
+        let at = (raw_start - range.start) as usize;
+        fill_raw(sources, raw, raw_start - h..range.end - h, &mut buf[at..]);
+    }
 }
 
 /// Lays out a complete artifact in memory from its parts, without checking them: for test

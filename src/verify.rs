@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::format::{self, Envelope, FormatError, Layout, Manifest, TensorInfo, PRELUDE_LEN};
 use crate::keys::{PublicKey, TrustStore};
@@ -259,23 +260,48 @@ pub struct Authenticated {
 
 /// Payload bytes whose digests all matched.
 pub struct VerifiedPayload {
-    bytes: Vec<u8>,
+    /// Wiped on drop: for an encrypted artifact these are the decrypted weights.
+    bytes: Zeroizing<Vec<u8>>,
+    /// Where the raw payload starts in `bytes` (after the hidden header of an encrypted one).
+    base: usize,
     layout: Layout,
     index: HashMap<String, usize>,
 }
 
 impl VerifiedPayload {
+    /// Wraps bytes that have been checked: `bytes[base..]` is a raw payload laid out as
+    /// `layout` says.
+    pub(crate) fn new(bytes: Zeroizing<Vec<u8>>, base: usize, layout: Layout) -> VerifiedPayload {
+        let index = (layout.tensors.iter().enumerate())
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        VerifiedPayload {
+            bytes,
+            base,
+            layout,
+            index,
+        }
+    }
+
     /// Bytes of tensor `name`.
     pub fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
         let t = &self.layout.tensors[*self.index.get(name)?];
-        let bytes = self
-            .bytes
-            .get(t.offset as usize..(t.offset + t.length) as usize)?;
+        let start = self.base + t.offset as usize;
+        let bytes = self.bytes.get(start..start + t.length as usize)?;
         Some((t, bytes))
     }
 
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.layout.tensors
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The stored payload bytes (ciphertext, for an encrypted artifact).
+    pub(crate) fn into_bytes(self) -> Zeroizing<Vec<u8>> {
+        self.bytes
     }
 }
 
@@ -316,19 +342,12 @@ impl Authenticated {
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifiedPayload, VerifyError> {
-        let mut bytes = Vec::with_capacity(self.layout.length as usize);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(self.layout.length as usize));
         self.stream_payload(progress, |_, chunk| {
             bytes.extend_from_slice(chunk);
             Ok::<(), VerifyError>(())
         })?;
-        let index = (self.layout.tensors.iter().enumerate())
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Ok(VerifiedPayload {
-            bytes,
-            layout: self.layout.clone(),
-            index,
-        })
+        Ok(VerifiedPayload::new(bytes, 0, self.layout.clone()))
     }
 
     /// Calls `sink` with each payload chunk, in order, once its digest and padding have been
@@ -373,16 +392,20 @@ impl Authenticated {
             })?;
         let digest: [u8; 32] = Sha256::digest(&buf[..]).into();
         if digest != self.layout.digests[i] {
-            let t = self.layout.chunk_tensor(i);
-            let part = if self.layout.chunk_data_len(i) == 0 {
-                format!("padding after tensor {:?}", t.name)
-            } else {
-                format!(
+            let part = match self.layout.chunk_tensor(i) {
+                None => format!(
+                    "bytes {}..{} of the encrypted payload",
+                    range.start, range.end
+                ),
+                Some(t) if self.layout.chunk_data_len(i) == 0 => {
+                    format!("padding after tensor {:?}", t.name)
+                }
+                Some(t) => format!(
                     "bytes {}..{} of tensor {:?}",
                     range.start - t.offset,
                     (range.end - t.offset).min(t.length),
                     t.name
-                )
+                ),
             };
             return Err(VerifyError::Digest { chunk: i, part });
         }

@@ -80,6 +80,7 @@ fn packed(signer: Option<&SecretKey>, arch: bool) -> Vec<u8> {
             arch: arch.then(|| nnsign::model::Graph::from_json(ARCH).unwrap()),
             tensors: tensors(),
             signer,
+            encrypt: None,
         },
         &out,
         &|_| {},
@@ -295,11 +296,15 @@ fn build() -> Vec<Vector> {
     out.push(v(
         "fail_unknown_critical_field.nns",
         resigned(
-            &manifest_for(|m| m.crit = vec!["encryption".into()], &payload, &manifest),
+            &manifest_for(
+                |m| m.crit = vec!["x-future-feature".into()],
+                &payload,
+                &manifest,
+            ),
             &payload,
             &a,
         ),
-        Some((5, "requires support for \"encryption\"")),
+        Some((5, "requires support for \"x-future-feature\"")),
         "signed manifest marks an unknown field critical",
     ));
     out.push(v(
@@ -541,6 +546,7 @@ fn build() -> Vec<Vector> {
                 arch: None,
                 tensors: t,
                 signer: Some(&a),
+                encrypt: None,
             },
             &path,
             &|_| {},

@@ -79,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
             arch: Some(Graph::from_json(ARCH).map_err(internal)?),
             tensors: imported.tensors,
             signer: Some(&key),
+            encrypt: None,
         },
         &artifact,
         &|_| {},

@@ -58,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
             "created": rfc3339(m.created), "producer": m.producer, "labels": m.labels,
         },
         "architecture": manifest.arch,
+        "encrypted_to": super::verify::recipient_ids(&manifest),
         "tensors": tensors,
         "payload_bytes": layout.length,
         "file_bytes": file_len,
@@ -100,6 +101,18 @@ pub fn run(args: Args) -> Result<()> {
         );
         for (k, v) in &m.labels {
             s += &format!("  label       {k}={v}\n");
+        }
+        let recipients = super::verify::recipient_ids(&manifest);
+        if !recipients.is_empty() {
+            s += &format!(
+                "  encrypted   to {}\n  hidden      tensor names, shapes, architecture and weights (only a recipient's key reads them)\n",
+                recipients.join(", ")
+            );
+            s += &format!(
+                "  payload     {} ciphertext bytes ({} in the file)\n",
+                layout.length, file_len
+            );
+            return s;
         }
         match &manifest.arch {
             Some(a) => {

@@ -32,8 +32,7 @@ pub mod exit {
     pub const INTEGRITY: u8 = 5;
     /// The architecture is invalid or does not fit the weights.
     pub const SCHEMA: u8 = 6;
-    /// Reserved: decryption failed.
-    #[allow(dead_code)]
+    /// Decryption failed: no key, a wrong key, or ciphertext that does not authenticate.
     pub const DECRYPT: u8 = 7;
 }
 
@@ -245,6 +244,54 @@ pub fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
         paths.extend(env.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
     }
     TrustStore::load(&paths).map_err(key_failure)
+}
+
+/// Flags of the verbs that can decrypt.
+#[derive(clap::Args, Clone)]
+pub struct DecryptArgs {
+    /// Decrypt with this X25519 private key (from `nnsign keygen --encryption`).
+    #[arg(long, value_name = "KEY")]
+    pub decrypt_with: Option<PathBuf>,
+    /// Environment variable holding the --decrypt-with key's passphrase (else a prompt on a
+    /// terminal).
+    #[arg(long, value_name = "VAR", requires = "decrypt_with")]
+    pub passphrase_env: Option<String>,
+}
+
+impl DecryptArgs {
+    /// Reads the decryption key, if one was given.
+    pub fn key(&self) -> Result<Option<nnsign::keys::encryption::EncryptionSecretKey>> {
+        let Some(path) = &self.decrypt_with else {
+            return Ok(None);
+        };
+        nnsign::keys::encryption::EncryptionSecretKey::read(path, || {
+            passphrase(
+                self.passphrase_env.as_deref(),
+                "passphrase for the decryption key: ",
+            )
+        })
+        .map(Some)
+        .map_err(key_failure)
+    }
+}
+
+/// Maps a failure to open an encrypted payload to what the user is told.
+pub fn unseal_failure(path: &Path, e: nnsign::unseal::UnsealError) -> Failure {
+    use nnsign::crypto::CryptoError as C;
+    use nnsign::unseal::UnsealError as U;
+    let f = |msg: String| Failure::new(exit::DECRYPT, "decryption", Some(path), msg);
+    match e {
+        U::NotEncrypted => Failure::new(exit::USAGE, "usage", Some(path), e.to_string()),
+        U::Verify(v) => verify_failure(path, v),
+        U::Format(err) => Failure::new(exit::INTEGRITY, "integrity", Some(path), err.to_string())
+            .hint("the encrypted content is malformed: whoever signed it made a broken artifact"),
+        U::Crypto(err @ C::NotARecipient(_)) => f(err.to_string())
+            .hint("`nnsign inspect` lists the key ids it was encrypted to; use the matching key"),
+        U::Crypto(err @ C::WrongKey(_)) => f(err.to_string())
+            .hint("check the key and its passphrase; if they are right, the artifact was altered"),
+        U::Crypto(err) => f(err.to_string())
+            .hint("the ciphertext matches its signed digests but does not decrypt: the signer encrypted something broken, or a key holder forged it"),
+    }
 }
 
 /// Opens and authenticates an artifact for the verbs that need trust.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use nnsign::format::ModelInfo;
 use nnsign::import::{self, ImportError};
+use nnsign::keys::encryption::EncryptionPublicKey;
 use nnsign::keys::{hex, SecretKey};
 use nnsign::model::Graph;
-use nnsign::pack::{self as packer, PackError, PackInput};
+use nnsign::pack::{self as packer, EncryptTo, PackError, PackInput};
 use serde_json::json;
 
 use super::{
@@ -39,6 +40,10 @@ pub struct Args {
     /// Environment variable holding the signing key's passphrase (else a prompt on a terminal).
     #[arg(long, value_name = "VAR")]
     passphrase_env: Option<String>,
+    /// Encrypt the weights and architecture to this X25519 public key (from `nnsign keygen
+    /// --encryption`); repeatable, each recipient can decrypt alone. Verifying needs no key.
+    #[arg(long, value_name = "RECIPIENT.pub")]
+    encrypt_to: Vec<PathBuf>,
     /// Architecture in the nnsign schema's JSON form (docs/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     arch: Option<PathBuf>,
@@ -78,6 +83,7 @@ fn pack_failure(args: &Args, e: PackError) -> Failure {
         PackError::Schema(err) => Failure::new(exit::SCHEMA, "schema", args.arch.as_deref(), format!("architecture does not fit the weights: {err}"))
             .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)"),
         PackError::TensorSize { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
+        PackError::Crypto(err) => Failure::new(exit::INPUT, "input", None, format!("cannot encrypt: {err}")),
         // Metadata from the flags or the inputs, or names from the inputs or the architecture,
         // that the format cannot hold.
         PackError::Format(err) => Failure::new(exit::INPUT, "input", None, format!("cannot pack: {err}"))
@@ -103,7 +109,10 @@ fn warn_if_exposed(path: &std::path::Path, common: super::Common) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let reads = args.inputs.iter().chain(&args.sign).chain(&args.arch);
+    let reads = (args.inputs.iter())
+        .chain(&args.sign)
+        .chain(&args.arch)
+        .chain(&args.encrypt_to);
     super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
     let mut labels = BTreeMap::new();
     for l in &args.label {
@@ -134,6 +143,13 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => None,
     };
+    let recipients = args
+        .encrypt_to
+        .iter()
+        .map(|p| EncryptionPublicKey::read(p))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(key_failure)?;
+    let recipient_ids: Vec<String> = recipients.iter().map(|r| r.id().to_string()).collect();
     let arch = match &args.arch {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| io_failure(path, &e))?;
@@ -169,6 +185,10 @@ pub fn run(args: Args) -> Result<()> {
             arch,
             tensors: imported.tensors,
             signer: signer.as_ref(),
+            encrypt: (!recipients.is_empty()).then_some(EncryptTo {
+                recipients,
+                passphrase: None,
+            }),
         },
         &args.output,
         &|n| bar.set_position(n),
@@ -177,6 +197,7 @@ pub fn run(args: Args) -> Result<()> {
     bar.finish_and_clear();
     let digest = format!("sha256:{}", hex(&packed.digest));
     let signer_id = packed.signer.map(|k| k.to_string());
+    let encrypted_to: Vec<String> = recipient_ids;
     report(
         args.common,
         json!({
@@ -185,12 +206,13 @@ pub fn run(args: Args) -> Result<()> {
             "digest": digest,
             "signer": signer_id,
             "tensors": packed.tensors,
+            "encrypted_to": encrypted_to,
             "payload_bytes": packed.payload_len,
             "file_bytes": packed.file_len,
         }),
         || {
             format!(
-                "packed {} ({} tensor{}, {} bytes)\n  digest {digest}\n  {}\n",
+                "packed {} ({} tensor{}, {} bytes)\n  digest {digest}\n  {}\n{}",
                 args.output.display(),
                 packed.tensors,
                 if packed.tensors == 1 { "" } else { "s" },
@@ -199,6 +221,15 @@ pub fn run(args: Args) -> Result<()> {
                     Some(id) => format!("signed by key {id}"),
                     None =>
                         "UNSIGNED: verifiers will refuse it unless given --allow-unsigned".into(),
+                },
+                if encrypted_to.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "  encrypted to key{} {}: tensors and architecture readable only with a matching key\n",
+                        if encrypted_to.len() == 1 { "" } else { "s" },
+                        encrypted_to.join(", ")
+                    )
                 }
             )
         },

@@ -3,21 +3,24 @@
 use std::path::PathBuf;
 
 use nnsign::export::{self, ExportError};
+use nnsign::unseal::{self, Unlock};
 use serde_json::json;
 
 use super::{
-    authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
-    TrustArgs,
+    authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, DecryptArgs,
+    Failure, Result, TrustArgs,
 };
 
 /// Verify an artifact, then write its weights as a safetensors file.
 ///
 /// Example:
 ///   nnsign unpack model.nns --trust keys/ -o model.safetensors
+///   nnsign unpack secret.nns --trust keys/ --decrypt-with edge.key -o model.safetensors
 ///
 /// Every tensor is bit-identical to what was packed; labels and the signed metadata go into
 /// __metadata__ (keys nnsign.name, nnsign.version, nnsign.artifact_digest, ...). Each chunk is
-/// checked before its bytes are written, and a failure leaves no output file.
+/// checked before its bytes are written (an encrypted payload is verified, then decrypted in
+/// memory), and a failure leaves no output file.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -30,23 +33,45 @@ pub struct Args {
     #[command(flatten)]
     trust: TrustArgs,
     #[command(flatten)]
+    decrypt: DecryptArgs,
+    #[command(flatten)]
     pub common: Common,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let reads = std::iter::once(&args.artifact).chain(&args.trust.trust);
+    let reads = (std::iter::once(&args.artifact))
+        .chain(&args.decrypt.decrypt_with)
+        .chain(&args.trust.trust);
     super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
+    let key = args.decrypt.key()?;
     let auth = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "unpacking");
-    export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n)).map_err(
-        |e| match e {
-            ExportError::Io { path, source } => io_failure(&path, &source),
-            ExportError::Verify(v) => verify_failure(&args.artifact, v),
-            ExportError::Unsupported(m) => {
-                Failure::new(exit::INPUT, "input", Some(&args.artifact), m)
-            }
-        },
-    )?;
+    let export_failure = |e| match e {
+        ExportError::Io { path, source } => io_failure(&path, &source),
+        ExportError::Verify(v) => verify_failure(&args.artifact, v),
+        ExportError::Unsupported(m) => Failure::new(exit::INPUT, "input", Some(&args.artifact), m),
+    };
+    match (&key, auth.manifest.is_encrypted()) {
+        (Some(key), _) => {
+            let unsealed = unseal::unseal(&auth, Unlock::Key(key), &|n| bar.set_position(n))
+                .map_err(|e| super::unseal_failure(&args.artifact, e))?;
+            export::write_safetensors_from(&auth, &unsealed.payload, &args.output)
+                .map_err(export_failure)?;
+        }
+        (None, true) => {
+            return Err(Failure::new(
+                exit::DECRYPT,
+                "decryption",
+                Some(&args.artifact),
+                "the artifact is encrypted; give the recipient key that opens it (--decrypt-with KEY)",
+            )
+            .hint("`nnsign inspect` lists the key ids it was encrypted to"));
+        }
+        (None, false) => {
+            export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n))
+                .map_err(export_failure)?;
+        }
+    }
     bar.finish_and_clear();
     let (mut value, text) = super::verify::summary(&auth);
     value["ok"] = json!(true);

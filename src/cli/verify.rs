@@ -41,8 +41,10 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
         .iter()
         .map(nnsign::verify::describe_untrusted)
         .collect();
+    let recipients = recipient_ids(&auth.manifest);
     let value = json!({
         "artifact": auth.path(),
+        "encrypted_to": recipients,
         "signed": !auth.signers.is_empty(),
         "signers": signers,
         "other_signatures": others,
@@ -66,14 +68,41 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
     } else {
         format!("{who}\n  ignored {}", others.join("; "))
     };
+    let payload = if auth.manifest.is_encrypted() {
+        format!(
+            "encrypted to {} ({} ciphertext bytes), every digest matches",
+            recipients.join(", "),
+            auth.layout.length
+        )
+    } else {
+        format!(
+            "{} tensors, {} bytes, every digest matches",
+            auth.layout.tensors.len(),
+            auth.layout.length
+        )
+    };
     let text = format!(
-        "  signer  {who}\n  model   {} {}\n  digest  {digest}\n  payload {} tensors, {} bytes, every digest matches\n",
+        "  signer  {who}\n  model   {} {}\n  digest  {digest}\n  payload {payload}\n",
         m.name,
         m.version.as_deref().unwrap_or("(no version)"),
-        auth.layout.tensors.len(),
-        auth.layout.length
     );
     (value, text)
+}
+
+/// Who an encrypted artifact is for: X25519 key ids, or "a passphrase"; empty when it is not
+/// encrypted.
+pub fn recipient_ids(manifest: &nnsign::format::Manifest) -> Vec<String> {
+    use nnsign::format::RecipientEntry;
+    let Some(enc) = &manifest.encryption else {
+        return Vec::new();
+    };
+    enc.recipients
+        .iter()
+        .map(|r| match r {
+            RecipientEntry::X25519(x) => format!("key {}", hex(&x.kid)),
+            RecipientEntry::Argon2id(_) => "a passphrase".to_owned(),
+        })
+        .collect()
 }
 
 pub fn run(args: Args) -> Result<()> {

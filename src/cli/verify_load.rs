@@ -7,7 +7,10 @@ use nnsign::import::{self, ImportError};
 use nnsign::load::{self, LoadError};
 use nnsign::model::DEFAULT_MEMORY_LIMIT;
 use nnsign::runtime::{self, Tensor};
+use nnsign::unseal::Unlock;
 use serde_json::json;
+
+use super::DecryptArgs;
 
 use super::{
     authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
@@ -18,11 +21,13 @@ use super::{
 ///
 /// Example:
 ///   nnsign verify-load model.nns --trust keys/ --input x.npy --output y.npy
+///   nnsign verify-load secret.nns --trust keys/ --decrypt-with edge.key --input x.npy
 ///
 /// Order: signature and trust, then the architecture against the signed tensor table, then
 /// every payload byte against its digest, then instantiation. Nothing is built from bytes that
-/// have not been checked. A weights-only artifact is verified and reported as having no
-/// architecture (exit 0, or 6 if --input was given).
+/// have not been checked; an encrypted payload is decrypted only after its ciphertext matched
+/// its digests. A weights-only artifact is verified and reported as having no architecture
+/// (exit 0, or 6 if --input was given).
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -31,6 +36,8 @@ pub struct Args {
     artifact: PathBuf,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
     /// Run the model on this input: .npy (a model with one input) or .npz (inputs by name).
     #[arg(long, value_name = "X.npy")]
     input: Option<PathBuf>,
@@ -91,13 +98,23 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(out) = &args.output {
         let reads = std::iter::once(&args.artifact)
             .chain(&args.input)
+            .chain(&args.decrypt.decrypt_with)
             .chain(&args.trust.trust);
         super::refuse_overwrite(out, reads.map(PathBuf::as_path))?;
     }
+    let key = args.decrypt.key()?;
     let auth = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
-    let loaded = load::load(&auth, args.max_memory, &|n| bar.set_position(n)).map_err(|e| match e {
+    let progress = |n| bar.set_position(n);
+    let loaded = match &key {
+        Some(key) => load::load_encrypted(&auth, Unlock::Key(key), args.max_memory, &progress),
+        None => load::load(&auth, args.max_memory, &progress),
+    }
+    .map_err(|e| match e {
         LoadError::Verify(v) => verify_failure(&args.artifact, v),
+        LoadError::Unseal(u) => super::unseal_failure(&args.artifact, u),
+        e @ LoadError::Encrypted => Failure::new(exit::DECRYPT, "decryption", Some(&args.artifact), e.to_string())
+            .hint("`nnsign verify` checks an encrypted artifact without a key; loading it needs one"),
         LoadError::Schema(s) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), format!("invalid architecture: {s}"))
             .hint("the signed architecture does not fit its weights; rebuild the artifact with a corrected --arch"),
         e @ LoadError::TooLarge { .. } => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), e.to_string())
