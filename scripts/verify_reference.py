@@ -2,13 +2,14 @@
 """Independent verifier for nnsign `.nns` artifacts, written from docs/FORMAT.md alone.
 
 Nothing here was taken from the Rust sources: it follows the text of docs/FORMAT.md (sections
-1-9) and is checked against tests/vectors/. Standard library plus `cryptography` (Ed25519, PEM).
+1-9, and section 11 for encrypted payloads, which it verifies without any key) and is checked
+against tests/vectors/. Standard library plus `cryptography` (Ed25519, PEM).
 Exit codes are those of FORMAT.md section 9 (1 input, 2 usage, 3 I/O, 4 signature, 5 integrity).
 
   verify_reference.py ARTIFACT --trust PUB [--trust PUB ...] [--allow-unsigned]
   verify_reference.py --vectors tests/vectors/vectors.json
 """
-import argparse, collections, hashlib, json, os, struct, sys, unicodedata
+import argparse, collections, hashlib, json, os, stat, struct, sys, unicodedata
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -22,13 +23,19 @@ MAX_SIGNATURES, MAX_PROTECTED_LEN, MAX_SIGNATURE_LEN = 16, 1024, 1024
 MAX_TENSORS, MAX_RANK, MAX_NAME_LEN, MAX_LABELS, MAX_TEXT_LEN = 131072, 16, 1024, 1024, 65536
 MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MANIFEST_FORMAT = 32, 4194304, 1
 MAX_CREATED = 253402300799
+# Section 2 / 11: encrypted payloads
+ENC_ENCODING = "chacha20poly1305-stream"
+STREAM_CHUNK, AEAD_TAG = 65536, 16
+ENC_CHUNK_SIZE = 64 * (STREAM_CHUNK + AEAD_TAG)  # 4195328
+MAX_RECIPIENTS = 64
+ARGON2_MIN, ARGON2_MAX = (19456, 2, 1), (1048576, 16, 8)  # (m KiB, t, p), section 11.1
 CONTENT_TYPE = "application/vnd.nnsign.manifest+cbor"
 KNOWN_HEADER_LABELS = {1, 3, 4, -65537}
-KNOWN_MANIFEST_FIELDS = {"format", "model", "payload", "tensors", "arch", "crit"}
+KNOWN_MANIFEST_FIELDS = {"format", "model", "payload", "tensors", "arch", "crit", "encryption"}
 DTYPE_SIZE = {**dict.fromkeys(["BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"], 1),
               **dict.fromkeys(["U16", "I16", "F16", "BF16"], 2),
               **dict.fromkeys(["U32", "I32", "F32"], 4), **dict.fromkeys(["U64", "I64", "F64"], 8)}
-EXIT = {"input": 1, "usage": 2, "io": 3, "signature": 4, "integrity": 5}
+EXIT = {"input": 1, "usage": 2, "io": 3, "signature": 4, "integrity": 5, "decryption": 7}
 
 
 class Fail(Exception):
@@ -318,15 +325,69 @@ def validate_model(model):
 
 
 def validate_payload(payload):
+    """Returns True for an encrypted payload (section 11.1), False for a raw one."""
     if isinstance(payload, dict) and "encoding" in payload:
-        need(payload["encoding"] == "raw",
-             f"payload encoding {payload['encoding']!r} is not supported by this version 1 reader (only \"raw\")")
+        need(payload["encoding"] in ("raw", ENC_ENCODING),
+             f"payload encoding {payload['encoding']!r} is not supported by this version 1 reader"
+             f" (only \"raw\" and \"{ENC_ENCODING}\")")
     check_keys(payload, "payload", ("encoding", "length", "chunk_size", "digests"))
-    need(type(payload["chunk_size"]) is int and payload["chunk_size"] == CHUNK_SIZE,
-         "manifest: payload.chunk_size is not CHUNK_SIZE")
+    encrypted = payload["encoding"] == ENC_ENCODING
+    want = ENC_CHUNK_SIZE if encrypted else CHUNK_SIZE
+    need(type(payload["chunk_size"]) is int and payload["chunk_size"] == want,
+         f"manifest: payload.chunk_size is not {'ENC_CHUNK_SIZE' if encrypted else 'CHUNK_SIZE'} ({want})")
     need(is_uint(payload["length"]) and payload["length"] <= MAX_PAYLOAD_LEN,
          "manifest: payload.length is not a uint <= MAX_PAYLOAD_LEN")
     need(isinstance(payload["digests"], bytes), "manifest: payload.digests is not a bstr")
+    return encrypted
+
+
+def stream_chunks(length):
+    """Section 11.3: number of STREAM chunks a ciphertext of `length` bytes holds, or None when
+    no plaintext seals to that length (each chunk is 16 bytes longer than its plaintext, no chunk
+    is empty except the single chunk of an empty plaintext)."""
+    full, rest = divmod(length, STREAM_CHUNK + AEAD_TAG)
+    if rest == 0:
+        return full if full else None
+    if rest > AEAD_TAG:
+        return full + 1
+    return 1 if full == 0 and rest == AEAD_TAG else None
+
+
+def validate_recipient(i, r):
+    what = f"encryption.recipients[{i}]"
+    need(isinstance(r, dict), f"manifest: {what} is not a map")
+    kind = r.get("type")
+    if kind == "X25519":
+        check_keys(r, what, ("type", "kid", "epk", "sealed"))
+        for field, size in (("kid", 8), ("epk", 32), ("sealed", 48)):
+            need(isinstance(r[field], bytes) and len(r[field]) == size,
+                 f"manifest: {what}.{field} is not a bstr of {size} bytes")
+    elif kind == "Argon2id":
+        check_keys(r, what, ("type", "salt", "m", "t", "p", "sealed"))
+        for field, size in (("salt", 16), ("sealed", 48)):
+            need(isinstance(r[field], bytes) and len(r[field]) == size,
+                 f"manifest: {what}.{field} is not a bstr of {size} bytes")
+        for field, lo, hi in zip("mtp", ARGON2_MIN, ARGON2_MAX):
+            need(is_uint(r[field]) and lo <= r[field] <= hi,
+                 f"manifest: {what} Argon2id cost {field} = {r[field]!r} is outside {lo}..{hi}")
+    else:
+        need(False, f"manifest: {what} has unknown recipient type {kind!r}")
+
+
+def validate_encryption(enc):
+    """Section 11.1: the Encryption map, read without any key."""
+    check_keys(enc, "encryption", ("nonce", "recipients"))
+    need(isinstance(enc["nonce"], bytes) and len(enc["nonce"]) == 16, "manifest: encryption.nonce is not a bstr of 16 bytes")
+    recipients = enc["recipients"]
+    need(isinstance(recipients, list) and 1 <= len(recipients) <= MAX_RECIPIENTS,
+         f"manifest: encryption.recipients is not an array of 1..{MAX_RECIPIENTS} recipients")
+    for i, r in enumerate(recipients):
+        validate_recipient(i, r)
+    kinds = [r["type"] for r in recipients]
+    need("Argon2id" not in kinds or len(recipients) == 1,
+         "manifest: a passphrase (Argon2id) recipient must be the only recipient")
+    kids = [r["kid"] for r in recipients if r["type"] == "X25519"]
+    need(len(set(kids)) == len(kids), "manifest: two X25519 recipients share a kid")
 
 
 def validate_tensors(tensors):
@@ -367,7 +428,9 @@ def validate_manifest(m):
     check_keys(m, "manifest", ("format", "model", "payload", "tensors"), set(m) - {"model", "payload", "tensors"})
     validate_model(m["model"])
     check_arch_text(m.get("arch"))
-    validate_payload(m["payload"])
+    if validate_payload(m["payload"]):
+        return validate_encrypted_manifest(m, crit)
+    need("encryption" not in m, "manifest: a raw payload comes with an encryption field")
     layout, total = validate_tensors(m["tensors"])
     need(m["payload"]["length"] == total, f"manifest: payload.length is {m['payload']['length']}, the layout's is {total}")
     chunks = []
@@ -379,35 +442,68 @@ def validate_manifest(m):
     return total, chunks, digests
 
 
+def validate_encrypted_manifest(m, crit):
+    """Section 11.1: the outer manifest of an encrypted payload; digest chunks of ENC_CHUNK_SIZE."""
+    need(m["tensors"] == [], "manifest: an encrypted payload's tensors must be empty (the table is encrypted)")
+    need("arch" not in m, "manifest: an encrypted payload must not have arch (it is encrypted)")
+    need("encryption" in m, "manifest: an encrypted payload lacks the encryption field")
+    need("encryption" in m.get("crit", []), "manifest: an encrypted payload's crit does not list \"encryption\"")
+    validate_encryption(m["encryption"])
+    total = m["payload"]["length"]
+    need(stream_chunks(total) is not None,
+         f"manifest: payload.length {total} is not a length the STREAM construction produces")
+    chunks = [(None, 0, s, min(s + ENC_CHUNK_SIZE, total), min(s + ENC_CHUNK_SIZE, total))
+              for s in range(0, total, ENC_CHUNK_SIZE)]
+    digests = m["payload"]["digests"]
+    need(len(digests) == 32 * len(chunks), f"manifest: payload.digests has {len(digests)} bytes, not 32 x {len(chunks)}")
+    return total, chunks, digests
+
+
 # Section 6, step 7: every chunk's digest and padding
-def check_chunks(f, header_len, chunks, digests):
+def check_chunks(f, header_len, chunks, digests, keep=None):
+    """keep: a list to which each checked chunk's bytes are appended (for decrypt_reference.py)."""
     for i, (name, off, start, end, data_end) in enumerate(chunks):
         f.seek(header_len + start)
         data = f.read(end - start)
         need(len(data) == end - start, "truncated payload")
-        need(hashlib.sha256(data).digest() == digests[32 * i:32 * i + 32],
-             f"bytes {start - off}..{min(end, data_end) - off} of tensor {name!r} do not match the signed digest")
+        where = (f"bytes {start}..{end} of the encrypted payload" if name is None
+                 else f"bytes {start - off}..{min(end, data_end) - off} of tensor {name!r}")
+        need(hashlib.sha256(data).digest() == digests[32 * i:32 * i + 32], f"{where} do not match the signed digest")
+        if keep is not None:
+            keep.append(data)
         pad = data[max(start, data_end) - start:]
         nonzero = end - len(pad.lstrip(b"\0"))
         need(not pad.strip(b"\0"), f"non-zero padding byte at payload offset {nonzero}")
 
 
 # Section 8: the whole procedure
-def verify(path, trust, allow_unsigned):
+Verified = collections.namedtuple("Verified", "digest manifest_bytes manifest payload")
+
+
+def verify_artifact(path, trust, allow_unsigned, keep_payload=False):
+    """Section 8 steps 1-7; with keep_payload, also returns the payload bytes it checked."""
     try:
         f = open(path, "rb")
     except OSError as e:
         raise Fail("io", f"cannot read {path}: {e.strerror}") from None
     with f:
+        need(stat.S_ISREG(os.fstat(f.fileno()).st_mode), f"{path} is not a regular file")  # step 1
         size = os.fstat(f.fileno()).st_size
         envelope, header_len = read_header(f, size)                     # steps 1 and 3
         manifest, sigs = parse_envelope(envelope)                        # step 2
         check_signatures(manifest, sigs, trust, allow_unsigned)          # step 4
-        total, chunks, digests = validate_manifest(decode_cbor(manifest, "manifest"))  # step 5
+        m = decode_cbor(manifest, "manifest")
+        total, chunks, digests = validate_manifest(m)                    # step 5
         need(size >= header_len + total, f"truncated: the file has {size} bytes, the layout needs {header_len + total}")
         need(size <= header_len + total, f"{size - header_len - total} unexpected bytes after the payload")  # step 6
-        check_chunks(f, header_len, chunks, digests)                     # step 7
-    return "sha256:" + hashlib.sha256(manifest).hexdigest()            # section 7: artifact digest
+        keep = [] if keep_payload else None
+        check_chunks(f, header_len, chunks, digests, keep)               # step 7
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()          # section 7: artifact digest
+    return Verified(digest, manifest, m, b"".join(keep) if keep_payload else None)
+
+
+def verify(path, trust, allow_unsigned):
+    return verify_artifact(path, trust, allow_unsigned).digest
 
 
 def load_trust(paths):
@@ -438,16 +534,20 @@ def run(path, trust_paths, allow_unsigned):
 
 
 def run_vectors(json_path):
-    base, bad = os.path.dirname(os.path.abspath(json_path)), 0
-    vectors = json.load(open(json_path))["vectors"]
-    for v in vectors:
-        want = 0 if v["expect"]["ok"] else v["expect"]["exit_code"]
-        code, msg = run(os.path.join(base, v["file"]), [os.path.join(base, t) for t in v["trust"]],
-                        v.get("allow_unsigned", False))
-        bad += code != want
-        print(f"{'agree' if code == want else 'DISAGREE'} {v['file']}: want {want}, got {code}: {msg}")
-    print(f"{len(vectors) - bad}/{len(vectors)} vectors agree")
-    return 0 if bad == 0 else 1
+    """Runs the "vectors" list and the "encrypted" list's "expect" (verify without a key)."""
+    base, total_bad = os.path.dirname(os.path.abspath(json_path)), 0
+    data = json.load(open(json_path))
+    for label, key in (("vectors", "vectors"), ("encrypted vectors (verify, no key)", "encrypted")):
+        vectors, bad = data.get(key, []), 0
+        for v in vectors:
+            want = 0 if v["expect"]["ok"] else v["expect"]["exit_code"]
+            code, msg = run(os.path.join(base, v["file"]), [os.path.join(base, t) for t in v["trust"]],
+                            v.get("allow_unsigned", False))
+            bad += code != want
+            print(f"{'agree' if code == want else 'DISAGREE'} {v['file']}: want {want}, got {code}: {msg}")
+        print(f"{len(vectors) - bad}/{len(vectors)} {label} agree")
+        total_bad += bad
+    return 0 if total_bad == 0 else 1
 
 
 def main():

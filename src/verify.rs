@@ -342,11 +342,25 @@ impl Authenticated {
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifiedPayload, VerifyError> {
-        let mut bytes = Zeroizing::new(Vec::with_capacity(self.layout.length as usize));
-        self.stream_payload(progress, |_, chunk| {
-            bytes.extend_from_slice(chunk);
-            Ok::<(), VerifyError>(())
-        })?;
+        // Every chunk is read straight into its place, by whichever core is free.
+        let mut bytes = Zeroizing::new(vec![0u8; self.layout.length as usize]);
+        let mut slots = Vec::with_capacity(self.layout.chunks.len());
+        let mut rest = &mut bytes[..];
+        for c in &self.layout.chunks {
+            let (slot, tail) = rest.split_at_mut((c.end - c.start) as usize);
+            slots.push(slot);
+            rest = tail;
+        }
+        let done = std::sync::atomic::AtomicU64::new(0);
+        slots
+            .into_par_iter()
+            .enumerate()
+            .try_for_each(|(i, slot)| {
+                self.read_chunk_into(i, slot)?;
+                let n = done.fetch_add(slot.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                progress(n + slot.len() as u64);
+                Ok::<(), VerifyError>(())
+            })?;
         Ok(VerifiedPayload::new(bytes, 0, self.layout.clone()))
     }
 
@@ -378,9 +392,17 @@ impl Authenticated {
         Ok(())
     }
 
+    /// Reads chunk `i` into `buf`, resized to fit, and checks it.
     fn read_chunk(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), VerifyError> {
         let range = self.layout.chunk_range(i);
         buf.resize((range.end - range.start) as usize, 0);
+        self.read_chunk_into(i, buf)
+    }
+
+    /// Reads chunk `i` into `buf`, which has exactly its length, and checks its digest and
+    /// padding.
+    fn read_chunk_into(&self, i: usize, buf: &mut [u8]) -> Result<(), VerifyError> {
+        let range = self.layout.chunk_range(i);
         self.artifact
             .file
             .read_exact_at(buf, self.artifact.payload_offset + range.start)

@@ -947,3 +947,218 @@ fn encryption_keys_interoperate_with_openssl_and_are_refused_for_signing() {
         run.stderr
     );
 }
+
+/// Issue 3: encrypted artifacts end to end.
+#[test]
+fn encrypted_round_trips_for_one_and_three_recipients_and_verifies_without_a_key() {
+    let env = Env::new();
+    env.keygen("ci");
+    for r in ["r1", "r2", "r3", "stranger"] {
+        let run = nnsign(["keygen", "--encryption", "-o", &env.s(r)]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let weights = arg(&fixture("keras_seed_mlp/weights.safetensors"));
+    let arch = arg(&fixture("keras_seed_mlp/arch.json"));
+    let pack = |out: &str, to: &[&str]| {
+        let mut args = vec![
+            "pack".to_owned(),
+            weights.clone(),
+            "--arch".into(),
+            arch.clone(),
+            "--sign".into(),
+            env.s("ci.key"),
+            "-o".into(),
+            env.s(out),
+            "--json".into(),
+        ];
+        for r in to {
+            args.extend(["--encrypt-to".into(), env.s(&format!("{r}.pub"))]);
+        }
+        let run = nnsign(args);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.json()
+    };
+    let one = pack("one.nns", &["r1"]);
+    assert_eq!(one["encrypted_to"].as_array().unwrap().len(), 1);
+    pack("three.nns", &["r1", "r2", "r3"]);
+    // Nothing of the model is readable without a key: no tensor name, no layer name.
+    let bytes = std::fs::read(env.path("one.nns")).unwrap();
+    for secret in [&b"dense/kernel"[..], b"dense_1", b"probabilities"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "{}",
+            String::from_utf8_lossy(secret)
+        );
+    }
+    // verify needs no key; inspect says what is hidden.
+    let run = nnsign([
+        "verify",
+        &env.s("three.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()["encrypted_to"].as_array().unwrap().len(), 3);
+    let run = nnsign(["inspect", &env.s("one.nns")]);
+    assert!(
+        run.stdout
+            .contains("tensor names, shapes, architecture and weights"),
+        "{}",
+        run.stdout
+    );
+    // Each recipient alone decrypts, and the model reproduces Keras.
+    let inputs = arg(&fixture("keras_seed_mlp/inputs.npy"));
+    let (_, expected) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
+    for (art, key) in [
+        ("one.nns", "r1"),
+        ("three.nns", "r1"),
+        ("three.nns", "r2"),
+        ("three.nns", "r3"),
+    ] {
+        let out = env.path(&format!("{art}-{key}.npy"));
+        let run = nnsign([
+            "verify-load",
+            &env.s(art),
+            "--trust",
+            &env.s("ci.pub"),
+            "--decrypt-with",
+            &env.s(&format!("{key}.key")),
+            "--input",
+            &inputs,
+            "--output",
+            &arg(&out),
+        ]);
+        assert_eq!(run.code, 0, "{art} {key}: {run:?}");
+        let (_, got) = read_npy_f32(&out);
+        let max = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max <= 1e-5, "{art} {key}: {max}");
+    }
+    // unpack decrypts to the original weights, bit for bit.
+    let run = nnsign([
+        "unpack",
+        &env.s("three.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "--decrypt-with",
+        &env.s("r2.key"),
+        "-o",
+        &env.s("w.safetensors"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let original = std::fs::read(fixture("keras_seed_mlp/weights.safetensors")).unwrap();
+    let unpacked = std::fs::read(env.path("w.safetensors")).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&original).unwrap(),
+        safetensors::SafeTensors::deserialize(&unpacked).unwrap(),
+    );
+    for name in a.names() {
+        assert_eq!(
+            a.tensor(name).unwrap().data(),
+            b.tensor(name).unwrap().data(),
+            "{name}"
+        );
+    }
+    // A missing key, a stranger's key, and a raw artifact given a key.
+    let run = nnsign([
+        "verify-load",
+        &env.s("one.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+    ]);
+    assert_eq!(run.code, 7, "{run:?}");
+    assert!(
+        run.stderr.contains("the artifact is encrypted"),
+        "{}",
+        run.stderr
+    );
+    let run = nnsign([
+        "unpack",
+        &env.s("one.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "-o",
+        &env.s("x.safetensors"),
+    ]);
+    assert_eq!(run.code, 7, "{run:?}");
+    let run = nnsign([
+        "verify-load",
+        &env.s("one.nns"),
+        "--trust",
+        &env.s("ci.pub"),
+        "--decrypt-with",
+        &env.s("stranger.key"),
+    ]);
+    assert_eq!(run.code, 7, "{run:?}");
+    assert!(
+        run.stderr.contains("not encrypted to key"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.path("x.safetensors").exists());
+    let plain = env.seed_artifact("ci", "plain.nns");
+    let run = nnsign([
+        "verify-load",
+        &arg(&plain),
+        "--trust",
+        &env.s("ci.pub"),
+        "--decrypt-with",
+        &env.s("r1.key"),
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    // A signing key is not an encryption key, either way round.
+    let run = nnsign([
+        "pack",
+        &weights,
+        "--encrypt-to",
+        &env.s("ci.pub"),
+        "-o",
+        &env.s("y.nns"),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+}
+
+#[test]
+fn every_flipped_byte_of_an_encrypted_artifact_is_refused() {
+    let env = Env::new();
+    env.keygen("ci");
+    let run = nnsign(["keygen", "--encryption", "-o", &env.s("r")]);
+    assert_eq!(run.code, 0);
+    let run = nnsign([
+        "pack",
+        &arg(&root().join("tests/fixtures/tiny.npy")),
+        "--sign",
+        &env.s("ci.key"),
+        "--encrypt-to",
+        &env.s("r.pub"),
+        "-o",
+        &env.s("e.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let good = std::fs::read(env.path("e.nns")).unwrap();
+    assert!(good.len() < 1200, "{}", good.len());
+    let target = env.path("bad.nns");
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x80;
+        std::fs::write(&target, &bad).unwrap();
+        let run = nnsign([
+            "verify-load",
+            &arg(&target),
+            "--trust",
+            &env.s("ci.pub"),
+            "--decrypt-with",
+            &env.s("r.key"),
+        ]);
+        assert!(
+            run.code == 4 || run.code == 5,
+            "byte {i}: exit {} {}",
+            run.code,
+            run.stderr
+        );
+    }
+}

@@ -18,6 +18,7 @@ use ciborium::value::Value;
 use common::*;
 use nnsign::format::{self, DType, Layout, Manifest, TensorInfo};
 use nnsign::import::{Bytes, SourceTensor};
+use nnsign::keys::encryption::{EncryptionPublicKey, EncryptionSecretKey};
 use nnsign::keys::{self, SecretKey};
 use nnsign::pack::{self, assemble, PackInput};
 use nnsign::signature;
@@ -651,11 +652,171 @@ fn build() -> Vec<Vector> {
     out
 }
 
+/// Encrypted vectors: their file key, nonce and ephemeral keys are random, so their bytes are
+/// not pinned; their verdicts are. Each is checked with `verify` (no key) and, when
+/// `decrypt_with` is set, with `verify-load --decrypt-with`.
+struct EncVector {
+    file: &'static str,
+    bytes: Vec<u8>,
+    verify: serde_json::Value,
+    decrypt_with: &'static str,
+    load: serde_json::Value,
+    note: &'static str,
+}
+
+fn verdict(code: Option<(i32, &str)>) -> serde_json::Value {
+    match code {
+        None => json!({"ok": true}),
+        Some((c, m)) => json!({"ok": false, "exit_code": c, "message_contains": m}),
+    }
+}
+
+const SEED_ENC1: [u8; 32] = [0xc3; 32];
+const SEED_ENC2: [u8; 32] = [0xd4; 32];
+
+fn packed_encrypted(to: &[EncryptionPublicKey], extra: Option<SourceTensor>) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e.nns");
+    let a = SecretKey::from_seed(&SEED_A);
+    let mut t = tensors();
+    t.extend(extra);
+    pack::pack(
+        PackInput {
+            model: model_info(),
+            arch: Some(nnsign::model::Graph::from_json(ARCH).unwrap()),
+            tensors: t,
+            signer: Some(&a),
+            encrypt: Some(pack::EncryptTo {
+                recipients: to.to_vec(),
+                passphrase: None,
+            }),
+        },
+        &out,
+        &|_| {},
+    )
+    .unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// Re-signs an encrypted artifact (by test-a) after `edit` changed its ciphertext: what a key
+/// holder who can also sign could do.
+fn resealed_by_signer(artifact: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let (manifest, _, mut payload) = parts(artifact);
+    edit(&mut payload);
+    let mut m = Manifest::decode(&manifest).unwrap();
+    m.payload.length = payload.len() as u64;
+    m.payload.digests = pack::digest_chunks(&Layout::cipher_chunks(m.payload.length), &payload);
+    resigned(&m.encode(), &payload, &SecretKey::from_seed(&SEED_A))
+}
+
+fn build_encrypted() -> Vec<EncVector> {
+    let enc1 = EncryptionSecretKey::from_seed(&SEED_ENC1).public();
+    let enc2 = EncryptionSecretKey::from_seed(&SEED_ENC2).public();
+    let enc3 = EncryptionSecretKey::from_seed(&[0xe5; 32]).public();
+    let one = packed_encrypted(&[enc1], None);
+    let mut out = vec![
+        EncVector {
+            file: "pass_encrypted_one_recipient.nns",
+            bytes: one.clone(),
+            verify: verdict(None),
+            decrypt_with: "../keys/test-enc1.key",
+            load: verdict(None),
+            note: "pass_signed_arch's model encrypted to test-enc1; signed by test-a",
+        },
+        EncVector {
+            file: "pass_encrypted_three_recipients.nns",
+            bytes: packed_encrypted(&[enc1, enc2, enc3], None),
+            verify: verdict(None),
+            decrypt_with: "../keys/test-enc2.key",
+            load: verdict(None),
+            note: "encrypted to test-enc1, test-enc2 and a third key; opened with test-enc2 alone",
+        },
+        EncVector {
+            file: "fail_encrypted_not_a_recipient.nns",
+            bytes: packed_encrypted(&[enc2], None),
+            verify: verdict(None),
+            decrypt_with: "../keys/test-enc1.key",
+            load: verdict(Some((7, "not encrypted to key"))),
+            note: "encrypted to test-enc2 only: verifies without a key, test-enc1 cannot open it",
+        },
+    ];
+    let mut flipped = one.clone();
+    let n = flipped.len();
+    flipped[n - 20] ^= 1;
+    out.push(EncVector {
+        file: "fail_encrypted_ciphertext_flip.nns",
+        bytes: flipped,
+        verify: verdict(Some((5, "of the encrypted payload"))),
+        decrypt_with: "../keys/test-enc1.key",
+        load: verdict(Some((5, "of the encrypted payload"))),
+        note: "one ciphertext bit flipped: the signed digest catches it before any decryption",
+    });
+    let altered_recipient = {
+        let (manifest, sigs, payload) = parts(&one);
+        let m = Manifest::decode(&manifest).unwrap();
+        let nnsign::format::RecipientEntry::X25519(x) =
+            &m.encryption.as_ref().unwrap().recipients[0]
+        else {
+            unreachable!()
+        };
+        let at = manifest
+            .windows(48)
+            .position(|w| w == x.sealed.as_slice())
+            .unwrap();
+        let mut edited = manifest.clone();
+        edited[at] ^= 1;
+        assemble(&edited, sigs, &payload)
+    };
+    out.push(EncVector {
+        file: "fail_encrypted_recipient_altered.nns",
+        bytes: altered_recipient,
+        verify: verdict(Some((4, "does not verify"))),
+        decrypt_with: "../keys/test-enc1.key",
+        load: verdict(Some((4, "does not verify"))),
+        note: "one bit of the recipient's sealed file key changed: the signature covers the recipients",
+    });
+    out.push(EncVector {
+        file: "fail_encrypted_forged_ciphertext.nns",
+        bytes: resealed_by_signer(&one, |c| c[10] ^= 1),
+        verify: verdict(None),
+        decrypt_with: "../keys/test-enc1.key",
+        load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
+        note: "ciphertext altered, digests recomputed and re-signed by test-a: verifies, but does not decrypt",
+    });
+    let big = tensor("big", DType::U8, &[70_000], vec![7; 70_000]);
+    let long = packed_encrypted(&[enc1], Some(big));
+    out.push(EncVector {
+        file: "fail_encrypted_truncated_stream.nns",
+        bytes: resealed_by_signer(&long, |c| {
+            let full = nnsign::crypto::STREAM_CHUNK + nnsign::crypto::TAG_LEN;
+            c.truncate(c.len() / full * full);
+        }),
+        verify: verdict(None),
+        decrypt_with: "../keys/test-enc1.key",
+        load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
+        note: "a 2-chunk ciphertext cut to its first chunk and re-signed: the new last chunk lacks the last-chunk flag",
+    });
+    out
+}
+
 fn vectors_dir() -> std::path::PathBuf {
     root().join("tests/vectors")
 }
 
-fn manifest_json(vectors: &[Vector]) -> String {
+fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
+    let enc: Vec<serde_json::Value> = encrypted
+        .iter()
+        .map(|v| {
+            json!({
+                "file": v.file,
+                "trust": ["../keys/test-a.pub"],
+                "expect": v.verify,
+                "decrypt_with": v.decrypt_with,
+                "expect_load": v.load,
+                "note": v.note,
+            })
+        })
+        .collect();
     let list: Vec<serde_json::Value> = vectors
         .iter()
         .map(|v| {
@@ -671,6 +832,7 @@ fn manifest_json(vectors: &[Vector]) -> String {
     serde_json::to_string_pretty(&json!({
         "about": "nnsign format v1 test vectors; see README.md. Paths are relative to this file.",
         "vectors": list,
+        "encrypted": enc,
     }))
     .unwrap()
         + "\n"
@@ -685,7 +847,15 @@ fn regenerate() {
     for v in &vectors {
         std::fs::write(dir.join(v.file), &v.bytes).unwrap();
     }
-    std::fs::write(dir.join("vectors.json"), manifest_json(&vectors)).unwrap();
+    let encrypted = build_encrypted();
+    for v in &encrypted {
+        std::fs::write(dir.join(v.file), &v.bytes).unwrap();
+    }
+    std::fs::write(
+        dir.join("vectors.json"),
+        manifest_json(&vectors, &encrypted),
+    )
+    .unwrap();
     let keys_dir = root().join("tests/keys");
     std::fs::create_dir_all(&keys_dir).unwrap();
     for (name, seed) in [("test-a", SEED_A), ("test-b", SEED_B)] {
@@ -694,6 +864,14 @@ fn regenerate() {
             let _ = std::fs::remove_file(keys_dir.join(format!("{name}.{ext}")));
         }
         keys::write_pair(&keys_dir.join(name), &key, None).unwrap();
+    }
+    for (name, seed) in [("test-enc1", SEED_ENC1), ("test-enc2", SEED_ENC2)] {
+        for ext in ["key", "pub"] {
+            let _ = std::fs::remove_file(keys_dir.join(format!("{name}.{ext}")));
+        }
+        EncryptionSecretKey::from_seed(&seed)
+            .write_pair(&keys_dir.join(name), None)
+            .unwrap();
     }
 }
 
@@ -710,10 +888,12 @@ fn committed_vectors_are_what_the_code_builds() {
             v.file
         );
     }
-    assert_eq!(
-        std::fs::read_to_string(dir.join("vectors.json")).unwrap(),
-        manifest_json(&vectors)
-    );
+    // The verdicts of the encrypted vectors are pinned too (their bytes are random).
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("vectors.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&manifest_json(&vectors, &build_encrypted())).unwrap();
+    assert_eq!(listed, expected);
     for (name, seed) in [("test-a", SEED_A), ("test-b", SEED_B)] {
         let key = keys::SecretKey::read(&test_key(&format!("{name}.key")), || Ok(None)).unwrap();
         assert_eq!(key.public(), SecretKey::from_seed(&seed).public());
@@ -725,37 +905,60 @@ fn every_vector_yields_its_expected_verdict() {
     let dir = vectors_dir();
     let listed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("vectors.json")).unwrap()).unwrap();
-    let listed = listed["vectors"].as_array().unwrap();
-    assert!(listed.len() >= 15);
-    for v in listed {
-        let file = dir.join(v["file"].as_str().unwrap());
-        let trust = dir.join(v["trust"][0].as_str().unwrap());
+    let plain = listed["vectors"].as_array().unwrap();
+    let encrypted = listed["encrypted"].as_array().unwrap();
+    assert!(plain.len() >= 15 && encrypted.len() >= 7);
+    for v in plain.iter().chain(encrypted) {
+        let name = v["file"].as_str().unwrap();
+        let file = dir.join(name).display().to_string();
+        let trust = dir
+            .join(v["trust"][0].as_str().unwrap())
+            .display()
+            .to_string();
         let mut args = vec![
-            "verify".into(),
-            file.display().to_string(),
+            "verify".to_owned(),
+            file.clone(),
             "--trust".into(),
-            trust.display().to_string(),
+            trust.clone(),
             "--json".into(),
         ];
-        if v["allow_unsigned"].as_bool().unwrap() {
+        if v["allow_unsigned"].as_bool() == Some(true) {
             args.push("--allow-unsigned".into());
         }
-        let run = nnsign(&args);
-        let expect = &v["expect"];
-        let name = v["file"].as_str().unwrap();
-        if expect["ok"].as_bool().unwrap() {
-            assert_eq!(run.code, 0, "{name}: {run:?}");
-            assert_eq!(run.json()["model"]["name"], "vector-model", "{name}");
-        } else {
-            assert_eq!(
-                i64::from(run.code),
-                expect["exit_code"].as_i64().unwrap(),
-                "{name}: {run:?}"
+        check_verdict(name, &nnsign(&args), &v["expect"]);
+        if let Some(key) = v["decrypt_with"].as_str() {
+            let key = dir.join(key).display().to_string();
+            let args = [
+                "verify-load",
+                &file,
+                "--trust",
+                &trust,
+                "--decrypt-with",
+                &key,
+                "--json",
+            ];
+            check_verdict(
+                &format!("{name} (verify-load)"),
+                &nnsign(args),
+                &v["expect_load"],
             );
-            let msg = run.json()["error"]["message"].as_str().unwrap().to_owned();
-            let want = expect["message_contains"].as_str().unwrap();
-            assert!(msg.contains(want), "{name}: {msg:?} lacks {want:?}");
         }
+    }
+}
+
+fn check_verdict(name: &str, run: &Run, expect: &serde_json::Value) {
+    if expect["ok"].as_bool().unwrap() {
+        assert_eq!(run.code, 0, "{name}: {run:?}");
+        assert_eq!(run.json()["model"]["name"], "vector-model", "{name}");
+    } else {
+        assert_eq!(
+            i64::from(run.code),
+            expect["exit_code"].as_i64().unwrap(),
+            "{name}: {run:?}"
+        );
+        let msg = run.json()["error"]["message"].as_str().unwrap().to_owned();
+        let want = expect["message_contains"].as_str().unwrap();
+        assert!(msg.contains(want), "{name}: {msg:?} lacks {want:?}");
     }
 }
 

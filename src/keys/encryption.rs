@@ -94,6 +94,11 @@ impl EncryptionSecretKey {
         Ok(EncryptionSecretKey(x25519_dalek::StaticSecret::from(*seed)))
     }
 
+    /// Builds a key from 32 secret bytes (for deterministic tests and test vectors).
+    pub fn from_seed(seed: &[u8; 32]) -> EncryptionSecretKey {
+        EncryptionSecretKey(x25519_dalek::StaticSecret::from(*seed))
+    }
+
     pub fn public(&self) -> EncryptionPublicKey {
         EncryptionPublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
     }
