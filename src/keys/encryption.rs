@@ -110,13 +110,7 @@ impl EncryptionSecretKey {
 
     /// PKCS#8 v1 PEM, encrypted when a passphrase is given.
     pub fn to_pem(&self, passphrase: Option<&Passphrase>) -> Result<Zeroizing<String>, KeyError> {
-        let encode_err = |e: pkcs8::Error| KeyError::Random(e.to_string());
-        match passphrase {
-            None => self.to_pkcs8_pem(pkcs8::LineEnding::LF).map_err(encode_err),
-            Some(p) => self
-                .to_pkcs8_encrypted_pem(p.as_bytes(), pkcs8::LineEnding::LF)
-                .map_err(encode_err),
-        }
+        super::private_pem(self, passphrase)
     }
 
     /// Reads a private key file; `passphrase` is called only when the key is encrypted.

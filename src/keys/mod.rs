@@ -55,6 +55,9 @@ pub enum KeyError {
     /// A trust path holds no public keys.
     #[error("{0}: no .pub files found; a trust store is a .pub file or a directory of them (see keys/README.md)")]
     EmptyTrust(PathBuf),
+    /// A key could not be encoded (or its encryption's salt not drawn).
+    #[error("could not encode the key: {0}")]
+    Encode(String),
     /// The system random generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),
@@ -176,13 +179,7 @@ impl SecretKey {
             secret_key: self.key.to_bytes(),
             public_key: None,
         };
-        let encode_err = |e: pkcs8::Error| KeyError::Random(e.to_string());
-        match passphrase {
-            None => v1.to_pkcs8_pem(pkcs8::LineEnding::LF).map_err(encode_err),
-            Some(p) => v1
-                .to_pkcs8_encrypted_pem(p.as_bytes(), pkcs8::LineEnding::LF)
-                .map_err(encode_err),
-        }
+        private_pem(&v1, passphrase)
     }
 
     /// Reads a private key file. `passphrase` is called only when the key is encrypted.
@@ -191,6 +188,20 @@ impl SecretKey {
         passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
     ) -> Result<SecretKey, KeyError> {
         read_private::<SigningKey>(path, passphrase, KeyKind::Signing).map(|key| SecretKey { key })
+    }
+}
+
+/// PKCS#8 PEM of a private key, PBES2-encrypted when a passphrase is given.
+pub(crate) fn private_pem(
+    key: &impl EncodePrivateKey,
+    passphrase: Option<&Passphrase>,
+) -> Result<Zeroizing<String>, KeyError> {
+    let encode_err = |e: pkcs8::Error| KeyError::Encode(e.to_string());
+    match passphrase {
+        None => key.to_pkcs8_pem(pkcs8::LineEnding::LF).map_err(encode_err),
+        Some(p) => key
+            .to_pkcs8_encrypted_pem(p.as_bytes(), pkcs8::LineEnding::LF)
+            .map_err(encode_err),
     }
 }
 
