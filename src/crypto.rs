@@ -246,16 +246,37 @@ impl PayloadCipher {
         let plain_len =
             Self::plaintext_len(buf.len() as u64).ok_or(CryptoError::Length(buf.len() as u64))?;
         let count = Self::chunk_count(plain_len) as usize;
-        buf.par_chunks_mut(STREAM_CHUNK + TAG_LEN)
+        buf.par_chunks_mut(64 * (STREAM_CHUNK + TAG_LEN))
             .enumerate()
-            .try_for_each(|(i, slot)| {
-                let len = slot.len();
-                let mut buf = SliceBuffer { buf: slot, len };
-                self.stream
-                    .decrypt_in_place(Self::position(i)?, i + 1 == count, &self.aad, &mut buf)
-                    .map_err(|_| CryptoError::Chunk(i))
-            })?;
-        // Close up the tags between the opened chunks.
+            .try_for_each(|(w, window)| self.decrypt_window(w * 64, count, window))?;
+        Ok(Self::close_up(buf, plain_len))
+    }
+
+    /// Opens, in place, the consecutive sealed chunks `first..` held in `window` (whole sealed
+    /// chunks, the payload's last one possibly shorter) of a payload of `total` chunks. Each
+    /// chunk's plaintext is left at the start of its sealed slot; [`PayloadCipher::close_up`]
+    /// removes the gaps the tags leave once every window is open.
+    pub fn decrypt_window(
+        &self,
+        first: usize,
+        total: usize,
+        window: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        for (k, slot) in window.chunks_mut(STREAM_CHUNK + TAG_LEN).enumerate() {
+            let i = first + k;
+            let len = slot.len();
+            let mut buf = SliceBuffer { buf: slot, len };
+            self.stream
+                .decrypt_in_place(Self::position(i)?, i + 1 == total, &self.aad, &mut buf)
+                .map_err(|_| CryptoError::Chunk(i))?;
+        }
+        Ok(())
+    }
+
+    /// Moves the opened chunks of a decrypted-in-place payload together; returns the plaintext
+    /// length, the plaintext being `buf[..len]`.
+    pub fn close_up(buf: &mut [u8], plain_len: u64) -> usize {
+        let count = Self::chunk_count(plain_len) as usize;
         let mut write = 0;
         for i in 0..count {
             let start = i * (STREAM_CHUNK + TAG_LEN);
@@ -263,7 +284,7 @@ impl PayloadCipher {
             buf.copy_within(start..start + len, write);
             write += len;
         }
-        Ok(plain_len as usize)
+        plain_len as usize
     }
 }
 

@@ -63,8 +63,21 @@ pub fn unseal(
     };
     let ad = format::encryption_ad(&auth.manifest.model, encryption);
     let cipher = PayloadCipher::new(&file_key, &nonce, &ad);
-    let mut bytes: Zeroizing<Vec<u8>> = auth.read_payload(progress)?.into_bytes();
-    let len = cipher.decrypt_in_place(&mut bytes)?;
+    let plain_len = PayloadCipher::plaintext_len(auth.layout.length)
+        .ok_or(CryptoError::Length(auth.layout.length))?;
+    let total = PayloadCipher::chunk_count(plain_len) as usize;
+    // Each digest window (64 STREAM chunks) is read, checked against its signed digest and
+    // decrypted in place by one core while it is in cache; no window is decrypted before its
+    // digest matched, and nothing is handed out before every window opened.
+    let chunks_per_window =
+        (format::ENC_CHUNK_SIZE as usize) / (crypto::STREAM_CHUNK + crypto::TAG_LEN);
+    let verified = auth.read_payload_then(progress, |i, window| {
+        cipher
+            .decrypt_window(i * chunks_per_window, total, window)
+            .map_err(UnsealError::from)
+    })?;
+    let mut bytes: Zeroizing<Vec<u8>> = verified.into_bytes();
+    let len = PayloadCipher::close_up(&mut bytes, plain_len);
     bytes.truncate(len);
     let (inner, layout, start) = InnerManifest::parse(&bytes)?;
     for i in 0..layout.chunks.len() {

@@ -342,6 +342,17 @@ impl Authenticated {
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifiedPayload, VerifyError> {
+        self.read_payload_then(progress, |_, _| Ok::<(), VerifyError>(()))
+    }
+
+    /// Reads the whole payload into memory, each chunk straight into its place by whichever
+    /// core is free, checks it, and then, on the same core while it is still in cache, hands
+    /// it to `then` (which may change it in place: decryption does).
+    pub fn read_payload_then<E: From<VerifyError> + Send>(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+        then: impl Fn(usize, &mut [u8]) -> Result<(), E> + Sync,
+    ) -> Result<VerifiedPayload, E> {
         // Every chunk is read straight into its place, by whichever core is free.
         let mut bytes = Zeroizing::new(vec![0u8; self.layout.length as usize]);
         let mut slots = Vec::with_capacity(self.layout.chunks.len());
@@ -357,9 +368,10 @@ impl Authenticated {
             .enumerate()
             .try_for_each(|(i, slot)| {
                 self.read_chunk_into(i, slot)?;
+                then(i, slot)?;
                 let n = done.fetch_add(slot.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 progress(n + slot.len() as u64);
-                Ok::<(), VerifyError>(())
+                Ok::<(), E>(())
             })?;
         Ok(VerifiedPayload::new(bytes, 0, self.layout.clone()))
     }
