@@ -91,7 +91,7 @@ impl EncryptionSecretKey {
     pub fn generate() -> Result<EncryptionSecretKey, KeyError> {
         let mut seed = Zeroizing::new([0u8; 32]);
         getrandom::fill(&mut *seed).map_err(|e| KeyError::Random(e.to_string()))?;
-        Ok(EncryptionSecretKey(x25519_dalek::StaticSecret::from(*seed)))
+        Ok(EncryptionSecretKey::from_seed(&seed))
     }
 
     /// Builds a key from 32 secret bytes (for deterministic tests and test vectors).
@@ -162,9 +162,7 @@ impl TryFrom<PrivateKeyInfoRef<'_>> for EncryptionSecretKey {
                 .map_err(|_| pkcs8::Error::KeyMalformed(pkcs8::KeyError::Invalid))?,
             _ => return Err(pkcs8::Error::KeyMalformed(pkcs8::KeyError::Invalid)),
         };
-        Ok(EncryptionSecretKey(x25519_dalek::StaticSecret::from(
-            secret,
-        )))
+        Ok(EncryptionSecretKey::from_seed(&secret))
     }
 }
 
@@ -180,7 +178,7 @@ mod tests {
             0x66, 0x45, 0xdf, 0x4c, 0x2f, 0x87, 0xeb, 0xc0, 0x99, 0x2a, 0xb1, 0x77, 0xfb, 0xa5,
             0x1d, 0xb9, 0x2c, 0x2a,
         ];
-        let key = EncryptionSecretKey(x25519_dalek::StaticSecret::from(secret));
+        let key = EncryptionSecretKey::from_seed(&secret);
         assert_eq!(
             super::super::hex(&key.public().raw()),
             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
