@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks nnsign's no-echo passphrase prompt on a real pseudo-terminal, which `cargo test` cannot
 give a child process: `keygen --protect` asks twice, `pack --sign` asks once, the passphrase is
-never echoed, and a wrong one is refused with exit code 1.
+never echoed, and a wrong one is refused with exit code 1; `pack --passphrase-prompt` asks twice
+and encrypts, and `verify-load` and `unpack` ask for an artifact's passphrase.
 
     python3 scripts/check_prompt.py target/debug/nnsign
 """
@@ -67,3 +68,14 @@ code, out = run(["pack", TINY, "--sign", "p.key", "-o", "u.nns"], [b"wrong"])
 check(code == 1 and "wrong passphrase" in out and not os.path.exists("u.nns"), "a wrong passphrase: exit 1, no output")
 code, out = run(["keygen", "-o", "q", "--protect"], [SECRET, b"different"])
 check(code == 2 and not os.path.exists("q.key"), "mismatched passphrases: exit 2, no key written")
+code, out = run(["pack", TINY, "--passphrase-prompt", "-o", "e.nns"], [SECRET, SECRET])
+check(code == 0 and "encrypted to a passphrase" in out and SECRET.decode() not in out,
+      "pack --passphrase-prompt asks twice and encrypts")
+code, out = run(["pack", TINY, "--passphrase-prompt", "-o", "f.nns"], [SECRET, b"different"])
+check(code == 2 and not os.path.exists("f.nns"), "mismatched artifact passphrases: exit 2, no artifact")
+code, out = run(["verify-load", "e.nns", "--allow-unsigned"], [SECRET])
+check(code == 0 and "passphrase for e.nns" in out and SECRET.decode() not in out,
+      "verify-load asks for the artifact's passphrase and opens it")
+code, out = run(["unpack", "e.nns", "--allow-unsigned", "-o", "w.safetensors"], [b"wrong"])
+check(code == 7 and "does not open" in out and not os.path.exists("w.safetensors"),
+      "unpack with a wrong passphrase: exit 7, no output")

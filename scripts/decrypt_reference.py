@@ -182,7 +182,8 @@ def run(path, trust_paths, key_path=None, passphrase=None, allow_unsigned=False)
 
 def run_vectors(json_path):
     base = os.path.dirname(os.path.abspath(json_path))
-    entries = [v for v in json.load(open(json_path)).get("encrypted", []) if "decrypt_with" in v]
+    entries = [v for v in json.load(open(json_path)).get("encrypted", [])
+               if "decrypt_with" in v or "passphrase" in v]
     # The pass vectors hold pass_signed_arch's model (their notes say so): compare with it.
     ref_code, ref, ref_msg = run(os.path.join(base, "pass_signed_arch.nns"), [os.path.join(base, "../keys/test-a.pub")])
     if ref_code:
@@ -191,8 +192,9 @@ def run_vectors(json_path):
     bad = 0
     for v in entries:
         want = 0 if v["expect_load"]["ok"] else v["expect_load"]["exit_code"]
+        key = os.path.join(base, v["decrypt_with"]) if "decrypt_with" in v else None
         code, got, msg = run(os.path.join(base, v["file"]), [os.path.join(base, t) for t in v["trust"]],
-                             os.path.join(base, v["decrypt_with"]))
+                             key, v.get("passphrase"))
         ok = code == want
         if code == 0:
             same = [t[:4] for t in got[2]] == [t[:4] for t in ref[2]]

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use crate::format::Layout;
 use crate::keys::hex;
+use crate::model::Graph;
 use crate::output::Output;
 use crate::runtime::Tensor;
-use crate::verify::{Authenticated, VerifiedPayload, VerifyError};
+use crate::unseal::{self, PlainSink, Unlock, UnsealError};
+use crate::verify::{Authenticated, VerifyError};
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,9 @@ pub enum ExportError {
     /// The payload failed verification while it was being written; the output was discarded.
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// An encrypted payload did not open; the output was discarded.
+    #[error(transparent)]
+    Unseal(#[from] UnsealError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -117,31 +122,56 @@ pub fn write_safetensors(
     Ok(())
 }
 
-/// Writes an already verified (decrypted) payload as a safetensors file at `out`.
-pub fn write_safetensors_from(
+/// Verifies and decrypts an encrypted payload into a safetensors file at `out`, streaming:
+/// memory stays at a few digest windows per core whatever the model's size. Nothing is left at
+/// `out` unless every window matched its digest and every STREAM chunk authenticated.
+pub fn write_safetensors_encrypted(
     auth: &Authenticated,
-    payload: &VerifiedPayload,
+    unlock: Unlock<'_>,
     out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), ExportError> {
     let io = |source| ExportError::Io {
         path: out.into(),
         source,
     };
-    let header = safetensors_header(auth, payload.layout())?;
     let mut output = Output::create(out).map_err(io)?;
     {
-        let mut w = BufWriter::with_capacity(1 << 20, output.file_mut());
-        w.write_all(&header).map_err(io)?;
-        for t in payload.tensors() {
-            let (_, bytes) = payload
-                .tensor(&t.name)
-                .expect("every tensor of the layout is in the payload");
-            w.write_all(bytes).map_err(io)?;
-        }
-        w.flush().map_err(io)?;
+        let mut sink = SafetensorsSink {
+            auth,
+            out,
+            writer: BufWriter::with_capacity(1 << 20, output.file_mut()),
+        };
+        unseal::unseal_stream(auth, unlock, progress, &mut sink)?;
+        sink.writer.flush().map_err(io)?;
     }
     output.commit().map_err(io)?;
     Ok(())
+}
+
+/// Writes decrypted tensors as they arrive.
+struct SafetensorsSink<'a, W: Write> {
+    auth: &'a Authenticated,
+    out: &'a Path,
+    writer: W,
+}
+
+impl<W: Write> PlainSink for SafetensorsSink<'_, W> {
+    type Error = ExportError;
+
+    fn header(&mut self, _arch: Option<&Graph>, layout: &Layout) -> Result<(), ExportError> {
+        let header = safetensors_header(self.auth, layout)?;
+        self.data(&header)
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.writer
+            .write_all(bytes)
+            .map_err(|source| ExportError::Io {
+                path: self.out.into(),
+                source,
+            })
+    }
 }
 
 /// Writes one float32 array as `.npy` (format 1.0, little-endian, C order).

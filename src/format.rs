@@ -482,35 +482,51 @@ impl InnerManifest {
     /// Parses decrypted plaintext: the inner manifest, checked as strictly as an outer one,
     /// and the offset where the raw payload starts, which must run exactly to the end.
     pub fn parse(plaintext: &[u8]) -> Result<(InnerManifest, Layout, usize), FormatError> {
-        let bad = |what: String| FormatError::invalid(format!("encrypted payload: {what}"));
+        let start = InnerManifest::header_len(plaintext)?;
+        let head = plaintext
+            .get(..start)
+            .ok_or_else(|| inner_invalid("shorter than its header"))?;
+        let (inner, layout) = InnerManifest::parse_header(head, plaintext.len() as u64)?;
+        Ok((inner, layout, start))
+    }
+
+    /// The length of the header block (length prefix, inner manifest, zero padding) from the
+    /// first 4 bytes of the plaintext: the raw payload starts there.
+    pub fn header_len(plaintext: &[u8]) -> Result<usize, FormatError> {
         let len = plaintext
             .get(..4)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(|| bad("shorter than its header".into()))?;
+            .ok_or_else(|| inner_invalid("shorter than its header"))?;
         if len > MAX_ENVELOPE_LEN {
-            return Err(bad(format!(
+            return Err(inner_invalid(&format!(
                 "inner header of {len} bytes is over the limit"
             )));
         }
-        let end = 4 + len as usize;
-        let cbor = plaintext
-            .get(4..end)
-            .ok_or_else(|| bad("shorter than its header".into()))?;
-        let value = cbor::decode(cbor).map_err(FormatError::Manifest)?;
+        Ok(align_up(4 + len as u64, TENSOR_ALIGN) as usize)
+    }
+
+    /// Parses the header block `head` (exactly [`InnerManifest::header_len`] bytes) of a
+    /// plaintext of `plain_len` bytes in all.
+    pub fn parse_header(
+        head: &[u8],
+        plain_len: u64,
+    ) -> Result<(InnerManifest, Layout), FormatError> {
+        let start = InnerManifest::header_len(head)?;
+        let end = 4 + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if head.len() != start {
+            return Err(inner_invalid("shorter than its header"));
+        }
+        let value = cbor::decode(&head[4..end]).map_err(FormatError::Manifest)?;
         let inner: InnerManifest = value
             .deserialized()
             .map_err(|e| FormatError::Manifest(cbor::shape_error(e)))?;
-        let start = align_up(end as u64, TENSOR_ALIGN) as usize;
-        let padding = plaintext
-            .get(end..start)
-            .ok_or_else(|| bad("shorter than its header".into()))?;
-        if padding.iter().any(|&b| b != 0) {
-            return Err(bad("header padding is not zero".into()));
+        if head[end..].iter().any(|&b| b != 0) {
+            return Err(inner_invalid("header padding is not zero"));
         }
-        if (plaintext.len() - start) as u64 != inner.length {
-            return Err(bad(format!(
-                "{} payload bytes follow the header, which declares {}",
-                plaintext.len() - start,
+        let after = plain_len.saturating_sub(start as u64);
+        if plain_len < start as u64 || after != inner.length {
+            return Err(inner_invalid(&format!(
+                "{after} payload bytes follow the header, which declares {}",
                 inner.length
             )));
         }
@@ -518,8 +534,12 @@ impl InnerManifest {
             arch.for_each_text(&mut |what, s| check_text(what, s, MAX_NAME_LEN, Lines::One))?;
         }
         let layout = raw_layout(&inner.tensors, inner.length)?;
-        Ok((inner, layout, start))
+        Ok((inner, layout))
     }
+}
+
+fn inner_invalid(what: &str) -> FormatError {
+    FormatError::invalid(format!("encrypted payload: {what}"))
 }
 
 /// Associated data of every chunk of an encrypted payload: SHA-256 over the deterministic CBOR
@@ -536,6 +556,11 @@ pub fn encryption_ad(model: &ModelInfo, encryption: &EncryptionInfo) -> [u8; 32]
 pub const SEALED_KEY_LEN: usize = 48;
 
 impl EncryptionInfo {
+    /// Whether the file key is sealed under a passphrase (which is then its only recipient).
+    pub fn has_passphrase(&self) -> bool {
+        (self.recipients.iter()).any(|r| matches!(r, RecipientEntry::Argon2id(_)))
+    }
+
     /// The manifest form of a nonce and the stanzas `crypto` made.
     pub fn new(nonce: [u8; 16], stanzas: &[Stanza]) -> EncryptionInfo {
         let recipients = stanzas

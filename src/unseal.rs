@@ -9,8 +9,8 @@
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, CryptoError, PayloadCipher};
-use crate::format::{self, FormatError, InnerManifest};
+use crate::crypto::{self, CryptoError, PayloadCipher, STREAM_CHUNK, TAG_LEN};
+use crate::format::{self, FormatError, InnerManifest, Layout};
 use crate::keys::encryption::EncryptionSecretKey;
 use crate::keys::Passphrase;
 use crate::model::Graph;
@@ -45,12 +45,8 @@ pub struct Unsealed {
     pub payload: VerifiedPayload,
 }
 
-/// Verifies and decrypts the payload of `auth`.
-pub fn unseal(
-    auth: &Authenticated,
-    unlock: Unlock<'_>,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<Unsealed, UnsealError> {
+/// The payload cipher of `auth`, opened with `unlock`, and the plaintext length.
+fn open(auth: &Authenticated, unlock: Unlock<'_>) -> Result<(PayloadCipher, u64), UnsealError> {
     let encryption = auth
         .manifest
         .encryption
@@ -65,15 +61,26 @@ pub fn unseal(
     let cipher = PayloadCipher::new(&file_key, &nonce, &ad);
     let plain_len = PayloadCipher::plaintext_len(auth.layout.length)
         .ok_or(CryptoError::Length(auth.layout.length))?;
+    Ok((cipher, plain_len))
+}
+
+/// STREAM chunks per digest window: each window is checked against its signed digest, then
+/// decrypted, by one core while it is in cache.
+const CHUNKS_PER_WINDOW: usize = (format::ENC_CHUNK_SIZE as usize) / (STREAM_CHUNK + TAG_LEN);
+
+/// Verifies and decrypts the whole payload of `auth` into memory.
+pub fn unseal(
+    auth: &Authenticated,
+    unlock: Unlock<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Unsealed, UnsealError> {
+    let (cipher, plain_len) = open(auth, unlock)?;
     let total = PayloadCipher::chunk_count(plain_len) as usize;
-    // Each digest window (64 STREAM chunks) is read, checked against its signed digest and
-    // decrypted in place by one core while it is in cache; no window is decrypted before its
-    // digest matched, and nothing is handed out before every window opened.
-    let chunks_per_window =
-        (format::ENC_CHUNK_SIZE as usize) / (crypto::STREAM_CHUNK + crypto::TAG_LEN);
+    // No window is decrypted before its digest matched, and nothing is handed out before every
+    // window opened.
     let verified = auth.read_payload_then(progress, |i, window| {
         cipher
-            .decrypt_window(i * chunks_per_window, total, window)
+            .decrypt_window(i * CHUNKS_PER_WINDOW, total, window)
             .map_err(UnsealError::from)
     })?;
     let mut bytes: Zeroizing<Vec<u8>> = verified.into_bytes();
@@ -93,4 +100,129 @@ pub fn unseal(
         arch: inner.arch,
         payload: VerifiedPayload::new(bytes, start, layout),
     })
+}
+
+/// Where [`unseal_stream`] delivers a decrypted payload, in order.
+pub trait PlainSink {
+    type Error: From<UnsealError> + From<VerifyError> + Send;
+    /// The hidden architecture and tensor table, before any tensor bytes.
+    fn header(&mut self, arch: Option<&Graph>, layout: &Layout) -> Result<(), Self::Error>;
+    /// The next bytes of tensor data, in payload order, with the padding (checked to be
+    /// zero) taken out: the tensors of the layout, back to back.
+    fn data(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// Verifies and decrypts the payload of `auth` into `sink` with memory bounded by a few digest
+/// windows per core, whatever the artifact's size.
+///
+/// Every window is checked against its signed digest before it is decrypted, and every STREAM
+/// chunk authenticates before any of its bytes reach the sink; a truncated or reordered stream
+/// fails at the latest on its last chunk, so a sink that writes must keep its output
+/// provisional until this returns `Ok`.
+pub fn unseal_stream<S: PlainSink>(
+    auth: &Authenticated,
+    unlock: Unlock<'_>,
+    progress: &(dyn Fn(u64) + Sync),
+    sink: &mut S,
+) -> Result<(), S::Error> {
+    let (cipher, plain_len) = open(auth, unlock)?;
+    let total = PayloadCipher::chunk_count(plain_len) as usize;
+    let mut state = Stream::Head(Zeroizing::new(Vec::new()));
+    auth.stream_payload_then(
+        progress,
+        |i, window| {
+            cipher
+                .decrypt_window(i * CHUNKS_PER_WINDOW, total, window)
+                .map_err(|e| S::Error::from(UnsealError::from(e)))
+        },
+        |_, window| {
+            for slot in window.chunks(STREAM_CHUNK + TAG_LEN) {
+                state.feed(&slot[..slot.len() - TAG_LEN], plain_len, sink)?;
+            }
+            Ok(())
+        },
+    )?;
+    match state {
+        Stream::Head(_) => Err(UnsealError::from(FormatError::Invalid(
+            "encrypted payload: shorter than its header".into(),
+        ))
+        .into()),
+        Stream::Body { .. } => Ok(()),
+    }
+}
+
+/// Where [`unseal_stream`] is in the plaintext.
+enum Stream {
+    /// Collecting the header block.
+    Head(Zeroizing<Vec<u8>>),
+    /// In the raw payload: at offset `pos`, before or in tensor `next` of `layout`.
+    Body {
+        layout: Layout,
+        next: usize,
+        pos: u64,
+    },
+}
+
+impl Stream {
+    fn feed<S: PlainSink>(
+        &mut self,
+        mut bytes: &[u8],
+        plain_len: u64,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        if let Stream::Head(head) = self {
+            let want = if head.len() < 4 {
+                4
+            } else {
+                InnerManifest::header_len(head).map_err(UnsealError::from)?
+            };
+            let take = (want - head.len()).min(bytes.len());
+            head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if head.len() < want {
+                return Ok(());
+            }
+            if want == 4 {
+                // The length is known now: collect the rest of the header.
+                return self.feed(bytes, plain_len, sink);
+            }
+            let (inner, layout) =
+                InnerManifest::parse_header(head, plain_len).map_err(UnsealError::from)?;
+            sink.header(inner.arch.as_ref(), &layout)?;
+            *self = Stream::Body {
+                layout,
+                next: 0,
+                pos: 0,
+            };
+        }
+        let Stream::Body { layout, next, pos } = self else {
+            unreachable!("the header was parsed above")
+        };
+        while !bytes.is_empty() {
+            // Up to where the bytes from `pos` are all tensor data, or all padding.
+            let (end, data) = match layout.tensors.get(*next) {
+                Some(t) if *pos < t.offset => (t.offset, false),
+                Some(t) if *pos < t.offset + t.length => (t.offset + t.length, true),
+                Some(_) => {
+                    *next += 1;
+                    continue;
+                }
+                None => (u64::MAX, false),
+            };
+            let n = (end - *pos).min(bytes.len() as u64) as usize;
+            let (now, rest) = bytes.split_at(n);
+            if data {
+                sink.data(now)?;
+            } else if let Some(p) = now.iter().position(|&b| b != 0) {
+                return Err(UnsealError::from(FormatError::Invalid(format!(
+                    "encrypted payload: padding byte at offset {} is not zero",
+                    *pos + p as u64
+                )))
+                .into());
+            }
+            *pos += n as u64;
+            bytes = rest;
+        }
+        Ok(())
+    }
 }

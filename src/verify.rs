@@ -378,23 +378,38 @@ impl Authenticated {
 
     /// Calls `sink` with each payload chunk, in order, once its digest and padding have been
     /// checked. A failing chunk stops the stream before `sink` sees it.
-    pub fn stream_payload<E: From<VerifyError>>(
+    pub fn stream_payload<E: From<VerifyError> + Send>(
         &self,
         progress: &(dyn Fn(u64) + Sync),
+        sink: impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.stream_payload_then(progress, |_, _| Ok(()), sink)
+    }
+
+    /// [`Authenticated::stream_payload`], with each chunk first handed, once checked, to `then`
+    /// on the core that read it (which may change it in place: decryption does). A batch of
+    /// chunks is read in parallel, then sunk in order, so memory stays at
+    /// `threads * CHUNKS_PER_THREAD` chunks whatever the artifact's size.
+    pub fn stream_payload_then<E: From<VerifyError> + Send>(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+        then: impl Fn(usize, &mut [u8]) -> Result<(), E> + Sync,
         mut sink: impl FnMut(usize, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let layout = &self.layout;
         let batch = rayon::current_num_threads().max(1) * CHUNKS_PER_THREAD;
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut buffers: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut done = 0u64;
         for first in (0..layout.chunks.len()).step_by(batch) {
             let last = (first + batch).min(layout.chunks.len());
-            buffers.resize_with(last - first, Vec::new);
+            buffers.resize_with(last - first, Default::default);
             buffers
                 .par_iter_mut()
                 .enumerate()
-                .map(|(j, buf)| self.read_chunk(first + j, buf))
-                .collect::<Result<Vec<()>, VerifyError>>()?;
+                .try_for_each(|(j, buf)| {
+                    self.read_chunk(first + j, buf)?;
+                    then(first + j, buf)
+                })?;
             for (j, buf) in buffers.iter().enumerate() {
                 sink(first + j, buf)?;
                 done += buf.len() as u64;

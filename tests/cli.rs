@@ -410,7 +410,7 @@ fn passphrase_protected_keys() {
             env.s("p.key"),
         ];
         if flag {
-            args.extend(["--passphrase-env".into(), "NNSIGN_TEST_PASS".into()]);
+            args.extend(["--key-passphrase-env".into(), "NNSIGN_TEST_PASS".into()]);
         }
         args.extend(["-o".into(), env.s("p.nns")]);
         nnsign_env(args, env_vars)
@@ -437,6 +437,28 @@ fn passphrase_protected_keys() {
     );
     // The passphrase never appears in any output.
     assert!(!run.stderr.contains("hunter2"));
+    // --passphrase-env on pack encrypts the artifact; it no longer unlocks the signing key, and
+    // a command written for that meaning fails instead of guessing.
+    let run = nnsign_env(
+        [
+            "pack",
+            &tiny,
+            "--sign",
+            &env.s("p.key"),
+            "--passphrase-env",
+            "NNSIGN_TEST_PASS",
+            "-o",
+            &env.s("old.nns"),
+        ],
+        &pass,
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("give its passphrase with --key-passphrase-env VAR (--passphrase-env encrypts the artifact"),
+        "{}",
+        run.stderr
+    );
+    assert!(!env.path("old.nns").exists());
 }
 
 fn openssl(args: &[&str]) -> std::process::Output {
@@ -514,7 +536,7 @@ fn openssl_interop_both_ways() {
             &tiny,
             "--sign",
             &env.s("theirs-enc.key"),
-            "--passphrase-env",
+            "--key-passphrase-env",
             "P",
             "-o",
             &env.s("t2.nns"),
@@ -1161,4 +1183,231 @@ fn every_flipped_byte_of_an_encrypted_artifact_is_refused() {
             run.stderr
         );
     }
+}
+
+/// Issue 3: an artifact encrypted with a passphrase (Argon2id), end to end.
+#[test]
+fn passphrase_encryption_round_trips_and_each_mistake_has_its_own_error() {
+    let env = Env::new();
+    env.keygen("ci");
+    let run = nnsign(["keygen", "--encryption", "-o", &env.s("r")]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let pass = [("MODEL_PASS", "a long and secret phrase")];
+    let weights = arg(&fixture("keras_seed_mlp/weights.safetensors"));
+    let arch = arg(&fixture("keras_seed_mlp/arch.json"));
+    let run = nnsign_env(
+        [
+            "pack",
+            &weights,
+            "--arch",
+            &arch,
+            "--sign",
+            &env.s("ci.key"),
+            "--passphrase-env",
+            "MODEL_PASS",
+            "-o",
+            &env.s("p.nns"),
+            "--json",
+        ],
+        &pass,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.json()["encrypted_to"],
+        serde_json::json!(["a passphrase"])
+    );
+    let bytes = std::fs::read(env.path("p.nns")).unwrap();
+    assert!(!bytes.windows(7).any(|w| w == b"dense_1"));
+    // Verifying needs no passphrase; inspect says a passphrase protects it.
+    let trust = env.s("ci.pub");
+    let run = nnsign(["verify", &env.s("p.nns"), "--trust", &trust]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("encrypted to a passphrase"),
+        "{}",
+        run.stdout
+    );
+    let run = nnsign(["inspect", &env.s("p.nns")]);
+    assert!(
+        run.stdout.contains("encrypted   to a passphrase"),
+        "{}",
+        run.stdout
+    );
+    // The passphrase opens it: the model reproduces Keras and unpacks bit for bit.
+    let out = env.path("y.npy");
+    let run = nnsign_env(
+        [
+            "verify-load",
+            &env.s("p.nns"),
+            "--trust",
+            &trust,
+            "--passphrase-env",
+            "MODEL_PASS",
+            "--input",
+            &arg(&fixture("keras_seed_mlp/inputs.npy")),
+            "--output",
+            &arg(&out),
+        ],
+        &pass,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let (_, got) = read_npy_f32(&out);
+    let (_, expected) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
+    let max = (got.iter().zip(&expected)).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(max <= 1e-5, "{max}");
+    let unpack = |art: &str, extra: &[&str], vars: &[(&str, &str)], out: &str| {
+        let mut args = vec!["unpack", art, "--trust", &trust, "-o", out];
+        args.extend(extra);
+        nnsign_env(args, vars)
+    };
+    let w = env.s("w.safetensors");
+    let run = unpack(
+        &env.s("p.nns"),
+        &["--passphrase-env", "MODEL_PASS"],
+        &pass,
+        &w,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let plain = env.seed_artifact("ci", "plain.nns");
+    let run = unpack(&arg(&plain), &[], &[], &env.s("plain.safetensors"));
+    assert_eq!(run.code, 0, "{run:?}");
+    // Same metadata apart from the artifact digest, same tensors: compare the tensors.
+    let (a, b) = (
+        std::fs::read(&w).unwrap(),
+        std::fs::read(env.path("plain.safetensors")).unwrap(),
+    );
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    assert_eq!(a.names().len(), b.names().len());
+    for name in b.names() {
+        assert_eq!(
+            a.tensor(name).unwrap().data(),
+            b.tensor(name).unwrap().data(),
+            "{name}"
+        );
+    }
+    // Each mistake: its own message, exit 7 (2 for a passphrase given to a plain artifact),
+    // and no output file.
+    let wrong = [("MODEL_PASS", "a long and secret phrasE")];
+    // (artifact, flags, environment, exit code, message)
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        i32,
+        &'a str,
+    );
+    let cases: [Case; 5] = [
+        (
+            "p.nns",
+            &["--passphrase-env", "MODEL_PASS"],
+            &wrong,
+            7,
+            "the passphrase does not open",
+        ),
+        (
+            "p.nns",
+            &[],
+            &[],
+            7,
+            "encrypted with a passphrase; give it with --passphrase-env",
+        ),
+        (
+            "p.nns",
+            &["--decrypt-with", &env.s("r.key")],
+            &[],
+            7,
+            "not encrypted to key",
+        ),
+        (
+            "plain.nns",
+            &["--passphrase-env", "MODEL_PASS"],
+            &pass,
+            2,
+            "not encrypted; drop --passphrase-env",
+        ),
+        (
+            "p.nns",
+            &["--passphrase-env", "UNSET_VAR"],
+            &[],
+            1,
+            "--passphrase-env UNSET_VAR: the variable is not set",
+        ),
+    ];
+    for (art, extra, vars, code, message) in cases {
+        let run = unpack(&env.s(art), extra, vars, &env.s("x.safetensors"));
+        assert_eq!(run.code, code, "{art} {extra:?}: {run:?}");
+        assert!(
+            run.stderr.contains(message),
+            "{art} {extra:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("secret phrase"), "{}", run.stderr);
+        assert!(!env.path("x.safetensors").exists());
+    }
+    // A key-encrypted artifact given a passphrase says what it needs instead.
+    let run = nnsign([
+        "pack",
+        &weights,
+        "--sign",
+        &env.s("ci.key"),
+        "--encrypt-to",
+        &env.s("r.pub"),
+        "-o",
+        &env.s("k.nns"),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = unpack(
+        &env.s("k.nns"),
+        &["--passphrase-env", "MODEL_PASS"],
+        &pass,
+        &env.s("x.safetensors"),
+    );
+    assert_eq!(run.code, 7, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("not to a passphrase; give the matching key with --decrypt-with KEY"),
+        "{}",
+        run.stderr
+    );
+    // A passphrase and recipients cannot be mixed, and a key and a passphrase are not both given.
+    let run = nnsign_env(
+        [
+            "pack",
+            &weights,
+            "--passphrase-env",
+            "MODEL_PASS",
+            "--encrypt-to",
+            &env.s("r.pub"),
+            "-o",
+            &env.s("m.nns"),
+        ],
+        &pass,
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    let run = unpack(
+        &env.s("k.nns"),
+        &[
+            "--passphrase-env",
+            "MODEL_PASS",
+            "--decrypt-with",
+            &env.s("r.key"),
+        ],
+        &pass,
+        &env.s("x.safetensors"),
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    // Without a terminal, the prompt flag says what to use instead.
+    let run = nnsign([
+        "pack",
+        &weights,
+        "--passphrase-prompt",
+        "-o",
+        &env.s("m.nns"),
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("needs a terminal"), "{}", run.stderr);
+    assert!(!env.path("m.nns").exists());
 }

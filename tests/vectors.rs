@@ -90,19 +90,6 @@ fn packed(signer: Option<&SecretKey>, arch: bool) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-/// Splits an artifact into (manifest bytes, signatures, payload).
-fn parts(artifact: &[u8]) -> (Vec<u8>, Vec<format::RawSignature>, Vec<u8>) {
-    let len = u32::from_be_bytes(artifact[12..16].try_into().unwrap());
-    let env = format::Envelope::parse(&artifact[16..16 + len as usize]).unwrap();
-    let payload = artifact[format::payload_offset(len) as usize..].to_vec();
-    (env.manifest, env.signatures, payload)
-}
-
-/// Re-signs manifest bytes (possibly hand-edited) and lays out the artifact.
-fn resigned(manifest: &[u8], payload: &[u8], key: &SecretKey) -> Vec<u8> {
-    assemble(manifest, vec![signature::sign(key, manifest)], payload)
-}
-
 /// A manifest for `payload` under an edited tensor table, with digests recomputed.
 fn manifest_for(edit: impl Fn(&mut Manifest), payload: &[u8], base: &[u8]) -> Vec<u8> {
     let mut m = Manifest::decode(base).unwrap();
@@ -659,7 +646,8 @@ struct EncVector {
     file: &'static str,
     bytes: Vec<u8>,
     verify: serde_json::Value,
-    decrypt_with: &'static str,
+    /// What verify-load opens it with.
+    open: Open,
     load: serde_json::Value,
     note: &'static str,
 }
@@ -671,10 +659,28 @@ fn verdict(code: Option<(i32, &str)>) -> serde_json::Value {
     }
 }
 
+/// How a vector is opened: a recipient key (path relative to vectors.json), or a passphrase.
+enum Open {
+    Key(&'static str),
+    Passphrase(&'static str),
+}
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
 const SEED_ENC1: [u8; 32] = [0xc3; 32];
 const SEED_ENC2: [u8; 32] = [0xd4; 32];
 
 fn packed_encrypted(to: &[EncryptionPublicKey], extra: Option<SourceTensor>) -> Vec<u8> {
+    packed_sealed(
+        pack::EncryptTo {
+            recipients: to.to_vec(),
+            passphrase: None,
+        },
+        extra,
+    )
+}
+
+fn packed_sealed(to: pack::EncryptTo<'_>, extra: Option<SourceTensor>) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e.nns");
     let a = SecretKey::from_seed(&SEED_A);
@@ -686,10 +692,7 @@ fn packed_encrypted(to: &[EncryptionPublicKey], extra: Option<SourceTensor>) -> 
             arch: Some(nnsign::model::Graph::from_json(ARCH).unwrap()),
             tensors: t,
             signer: Some(&a),
-            encrypt: Some(pack::EncryptTo {
-                recipients: to.to_vec(),
-                passphrase: None,
-            }),
+            encrypt: Some(to),
         },
         &out,
         &|_| {},
@@ -719,7 +722,7 @@ fn build_encrypted() -> Vec<EncVector> {
             file: "pass_encrypted_one_recipient.nns",
             bytes: one.clone(),
             verify: verdict(None),
-            decrypt_with: "../keys/test-enc1.key",
+            open: Open::Key("../keys/test-enc1.key"),
             load: verdict(None),
             note: "pass_signed_arch's model encrypted to test-enc1; signed by test-a",
         },
@@ -727,7 +730,7 @@ fn build_encrypted() -> Vec<EncVector> {
             file: "pass_encrypted_three_recipients.nns",
             bytes: packed_encrypted(&[enc1, enc2, enc3], None),
             verify: verdict(None),
-            decrypt_with: "../keys/test-enc2.key",
+            open: Open::Key("../keys/test-enc2.key"),
             load: verdict(None),
             note: "encrypted to test-enc1, test-enc2 and a third key; opened with test-enc2 alone",
         },
@@ -735,7 +738,7 @@ fn build_encrypted() -> Vec<EncVector> {
             file: "fail_encrypted_not_a_recipient.nns",
             bytes: packed_encrypted(&[enc2], None),
             verify: verdict(None),
-            decrypt_with: "../keys/test-enc1.key",
+            open: Open::Key("../keys/test-enc1.key"),
             load: verdict(Some((7, "not encrypted to key"))),
             note: "encrypted to test-enc2 only: verifies without a key, test-enc1 cannot open it",
         },
@@ -747,7 +750,7 @@ fn build_encrypted() -> Vec<EncVector> {
         file: "fail_encrypted_ciphertext_flip.nns",
         bytes: flipped,
         verify: verdict(Some((5, "of the encrypted payload"))),
-        decrypt_with: "../keys/test-enc1.key",
+        open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((5, "of the encrypted payload"))),
         note: "one ciphertext bit flipped: the signed digest catches it before any decryption",
     });
@@ -771,7 +774,7 @@ fn build_encrypted() -> Vec<EncVector> {
         file: "fail_encrypted_recipient_altered.nns",
         bytes: altered_recipient,
         verify: verdict(Some((4, "does not verify"))),
-        decrypt_with: "../keys/test-enc1.key",
+        open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((4, "does not verify"))),
         note: "one bit of the recipient's sealed file key changed: the signature covers the recipients",
     });
@@ -779,7 +782,7 @@ fn build_encrypted() -> Vec<EncVector> {
         file: "fail_encrypted_forged_ciphertext.nns",
         bytes: resealed_by_signer(&one, |c| c[10] ^= 1),
         verify: verdict(None),
-        decrypt_with: "../keys/test-enc1.key",
+        open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
         note: "ciphertext altered, digests recomputed and re-signed by test-a: verifies, but does not decrypt",
     });
@@ -792,9 +795,51 @@ fn build_encrypted() -> Vec<EncVector> {
             c.truncate(c.len() / full * full);
         }),
         verify: verdict(None),
-        decrypt_with: "../keys/test-enc1.key",
+        open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
         note: "a 2-chunk ciphertext cut to its first chunk and re-signed: the new last chunk lacks the last-chunk flag",
+    });
+    let pass = keys::Passphrase::new(PASSPHRASE.into());
+    let by_passphrase = packed_sealed(
+        pack::EncryptTo {
+            recipients: Vec::new(),
+            passphrase: Some((&pass, nnsign::crypto::ARGON2_MIN)),
+        },
+        None,
+    );
+    out.push(EncVector {
+        file: "pass_encrypted_passphrase.nns",
+        bytes: by_passphrase.clone(),
+        verify: verdict(None),
+        open: Open::Passphrase(PASSPHRASE),
+        load: verdict(None),
+        note: "pass_signed_arch's model encrypted with the passphrase (Argon2id m=19456, t=2, p=1); signed by test-a",
+    });
+    out.push(EncVector {
+        file: "fail_encrypted_wrong_passphrase.nns",
+        bytes: by_passphrase.clone(),
+        verify: verdict(None),
+        open: Open::Passphrase("correct horse battery stapler"),
+        load: verdict(Some((7, "the passphrase does not open"))),
+        note: "pass_encrypted_passphrase opened with a wrong passphrase",
+    });
+    let cheap = {
+        let (manifest, _, payload) = parts(&by_passphrase);
+        let mut m = Manifest::decode(&manifest).unwrap();
+        let enc = m.encryption.as_mut().unwrap();
+        let nnsign::format::RecipientEntry::Argon2id(r) = &mut enc.recipients[0] else {
+            unreachable!()
+        };
+        r.m = 8;
+        resigned(&m.encode(), &payload, &SecretKey::from_seed(&SEED_A))
+    };
+    out.push(EncVector {
+        file: "fail_encrypted_passphrase_too_cheap.nns",
+        bytes: cheap,
+        verify: verdict(Some((5, "outside the accepted bounds"))),
+        open: Open::Passphrase(PASSPHRASE),
+        load: verdict(Some((5, "outside the accepted bounds"))),
+        note: "pass_encrypted_passphrase with its Argon2id memory cut to 8 KiB and re-signed by test-a: a reader refuses to derive with costs below the floor",
     });
     out
 }
@@ -807,14 +852,18 @@ fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
     let enc: Vec<serde_json::Value> = encrypted
         .iter()
         .map(|v| {
-            json!({
+            let mut entry = json!({
                 "file": v.file,
                 "trust": ["../keys/test-a.pub"],
                 "expect": v.verify,
-                "decrypt_with": v.decrypt_with,
                 "expect_load": v.load,
                 "note": v.note,
-            })
+            });
+            match v.open {
+                Open::Key(k) => entry["decrypt_with"] = json!(k),
+                Open::Passphrase(p) => entry["passphrase"] = json!(p),
+            }
+            entry
         })
         .collect();
     let list: Vec<serde_json::Value> = vectors
@@ -926,23 +975,22 @@ fn every_vector_yields_its_expected_verdict() {
             args.push("--allow-unsigned".into());
         }
         check_verdict(name, &nnsign(&args), &v["expect"]);
-        if let Some(key) = v["decrypt_with"].as_str() {
-            let key = dir.join(key).display().to_string();
-            let args = [
-                "verify-load",
-                &file,
-                "--trust",
-                &trust,
-                "--decrypt-with",
-                &key,
-                "--json",
-            ];
-            check_verdict(
-                &format!("{name} (verify-load)"),
-                &nnsign(args),
-                &v["expect_load"],
-            );
+        let mut args = vec!["verify-load", &file, "--trust", &trust, "--json"];
+        let key = v["decrypt_with"]
+            .as_str()
+            .map(|k| dir.join(k).display().to_string());
+        let pass = v["passphrase"].as_str();
+        match (&key, pass) {
+            (Some(key), None) => args.extend(["--decrypt-with", key]),
+            (None, Some(_)) => args.extend(["--passphrase-env", "NNSIGN_VECTOR_PASS"]),
+            (None, None) => continue,
+            (Some(_), Some(_)) => panic!("{name}: a key and a passphrase"),
         }
+        check_verdict(
+            &format!("{name} (verify-load)"),
+            &nnsign_env(args, &[("NNSIGN_VECTOR_PASS", pass.unwrap_or(""))]),
+            &v["expect_load"],
+        );
     }
 }
 

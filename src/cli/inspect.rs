@@ -105,8 +105,13 @@ pub fn run(args: Args) -> Result<()> {
         let recipients = super::verify::recipient_ids(&manifest);
         if !recipients.is_empty() {
             s += &format!(
-                "  encrypted   to {}\n  hidden      tensor names, shapes, architecture and weights (only a recipient's key reads them)\n",
-                recipients.join(", ")
+                "  encrypted   to {}\n  hidden      tensor names, shapes, architecture and weights (only {} reads them)\n",
+                recipients.join(", "),
+                if manifest.encryption.as_ref().is_some_and(|e| e.has_passphrase()) {
+                    "the passphrase"
+                } else {
+                    "a recipient's key"
+                }
             );
             s += &format!(
                 "  payload     {} ciphertext bytes ({} in the file)\n",

@@ -6,7 +6,7 @@ use nnsign::keys::encryption::EncryptionSecretKey;
 use nnsign::keys::{self, SecretKey};
 use serde_json::json;
 
-use super::{exit, key_failure, passphrase, report, Common, Failure, Result};
+use super::{key_failure, passphrase, report, Common, Result};
 
 /// Make a key pair: PREFIX.key (private, mode 0600) and PREFIX.pub.
 ///
@@ -40,22 +40,7 @@ pub fn run(args: Args) -> Result<()> {
     let pass = if args.passphrase_env.is_some() {
         passphrase(args.passphrase_env.as_deref(), "").map_err(key_failure)?
     } else if args.protect {
-        let first = passphrase(None, "passphrase for the new key: ").map_err(key_failure)?;
-        let Some(first) = first else {
-            return Err(Failure::usage(
-                "--protect needs a terminal to ask for the passphrase; use --passphrase-env VAR in pipelines",
-            ));
-        };
-        let again = passphrase(None, "the same passphrase again: ").map_err(key_failure)?;
-        if again.as_ref().map(|a| a.as_str()) != Some(first.as_str()) {
-            return Err(Failure::new(
-                exit::USAGE,
-                "usage",
-                None,
-                "the two passphrases differ; nothing was written",
-            ));
-        }
-        Some(first)
+        Some(super::new_passphrase("the new key", "--protect")?)
     } else {
         None
     };

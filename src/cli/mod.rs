@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nnsign::keys::encryption::EncryptionSecretKey;
 use nnsign::keys::{KeyError, Passphrase, TrustStore};
+use nnsign::unseal::Unlock;
 use nnsign::verify::{Artifact, Authenticated, VerifyError};
 use serde_json::json;
 
@@ -250,28 +252,98 @@ pub fn trust_store(args: &TrustArgs) -> Result<TrustStore> {
 #[derive(clap::Args, Clone)]
 pub struct DecryptArgs {
     /// Decrypt with this X25519 private key (from `nnsign keygen --encryption`).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", conflicts_with = "passphrase_env")]
     pub decrypt_with: Option<PathBuf>,
-    /// Environment variable holding the --decrypt-with key's passphrase (else a prompt on a
-    /// terminal).
+    /// Environment variable holding the --decrypt-with key file's passphrase (else a prompt on
+    /// a terminal).
     #[arg(long, value_name = "VAR", requires = "decrypt_with")]
+    pub key_passphrase_env: Option<String>,
+    /// Decrypt an artifact packed with a passphrase, read from this environment variable
+    /// (without it, a no-echo prompt on a terminal asks for it).
+    #[arg(long, value_name = "VAR")]
     pub passphrase_env: Option<String>,
 }
 
+/// What opens an encrypted artifact, as given on the command line.
+pub enum Opener {
+    Key(EncryptionSecretKey),
+    Passphrase(Passphrase),
+}
+
+impl Opener {
+    pub fn unlock(&self) -> Unlock<'_> {
+        match self {
+            Opener::Key(k) => Unlock::Key(k),
+            Opener::Passphrase(p) => Unlock::Passphrase(p),
+        }
+    }
+}
+
 impl DecryptArgs {
-    /// Reads the decryption key, if one was given.
-    pub fn key(&self) -> Result<Option<nnsign::keys::encryption::EncryptionSecretKey>> {
+    /// Reads the decryption key, if one was given. Done before the artifact is opened, so that
+    /// a wrong key passphrase fails before minutes of verification.
+    pub fn key(&self) -> Result<Option<EncryptionSecretKey>> {
         let Some(path) = &self.decrypt_with else {
             return Ok(None);
         };
-        nnsign::keys::encryption::EncryptionSecretKey::read(path, || {
-            passphrase(
-                self.passphrase_env.as_deref(),
+        EncryptionSecretKey::read(path, || {
+            passphrase_from(
+                "--key-passphrase-env",
+                self.key_passphrase_env.as_deref(),
                 "passphrase for the decryption key: ",
             )
         })
         .map(Some)
         .map_err(key_failure)
+    }
+
+    /// What opens `auth`: `key` (from [`DecryptArgs::key`]), or for an artifact packed with a
+    /// passphrase, the passphrase from `--passphrase-env` or a prompt. Fails when the artifact
+    /// is encrypted and nothing that could open it was given, or when a passphrase was given
+    /// for an artifact that has none.
+    pub fn opener(
+        &self,
+        auth: &Authenticated,
+        key: Option<EncryptionSecretKey>,
+    ) -> Result<Option<Opener>> {
+        let path = auth.path();
+        if let Some(key) = key {
+            return Ok(Some(Opener::Key(key)));
+        }
+        let Some(enc) = &auth.manifest.encryption else {
+            return match &self.passphrase_env {
+                Some(_) => Err(Failure::new(
+                    exit::USAGE,
+                    "usage",
+                    Some(path),
+                    "the artifact is not encrypted; drop --passphrase-env",
+                )),
+                None => Ok(None),
+            };
+        };
+        let decrypt = |msg: &str| Failure::new(exit::DECRYPT, "decryption", Some(path), msg);
+        if !enc.has_passphrase() {
+            let ids = verify::recipient_ids(&auth.manifest).join(", ");
+            return Err(match self.passphrase_env {
+                Some(_) => decrypt(&format!(
+                    "the artifact is encrypted to {ids}, not to a passphrase; give the matching key with --decrypt-with KEY"
+                )),
+                None => decrypt(&format!(
+                    "the artifact is encrypted to {ids}; give the matching key with --decrypt-with KEY"
+                )),
+            }
+            .hint("`nnsign verify` checks an encrypted artifact without a key; reading its content needs one"));
+        }
+        let prompt = format!("passphrase for {}: ", path.display());
+        match passphrase_from("--passphrase-env", self.passphrase_env.as_deref(), &prompt)
+            .map_err(key_failure)?
+        {
+            Some(p) => Ok(Some(Opener::Passphrase(p))),
+            None => Err(decrypt(
+                "the artifact is encrypted with a passphrase; give it with --passphrase-env VAR",
+            )
+            .hint("on a terminal, nnsign asks for it instead")),
+        }
     }
 }
 
@@ -288,7 +360,7 @@ pub fn unseal_failure(path: &Path, e: nnsign::unseal::UnsealError) -> Failure {
         U::Crypto(err @ C::NotARecipient(_)) => f(err.to_string())
             .hint("`nnsign inspect` lists the key ids it was encrypted to; use the matching key"),
         U::Crypto(err @ C::WrongKey(_)) => f(err.to_string())
-            .hint("check the key and its passphrase; if they are right, the artifact was altered"),
+            .hint("the recipient entry is covered by the verified signature, so the key or passphrase given is not the one it was encrypted with"),
         U::Crypto(err) => f(err.to_string())
             .hint("the ciphertext matches its signed digests but does not decrypt: the signer encrypted something broken, or a key holder forged it"),
     }
@@ -313,13 +385,38 @@ pub fn passphrase(
     env: Option<&str>,
     prompt: &str,
 ) -> std::result::Result<Option<Passphrase>, KeyError> {
+    passphrase_from("--passphrase-env", env, prompt)
+}
+
+/// A new passphrase for `what`, typed twice at a no-echo prompt (asked for by `flag`).
+pub fn new_passphrase(what: &str, flag: &str) -> Result<Passphrase> {
+    let first = passphrase(None, &format!("passphrase for {what}: ")).map_err(key_failure)?;
+    let Some(first) = first else {
+        return Err(Failure::usage(format!(
+            "{flag} needs a terminal to ask for the passphrase; use --passphrase-env VAR in pipelines"
+        )));
+    };
+    let again = passphrase(None, "the same passphrase again: ").map_err(key_failure)?;
+    if again.as_ref().map(|a| a.as_str()) != Some(first.as_str()) {
+        return Err(Failure::usage(
+            "the two passphrases differ; nothing was written",
+        ));
+    }
+    Ok(first)
+}
+
+/// [`passphrase`] from the variable given with `flag`.
+pub fn passphrase_from(
+    flag: &str,
+    env: Option<&str>,
+    prompt: &str,
+) -> std::result::Result<Option<Passphrase>, KeyError> {
     if let Some(var) = env {
-        let value = std::env::var(var).map_err(|_| {
-            KeyError::Passphrase(format!("--passphrase-env {var}: the variable is not set"))
-        })?;
+        let value = std::env::var(var)
+            .map_err(|_| KeyError::Passphrase(format!("{flag} {var}: the variable is not set")))?;
         if value.is_empty() {
             return Err(KeyError::Passphrase(format!(
-                "--passphrase-env {var}: the variable is empty"
+                "{flag} {var}: the variable is empty"
             )));
         }
         return Ok(Some(Passphrase::new(value)));

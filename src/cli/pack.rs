@@ -11,8 +11,12 @@ use nnsign::model::Graph;
 use nnsign::pack::{self as packer, EncryptTo, PackError, PackInput};
 use serde_json::json;
 
+use nnsign::crypto::ARGON2_DEFAULT;
+use nnsign::keys::KeyError;
+
 use super::{
-    exit, io_failure, key_failure, passphrase, progress_bar, report, Common, Failure, Result,
+    exit, io_failure, key_failure, passphrase, passphrase_from, progress_bar, report, Common,
+    Failure, Result,
 };
 
 /// Pack model weights and an optional architecture into a signed .nns artifact.
@@ -37,13 +41,21 @@ pub struct Args {
     /// Sign with this private key (PKCS#8 PEM, from `nnsign keygen` or `openssl genpkey -algorithm ed25519`).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
-    /// Environment variable holding the signing key's passphrase (else a prompt on a terminal).
-    #[arg(long, value_name = "VAR")]
-    passphrase_env: Option<String>,
+    /// Environment variable holding the --sign key file's passphrase (else a prompt on a
+    /// terminal).
+    #[arg(long, value_name = "VAR", requires = "sign")]
+    key_passphrase_env: Option<String>,
     /// Encrypt the weights and architecture to this X25519 public key (from `nnsign keygen
     /// --encryption`); repeatable, each recipient can decrypt alone. Verifying needs no key.
     #[arg(long, value_name = "RECIPIENT.pub")]
     encrypt_to: Vec<PathBuf>,
+    /// Encrypt the weights and architecture with the passphrase in this environment variable
+    /// (Argon2id, m=64 MiB, t=3, p=1). Verifying needs no passphrase.
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["encrypt_to", "passphrase_prompt"])]
+    passphrase_env: Option<String>,
+    /// Like --passphrase-env, with the passphrase typed twice at a no-echo prompt.
+    #[arg(long, conflicts_with = "encrypt_to")]
+    passphrase_prompt: bool,
     /// Architecture in the nnsign schema's JSON form (docs/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     arch: Option<PathBuf>,
@@ -134,8 +146,19 @@ pub fn run(args: Args) -> Result<()> {
     let signer = match &args.sign {
         Some(path) => Some(
             SecretKey::read(path, || {
-                passphrase(
-                    args.passphrase_env.as_deref(),
+                if args.key_passphrase_env.is_none() && args.passphrase_env.is_some() {
+                    // Before encryption came, --passphrase-env unlocked the signing key. Never
+                    // guess which one a command means: a guess either way could ship an
+                    // artifact that is not encrypted, or one nobody can open.
+                    return Err(KeyError::Passphrase(
+                        "the signing key is passphrase-protected: give its passphrase with --key-passphrase-env VAR \
+                         (--passphrase-env encrypts the artifact with a passphrase)"
+                            .into(),
+                    ));
+                }
+                passphrase_from(
+                    "--key-passphrase-env",
+                    args.key_passphrase_env.as_deref(),
                     "passphrase for the signing key: ",
                 )
             })
@@ -143,13 +166,25 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => None,
     };
+    let artifact_passphrase = if args.passphrase_env.is_some() {
+        passphrase(args.passphrase_env.as_deref(), "").map_err(key_failure)?
+    } else if args.passphrase_prompt {
+        Some(super::new_passphrase(
+            &format!("{}", args.output.display()),
+            "--passphrase-prompt",
+        )?)
+    } else {
+        None
+    };
     let recipients = args
         .encrypt_to
         .iter()
         .map(|p| EncryptionPublicKey::read(p))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(key_failure)?;
-    let recipient_ids: Vec<String> = recipients.iter().map(|r| r.id().to_string()).collect();
+    let recipient_ids: Vec<String> = (recipients.iter())
+        .map(|r| format!("key {}", r.id()))
+        .collect();
     let arch = match &args.arch {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| io_failure(path, &e))?;
@@ -185,10 +220,16 @@ pub fn run(args: Args) -> Result<()> {
             arch,
             tensors: imported.tensors,
             signer: signer.as_ref(),
-            encrypt: (!recipients.is_empty()).then_some(EncryptTo {
-                recipients,
-                passphrase: None,
-            }),
+            encrypt: match &artifact_passphrase {
+                Some(p) => Some(EncryptTo {
+                    recipients: Vec::new(),
+                    passphrase: Some((p, ARGON2_DEFAULT)),
+                }),
+                None => (!recipients.is_empty()).then_some(EncryptTo {
+                    recipients,
+                    passphrase: None,
+                }),
+            },
         },
         &args.output,
         &|n| bar.set_position(n),
@@ -197,7 +238,11 @@ pub fn run(args: Args) -> Result<()> {
     bar.finish_and_clear();
     let digest = format!("sha256:{}", hex(&packed.digest));
     let signer_id = packed.signer.map(|k| k.to_string());
-    let encrypted_to: Vec<String> = recipient_ids;
+    let artifact_passphrase_used = artifact_passphrase.is_some();
+    let encrypted_to: Vec<String> = match artifact_passphrase {
+        Some(_) => vec!["a passphrase".into()],
+        None => recipient_ids,
+    };
     report(
         args.common,
         json!({
@@ -226,9 +271,13 @@ pub fn run(args: Args) -> Result<()> {
                     String::new()
                 } else {
                     format!(
-                        "  encrypted to key{} {}: tensors and architecture readable only with a matching key\n",
-                        if encrypted_to.len() == 1 { "" } else { "s" },
-                        encrypted_to.join(", ")
+                        "  encrypted to {}: tensors and architecture readable only with {}\n",
+                        encrypted_to.join(", "),
+                        if artifact_passphrase_used {
+                            "the passphrase"
+                        } else {
+                            "a matching key"
+                        }
                     )
                 }
             )

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use nnsign::export::{self, ExportError};
-use nnsign::unseal::{self, Unlock};
 use serde_json::json;
 
 use super::{
@@ -16,11 +15,12 @@ use super::{
 /// Example:
 ///   nnsign unpack model.nns --trust keys/ -o model.safetensors
 ///   nnsign unpack secret.nns --trust keys/ --decrypt-with edge.key -o model.safetensors
+///   nnsign unpack secret.nns --trust keys/ --passphrase-env MODEL_PASS -o model.safetensors
 ///
 /// Every tensor is bit-identical to what was packed; labels and the signed metadata go into
 /// __metadata__ (keys nnsign.name, nnsign.version, nnsign.artifact_digest, ...). Each chunk is
-/// checked before its bytes are written (an encrypted payload is verified, then decrypted in
-/// memory), and a failure leaves no output file.
+/// checked before its bytes are written (an encrypted payload window by window: digest, then
+/// decryption, in bounded memory), and a failure leaves no output file.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -49,29 +49,18 @@ pub fn run(args: Args) -> Result<()> {
     let export_failure = |e| match e {
         ExportError::Io { path, source } => io_failure(&path, &source),
         ExportError::Verify(v) => verify_failure(&args.artifact, v),
+        ExportError::Unseal(u) => super::unseal_failure(&args.artifact, u),
         ExportError::Unsupported(m) => Failure::new(exit::INPUT, "input", Some(&args.artifact), m),
     };
-    match (&key, auth.manifest.is_encrypted()) {
-        (Some(key), _) => {
-            let unsealed = unseal::unseal(&auth, Unlock::Key(key), &|n| bar.set_position(n))
-                .map_err(|e| super::unseal_failure(&args.artifact, e))?;
-            export::write_safetensors_from(&auth, &unsealed.payload, &args.output)
-                .map_err(export_failure)?;
+    match args.decrypt.opener(&auth, key)? {
+        Some(opener) => {
+            export::write_safetensors_encrypted(&auth, opener.unlock(), &args.output, &|n| {
+                bar.set_position(n)
+            })
         }
-        (None, true) => {
-            return Err(Failure::new(
-                exit::DECRYPT,
-                "decryption",
-                Some(&args.artifact),
-                "the artifact is encrypted; give the recipient key that opens it (--decrypt-with KEY)",
-            )
-            .hint("`nnsign inspect` lists the key ids it was encrypted to"));
-        }
-        (None, false) => {
-            export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n))
-                .map_err(export_failure)?;
-        }
+        None => export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n)),
     }
+    .map_err(export_failure)?;
     bar.finish_and_clear();
     let (mut value, text) = super::verify::summary(&auth);
     value["ok"] = json!(true);

@@ -7,7 +7,6 @@ use nnsign::import::{self, ImportError};
 use nnsign::load::{self, LoadError};
 use nnsign::model::DEFAULT_MEMORY_LIMIT;
 use nnsign::runtime::{self, Tensor};
-use nnsign::unseal::Unlock;
 use serde_json::json;
 
 use super::DecryptArgs;
@@ -22,6 +21,7 @@ use super::{
 /// Example:
 ///   nnsign verify-load model.nns --trust keys/ --input x.npy --output y.npy
 ///   nnsign verify-load secret.nns --trust keys/ --decrypt-with edge.key --input x.npy
+///   nnsign verify-load secret.nns --trust keys/ --passphrase-env MODEL_PASS --input x.npy
 ///
 /// Order: signature and trust, then the architecture against the signed tensor table, then
 /// every payload byte against its digest, then instantiation. Nothing is built from bytes that
@@ -106,8 +106,9 @@ pub fn run(args: Args) -> Result<()> {
     let auth = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
     let progress = |n| bar.set_position(n);
-    let loaded = match &key {
-        Some(key) => load::load_encrypted(&auth, Unlock::Key(key), args.max_memory, &progress),
+    let opener = args.decrypt.opener(&auth, key)?;
+    let loaded = match &opener {
+        Some(o) => load::load_encrypted(&auth, o.unlock(), args.max_memory, &progress),
         None => load::load(&auth, args.max_memory, &progress),
     }
     .map_err(|e| match e {

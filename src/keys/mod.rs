@@ -44,7 +44,7 @@ pub enum KeyError {
     #[error("{path}: {why}")]
     Malformed { path: PathBuf, why: String },
     /// The key is passphrase-protected and no passphrase was available.
-    #[error("{0}: the key is passphrase-protected; give --passphrase-env VAR or run on a terminal to be asked")]
+    #[error("{0}: the key is passphrase-protected; give its passphrase with --key-passphrase-env VAR, or run on a terminal to be asked")]
     NeedPassphrase(PathBuf),
     /// The passphrase does not decrypt the key.
     #[error("{0}: wrong passphrase, or the encrypted key is damaged")]

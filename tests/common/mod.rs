@@ -81,3 +81,20 @@ pub fn read_npy_f32(path: &Path) -> (Vec<u64>, Vec<f32>) {
     let data: Vec<f32> = npy.into_vec().unwrap();
     (shape, data)
 }
+
+/// Splits an artifact into (manifest bytes, signatures, payload).
+pub fn parts(artifact: &[u8]) -> (Vec<u8>, Vec<nnsign::format::RawSignature>, Vec<u8>) {
+    let len = u32::from_be_bytes(artifact[12..16].try_into().unwrap());
+    let env = nnsign::format::Envelope::parse(&artifact[16..16 + len as usize]).unwrap();
+    let payload = artifact[nnsign::format::payload_offset(len) as usize..].to_vec();
+    (env.manifest, env.signatures, payload)
+}
+
+/// Re-signs manifest bytes (possibly hand-edited) and lays out the artifact.
+pub fn resigned(manifest: &[u8], payload: &[u8], key: &nnsign::keys::SecretKey) -> Vec<u8> {
+    nnsign::pack::assemble(
+        manifest,
+        vec![nnsign::signature::sign(key, manifest)],
+        payload,
+    )
+}

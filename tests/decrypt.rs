@@ -1,0 +1,218 @@
+//! Streamed decryption (what `unpack` uses, in bounded memory) against in-memory decryption
+//! (what `verify-load` uses), on a payload spanning several digest windows and STREAM chunks,
+//! with tensors that start and end across both boundaries; and what a sink sees of a payload
+//! that fails part way.
+
+mod common;
+
+use common::*;
+use nnsign::crypto::{CryptoError, STREAM_CHUNK, TAG_LEN};
+use nnsign::format::{DType, Layout, Manifest, ModelInfo};
+use nnsign::import::{Bytes, SourceTensor};
+use nnsign::keys::encryption::EncryptionSecretKey;
+use nnsign::keys::TrustStore;
+use nnsign::model::Graph;
+use nnsign::pack::{self, EncryptTo, PackInput};
+use nnsign::unseal::{self, PlainSink, Unlock, UnsealError};
+use nnsign::verify::{Artifact, Authenticated};
+
+/// Tensor sizes: across window (4 MiB of plaintext) and STREAM chunk (64 KiB) boundaries, an
+/// empty one, a one-byte one, and one of exactly a window.
+const SIZES: [usize; 5] = [5_000_003, 0, 3_000_001, 1, 4 << 20];
+
+fn tensors() -> Vec<SourceTensor> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let bytes: Vec<u8> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            SourceTensor {
+                name: format!("t{i}"),
+                dtype: DType::U8,
+                shape: vec![n as u64],
+                bytes: Bytes::Owned(bytes.into()),
+                origin: "test".into(),
+            }
+        })
+        .collect()
+}
+
+fn key() -> EncryptionSecretKey {
+    EncryptionSecretKey::from_seed(&[0x42; 32])
+}
+
+/// An unsigned encrypted artifact of [`tensors`], as bytes (made once: packing in a debug build
+/// is slow).
+fn sealed() -> Vec<u8> {
+    static SEALED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SEALED.get_or_init(seal).clone()
+}
+
+fn seal() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.nns");
+    pack::pack(
+        PackInput {
+            model: ModelInfo {
+                name: "streamed".into(),
+                version: None,
+                description: None,
+                created: 0,
+                producer: "test".into(),
+                labels: Default::default(),
+            },
+            arch: None,
+            tensors: tensors(),
+            signer: None,
+            encrypt: Some(EncryptTo {
+                recipients: vec![key().public()],
+                passphrase: None,
+            }),
+        },
+        &out,
+        &|_| {},
+    )
+    .unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// `artifact` with its ciphertext edited and its digests recomputed: it still verifies.
+fn forged(artifact: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let (manifest, _, mut payload) = parts(artifact);
+    edit(&mut payload);
+    let mut m = Manifest::decode(&manifest).unwrap();
+    m.payload.length = payload.len() as u64;
+    m.payload.digests = pack::digest_chunks(&Layout::cipher_chunks(m.payload.length), &payload);
+    pack::assemble(&m.encode(), Vec::new(), &payload)
+}
+
+fn authenticated(dir: &tempfile::TempDir, bytes: &[u8]) -> Authenticated {
+    let path = dir.path().join("a.nns");
+    std::fs::write(&path, bytes).unwrap();
+    let trust = TrustStore::load(&[]).unwrap();
+    Artifact::open(&path)
+        .and_then(|a| a.authenticate(&trust, true))
+        .unwrap()
+}
+
+#[derive(Default)]
+struct Collect {
+    layout: Option<Layout>,
+    arch: bool,
+    data: Vec<u8>,
+}
+
+impl PlainSink for Collect {
+    type Error = UnsealError;
+
+    fn header(&mut self, arch: Option<&Graph>, layout: &Layout) -> Result<(), UnsealError> {
+        assert!(self.layout.is_none() && self.data.is_empty());
+        self.layout = Some(layout.clone());
+        self.arch = arch.is_some();
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<(), UnsealError> {
+        self.data.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn stream(auth: &Authenticated) -> (Collect, Result<(), UnsealError>) {
+    let mut sink = Collect::default();
+    let key = key();
+    let result = unseal::unseal_stream(auth, Unlock::Key(&key), &|_| {}, &mut sink);
+    (sink, result)
+}
+
+#[test]
+fn streamed_decryption_gives_exactly_the_tensors_in_memory_decryption_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticated(&dir, &sealed());
+    assert_eq!(auth.layout.chunks.len(), 3, "digest windows");
+    let (sink, result) = stream(&auth);
+    result.unwrap();
+    let expected: Vec<u8> = tensors().iter().flat_map(|t| t.bytes.to_vec()).collect();
+    assert_eq!(sink.data.len(), SIZES.iter().sum::<usize>());
+    assert!(
+        sink.data == expected,
+        "streamed bytes differ from the packed tensors"
+    );
+    assert!(!sink.arch, "weights only");
+    let key = key();
+    let whole = unseal::unseal(&auth, Unlock::Key(&key), &|_| {}).unwrap();
+    assert_eq!(sink.layout.unwrap().tensors, whole.payload.layout().tensors);
+    let in_memory: Vec<u8> = (whole.payload.tensors().iter())
+        .flat_map(|t| whole.payload.tensor(&t.name).unwrap().1.to_vec())
+        .collect();
+    assert!(in_memory == expected);
+}
+
+#[test]
+fn a_forged_chunk_stops_the_stream_before_any_of_its_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sealed();
+    // STREAM chunk 130 sits in the third digest window (64 chunks each).
+    let full = STREAM_CHUNK + TAG_LEN;
+    let bad = forged(&good, |c| c[130 * full + 5] ^= 1);
+    let auth = authenticated(&dir, &bad);
+    let (sink, result) = stream(&auth);
+    assert!(
+        matches!(result, Err(UnsealError::Crypto(CryptoError::Chunk(130)))),
+        "{result:?}"
+    );
+    // Only whole windows before the failing one reached the sink: at most 128 chunks of
+    // plaintext, less the header.
+    assert!(sink.data.len() <= 128 * STREAM_CHUNK, "{}", sink.data.len());
+    let expected: Vec<u8> = tensors().iter().flat_map(|t| t.bytes.to_vec()).collect();
+    assert!(sink.data[..] == expected[..sink.data.len()]);
+}
+
+#[test]
+fn a_stream_cut_short_or_reordered_fails_on_its_last_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sealed();
+    let full = STREAM_CHUNK + TAG_LEN;
+    // Cut after whole chunks: the new last chunk was not sealed as the last.
+    let cut = forged(&good, |c| c.truncate((c.len() / full - 1) * full));
+    let (_, result) = stream(&authenticated(&dir, &cut));
+    assert!(
+        matches!(result, Err(UnsealError::Crypto(CryptoError::Chunk(_)))),
+        "{result:?}"
+    );
+    // Two chunks swapped.
+    let swapped = forged(&good, |c| {
+        let (a, b) = c.split_at_mut(2 * full);
+        a[full..].swap_with_slice(&mut b[..full]);
+    });
+    let (_, result) = stream(&authenticated(&dir, &swapped));
+    assert!(
+        matches!(result, Err(UnsealError::Crypto(CryptoError::Chunk(1)))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_wrong_key_fails_before_the_sink_sees_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticated(&dir, &sealed());
+    let mut sink = Collect::default();
+    let other = EncryptionSecretKey::from_seed(&[0x43; 32]);
+    let result = unseal::unseal_stream(&auth, Unlock::Key(&other), &|_| {}, &mut sink);
+    assert!(
+        matches!(
+            result,
+            Err(UnsealError::Crypto(CryptoError::NotARecipient(_)))
+        ),
+        "{result:?}"
+    );
+    assert!(sink.layout.is_none() && sink.data.is_empty());
+}
