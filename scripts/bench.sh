@@ -48,6 +48,8 @@ read -r epack_s epack_m < <(best "$bin" pack "$work/model.safetensors" --sign "$
 cat "$work/enc.nns" >/dev/null
 read -r ever_s ever_m < <(best "$bin" verify "$work/enc.nns" --trust "$work/ci.pub" --quiet)
 read -r eload_s eload_m < <(best "$bin" verify-load "$work/enc.nns" --trust "$work/ci.pub" --decrypt-with "$work/edge.key" --max-memory 68719476736 --quiet)
+read -r eunp_s eunp_m < <(best "$bin" unpack "$work/enc.nns" --trust "$work/ci.pub" --decrypt-with "$work/edge.key" -o "$work/out.safetensors" --quiet)
+read -r unp_s unp_m < <(best "$bin" unpack "$work/model.nns" --trust "$work/ci.pub" -o "$work/out.safetensors" --quiet)
 
 gbps() { awk "BEGIN{printf \"%.2f\", $1/$2/1e9}"; }
 echo "model: $(mib "$bytes") MiB safetensors, 200 tensors; artifact $(mib "$art") MiB; $(nproc) cores"
@@ -57,6 +59,8 @@ echo "nnsign verify:                  ${ver_s}s  $(gbps "$art" "$ver_s") GB/s  $
 echo "encrypted pack --sign:          ${epack_s}s  $(gbps "$bytes" "$epack_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$epack_s}")x baseline  peak RSS $((epack_m / 1024)) MiB"
 echo "encrypted verify (no key):      ${ever_s}s  $(gbps "$art" "$ever_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$ever_s}")x baseline  peak RSS $((ever_m / 1024)) MiB"
 echo "encrypted verify-load (decrypt): ${eload_s}s  $(gbps "$art" "$eload_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$eload_s}")x baseline  peak RSS $((eload_m / 1024)) MiB (holds the model)"
+echo "unpack (writes safetensors):    ${unp_s}s  $(gbps "$art" "$unp_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$unp_s}")x baseline  peak RSS $((unp_m / 1024)) MiB"
+echo "encrypted unpack (streams):     ${eunp_s}s  $(gbps "$art" "$eunp_s") GB/s  $(awk "BEGIN{printf \"%.2f\", $ossl_s/$eunp_s}")x baseline  peak RSS $((eunp_m / 1024)) MiB"
 
 # The encryption primitive alone: in-memory STREAM ChaCha20-Poly1305 on every core, against
 # single-core openssl on 64 KiB blocks.

@@ -119,7 +119,7 @@ pub trait PlainSink {
 /// chunk authenticates before any of its bytes reach the sink; a truncated or reordered stream
 /// fails at the latest on its last chunk, so a sink that writes must keep its output
 /// provisional until this returns `Ok`.
-pub fn unseal_stream<S: PlainSink>(
+pub fn unseal_stream<S: PlainSink + Send>(
     auth: &Authenticated,
     unlock: Unlock<'_>,
     progress: &(dyn Fn(u64) + Sync),

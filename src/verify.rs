@@ -381,40 +381,56 @@ impl Authenticated {
     pub fn stream_payload<E: From<VerifyError> + Send>(
         &self,
         progress: &(dyn Fn(u64) + Sync),
-        sink: impl FnMut(usize, &[u8]) -> Result<(), E>,
+        sink: impl FnMut(usize, &[u8]) -> Result<(), E> + Send,
     ) -> Result<(), E> {
         self.stream_payload_then(progress, |_, _| Ok(()), sink)
     }
 
     /// [`Authenticated::stream_payload`], with each chunk first handed, once checked, to `then`
-    /// on the core that read it (which may change it in place: decryption does). A batch of
-    /// chunks is read in parallel, then sunk in order, so memory stays at
-    /// `threads * CHUNKS_PER_THREAD` chunks whatever the artifact's size.
+    /// on the core that read it (which may change it in place: decryption does).
+    ///
+    /// Two batches of `threads * CHUNKS_PER_THREAD` chunks take turns: while one is sunk in
+    /// order, the next is read, checked and transformed in parallel, so memory stays at two
+    /// batches whatever the artifact's size, and writing overlaps reading.
     pub fn stream_payload_then<E: From<VerifyError> + Send>(
         &self,
         progress: &(dyn Fn(u64) + Sync),
         then: impl Fn(usize, &mut [u8]) -> Result<(), E> + Sync,
-        mut sink: impl FnMut(usize, &[u8]) -> Result<(), E>,
+        mut sink: impl FnMut(usize, &[u8]) -> Result<(), E> + Send,
     ) -> Result<(), E> {
-        let layout = &self.layout;
+        let count = self.layout.chunks.len();
         let batch = rayon::current_num_threads().max(1) * CHUNKS_PER_THREAD;
-        let mut buffers: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-        let mut done = 0u64;
-        for first in (0..layout.chunks.len()).step_by(batch) {
-            let last = (first + batch).min(layout.chunks.len());
+        let fill = |first: usize, buffers: &mut Vec<Zeroizing<Vec<u8>>>| {
+            let last = (first + batch).min(count);
             buffers.resize_with(last - first, Default::default);
-            buffers
-                .par_iter_mut()
-                .enumerate()
-                .try_for_each(|(j, buf)| {
-                    self.read_chunk(first + j, buf)?;
-                    then(first + j, buf)
-                })?;
+            (buffers.par_iter_mut().enumerate()).try_for_each(|(j, buf)| {
+                self.read_chunk(first + j, buf)?;
+                then(first + j, buf)
+            })
+        };
+        let mut done = 0u64;
+        let mut drain = |first: usize, buffers: &[Zeroizing<Vec<u8>>]| {
             for (j, buf) in buffers.iter().enumerate() {
                 sink(first + j, buf)?;
                 done += buf.len() as u64;
             }
             progress(done);
+            Ok::<(), E>(())
+        };
+        let (mut ready, mut spare) = (Vec::new(), Vec::new());
+        fill(0, &mut ready)?;
+        // Only chunks that `fill` checked are ever drained.
+        for first in (0..count).step_by(batch) {
+            let next = first + batch;
+            if next < count {
+                let (filled, drained) =
+                    rayon::join(|| fill(next, &mut spare), || drain(first, &ready));
+                drained?;
+                filled?;
+                std::mem::swap(&mut ready, &mut spare);
+            } else {
+                drain(first, &ready)?;
+            }
         }
         Ok(())
     }
