@@ -9,7 +9,7 @@ use crate::format::Layout;
 use crate::keys::hex;
 use crate::model::Graph;
 use crate::output::Output;
-use crate::runtime::Tensor;
+use crate::runtime::Value;
 use crate::unseal::{self, PlainSink, Unlock, UnsealError};
 use crate::verify::{Authenticated, VerifyError};
 
@@ -174,25 +174,68 @@ impl<W: Write> PlainSink for SafetensorsSink<'_, W> {
     }
 }
 
-/// Writes one float32 array as `.npy` (format 1.0, little-endian, C order).
-pub fn write_npy(out: &Path, t: &Tensor) -> Result<(), ExportError> {
+/// Writes one array as `.npy` (format 1.0, little-endian, C order): `<f4` or `<i8`.
+pub fn write_npy(out: &Path, v: &Value) -> Result<(), ExportError> {
     let io = |source| ExportError::Io {
         path: out.into(),
         source,
     };
     let mut output = Output::create(out).map_err(io)?;
     {
-        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-        use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(BufWriter::new(output.file_mut()))
-            .begin_nd()
-            .map_err(io)?;
-        w.extend(t.data.iter().copied()).map_err(io)?;
-        w.finish().map_err(io)?;
+        let mut w = BufWriter::new(output.file_mut());
+        npy_bytes(v, &mut w).map_err(io)?;
+        w.flush().map_err(io)?;
     }
     output.commit().map_err(io)?;
     Ok(())
+}
+
+/// Writes named arrays as an uncompressed `.npz` (NumPy's `savez`: a zip of `NAME.npy`).
+pub fn write_npz(out: &Path, values: &[(String, Value)]) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    let mut output = Output::create(out).map_err(io)?;
+    {
+        let mut zip = zip::ZipWriter::new(BufWriter::new(output.file_mut()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (name, v) in values {
+            zip.start_file(format!("{name}.npy"), options)
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            npy_bytes(v, &mut zip).map_err(io)?;
+        }
+        let mut w = zip.finish().map_err(|e| io(std::io::Error::other(e)))?;
+        w.flush().map_err(io)?;
+    }
+    output.commit().map_err(io)?;
+    Ok(())
+}
+
+/// The `.npy` encoding of `v` into `w`.
+fn npy_bytes(v: &Value, w: impl Write) -> std::io::Result<()> {
+    use npyz::WriterBuilder;
+    let shape: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+    match v {
+        Value::F32(t) => {
+            let mut n = npyz::WriteOptions::<f32>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(w)
+                .begin_nd()?;
+            n.extend(t.data.iter().copied())?;
+            n.finish()
+        }
+        Value::I64(t) => {
+            let mut n = npyz::WriteOptions::<i64>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(w)
+                .begin_nd()?;
+            n.extend(t.data.iter().copied())?;
+            n.finish()
+        }
+    }
 }

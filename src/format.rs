@@ -302,6 +302,26 @@ pub enum DType {
 }
 
 impl DType {
+    /// Whether a graph widens this dtype to F32.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16 | DType::F32 | DType::F64)
+    }
+
+    /// Whether a graph widens this dtype to I64.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            DType::I8
+                | DType::I16
+                | DType::I32
+                | DType::I64
+                | DType::U8
+                | DType::U16
+                | DType::U32
+                | DType::U64
+        )
+    }
+
     pub const ALL: [DType; 15] = [
         DType::Bool,
         DType::U8,

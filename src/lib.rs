@@ -43,8 +43,8 @@
 //! let loaded = load::load(&artifact, nnsign::model::DEFAULT_MEMORY_LIMIT, &|_| {})?;
 //! let model = loaded.model.expect("the artifact has an architecture");
 //! let x = nnsign::runtime::Tensor { shape: vec![1, 3], data: vec![1.0, 2.0, 3.0] };
-//! let outputs = model.run(vec![("x".into(), x)])?;
-//! assert_eq!(outputs[0].1.data, vec![7.0, 0.0]); // relu([1+0+6, 0+2-3])
+//! let outputs = model.run(vec![("x".into(), x.into())])?;
+//! assert_eq!(outputs[0].1.f32().data, vec![7.0, 0.0]); // relu([1+0+6, 0+2-3])
 //! # Ok(())
 //! # }
 //! ```
@@ -58,6 +58,7 @@ pub mod import;
 pub mod keys;
 pub mod load;
 pub mod model;
+pub mod ops;
 pub mod output;
 pub mod pack;
 pub mod runtime;

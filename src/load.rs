@@ -35,10 +35,11 @@ pub enum LoadError {
     Run(#[from] RunError),
 }
 
-/// A verified payload and, when the artifact has an architecture, the model built from it.
+/// What loading made: the model, when the artifact has an architecture (its payload is then
+/// dropped once the weights are widened), or else the verified weights.
 pub struct Loaded {
-    pub payload: VerifiedPayload,
     pub model: Option<Model>,
+    pub payload: Option<VerifiedPayload>,
 }
 
 /// Validates the architecture against `layout` and checks the memory loading will take: the
@@ -69,17 +70,31 @@ fn check_memory(payload: u64, model: u64, limit: u64) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn build(plan: Option<Plan>, payload: VerifiedPayload) -> Result<Loaded, LoadError> {
-    let model = match plan {
-        Some(plan) => Some(Model::new(&plan, |name| {
-            let (info, bytes) = payload
-                .tensor(name)
-                .expect("validation checked every weight exists");
-            runtime::to_f32(info, bytes)
-        })?),
-        None => None,
+fn build(
+    plan: Option<Plan>,
+    payload: VerifiedPayload,
+    memory_limit: u64,
+) -> Result<Loaded, LoadError> {
+    let Some(plan) = plan else {
+        return Ok(Loaded {
+            model: None,
+            payload: Some(payload),
+        });
     };
-    Ok(Loaded { payload, model })
+    let model = Model::new(
+        plan,
+        |info| {
+            let (info, bytes) = payload
+                .tensor(&info.name)
+                .expect("validation checked every weight exists");
+            runtime::to_value(info, bytes)
+        },
+        memory_limit,
+    )?;
+    Ok(Loaded {
+        model: Some(model),
+        payload: None,
+    })
 }
 
 /// Validates, verifies and instantiates. The architecture is checked first, since it needs only
@@ -94,7 +109,7 @@ pub fn load(
     }
     let plan = plan(auth.manifest.arch.as_ref(), &auth.layout, memory_limit)?;
     let payload = auth.read_payload(progress)?;
-    build(plan, payload)
+    build(plan, payload, memory_limit)
 }
 
 /// [`load`] for an encrypted artifact: verify, decrypt with `unlock`, then validate and build
@@ -113,5 +128,5 @@ pub fn load_encrypted(
         unsealed.payload.layout(),
         memory_limit,
     )?;
-    build(plan, unsealed.payload)
+    build(plan, unsealed.payload, memory_limit)
 }

@@ -11,9 +11,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::format::{DType, TensorInfo, MAX_NAME_LEN, MAX_RANK};
+use crate::ops::{self, Elem, Op, VType, D};
 
-/// Op-set version this nnsign implements. A graph with a higher op-set is refused by name.
-pub const OPSET: u64 = 1;
+/// Highest op-set this nnsign implements (docs/SCHEMA.md). A graph with a higher one is refused
+/// by its op-set.
+pub const OPSET: u64 = 2;
 /// Most nodes in one graph.
 pub const MAX_NODES: usize = 65536;
 /// Most graph inputs or outputs.
@@ -97,71 +99,122 @@ fn invalid(msg: impl Into<String>) -> SchemaError {
     SchemaError::Invalid(msg.into())
 }
 
-/// Activation functions of the `Dense` op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Linear,
-    Relu,
-    Sigmoid,
-    Tanh,
-    Softmax,
-}
-
-impl Activation {
-    fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "linear" => Activation::Linear,
-            "relu" => Activation::Relu,
-            "sigmoid" => Activation::Sigmoid,
-            "tanh" => Activation::Tanh,
-            "softmax" => Activation::Softmax,
-            _ => return None,
-        })
-    }
-}
-
-/// A validated step, referring to values by index into the plan's value table.
+/// One node of a validated graph, ready to run.
 #[derive(Debug, Clone)]
-pub enum Step {
-    /// `y = activation(x · kernel + bias)`, kernel `[inputs, units]` as Keras stores it.
-    Dense {
-        x: usize,
-        kernel: String,
-        bias: Option<String>,
-        inputs: usize,
-        units: usize,
-        activation: Activation,
-        y: usize,
-    },
+pub struct Step {
+    /// The node's name and op, for messages.
+    pub node: String,
+    pub op_name: String,
+    pub op: Op,
+    /// Value slots of the inputs (`None`: an omitted optional input).
+    pub inputs: Vec<Option<usize>>,
+    pub output: usize,
+    /// Values whose last use is this step: freed after it.
+    pub free: Vec<usize>,
 }
 
-/// A graph that passed validation: value slots, steps in execution order, and the shapes the
-/// runtime must check inputs against.
+/// A graph that passed validation: value slots, steps in an order where every input is ready,
+/// the weights to load, and what it needs in memory.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Names of the values; steps refer to them by index.
     pub values: Vec<String>,
+    /// Inferred type of every value (symbolic where the graph is).
+    pub types: Vec<VType>,
     pub inputs: Vec<(usize, ValueInfo)>,
     pub outputs: Vec<(usize, ValueInfo)>,
+    /// The weight tensors the graph uses, by value slot.
+    pub weights: Vec<(usize, TensorInfo)>,
     pub steps: Vec<Step>,
-    /// Bytes the weights take once widened to f32.
+    /// Bytes the weights take once widened (F32 or I64).
     pub weight_bytes: u64,
-    /// f32 elements of activations per batch row, summed over all values.
-    pub activation_elems_per_row: u64,
+    /// Bytes of the values alive at once while it runs, at its worst, with every symbol at 1.
+    pub peak_bytes_at_one: u64,
 }
 
 impl Plan {
-    /// Bytes the built model may need: its weights as f32 plus every activation for
-    /// [`crate::runtime::MAX_BATCH`] rows.
+    /// Bytes the built model needs for a run with every symbol at 1: its weights and the
+    /// values alive at once.
     pub fn memory_need(&self) -> u64 {
-        self.weight_bytes.saturating_add(
-            self.activation_elems_per_row
-                .saturating_mul(4)
-                .saturating_mul(crate::runtime::MAX_BATCH as u64),
-        )
+        self.weight_bytes.saturating_add(self.peak_bytes_at_one)
+    }
+
+    /// Infers the shape of every value from the graph inputs' types `inputs` (slot and
+    /// concrete type): what a run with those inputs computes. Fails, naming the node, where
+    /// they do not fit the graph.
+    pub fn bind(&self, inputs: &[(usize, VType)]) -> Result<Vec<Vec<usize>>, String> {
+        let mut types: Vec<Option<VType>> = vec![None; self.values.len()];
+        for (slot, info) in &self.weights {
+            types[*slot] = Some(weight_type(info));
+        }
+        for (slot, t) in inputs {
+            types[*slot] = Some(t.clone());
+        }
+        for step in &self.steps {
+            let ins: Vec<Option<&VType>> = (step.inputs.iter())
+                .map(|s| s.map(|s| types[s].as_ref().expect("steps are in order")))
+                .collect();
+            let out = step
+                .op
+                .infer(&ins)
+                .map_err(|e| format!("node {:?} ({}): {e}", step.node, step.op_name))?;
+            types[step.output] = Some(out);
+        }
+        let shapes = (types.iter().enumerate())
+            .map(|(slot, t)| match t {
+                Some(t) => ops::shape::concrete(&t.shape)
+                    .map_err(|e| format!("value {:?}: {e}", self.values[slot])),
+                None => Ok(Vec::new()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (slot, info) in &self.outputs {
+            let got = &shapes[*slot];
+            let fits = got.len() == info.shape.len()
+                && got.iter().zip(&info.shape).all(|(g, d)| match d {
+                    Dim::Fixed(n) => *n as usize == *g,
+                    Dim::Symbol(_) => true,
+                });
+            if !fits {
+                return Err(format!(
+                    "graph output {:?} is declared {} but these inputs make it {got:?}",
+                    info.name,
+                    fmt_shape(&info.shape)
+                ));
+            }
+        }
+        Ok(shapes)
+    }
+
+    /// Bytes of the values alive at once while the steps run, at their worst, for the value
+    /// shapes `shapes` (from [`Plan::bind`]); weights are not counted.
+    pub fn peak_bytes(&self, shapes: &[Vec<usize>]) -> u64 {
+        let size = |slot: usize| {
+            (shapes[slot].iter()).fold(self.types[slot].elem.size(), |acc, &d| {
+                acc.saturating_mul(d as u64)
+            })
+        };
+        let mut live: u64 = self.inputs.iter().map(|(s, _)| size(*s)).sum();
+        let mut peak = live;
+        for step in &self.steps {
+            live = live.saturating_add(size(step.output));
+            peak = peak.max(live);
+            for &s in &step.free {
+                live = live.saturating_sub(size(s));
+            }
+        }
+        peak
     }
 }
 
+/// The type a weight tensor has in a graph.
+fn weight_type(info: &TensorInfo) -> VType {
+    let elem = if info.dtype.is_float() {
+        Elem::F32
+    } else {
+        Elem::I64
+    };
+    VType::new(elem, info.shape.iter().map(|&d| D::Fixed(d)).collect())
+}
 impl Graph {
     /// Calls `check` on every string of the graph with a description of where it is, stopping
     /// at the first error: names printed in messages must pass the same checks as metadata.
@@ -200,15 +253,17 @@ impl Graph {
     }
 
     /// Checks the graph against the artifact's tensors and builds the execution plan.
+    /// Checks the graph against the artifact's tensors and plans its execution; every error
+    /// names the node or value at fault (docs/SCHEMA.md, "Validation").
     pub fn validate(&self, tensors: &[TensorInfo]) -> Result<Plan, SchemaError> {
         if self.opset > OPSET {
             return Err(invalid(format!(
-                "architecture needs op-set {}, this nnsign implements op-set {OPSET}; upgrade nnsign",
+                "architecture needs op-set {}, this nnsign implements op-sets 1 to {OPSET}; upgrade nnsign",
                 self.opset
             )));
         }
         if self.opset == 0 {
-            return Err(invalid("architecture op-set 0 does not exist; use 1"));
+            return Err(invalid("architecture op-set 0 does not exist; use 2"));
         }
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return Err(invalid("graph needs at least one input and one output"));
@@ -226,120 +281,290 @@ impl Graph {
         }
         let weights: HashMap<&str, &TensorInfo> =
             tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+        // Every op parses, and every node has a unique name, before anything else.
+        let mut node_names = HashSet::new();
+        let mut parsed = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            if node.name.is_empty() || node.name.len() > MAX_NAME_LEN {
+                return Err(invalid(format!(
+                    "a {} node has an empty or over-long name",
+                    node.op
+                )));
+            }
+            if !node_names.insert(node.name.as_str()) {
+                return Err(invalid(format!("node {:?}: name used twice", node.name)));
+            }
+            parsed.push(Op::parse(node, self.opset).map_err(|e| at(node, e))?);
+        }
+        // Who defines each value: a graph input, a weight, or exactly one node.
         let mut b = Builder::default();
         for input in &self.inputs {
-            check_value_info("graph input", input)?;
+            let elem = check_value_info("graph input", input)?;
             if weights.contains_key(input.name.as_str()) {
                 return Err(invalid(format!(
                     "graph input {:?} has the name of a weight tensor",
                     input.name
                 )));
             }
-            let slot = b.define(&input.name, "graph input", input.shape.clone())?;
+            let shape = input.shape.iter().map(D::from_dim).collect();
+            let slot = b.define(&input.name, "a graph input", Some(VType::new(elem, shape)))?;
             b.inputs.push((slot, input.clone()));
         }
-        let mut node_names = HashSet::new();
-        let mut used_weights = HashSet::new();
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let out = &node.outputs[0];
+            if out.is_empty() {
+                return Err(at(node, "its output has an empty name".into()));
+            }
+            if weights.contains_key(out.as_str()) {
+                return Err(at(
+                    node,
+                    format!("output {out:?} has the name of a weight tensor"),
+                ));
+            }
+            b.define(out, &format!("node {:?}", node.name), None)?;
+            producer.insert(out, i);
+        }
+        // Inputs that are weights get a slot; anything else undefined is an error.
+        let mut weight_slots = Vec::new();
         for node in &self.nodes {
-            if node.name.is_empty() || node.name.len() > MAX_NAME_LEN {
-                return Err(invalid("a node has an empty or over-long name"));
-            }
-            if !node_names.insert(node.name.as_str()) {
-                return Err(invalid(format!("node {:?}: name used twice", node.name)));
-            }
-            let at = |msg: String| invalid(format!("node {:?} ({}): {msg}", node.name, node.op));
-            match node.op.as_str() {
-                "Dense" => {
-                    let step = b.dense(node, &weights, at)?;
-                    let Step::Dense { kernel, bias, .. } = &step;
-                    used_weights.insert(kernel.clone());
-                    used_weights.extend(bias.clone());
-                    b.steps.push(step);
+            for name in node.inputs.iter().filter(|n| !n.is_empty()) {
+                if b.slots.contains_key(name.as_str()) {
+                    continue;
                 }
-                other => {
-                    return Err(at(format!(
-                        "unknown op {other:?} (op-set {OPSET} has: Dense)"
-                    )))
+                let Some(info) = weights.get(name.as_str()) else {
+                    return Err(at(node, format!(
+                        "input {name:?} is not defined: not a graph input, a weight tensor or any node's output"
+                    )));
+                };
+                if info.dtype == DType::Bool || !(info.dtype.is_float() || info.dtype.is_integer())
+                {
+                    return Err(at(
+                        node,
+                        format!(
+                            "weight {name:?} has dtype {}, which a graph cannot use",
+                            info.dtype
+                        ),
+                    ));
                 }
+                let slot = b.define(name, "a weight", Some(weight_type(info)))?;
+                weight_slots.push((slot, (*info).clone()));
             }
         }
+        let order = topological_order(&self.nodes, &producer)?;
+        for &i in &order {
+            let node = &self.nodes[i];
+            let ins: Vec<Option<usize>> = (node.inputs.iter())
+                .map(|n| (!n.is_empty()).then(|| b.slots[n.as_str()]))
+                .collect();
+            let types: Vec<Option<&VType>> = (ins.iter())
+                .map(|s| s.map(|s| b.types[s].as_ref().expect("defined before use")))
+                .collect();
+            let out = parsed[i].infer(&types).map_err(|e| {
+                let given: Vec<String> = (node.inputs.iter().zip(&types))
+                    .filter_map(|(n, t)| {
+                        Some(format!(
+                            "{n:?} {}",
+                            ops::shape::fmt_shape(&t.as_ref()?.shape)
+                        ))
+                    })
+                    .collect();
+                at(node, format!("{e} (its inputs: {})", given.join(", ")))
+            })?;
+            let slot = b.slots[node.outputs[0].as_str()];
+            b.types[slot] = Some(out);
+            b.steps.push(Step {
+                node: node.name.clone(),
+                op_name: node.op.clone(),
+                op: parsed[i].clone(),
+                inputs: ins,
+                output: slot,
+                free: Vec::new(),
+            });
+        }
         for output in &self.outputs {
-            check_value_info("graph output", output)?;
+            let elem = check_value_info("graph output", output)?;
             let slot = *b.slots.get(output.name.as_str()).ok_or_else(|| {
                 invalid(format!(
                     "graph output {:?} is not produced by any node",
                     output.name
                 ))
             })?;
-            let inferred = &b.shapes[slot];
-            if !shapes_agree(inferred, &output.shape) {
+            let inferred = b.types[slot].as_ref().expect("every value is typed");
+            let agree = inferred.elem == elem
+                && inferred.shape.len() == output.shape.len()
+                && inferred.shape.iter().zip(&output.shape).all(|(i, d)| {
+                    matches!((i, d), (D::Any, _))
+                        || matches!((i, d), (D::Fixed(p), Dim::Fixed(q)) if p == q)
+                        || matches!((i, d), (D::Sym(p), Dim::Symbol(q)) if p == q)
+                });
+            if !agree {
                 return Err(invalid(format!(
-                    "graph output {:?} is declared {} but the graph computes {}",
+                    "graph output {:?} is declared {} {} but the graph computes {} {}",
                     output.name,
+                    output.dtype,
                     fmt_shape(&output.shape),
-                    fmt_shape(inferred)
+                    inferred.elem.name(),
+                    ops::shape::fmt_shape(&inferred.shape)
                 )));
             }
             b.outputs.push((slot, output.clone()));
         }
-        let weight_bytes = used_weights
-            .iter()
-            .filter_map(|w| weights.get(w.as_str()))
-            .map(|t| t.length / t.dtype.size() * 4)
-            .sum::<u64>();
-        let activation_elems_per_row = b
-            .shapes
-            .iter()
-            .map(|s| {
-                s.iter()
-                    .map(|d| match d {
-                        Dim::Fixed(n) => *n,
-                        Dim::Symbol(_) => 1,
-                    })
-                    .try_fold(1u64, |acc, n| acc.checked_mul(n))
-                    .unwrap_or(u64::MAX)
-            })
-            .fold(0u64, |acc, n| acc.saturating_add(n));
-        Ok(Plan {
+        // Free every activation after its last use; outputs and weights are kept.
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (k, step) in b.steps.iter().enumerate() {
+            for s in step.inputs.iter().flatten() {
+                last_use.insert(*s, k);
+            }
+        }
+        let keep: HashSet<usize> = (b.outputs.iter().map(|(s, _)| *s))
+            .chain(weight_slots.iter().map(|(s, _)| *s))
+            .collect();
+        for (slot, k) in last_use {
+            if !keep.contains(&slot) {
+                b.steps[k].free.push(slot);
+            }
+        }
+        let weight_bytes = (weight_slots.iter())
+            .map(|(s, _)| b.types[*s].as_ref().expect("typed").bytes_at_one())
+            .fold(0u64, u64::saturating_add);
+        let mut plan = Plan {
             values: b.names,
+            types: b
+                .types
+                .into_iter()
+                .map(|t| t.expect("every value is typed"))
+                .collect(),
             inputs: b.inputs,
             outputs: b.outputs,
+            weights: weight_slots,
             steps: b.steps,
             weight_bytes,
-            activation_elems_per_row,
-        })
+            peak_bytes_at_one: 0,
+        };
+        // The memory at batch 1 (every symbol at 1); a graph that cannot run with 1s is
+        // estimated from its symbolic shapes instead.
+        let ones: Vec<(usize, VType)> = (plan.inputs.iter())
+            .map(|(slot, info)| {
+                let t = &plan.types[*slot];
+                let shape = info.shape.iter().map(|d| match d {
+                    Dim::Fixed(n) => D::Fixed(*n),
+                    Dim::Symbol(_) => D::Fixed(1),
+                });
+                (*slot, VType::new(t.elem, shape.collect()))
+            })
+            .collect();
+        plan.peak_bytes_at_one = match plan.bind(&ones) {
+            Ok(shapes) => plan.peak_bytes(&shapes),
+            Err(_) => {
+                let shapes: Vec<Vec<usize>> = (plan.types.iter())
+                    .map(|t| {
+                        t.shape
+                            .iter()
+                            .map(|d| d.fixed().unwrap_or(1) as usize)
+                            .collect()
+                    })
+                    .collect();
+                plan.peak_bytes(&shapes)
+            }
+        };
+        Ok(plan)
     }
 }
 
-fn check_value_info(what: &str, v: &ValueInfo) -> Result<(), SchemaError> {
+/// An error about `node`, naming it.
+fn at(node: &Node, msg: String) -> SchemaError {
+    invalid(format!("node {:?} ({}): {msg}", node.name, node.op))
+}
+
+/// The nodes in an order where each runs after the nodes whose outputs it takes (Kahn's
+/// algorithm, keeping the listed order among ready nodes); a cycle is an error naming its nodes.
+fn topological_order(
+    nodes: &[Node],
+    producer: &HashMap<&str, usize>,
+) -> Result<Vec<usize>, SchemaError> {
+    let deps: Vec<Vec<usize>> = (nodes.iter())
+        .map(|n| {
+            let mut d: Vec<usize> = (n.inputs.iter())
+                .filter_map(|i| producer.get(i.as_str()).copied())
+                .collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        })
+        .collect();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, d) in deps.iter().enumerate() {
+        for &p in d {
+            users[p].push(i);
+        }
+    }
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..nodes.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &u in &users[i] {
+            waiting[u] -= 1;
+            if waiting[u] == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    if order.len() == nodes.len() {
+        return Ok(order);
+    }
+    // Walk back through unfinished producers from an unfinished node until one repeats.
+    let mut path: Vec<usize> = Vec::new();
+    let mut i = (0..nodes.len())
+        .find(|&i| waiting[i] > 0)
+        .expect("some node waits");
+    while !path.contains(&i) {
+        path.push(i);
+        i = *deps[i]
+            .iter()
+            .find(|&&p| waiting[p] > 0)
+            .expect("a waiting node waits on one");
+    }
+    let start = path.iter().position(|&p| p == i).expect("it repeats");
+    // Producers first, starting from the node listed first, and back to it.
+    let mut ids: Vec<usize> = path[start..].iter().rev().copied().collect();
+    let first = (0..ids.len())
+        .min_by_key(|&k| ids[k])
+        .expect("a cycle has nodes");
+    ids.rotate_left(first);
+    ids.push(ids[0]);
+    let cycle: Vec<&str> = ids.iter().map(|&p| nodes[p].name.as_str()).collect();
+    Err(invalid(format!(
+        "the graph has a cycle: {} (each takes the output of the one before)",
+        cycle
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    )))
+}
+
+fn check_value_info(what: &str, v: &ValueInfo) -> Result<Elem, SchemaError> {
     if v.name.is_empty() || v.name.len() > MAX_NAME_LEN {
         return Err(invalid(format!("a {what} has an empty or over-long name")));
     }
-    if v.dtype != DType::F32.name() {
-        return Err(invalid(format!(
-            "{what} {:?} has dtype {:?}; op-set {OPSET} runs F32 values only",
+    let elem = Elem::from_name(&v.dtype).ok_or_else(|| {
+        invalid(format!(
+            "{what} {:?} has dtype {:?}; graphs compute with F32 and I64 values",
             v.name, v.dtype
-        )));
-    }
+        ))
+    })?;
     if v.shape.len() > MAX_RANK {
         return Err(invalid(format!(
             "{what} {:?} has more than {MAX_RANK} dimensions",
             v.name
         )));
     }
-    Ok(())
+    Ok(elem)
 }
 
-fn shapes_agree(a: &[Dim], b: &[Dim]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| match (x, y) {
-            (Dim::Fixed(p), Dim::Fixed(q)) => p == q,
-            (Dim::Symbol(p), Dim::Symbol(q)) => p == q,
-            _ => false,
-        })
-}
-
-/// `[batch, 784]`.
 pub fn fmt_shape(s: &[Dim]) -> String {
     let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
     format!("[{}]", dims.join(", "))
@@ -348,7 +573,7 @@ pub fn fmt_shape(s: &[Dim]) -> String {
 #[derive(Default)]
 struct Builder {
     names: Vec<String>,
-    shapes: Vec<Vec<Dim>>,
+    types: Vec<Option<VType>>,
     slots: HashMap<String, usize>,
     inputs: Vec<(usize, ValueInfo)>,
     outputs: Vec<(usize, ValueInfo)>,
@@ -356,7 +581,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn define(&mut self, name: &str, by: &str, shape: Vec<Dim>) -> Result<usize, SchemaError> {
+    fn define(&mut self, name: &str, by: &str, t: Option<VType>) -> Result<usize, SchemaError> {
         if self.slots.contains_key(name) {
             return Err(invalid(format!(
                 "value {name:?} is defined twice (again by {by})"
@@ -364,101 +589,9 @@ impl Builder {
         }
         let slot = self.names.len();
         self.names.push(name.to_owned());
-        self.shapes.push(shape);
+        self.types.push(t);
         self.slots.insert(name.to_owned(), slot);
         Ok(slot)
-    }
-
-    fn dense(
-        &mut self,
-        node: &Node,
-        weights: &HashMap<&str, &TensorInfo>,
-        at: impl Fn(String) -> SchemaError,
-    ) -> Result<Step, SchemaError> {
-        let (x_name, kernel_name, bias_name) = match node.inputs.as_slice() {
-            [x, k] => (x, k, None),
-            [x, k, b] => (x, k, Some(b)),
-            _ => {
-                return Err(at(format!(
-                    "takes inputs [x, kernel] or [x, kernel, bias], got {} inputs",
-                    node.inputs.len()
-                )))
-            }
-        };
-        let [y_name] = node.outputs.as_slice() else {
-            return Err(at(format!("has one output, got {}", node.outputs.len())));
-        };
-        let mut activation = Activation::Linear;
-        for (key, value) in &node.attrs {
-            match (key.as_str(), value) {
-                ("activation", Attr::Text(a)) => {
-                    activation = Activation::from_name(a).ok_or_else(|| {
-                        at(format!(
-                            "unknown activation {a:?} (linear, relu, sigmoid, tanh, softmax)"
-                        ))
-                    })?
-                }
-                _ => return Err(at(format!("unknown or mistyped attribute {key:?}"))),
-            }
-        }
-        let x = *self.slots.get(x_name.as_str()).ok_or_else(|| {
-            at(format!(
-                "input {x_name:?} is not a graph input or the output of an earlier node"
-            ))
-        })?;
-        let weight = |name: &str, role: &str| -> Result<&TensorInfo, SchemaError> {
-            let t = weights
-                .get(name)
-                .ok_or_else(|| at(format!("{role} {name:?} is not a tensor of this artifact")))?;
-            if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-                return Err(at(format!(
-                    "{role} {name:?} has dtype {}, not a float type",
-                    t.dtype
-                )));
-            }
-            Ok(t)
-        };
-        let kernel = weight(kernel_name, "kernel")?;
-        let [inputs, units] = kernel.shape[..] else {
-            return Err(at(format!(
-                "kernel {kernel_name:?} has shape {:?}, expected [inputs, units]",
-                kernel.shape
-            )));
-        };
-        if let Some(b) = bias_name {
-            let bias = weight(b, "bias")?;
-            if bias.shape != [units] {
-                return Err(at(format!(
-                    "bias {b:?} has shape {:?}, expected [{units}] to match kernel {kernel_name:?}",
-                    bias.shape
-                )));
-            }
-        }
-        let x_shape = &self.shapes[x];
-        let [batch, Dim::Fixed(features)] = x_shape.as_slice() else {
-            return Err(at(format!(
-                "input {x_name:?} has shape {}, expected [batch, features] with fixed features",
-                fmt_shape(x_shape)
-            )));
-        };
-        if *features != inputs {
-            return Err(at(format!(
-                "input {x_name:?} has {features} features but kernel {kernel_name:?} expects {inputs}"
-            )));
-        }
-        let shape = vec![batch.clone(), Dim::Fixed(units)];
-        let too_big = |n: u64| usize::try_from(n).map_err(|_| at("dimension too large".into()));
-        let (inputs, units) = (too_big(inputs)?, too_big(units)?);
-        let y = self.define(y_name, &format!("node {:?}", node.name), shape)?;
-        Ok(Step::Dense {
-            x,
-            kernel: kernel_name.clone(),
-            bias: bias_name.cloned(),
-            inputs,
-            units,
-            activation,
-            y,
-        })
     }
 }
 
@@ -501,7 +634,7 @@ mod tests {
         let plan = g.validate(&weights()).unwrap();
         assert_eq!(plan.steps.len(), 2);
         assert_eq!(plan.weight_bytes, (20 + 5 + 15) * 4);
-        assert_eq!(plan.values, vec!["x", "h", "probs"]);
+        assert_eq!(plan.values, vec!["x", "h", "probs", "k1", "b1", "k2"]);
     }
 
     fn rejection(edit: impl Fn(&mut Graph), tensors: Vec<TensorInfo>) -> String {
@@ -514,44 +647,44 @@ mod tests {
     fn each_rule_names_the_node_at_fault() {
         let msg = rejection(|g| g.nodes[0].op = "Conv".into(), weights());
         assert!(
-            msg.contains("node \"d1\" (Conv): unknown op \"Conv\""),
+            msg.contains(
+                "node \"d1\" (Conv): op \"Conv\" needs op-set 2, and the graph declares op-set 1"
+            ),
             "{msg}"
         );
-        let msg = rejection(|g| g.nodes.swap(0, 1), weights());
+        let msg = rejection(|g| g.nodes[0].op = "Frobnicate".into(), weights());
         assert!(
-            msg.contains("node \"d2\"") && msg.contains("\"h\" is not a graph input"),
+            msg.contains("unknown op \"Frobnicate\" (op-set 1 has: Dense)"),
             "{msg}"
         );
-        let msg = rejection(
-            |_| {},
-            vec![
-                tensor("k1", &[4, 5]),
-                tensor("b1", &[5]),
-                tensor("k2", &[6, 3]),
-            ],
-        );
+        let bad_k2 = vec![
+            tensor("k1", &[4, 5]),
+            tensor("b1", &[5]),
+            tensor("k2", &[6, 3]),
+        ];
+        let msg = rejection(|_| {}, bad_k2);
         assert!(
-            msg.contains("node \"d2\"")
-                && msg.contains("has 5 features but kernel \"k2\" expects 6"),
+            msg.contains("node \"d2\" (Dense): input [batch, 5] does not fit kernel [6, 3] (kernel is [inputs, units]): 5 != 6"),
             "{msg}"
         );
-        let msg = rejection(
-            |_| {},
-            vec![
-                tensor("k1", &[4, 5]),
-                tensor("b1", &[4]),
-                tensor("k2", &[5, 3]),
-            ],
-        );
+        let bad_b1 = vec![
+            tensor("k1", &[4, 5]),
+            tensor("b1", &[4]),
+            tensor("k2", &[5, 3]),
+        ];
+        let msg = rejection(|_| {}, bad_b1);
         assert!(
-            msg.contains("bias \"b1\" has shape [4], expected [5]"),
+            msg.contains("bias [4] does not match 5 units: 4 != 5"),
             "{msg}"
         );
         let msg = rejection(|g| g.nodes[1].inputs[1] = "nope".into(), weights());
-        assert!(msg.contains("kernel \"nope\" is not a tensor"), "{msg}");
+        assert!(
+            msg.contains("node \"d2\" (Dense): input \"nope\" is not defined: not a graph input, a weight tensor or any node's output"),
+            "{msg}"
+        );
         let msg = rejection(|g| g.outputs[0].shape[1] = Dim::Fixed(4), weights());
         assert!(
-            msg.contains("declared [batch, 4] but the graph computes [batch, 3]"),
+            msg.contains("declared F32 [batch, 4] but the graph computes F32 [batch, 3]"),
             "{msg}"
         );
         let msg = rejection(|g| g.nodes[1].outputs[0] = "h".into(), weights());
@@ -565,22 +698,67 @@ mod tests {
             weights(),
         );
         assert!(msg.contains("unknown activation \"swish\""), "{msg}");
-        let msg = rejection(|g| g.opset = 2, weights());
-        assert!(msg.contains("op-set 2"), "{msg}");
+        let msg = rejection(|g| g.opset = 3, weights());
+        assert!(msg.contains("needs op-set 3"), "{msg}");
+        let msg = rejection(
+            |g| {
+                g.nodes[0]
+                    .attrs
+                    .insert("units".into(), Attr::Int(3))
+                    .map(drop)
+                    .unwrap_or(())
+            },
+            weights(),
+        );
+        assert!(
+            msg.contains("unknown attribute \"units\" for Dense"),
+            "{msg}"
+        );
     }
 
     #[test]
-    fn memory_need_counts_weights_and_activations() {
+    fn nodes_run_in_dependency_order_whatever_their_listed_order() {
+        let mut g = Graph::from_json(&mlp_json()).unwrap();
+        g.nodes.swap(0, 1);
+        let plan = g.validate(&weights()).unwrap();
+        let order: Vec<&str> = plan.steps.iter().map(|s| s.node.as_str()).collect();
+        assert_eq!(order, vec!["d1", "d2"]);
+    }
+
+    #[test]
+    fn a_cycle_is_refused_naming_its_nodes() {
+        let g = Graph::from_json(
+            r#"{"opset": 2,
+            "inputs": [{"name": "x", "dtype": "F32", "shape": [2]}],
+            "outputs": [{"name": "y", "dtype": "F32", "shape": [2]}],
+            "nodes": [
+              {"op": "Add", "name": "a", "inputs": ["x", "c"], "outputs": ["y"]},
+              {"op": "Relu", "name": "b", "inputs": ["y"], "outputs": ["z"]},
+              {"op": "Tanh", "name": "c", "inputs": ["z"], "outputs": ["c"]}
+            ]}"#,
+        )
+        .unwrap();
+        let msg = g.validate(&[]).unwrap_err().to_string();
+        assert!(
+            msg.contains("the graph has a cycle: \"a\" -> \"b\" -> \"c\" -> \"a\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn memory_need_counts_weights_and_the_values_alive_at_once() {
         let plan = Graph::from_json(&mlp_json())
             .unwrap()
             .validate(&weights())
             .unwrap();
-        // x [batch, 4] + h [batch, 5] + probs [batch, 3] = 12 floats a row.
-        assert_eq!(plan.activation_elems_per_row, 12);
-        assert_eq!(
-            plan.memory_need(),
-            160 + 12 * 4 * crate::runtime::MAX_BATCH as u64
-        );
+        // At batch 1: x (16 bytes) and h (20) are alive together; then h and probs (12).
+        assert_eq!(plan.weight_bytes, 160);
+        assert_eq!(plan.peak_bytes_at_one, 36);
+        assert_eq!(plan.memory_need(), 196);
+        let shapes = plan
+            .bind(&[(0, VType::new(Elem::F32, vec![D::Fixed(1000), D::Fixed(4)]))])
+            .unwrap();
+        assert_eq!(plan.peak_bytes(&shapes), 36_000);
     }
 
     #[test]

@@ -1,53 +1,163 @@
-//! CPU inference for validated plans, in float32.
+//! CPU inference for validated plans: float32 and int64 values, ops on every core.
 //!
 //! A [`Model`] is built only from a [`Plan`] that passed [`crate::model::Graph::validate`] and
-//! from tensor bytes whose digests matched; this module never sees an unverified byte.
+//! from tensor bytes whose digests matched; this module never sees an unverified byte. Before
+//! each run, the symbols of the graph are bound from the inputs, every value's shape is inferred
+//! again with those sizes, and the memory the run needs is checked: an input that does not fit
+//! is refused before any op runs.
 
 use std::collections::HashMap;
 
 use crate::format::{DType, TensorInfo};
-use crate::model::{Activation, Dim, Plan, Step, ValueInfo};
+use crate::model::{Dim, Plan, ValueInfo};
+use crate::ops::{Elem, VType, D};
 
-/// Most rows one call to [`Model::run`] accepts; the memory check of validation assumes it.
-pub const MAX_BATCH: usize = 65536;
-
-/// A dense float32 tensor in row-major order.
+/// A dense tensor in row-major order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
+pub struct Tensor<T = f32> {
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: Vec<T>,
+}
+
+/// A value the graph computes with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    F32(Tensor<f32>),
+    I64(Tensor<i64>),
+}
+
+impl Value {
+    pub fn elem(&self) -> Elem {
+        match self {
+            Value::F32(_) => Elem::F32,
+            Value::I64(_) => Elem::I64,
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::F32(t) => &t.shape,
+            Value::I64(t) => &t.shape,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Value::F32(t) => t.data.len(),
+            Value::I64(t) => t.data.len(),
+        }
+    }
+
+    /// The float tensor; inference guarantees the dtype wherever this is called.
+    pub fn f32(&self) -> &Tensor<f32> {
+        match self {
+            Value::F32(t) => t,
+            Value::I64(_) => unreachable!("inference checked that this value is F32"),
+        }
+    }
+
+    /// The integer tensor; inference guarantees the dtype wherever this is called.
+    pub fn i64(&self) -> &Tensor<i64> {
+        match self {
+            Value::I64(t) => t,
+            Value::F32(_) => unreachable!("inference checked that this value is I64"),
+        }
+    }
+
+    /// The same elements under another shape of the same size.
+    pub fn reshaped(&self, shape: Vec<usize>) -> Value {
+        match self {
+            Value::F32(t) => Value::F32(Tensor {
+                shape,
+                data: t.data.clone(),
+            }),
+            Value::I64(t) => Value::I64(Tensor {
+                shape,
+                data: t.data.clone(),
+            }),
+        }
+    }
+
+    /// A float32 value; an integer one is refused.
+    pub fn into_f32(self) -> Option<Tensor<f32>> {
+        match self {
+            Value::F32(t) => Some(t),
+            Value::I64(_) => None,
+        }
+    }
+}
+
+impl From<Tensor<f32>> for Value {
+    fn from(t: Tensor<f32>) -> Value {
+        Value::F32(t)
+    }
 }
 
 /// Why a model could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// An input is missing, extra, or of the wrong shape.
+    /// An input is missing, extra, or of the wrong dtype or shape.
     #[error("{0}")]
     Input(String),
-    /// A weight could not be widened to f32.
+    /// A weight could not be widened.
     #[error("{0}")]
     Weight(String),
+    /// An op failed on the values it was given (for example a `Gather` index out of range).
+    #[error("{0}")]
+    Node(String),
+    /// The run would need more memory than allowed.
+    #[error("this run needs {need} bytes (weights and the values alive at once), more than the limit of {limit}")]
+    TooLarge { need: u64, limit: u64 },
 }
 
-struct DenseLayer {
-    x: usize,
-    kernel: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    inputs: usize,
-    units: usize,
-    activation: Activation,
-    y: usize,
+/// Widens a verified tensor to the value a graph computes with: floats to F32, integers to
+/// I64.
+pub fn to_value(info: &TensorInfo, bytes: &[u8]) -> Result<Value, RunError> {
+    let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
+    if info.dtype.is_float() {
+        return Ok(Value::F32(Tensor {
+            shape,
+            data: to_f32(info, bytes)?,
+        }));
+    }
+    macro_rules! ints {
+        ($t:ty, $n:expr) => {
+            bytes
+                .chunks_exact($n)
+                .map(|b| <$t>::from_le_bytes(b.try_into().expect("exact chunks")) as i128)
+                .collect::<Vec<i128>>()
+        };
+    }
+    let wide = match info.dtype {
+        DType::I8 => ints!(i8, 1),
+        DType::U8 => ints!(u8, 1),
+        DType::I16 => ints!(i16, 2),
+        DType::U16 => ints!(u16, 2),
+        DType::I32 => ints!(i32, 4),
+        DType::U32 => ints!(u32, 4),
+        DType::I64 => ints!(i64, 8),
+        DType::U64 => ints!(u64, 8),
+        other => {
+            return Err(RunError::Weight(format!(
+                "tensor {:?} has dtype {other}, which a graph cannot use",
+                info.name
+            )))
+        }
+    };
+    let data = wide
+        .into_iter()
+        .map(i64::try_from)
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(|_| {
+            RunError::Weight(format!(
+                "tensor {:?} holds a U64 value above the I64 range",
+                info.name
+            ))
+        })?;
+    Ok(Value::I64(Tensor { shape, data }))
 }
 
-/// A model ready to run.
-pub struct Model {
-    plan_inputs: Vec<(usize, ValueInfo)>,
-    plan_outputs: Vec<(usize, ValueInfo)>,
-    value_count: usize,
-    layers: Vec<DenseLayer>,
-}
-
-/// Widens a verified tensor to f32.
+/// Widens a verified float tensor to f32.
 pub fn to_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, RunError> {
     let out = match info.dtype {
         DType::F32 => bytes
@@ -76,189 +186,162 @@ pub fn to_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, RunError> {
     Ok(out)
 }
 
+/// A model ready to run.
+pub struct Model {
+    plan: Plan,
+    /// Weights by value slot.
+    weights: Vec<Option<Value>>,
+    memory_limit: u64,
+}
+
 impl Model {
-    /// Builds a model from a validated plan; `weight` returns the f32 data of a named tensor.
+    /// Builds a model from a validated plan; `weight` returns the value of a named tensor.
+    /// Runs are refused when they would need more than `memory_limit` bytes.
     pub fn new(
-        plan: &Plan,
-        mut weight: impl FnMut(&str) -> Result<Vec<f32>, RunError>,
+        plan: Plan,
+        mut weight: impl FnMut(&TensorInfo) -> Result<Value, RunError>,
+        memory_limit: u64,
     ) -> Result<Model, RunError> {
-        let mut layers = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
-            match step {
-                Step::Dense {
-                    x,
-                    kernel,
-                    bias,
-                    inputs,
-                    units,
-                    activation,
-                    y,
-                    ..
-                } => layers.push(DenseLayer {
-                    x: *x,
-                    kernel: weight(kernel)?,
-                    bias: bias.as_deref().map(&mut weight).transpose()?,
-                    inputs: *inputs,
-                    units: *units,
-                    activation: *activation,
-                    y: *y,
-                }),
-            }
+        let mut weights = vec![None; plan.values.len()];
+        for (slot, info) in &plan.weights {
+            weights[*slot] = Some(weight(info)?);
         }
         Ok(Model {
-            plan_inputs: plan.inputs.clone(),
-            plan_outputs: plan.outputs.clone(),
-            value_count: plan.values.len(),
-            layers,
+            plan,
+            weights,
+            memory_limit,
         })
     }
 
     /// The graph inputs, in declaration order.
     pub fn inputs(&self) -> impl Iterator<Item = &ValueInfo> {
-        self.plan_inputs.iter().map(|(_, v)| v)
+        self.plan.inputs.iter().map(|(_, v)| v)
     }
 
-    /// Runs the model on named inputs and returns the named outputs.
-    pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, RunError> {
-        let mut values: Vec<Option<Tensor>> = vec![None; self.value_count];
-        let mut given: HashMap<String, Tensor> = inputs.into_iter().collect();
+    /// The graph outputs, in declaration order.
+    pub fn outputs(&self) -> impl Iterator<Item = &ValueInfo> {
+        self.plan.outputs.iter().map(|(_, v)| v)
+    }
+
+    /// Runs the model on named inputs and returns the named outputs, in declaration order.
+    pub fn run(&self, inputs: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RunError> {
+        let plan = &self.plan;
+        let mut given: HashMap<String, Value> = HashMap::new();
+        for (name, v) in inputs {
+            if given.insert(name.clone(), v).is_some() {
+                return Err(RunError::Input(format!("input {name:?} is given twice")));
+            }
+        }
+        let mut values: Vec<Option<Value>> = vec![None; plan.values.len()];
         let mut symbols: HashMap<&str, usize> = HashMap::new();
-        for (slot, info) in &self.plan_inputs {
-            let t = given.remove(&info.name).ok_or_else(|| {
+        let mut bound = Vec::with_capacity(plan.inputs.len());
+        for (slot, info) in &plan.inputs {
+            let v = given.remove(&info.name).ok_or_else(|| {
                 RunError::Input(format!("the model needs an input named {:?}", info.name))
             })?;
-            check_input_shape(info, &t, &mut symbols)?;
-            values[*slot] = Some(t);
+            check_input(info, &v, &mut symbols)?;
+            bound.push((
+                *slot,
+                VType::new(
+                    v.elem(),
+                    v.shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
+                ),
+            ));
+            values[*slot] = Some(v);
         }
         if let Some(extra) = given.keys().next() {
             return Err(RunError::Input(format!(
                 "the model has no input named {extra:?}"
             )));
         }
-        for layer in &self.layers {
-            let x = values[layer.x]
-                .as_ref()
-                .expect("validation orders every value before its use");
-            let y = dense(layer, x);
-            values[layer.y] = Some(y);
+        let shapes = plan.bind(&bound).map_err(RunError::Input)?;
+        let need = plan.weight_bytes.saturating_add(plan.peak_bytes(&shapes));
+        if need > self.memory_limit {
+            return Err(RunError::TooLarge {
+                need,
+                limit: self.memory_limit,
+            });
         }
-        Ok(self
-            .plan_outputs
+        for step in &plan.steps {
+            let ins: Vec<Option<&Value>> = (step.inputs.iter())
+                .map(|s| s.map(|s| values[s].as_ref().or(self.weights[s].as_ref())))
+                .map(|v| v.map(|v| v.expect("the plan orders every value before its use")))
+                .collect();
+            let out = &shapes[step.output];
+            let v = step.op.run(&ins, out).map_err(|e| {
+                RunError::Node(format!("node {:?} ({}): {e}", step.node, step.op_name))
+            })?;
+            debug_assert_eq!(v.shape(), &out[..], "node {}", step.node);
+            values[step.output] = Some(v);
+            for &s in &step.free {
+                values[s] = None;
+            }
+        }
+        Ok(plan
+            .outputs
             .iter()
             .map(|(slot, info)| {
-                let t = values[*slot]
-                    .clone()
-                    .expect("validation proves every output is produced");
-                (info.name.clone(), t)
+                let v = (values[*slot].clone())
+                    .or_else(|| self.weights[*slot].clone())
+                    .expect("validation proves every output is defined");
+                (info.name.clone(), v)
             })
             .collect())
     }
 }
 
-fn check_input_shape<'a>(
+/// Checks a graph input against its declaration and binds its symbols.
+fn check_input<'a>(
     info: &'a ValueInfo,
-    t: &Tensor,
+    v: &Value,
     symbols: &mut HashMap<&'a str, usize>,
 ) -> Result<(), RunError> {
-    let wrong = || {
-        RunError::Input(format!(
-            "input {:?} has shape {:?}, the model expects {}",
-            info.name,
-            t.shape,
+    let bad = |msg: String| RunError::Input(format!("input {:?}: {msg}", info.name));
+    if v.elem().name() != info.dtype {
+        return Err(bad(format!(
+            "the model takes {}, the data is {}",
+            info.dtype,
+            v.elem().name()
+        )));
+    }
+    let shape = v.shape();
+    let expected: usize = shape.iter().product();
+    if v.len() != expected {
+        return Err(bad(format!("holds {} values for shape {shape:?}", v.len())));
+    }
+    if shape.len() != info.shape.len() {
+        return Err(bad(format!(
+            "the model takes shape {}, the data has shape {shape:?}",
             crate::model::fmt_shape(&info.shape)
-        ))
-    };
-    if t.shape.len() != info.shape.len() {
-        return Err(wrong());
-    }
-    let elems = t
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if elems != Some(t.data.len()) {
-        return Err(RunError::Input(format!(
-            "input {:?} holds {} values, but its shape {:?} needs {}",
-            info.name,
-            t.data.len(),
-            t.shape,
-            elems.map_or("more than memory holds".to_owned(), |n| n.to_string())
         )));
     }
-    for (dim, &n) in info.shape.iter().zip(&t.shape) {
-        match dim {
-            Dim::Fixed(f) if *f != n as u64 => return Err(wrong()),
-            Dim::Fixed(_) => {}
-            Dim::Symbol(s) => {
-                if *symbols.entry(s.as_str()).or_insert(n) != n {
-                    return Err(wrong());
-                }
+    for (i, (d, want)) in shape.iter().zip(&info.shape).enumerate() {
+        match want {
+            Dim::Fixed(n) if *n as usize != *d => {
+                return Err(bad(format!(
+                    "dimension {i} is {d}, the model takes {n} (shape {})",
+                    crate::model::fmt_shape(&info.shape)
+                )))
             }
+            Dim::Symbol(s) => match symbols.get(s.as_str()) {
+                Some(&b) if b != *d => {
+                    return Err(bad(format!(
+                        "dimension {i} ({s}) is {d}, but another input bound {s} to {b}"
+                    )))
+                }
+                _ => {
+                    symbols.insert(s, *d);
+                }
+            },
+            _ => {}
         }
-    }
-    if t.shape.first().copied().unwrap_or(0) > MAX_BATCH {
-        return Err(RunError::Input(format!(
-            "input {:?} has {} rows, more than the {MAX_BATCH} one run takes; split it",
-            info.name, t.shape[0]
-        )));
     }
     Ok(())
-}
-
-fn dense(layer: &DenseLayer, x: &Tensor) -> Tensor {
-    let rows = x.shape[0];
-    let mut y = vec![0f32; rows * layer.units];
-    crate::sys::sgemm(
-        rows,
-        layer.inputs,
-        layer.units,
-        &x.data,
-        &layer.kernel,
-        &mut y,
-    );
-    for row in y.chunks_exact_mut(layer.units.max(1)) {
-        if let Some(bias) = &layer.bias {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-        }
-        activate(layer.activation, row);
-    }
-    Tensor {
-        shape: vec![rows, layer.units],
-        data: y,
-    }
-}
-
-fn activate(a: Activation, row: &mut [f32]) {
-    match a {
-        Activation::Linear => {}
-        Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Sigmoid => row.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-        Activation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
-        Activation::Softmax => {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            row.iter_mut().for_each(|v| *v /= sum);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_is_stable_and_sums_to_one() {
-        let mut row = [1000.0f32, 1001.0, 1002.0];
-        activate(Activation::Softmax, &mut row);
-        // numpy: scipy.special.softmax([0, 1, 2])
-        let expected = [0.09003057f32, 0.24472847, 0.66524096];
-        for (a, b) in row.iter().zip(expected) {
-            assert!((a - b).abs() < 1e-7, "{row:?}");
-        }
-    }
 
     #[test]
     fn inputs_whose_data_does_not_fill_their_shape_are_refused() {
@@ -277,19 +360,23 @@ mod tests {
             length: 12,
         }])
         .unwrap();
-        let model = Model::new(&plan, |_| Ok(vec![1.0, 2.0, 3.0])).unwrap();
+        let k = Value::F32(Tensor {
+            shape: vec![3, 1],
+            data: vec![1.0, 2.0, 3.0],
+        });
+        let model = Model::new(plan, |_| Ok(k.clone()), u64::MAX).unwrap();
         let short = Tensor {
             shape: vec![1, 3],
             data: vec![1.0],
         };
-        let err = model.run(vec![("x".into(), short)]).unwrap_err();
+        let err = model.run(vec![("x".into(), short.into())]).unwrap_err();
         assert!(err.to_string().contains("holds 1 values"), "{err}");
         let ok = Tensor {
             shape: vec![2, 3],
             data: vec![1.0, 0.0, 0.0, 0.0, 1.0, 1.0],
         };
-        let out = model.run(vec![("x".into(), ok)]).unwrap();
-        assert_eq!(out[0].1.data, vec![1.0, 5.0]);
+        let out = model.run(vec![("x".into(), ok.into())]).unwrap();
+        assert_eq!(out[0].1.f32().data, vec![1.0, 5.0]);
     }
 
     #[test]
@@ -312,5 +399,11 @@ mod tests {
             .collect();
         assert_eq!(to_f32(&info(DType::BF16), &bf16).unwrap(), vec![1.5, -2.0]);
         assert!(to_f32(&info(DType::I32), &[0; 8]).is_err());
+        let i32s: Vec<u8> = [-3i32, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let v = to_value(&info(DType::I32), &i32s).unwrap();
+        assert_eq!(v.i64().data, vec![-3, 7]);
+        let big = u64::MAX.to_le_bytes().repeat(2);
+        assert!(to_value(&info(DType::U64), &big).is_err());
+        assert!(to_value(&info(DType::Bool), &[0, 1]).is_err());
     }
 }

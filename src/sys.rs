@@ -48,31 +48,82 @@ impl std::ops::Deref for Map {
     }
 }
 
-/// `c = a · b` for row-major `a` `[m, k]`, `b` `[k, n]` and `c` `[m, n]`.
-pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    // Callers size these from a validated plan; a mismatch is a bug in nnsign, not bad input.
+/// A read-only view of a float32 matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// Rows `first..first + count` of this matrix.
+    pub fn rows(self, first: usize, count: usize) -> Self {
+        assert!(first + count <= self.rows, "row range out of the matrix");
+        MatRef {
+            data: &self.data[(first * self.rs).min(self.data.len())..],
+            rows: count,
+            ..self
+        }
+    }
+
+    /// Whether every element this view addresses lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1)
+                .checked_mul(self.rs)
+                .and_then(|r| (self.cols - 1).checked_mul(self.cs)?.checked_add(r))
+                .is_some_and(|last| last < self.data.len())
+    }
+}
+
+/// `c = alpha * a · b + beta * c` for `c` row-major `[a.rows, b.cols]`; with `beta` 0, `c` is
+/// only written.
+pub fn sgemm_view(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // Callers size these from shapes inference checked; a mismatch is a bug in nnsign, not bad
+    // input.
     assert!(
-        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        b.rows == k && c.len() == m * n && a.in_bounds() && b.in_bounds(),
         "sgemm called with inconsistent sizes"
     );
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assert above proves every pointer offset matrixmultiply computes from these
-    // dimensions and row-major strides stays inside its slice; `c` is the only mutable borrow.
+    if k == 0 {
+        c.iter_mut().for_each(|v| *v *= beta);
+        return;
+    }
+    // SAFETY: the assert above proves that every element matrixmultiply reads, at
+    // `i * rs + j * cs` for `i < rows` and `j < cols`, lies inside `a.data` and `b.data`, and
+    // that `c` holds exactly `m * n` elements at row stride `n`; `c` is the only mutable borrow.
     unsafe {
         matrixmultiply::sgemm(
             m,
             k,
             n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
             c.as_mut_ptr(),
             n as isize,
             1,

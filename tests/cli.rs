@@ -698,7 +698,13 @@ fn documented_errors_have_their_exit_codes() {
         &env.s("x.nns"),
     ]);
     assert_eq!(run.code, 6, "{run:?}");
-    assert!(run.stderr.contains("node \"dense\" (Dense): input \"pixels\" has 783 features but kernel \"dense/kernel\" expects 784"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "node \"dense\" (Dense): input [batch, 783] does not fit kernel [784, 32] (kernel is [inputs, units]): 783 != 784 (its inputs: \"pixels\" [batch, 783], \"dense/kernel\" [784, 32], \"dense/bias\" [32])"
+        ),
+        "{}",
+        run.stderr
+    );
     env.keygen("k2");
     let seed = env.seed_artifact("k2", "seed.nns");
     let run = nnsign([
@@ -739,7 +745,9 @@ fn documented_errors_have_their_exit_codes() {
     ]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stderr.contains("the model expects [batch, 784]"),
+        run.stderr.contains(
+            "input \"pixels\": dimension 1 is 3, the model takes 784 (shape [batch, 784])"
+        ),
         "{}",
         run.stderr
     );

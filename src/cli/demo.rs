@@ -113,9 +113,9 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let shape: Vec<usize> = digits.shape.iter().map(|&d| d as usize).collect();
     let outputs = model
-        .run(vec![("pixels".into(), Tensor { shape, data })])
+        .run(vec![("pixels".into(), Tensor { shape, data }.into())])
         .map_err(internal)?;
-    let probs = &outputs[0].1;
+    let probs = outputs[0].1.f32();
     let truth: Vec<i64> = labels
         .bytes
         .chunks_exact(8)

@@ -6,7 +6,7 @@ use nnsign::format::{DType, TensorInfo};
 use nnsign::import::{self, ImportError};
 use nnsign::load::{self, LoadError};
 use nnsign::model::DEFAULT_MEMORY_LIMIT;
-use nnsign::runtime::{self, Tensor};
+use nnsign::runtime::{self, Value};
 use serde_json::json;
 
 use super::DecryptArgs;
@@ -39,10 +39,11 @@ pub struct Args {
     #[command(flatten)]
     decrypt: DecryptArgs,
     /// Run the model on this input: .npy (a model with one input) or .npz (inputs by name).
-    #[arg(long, value_name = "X.npy")]
+    #[arg(long, value_name = "X.npy|X.npz")]
     input: Option<PathBuf>,
-    /// Write the model's output here as .npy (requires --input).
-    #[arg(long, value_name = "Y.npy", requires = "input")]
+    /// Write the model's outputs here: .npy (a model with one output) or .npz (outputs by
+    /// name). Requires --input.
+    #[arg(long, value_name = "Y.npy|Y.npz", requires = "input")]
     output: Option<PathBuf>,
     /// Refuse models needing more memory than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MEMORY_LIMIT)]
@@ -55,15 +56,23 @@ fn input_failure(path: &Path, msg: impl Into<String>) -> Failure {
     Failure::new(exit::INPUT, "input", Some(path), msg)
 }
 
-/// Reads `--input` as named float32 tensors.
-fn read_inputs(path: &Path, model_inputs: &[String]) -> Result<Vec<(String, Tensor)>> {
+/// Reads `--input` as named values for the model's inputs: floats for F32 inputs, integers for
+/// I64 ones.
+fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(String, Value)>> {
     let imported = import::import(&[path.to_owned()]).map_err(|e| match e {
         ImportError::Io { path, source } => io_failure(&path, &source),
         other => input_failure(path, other.to_string()),
     })?;
-    let mut out = Vec::new();
     let single = imported.tensors.len() == 1 && model_inputs.len() == 1;
+    let mut out = Vec::new();
     for t in imported.tensors {
+        // A lone .npy feeds the lone model input whatever the file is called.
+        let name = if single {
+            model_inputs[0].0.clone()
+        } else {
+            t.name.clone()
+        };
+        let want = (model_inputs.iter().find(|(n, _)| *n == name)).map(|(_, d)| d.as_str());
         let info = TensorInfo {
             name: t.name.clone(),
             dtype: t.dtype,
@@ -71,25 +80,25 @@ fn read_inputs(path: &Path, model_inputs: &[String]) -> Result<Vec<(String, Tens
             offset: 0,
             length: t.bytes.len() as u64,
         };
-        if !matches!(t.dtype, DType::F32 | DType::F64 | DType::F16) {
+        let fits = match want {
+            Some("I64") => t.dtype.is_integer(),
+            Some(_) => matches!(t.dtype, DType::F32 | DType::F64 | DType::F16),
+            None => true, // the model reports an input it does not have, by name
+        };
+        if !fits {
             return Err(input_failure(
                 path,
                 format!(
-                    "array {:?} has dtype {}; the model takes floats",
-                    t.name, t.dtype
+                    "array {:?} has dtype {}; the model's input {name:?} takes {}",
+                    t.name,
+                    t.dtype,
+                    want.unwrap_or("?")
                 ),
             ));
         }
-        let data =
-            runtime::to_f32(&info, &t.bytes).map_err(|e| input_failure(path, e.to_string()))?;
-        let shape = t.shape.iter().map(|&d| d as usize).collect();
-        // A lone .npy feeds the lone model input whatever the file is called.
-        let name = if single {
-            model_inputs[0].clone()
-        } else {
-            t.name
-        };
-        out.push((name, Tensor { shape, data }));
+        let value =
+            runtime::to_value(&info, &t.bytes).map_err(|e| input_failure(path, e.to_string()))?;
+        out.push((name, value));
     }
     Ok(out)
 }
@@ -143,27 +152,37 @@ pub fn run(args: Args) -> Result<()> {
     value["loaded"] = json!(true);
     let mut lines = format!("verified and loaded {}\n{text}", args.artifact.display());
     if let Some(input) = &args.input {
-        let names: Vec<String> = model.inputs().map(|i| i.name.clone()).collect();
+        let names: Vec<(String, String)> = (model.inputs())
+            .map(|i| (i.name.clone(), i.dtype.clone()))
+            .collect();
         let inputs = read_inputs(input, &names)?;
         let outputs = model
             .run(inputs)
             .map_err(|e| input_failure(input, e.to_string()))?;
         let shapes: Vec<serde_json::Value> = outputs
             .iter()
-            .map(|(n, t)| json!({"name": n, "shape": t.shape}))
+            .map(|(n, t)| json!({"name": n, "shape": t.shape()}))
             .collect();
         value["outputs"] = json!(shapes);
         for (n, t) in &outputs {
-            lines += &format!("  output  {n} {:?}\n", t.shape);
+            lines += &format!("  output  {n} {:?}\n", t.shape());
         }
         if let Some(out) = &args.output {
-            let [(_, tensor)] = outputs.as_slice() else {
-                return Err(Failure::usage(format!(
-                    "the model has {} outputs; a .npy file holds one",
-                    outputs.len()
-                )));
+            let npz = out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+            let written = if npz {
+                nnsign::export::write_npz(out, &outputs)
+            } else {
+                let [(_, value)] = outputs.as_slice() else {
+                    return Err(Failure::usage(format!(
+                        "the model has {} outputs and a .npy file holds one; give --output OUT.npz",
+                        outputs.len()
+                    )));
+                };
+                nnsign::export::write_npy(out, value)
             };
-            nnsign::export::write_npy(out, tensor).map_err(|e| match e {
+            written.map_err(|e| match e {
                 nnsign::export::ExportError::Io { path, source } => io_failure(&path, &source),
                 other => Failure::new(exit::IO, "io", Some(out), other.to_string()),
             })?;

@@ -1,0 +1,437 @@
+//! 2-D convolution (im2col + SGEMM, one image per core), max and average pooling, and global
+//! average pooling, all over `NCHW` tensors.
+
+use rayon::prelude::*;
+
+use super::linalg::gemm;
+use super::shape::{fmt_shape, same, Elem, VType, D};
+use super::{float, rank, Attrs};
+use crate::runtime::Tensor;
+use crate::sys::MatRef;
+
+/// Strides, pads and dilations of a 2-D window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub strides: [usize; 2],
+    /// Top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+}
+
+/// Largest stride, pad, dilation or kernel size accepted: far beyond any real model, small
+/// enough that no arithmetic on them overflows.
+const MAX_WINDOW: i64 = 1 << 20;
+
+fn pair(
+    a: &mut Attrs<'_>,
+    key: &'static str,
+    len: usize,
+    min: i64,
+) -> Result<Option<Vec<usize>>, String> {
+    let Some(v) = a.ints(key)? else {
+        return Ok(None);
+    };
+    if v.len() != len || v.iter().any(|&x| x < min || x > MAX_WINDOW) {
+        return Err(format!(
+            "attribute {key:?} = {v:?} must be {len} integers in {min}..={MAX_WINDOW} (2-D only)"
+        ));
+    }
+    Ok(Some(v.iter().map(|&x| x as usize).collect()))
+}
+
+impl Window {
+    fn parse(a: &mut Attrs<'_>, dilations: bool) -> Result<Window, String> {
+        a.only("auto_pad", "NOTSET")?;
+        let strides = pair(a, "strides", 2, 1)?.unwrap_or(vec![1, 1]);
+        let pads = pair(a, "pads", 4, 0)?.unwrap_or(vec![0; 4]);
+        let dil = if dilations {
+            pair(a, "dilations", 2, 1)?.unwrap_or(vec![1, 1])
+        } else {
+            vec![1, 1]
+        };
+        Ok(Window {
+            strides: [strides[0], strides[1]],
+            pads: [pads[0], pads[1], pads[2], pads[3]],
+            dilations: [dil[0], dil[1]],
+        })
+    }
+
+    /// Output size along axis `ax` (0: height, 1: width) for input `size` and kernel `k`.
+    fn out(&self, ax: usize, size: &D, k: &D) -> Result<D, String> {
+        let (Some(n), Some(k)) = (size.fixed(), k.fixed()) else {
+            return Ok(D::Any);
+        };
+        let extent = self.dilations[ax] as u64 * (k.max(1) - 1) + 1;
+        let (p0, p1) = (self.pads[ax] as u64, self.pads[ax + 2] as u64);
+        if p0 >= extent || p1 >= extent {
+            return Err(format!(
+                "pads {:?} must be smaller than the kernel's extent {extent}",
+                self.pads
+            ));
+        }
+        let padded = n + p0 + p1;
+        if padded < extent {
+            return Err(format!(
+                "the kernel's extent {extent} is larger than the padded input {padded}"
+            ));
+        }
+        Ok(D::Fixed((padded - extent) / self.strides[ax] as u64 + 1))
+    }
+
+    /// Input row or column for output position `o` and kernel offset `k` along `ax`, if it is
+    /// inside the input of size `n` (else it is padding).
+    #[inline]
+    fn at(&self, ax: usize, o: usize, k: usize, n: usize) -> Option<usize> {
+        (o * self.strides[ax] + k * self.dilations[ax])
+            .checked_sub(self.pads[ax])
+            .filter(|&i| i < n)
+    }
+}
+
+/// `Conv`'s attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conv2d {
+    pub window: Window,
+    pub group: usize,
+    pub kernel_shape: Option<[usize; 2]>,
+}
+
+impl Conv2d {
+    pub(super) fn parse(a: &mut Attrs<'_>) -> Result<Conv2d, String> {
+        let window = Window::parse(a, true)?;
+        let group = a.int("group", 1)?;
+        if !(1..=MAX_WINDOW).contains(&group) {
+            return Err(format!("attribute \"group\" = {group} must be at least 1"));
+        }
+        let kernel_shape = pair(a, "kernel_shape", 2, 1)?.map(|k| [k[0], k[1]]);
+        Ok(Conv2d {
+            window,
+            group: group as usize,
+            kernel_shape,
+        })
+    }
+
+    pub(super) fn infer(&self, x: &VType, w: &VType, b: Option<&VType>) -> Result<VType, String> {
+        rank(float(x, "input X")?, 4, "input X [n, c, h, w]")?;
+        rank(float(w, "weight W")?, 4, "weight W [m, c / group, kh, kw]")?;
+        let g = self.group as u64;
+        let c_per = &w.shape[1];
+        if let Some(c) = x.shape[1].fixed() {
+            if c % g != 0 {
+                return Err(format!("{c} input channels do not divide into {g} groups"));
+            }
+            same(&D::Fixed(c / g), c_per, || {
+                format!(
+                    "input X {} has {c} channels, {} per group, but W {} expects {c_per}",
+                    fmt_shape(&x.shape),
+                    c / g,
+                    fmt_shape(&w.shape)
+                )
+            })?;
+        }
+        let m = &w.shape[0];
+        if let Some(m) = m.fixed() {
+            if m % g != 0 {
+                return Err(format!("{m} output channels do not divide into {g} groups"));
+            }
+        }
+        if let Some(k) = self.kernel_shape {
+            for ax in 0..2 {
+                same(&D::Fixed(k[ax] as u64), &w.shape[2 + ax], || {
+                    format!(
+                        "kernel_shape {k:?} does not match W {}",
+                        fmt_shape(&w.shape)
+                    )
+                })?;
+            }
+        }
+        if let Some(b) = b {
+            rank(float(b, "bias B")?, 1, "bias B")?;
+            same(&b.shape[0], m, || {
+                format!(
+                    "bias {} does not match {m} output channels",
+                    fmt_shape(&b.shape)
+                )
+            })?;
+        }
+        let oh = self.window.out(0, &x.shape[2], &w.shape[2])?;
+        let ow = self.window.out(1, &x.shape[3], &w.shape[3])?;
+        Ok(VType::new(
+            Elem::F32,
+            vec![x.shape[0].clone(), m.clone(), oh, ow],
+        ))
+    }
+
+    pub(super) fn run(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &[usize]) -> Tensor {
+        let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+        let [m, cg, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+        let [oh, ow] = [out[2], out[3]];
+        let g = self.group;
+        let mg = m / g;
+        let (plane, oplane, patch) = (h * wd, oh * ow, cg * kh * kw);
+        let mut data = vec![0f32; n * m * oplane];
+        if data.is_empty() {
+            return Tensor {
+                shape: out.to_vec(),
+                data,
+            };
+        }
+        let win = self.window;
+        let pointwise = kh == 1 && kw == 1 && win.strides == [1, 1] && win.pads == [0; 4];
+        // One image per task; with fewer images than cores, each product is split instead.
+        let image = |i: usize, dst: &mut [f32]| {
+            let mut cols = if pointwise {
+                Vec::new()
+            } else {
+                vec![0f32; patch * oplane]
+            };
+            for gi in 0..g {
+                let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
+                let cols: &[f32] = if pointwise {
+                    src
+                } else {
+                    im2col(src, [cg, h, wd], [kh, kw], [oh, ow], &win, &mut cols);
+                    &cols
+                };
+                let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
+                let dst = &mut dst[gi * mg * oplane..(gi + 1) * mg * oplane];
+                gemm(
+                    1.0,
+                    MatRef::new(wg, mg, patch),
+                    MatRef::new(cols, patch, oplane),
+                    0.0,
+                    dst,
+                );
+            }
+            if let Some(b) = b {
+                for (row, &bias) in dst.chunks_mut(oplane).zip(&b.data) {
+                    row.iter_mut().for_each(|v| *v += bias);
+                }
+            }
+        };
+        if n > 1 {
+            data.par_chunks_mut(m * oplane)
+                .enumerate()
+                .for_each(|(i, d)| image(i, d));
+        } else {
+            image(0, &mut data);
+        }
+        Tensor {
+            shape: out.to_vec(),
+            data,
+        }
+    }
+}
+
+/// Unfolds one image's channels `src` `[c, h, w]` into `cols` `[c * kh * kw, oh * ow]`: row
+/// `(ci, ki, kj)` holds, for every output position, the input under kernel cell `(ki, kj)`, or
+/// 0 in the padding.
+fn im2col(
+    src: &[f32],
+    [c, h, w]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    win: &Window,
+    cols: &mut [f32],
+) {
+    let mut r = 0;
+    for ci in 0..c {
+        let ch = &src[ci * h * w..(ci + 1) * h * w];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = &mut cols[r * oh * ow..(r + 1) * oh * ow];
+                for oy in 0..oh {
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    match win.at(0, oy, ki, h) {
+                        None => dst.fill(0.0),
+                        Some(iy) => {
+                            let line = &ch[iy * w..(iy + 1) * w];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                *d = win.at(1, ox, kj, w).map_or(0.0, |ix| line[ix]);
+                            }
+                        }
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// `MaxPool` or `AveragePool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub window: Window,
+    pub kernel: [usize; 2],
+    /// `None` for max pooling; for average pooling, whether padding counts in the divisor.
+    pub average: Option<bool>,
+}
+
+impl Pool {
+    pub(super) fn parse(name: &str, a: &mut Attrs<'_>) -> Result<Pool, String> {
+        let max = name == "MaxPool";
+        let window = Window::parse(a, max)?;
+        let kernel =
+            pair(a, "kernel_shape", 2, 1)?.ok_or("attribute \"kernel_shape\" is required")?;
+        a.only_int("ceil_mode", 0)?;
+        let average = if max {
+            a.only_int("storage_order", 0)?;
+            None
+        } else {
+            Some(a.flag("count_include_pad")?)
+        };
+        Ok(Pool {
+            window,
+            kernel: [kernel[0], kernel[1]],
+            average,
+        })
+    }
+
+    pub(super) fn infer(&self, x: &VType) -> Result<VType, String> {
+        rank(float(x, "input X")?, 4, "input X [n, c, h, w]")?;
+        let [kh, kw] = self.kernel.map(|k| D::Fixed(k as u64));
+        let oh = self.window.out(0, &x.shape[2], &kh)?;
+        let ow = self.window.out(1, &x.shape[3], &kw)?;
+        Ok(VType::new(
+            Elem::F32,
+            vec![x.shape[0].clone(), x.shape[1].clone(), oh, ow],
+        ))
+    }
+
+    pub(super) fn run(&self, x: &Tensor, out: &[usize]) -> Tensor {
+        let [h, w] = [x.shape[2], x.shape[3]];
+        let [oh, ow] = [out[2], out[3]];
+        let [kh, kw] = self.kernel;
+        let win = self.window;
+        let mut data = vec![0f32; out.iter().product()];
+        if data.is_empty() {
+            return Tensor {
+                shape: out.to_vec(),
+                data,
+            };
+        }
+        let plane = |(src, dst): (&[f32], &mut [f32])| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut acc, mut count) = match self.average {
+                        None => (f32::NEG_INFINITY, 0usize),
+                        Some(_) => (0.0, 0),
+                    };
+                    for ki in 0..kh {
+                        let Some(iy) = win.at(0, oy, ki, h) else {
+                            continue;
+                        };
+                        for kj in 0..kw {
+                            let Some(ix) = win.at(1, ox, kj, w) else {
+                                continue;
+                            };
+                            let v = src[iy * w + ix];
+                            acc = if self.average.is_some() {
+                                acc + v
+                            } else {
+                                acc.max(v)
+                            };
+                            count += 1;
+                        }
+                    }
+                    dst[oy * ow + ox] = match self.average {
+                        None => acc,
+                        // Windows lie inside the padded input (ceil_mode 0): all kh * kw cells.
+                        Some(true) => acc / (kh * kw) as f32,
+                        Some(false) => acc / count.max(1) as f32,
+                    };
+                }
+            }
+        };
+        let pairs = x.data.par_chunks(h * w).zip(data.par_chunks_mut(oh * ow));
+        if h * w > 0 {
+            pairs.for_each(plane);
+        }
+        Tensor {
+            shape: out.to_vec(),
+            data,
+        }
+    }
+}
+
+pub(super) fn infer_global_pool(x: &VType) -> Result<VType, String> {
+    float(x, "input X")?;
+    if x.rank() < 3 {
+        return Err(format!(
+            "input X {} must have rank 3 or more [n, c, ...]",
+            fmt_shape(&x.shape)
+        ));
+    }
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(std::iter::repeat_n(D::Fixed(1), x.rank() - 2));
+    Ok(VType::new(Elem::F32, shape))
+}
+
+pub(super) fn global_pool(x: &Tensor, out: &[usize]) -> Tensor {
+    let spatial: usize = x.shape[2..].iter().product();
+    let planes = x.shape[0] * x.shape[1];
+    let data = if spatial == 0 {
+        vec![f32::NAN; planes]
+    } else {
+        x.data
+            .par_chunks(spatial)
+            .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / spatial as f64) as f32)
+            .collect()
+    };
+    Tensor {
+        shape: out.to_vec(),
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_arithmetic_matches_onnx() {
+        let win = Window {
+            strides: [2, 2],
+            pads: [1, 1, 1, 1],
+            dilations: [1, 1],
+        };
+        // 28 + 2 - 3 = 27, / 2 = 13, + 1 = 14.
+        assert_eq!(win.out(0, &D::Fixed(28), &D::Fixed(3)), Ok(D::Fixed(14)));
+        assert_eq!(win.at(0, 0, 0, 28), None);
+        assert_eq!(win.at(0, 0, 1, 28), Some(0));
+        assert_eq!(win.at(0, 13, 2, 28), Some(27));
+        let too_much = Window {
+            pads: [3, 0, 0, 0],
+            ..win
+        };
+        assert!(too_much.out(0, &D::Fixed(28), &D::Fixed(3)).is_err());
+    }
+
+    #[test]
+    fn a_padded_max_pool_never_picks_the_padding() {
+        let p = Pool {
+            window: Window {
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dilations: [1, 1],
+            },
+            kernel: [3, 3],
+            average: None,
+        };
+        let x = Tensor {
+            shape: vec![1, 1, 2, 2],
+            data: vec![-4., -3., -2., -1.],
+        };
+        assert_eq!(p.run(&x, &[1, 1, 2, 2]).data, vec![-1., -1., -1., -1.]);
+        let avg = Pool {
+            average: Some(false),
+            ..p.clone()
+        };
+        assert_eq!(avg.run(&x, &[1, 1, 2, 2]).data, vec![-2.5; 4]);
+        let avg = Pool {
+            average: Some(true),
+            ..p
+        };
+        assert_eq!(avg.run(&x, &[1, 1, 2, 2]).data, vec![-10. / 9.; 4]);
+    }
+}

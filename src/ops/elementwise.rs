@@ -1,0 +1,296 @@
+//! Element-wise arithmetic with NumPy broadcasting, activations, and softmax.
+
+use rayon::prelude::*;
+
+use super::shape::{self, Elem, VType};
+use super::{float, Attrs};
+use crate::runtime::Tensor;
+
+/// Elements below which an element-wise op runs on one core: splitting costs more.
+const PAR_MIN: usize = 1 << 15;
+
+/// A binary arithmetic op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+}
+
+impl Binary {
+    pub(super) fn from_name(name: &str) -> Binary {
+        match name {
+            "Add" => Binary::Add,
+            "Sub" => Binary::Sub,
+            "Mul" => Binary::Mul,
+            "Div" => Binary::Div,
+            _ => Binary::Pow,
+        }
+    }
+
+    pub(super) fn run(self, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor {
+        match self {
+            Binary::Add => broadcast_with(a, b, out, |x, y| x + y),
+            Binary::Sub => broadcast_with(a, b, out, |x, y| x - y),
+            Binary::Mul => broadcast_with(a, b, out, |x, y| x * y),
+            Binary::Div => broadcast_with(a, b, out, |x, y| x / y),
+            Binary::Pow => broadcast_with(a, b, out, f32::powf),
+        }
+    }
+}
+
+pub(super) fn infer_binary(a: &VType, b: &VType) -> Result<VType, String> {
+    float(a, "input A")?;
+    float(b, "input B")?;
+    Ok(VType::new(Elem::F32, shape::broadcast(&a.shape, &b.shape)?))
+}
+
+/// Strides of `shape` (row-major) as seen from an output of rank `rank`: 0 along broadcast
+/// axes, and for the leading axes `shape` lacks.
+fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
+    let mut strides = vec![0; rank];
+    let mut s = 1;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        strides[rank - shape.len() + i] = if d == 1 { 0 } else { s };
+        s *= d;
+    }
+    strides
+}
+
+/// `f(a, b)` element by element over the broadcast shape `out`.
+pub(crate) fn broadcast_with(
+    a: &Tensor,
+    b: &Tensor,
+    out: &[usize],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Tensor {
+    let total: usize = out.iter().product();
+    let mut data = vec![0f32; total];
+    if a.shape == out && b.shape == out {
+        zip_into(&mut data, &a.data, &b.data, &f);
+    } else if b.data.len() == 1 && a.shape == out {
+        let y = b.data[0];
+        map_into(&mut data, &a.data, |x| f(x, y));
+    } else if a.data.len() == 1 && b.shape == out {
+        let x = a.data[0];
+        map_into(&mut data, &b.data, |y| f(x, y));
+    } else if total > 0 {
+        let rank = out.len();
+        let (sa, sb) = (
+            broadcast_strides(&a.shape, rank),
+            broadcast_strides(&b.shape, rank),
+        );
+        // Rows along the last axis; each row's start is found from its index.
+        let inner = out[rank - 1];
+        let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+        let row = |r: usize, dst: &mut [f32]| {
+            let (mut oa, mut ob, mut rest) = (0, 0, r);
+            for ax in (0..rank - 1).rev() {
+                let i = rest % out[ax];
+                rest /= out[ax];
+                oa += i * sa[ax];
+                ob += i * sb[ax];
+            }
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = f(a.data[oa + j * ia], b.data[ob + j * ib]);
+            }
+        };
+        if total >= PAR_MIN && inner > 0 {
+            data.par_chunks_mut(inner)
+                .enumerate()
+                .for_each(|(r, dst)| row(r, dst));
+        } else if inner > 0 {
+            data.chunks_mut(inner)
+                .enumerate()
+                .for_each(|(r, dst)| row(r, dst));
+        }
+    }
+    Tensor {
+        shape: out.to_vec(),
+        data,
+    }
+}
+
+fn zip_into(dst: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32) -> f32 + Sync)) {
+    if dst.len() >= PAR_MIN {
+        (dst.par_iter_mut().zip(a.par_iter().zip(b.par_iter())))
+            .for_each(|(d, (&x, &y))| *d = f(x, y));
+    } else {
+        for (d, (&x, &y)) in dst.iter_mut().zip(a.iter().zip(b)) {
+            *d = f(x, y);
+        }
+    }
+}
+
+fn map_into(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+    if dst.len() >= PAR_MIN {
+        (dst.par_iter_mut().zip(src.par_iter())).for_each(|(d, &x)| *d = f(x));
+    } else {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = f(x);
+        }
+    }
+}
+
+/// Applies `f` to every element in place, on every core for large tensors.
+pub(crate) fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    if data.len() >= PAR_MIN {
+        data.par_iter_mut().for_each(|x| *x = f(*x));
+    } else {
+        data.iter_mut().for_each(|x| *x = f(*x));
+    }
+}
+
+/// A one-input activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unary {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Sqrt,
+    Erf,
+    LeakyRelu(f32),
+    Gelu { tanh: bool },
+}
+
+impl Unary {
+    pub(super) fn parse(name: &str, a: &mut Attrs<'_>) -> Result<Unary, String> {
+        Ok(match name {
+            "Relu" => Unary::Relu,
+            "Sigmoid" => Unary::Sigmoid,
+            "Tanh" => Unary::Tanh,
+            "Exp" => Unary::Exp,
+            "Sqrt" => Unary::Sqrt,
+            "Erf" => Unary::Erf,
+            "LeakyRelu" => Unary::LeakyRelu(a.float("alpha", 0.01)?),
+            _ => match a.text("approximate")?.unwrap_or("none") {
+                "none" => Unary::Gelu { tanh: false },
+                "tanh" => Unary::Gelu { tanh: true },
+                other => {
+                    return Err(format!(
+                        "attribute \"approximate\" = {other:?} must be \"none\" or \"tanh\""
+                    ))
+                }
+            },
+        })
+    }
+
+    pub(super) fn run(self, x: &Tensor) -> Tensor {
+        let mut t = x.clone();
+        self.apply(&mut t.data);
+        t
+    }
+
+    /// Applies the activation in place.
+    pub(crate) fn apply(self, data: &mut [f32]) {
+        match self {
+            Unary::Relu => map_in_place(data, |v| v.max(0.0)),
+            Unary::Sigmoid => map_in_place(data, sigmoid),
+            Unary::Tanh => map_in_place(data, f32::tanh),
+            Unary::Exp => map_in_place(data, f32::exp),
+            Unary::Sqrt => map_in_place(data, f32::sqrt),
+            Unary::Erf => map_in_place(data, |v| libm::erf(v as f64) as f32),
+            Unary::LeakyRelu(alpha) => map_in_place(data, |v| if v >= 0.0 { v } else { alpha * v }),
+            Unary::Gelu { tanh: false } => map_in_place(data, |v| {
+                let x = v as f64;
+                (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+            }),
+            Unary::Gelu { tanh: true } => map_in_place(data, |v| {
+                let x = v as f64;
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                (0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())) as f32
+            }),
+        }
+    }
+}
+
+pub(crate) fn sigmoid(v: f32) -> f32 {
+    if v >= 0.0 {
+        1.0 / (1.0 + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Softmax along `axis` (inference already checked it).
+pub(super) fn softmax(x: &Tensor, axis: i64) -> Tensor {
+    let mut t = x.clone();
+    let ax = shape::axis(axis, x.shape.len(), "axis").expect("inference checked the axis");
+    let n = x.shape[ax];
+    let inner: usize = x.shape[ax + 1..].iter().product();
+    if n == 0 || inner == 0 || t.data.is_empty() {
+        return t;
+    }
+    let block = n * inner;
+    let go = |b: &mut [f32]| {
+        for i in 0..inner {
+            softmax_strided(b, i, inner, n);
+        }
+    };
+    if t.data.len() >= PAR_MIN {
+        t.data.par_chunks_mut(block).for_each(go);
+    } else {
+        t.data.chunks_mut(block).for_each(go);
+    }
+    t
+}
+
+/// Softmax of `b[start], b[start + stride], ...` (`n` elements), stable against overflow.
+fn softmax_strided(b: &mut [f32], start: usize, stride: usize, n: usize) {
+    let idx = |k: usize| start + k * stride;
+    let max = (0..n).map(|k| b[idx(k)]).fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for k in 0..n {
+        let e = (b[idx(k)] - max).exp();
+        b[idx(k)] = e;
+        sum += e;
+    }
+    for k in 0..n {
+        b[idx(k)] /= sum;
+    }
+}
+
+/// Softmax of each row of `data` (rows of `n`), for `Dense`.
+pub(crate) fn softmax_rows(data: &mut [f32], n: usize) {
+    if n == 0 {
+        return;
+    }
+    for row in data.chunks_mut(n) {
+        softmax_strided(row, 0, 1, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn broadcasting_matches_numpy() {
+        // [2,1] + [3] -> [2,3]
+        let r = Binary::Add.run(&t(&[2, 1], &[10., 20.]), &t(&[3], &[1., 2., 3.]), &[2, 3]);
+        assert_eq!(r.data, vec![11., 12., 13., 21., 22., 23.]);
+        let r = Binary::Sub.run(&t(&[1], &[1.]), &t(&[2], &[5., 7.]), &[2]);
+        assert_eq!(r.data, vec![-4., -6.]);
+    }
+
+    #[test]
+    fn softmax_is_stable_and_sums_to_one() {
+        let r = softmax(&t(&[2, 2], &[1000., 1000., -1000., 0.]), -1);
+        assert_eq!(r.data[..2], [0.5, 0.5]);
+        assert!((r.data[2] + r.data[3] - 1.0).abs() < 1e-6);
+        // Along axis 0 of [2, 2].
+        let r = softmax(&t(&[2, 2], &[0., 5., 0., 5.]), 0);
+        assert_eq!(r.data, vec![0.5, 0.5, 0.5, 0.5]);
+    }
+}

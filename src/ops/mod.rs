@@ -1,0 +1,544 @@
+//! The operations of the model schema (docs/SCHEMA.md). Each op's attributes are parsed and
+//! checked once ([`Op::parse`]); its output type is inferred from its input types
+//! ([`Op::infer`]), over symbolic shapes when a graph is validated and over the bound sizes
+//! before it runs; and it runs ([`Op::run`]) only on values whose shapes that inference passed.
+
+mod conv;
+mod elementwise;
+mod linalg;
+mod movement;
+mod norm;
+pub mod shape;
+
+use crate::model::{Attr, Node};
+use crate::runtime::{Tensor, Value};
+pub use shape::{Elem, VType, D};
+
+pub use conv::{Conv2d, Pool};
+pub use elementwise::{Binary, Unary};
+pub use linalg::{Activation, Gemm};
+pub use movement::Slice;
+
+/// Most elements a `Constant` node may hold.
+pub const MAX_CONSTANT: usize = 65536;
+
+/// A parsed operation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Binary(Binary),
+    Unary(Unary),
+    Softmax {
+        axis: i64,
+    },
+    /// `Identity` and `Dropout` (inference).
+    Identity,
+    MatMul,
+    Gemm(Gemm),
+    Dense(Activation),
+    Conv(Conv2d),
+    Pool(Pool),
+    GlobalAveragePool,
+    BatchNorm {
+        epsilon: f32,
+    },
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Reshape {
+        shape: Vec<i64>,
+    },
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Gather {
+        axis: i64,
+    },
+    Slice(Slice),
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Constant(Value),
+}
+
+/// The ops of each op-set, for messages.
+pub const OPSET_1: &[&str] = &["Dense"];
+pub const OPSET_2: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Sqrt",
+    "Erf",
+    "Gelu",
+    "Softmax",
+    "Identity",
+    "Dropout",
+    "MatMul",
+    "Gemm",
+    "Dense",
+    "Conv",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "LayerNormalization",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Gather",
+    "Slice",
+    "Squeeze",
+    "Unsqueeze",
+    "Constant",
+];
+
+/// A node's attributes, read one by one; whatever is left unread at the end is an error.
+pub(crate) struct Attrs<'a> {
+    node: &'a Node,
+    read: Vec<&'a str>,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(node: &'a Node) -> Self {
+        Attrs {
+            node,
+            read: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, key: &'a str) -> Option<&'a Attr> {
+        self.read.push(key);
+        self.node.attrs.get(key)
+    }
+
+    fn wrong(&self, key: &str, want: &str) -> String {
+        format!("attribute {key:?} must be {want}")
+    }
+
+    pub fn int(&mut self, key: &'a str, default: i64) -> Result<i64, String> {
+        Ok(self.int_opt(key)?.unwrap_or(default))
+    }
+
+    pub fn int_opt(&mut self, key: &'a str) -> Result<Option<i64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Attr::Int(v)) => Ok(Some(*v)),
+            Some(_) => Err(self.wrong(key, "an integer")),
+        }
+    }
+
+    /// A 0/1 flag.
+    pub fn flag(&mut self, key: &'a str) -> Result<bool, String> {
+        match self.int(key, 0)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(format!("attribute {key:?} must be 0 or 1, not {v}")),
+        }
+    }
+
+    pub fn float(&mut self, key: &'a str, default: f32) -> Result<f32, String> {
+        let v = match self.get(key) {
+            None => return Ok(default),
+            Some(Attr::Float(v)) => *v,
+            Some(Attr::Int(v)) => *v as f64,
+            Some(_) => return Err(self.wrong(key, "a number")),
+        };
+        let f = v as f32;
+        if !f.is_finite() {
+            return Err(format!(
+                "attribute {key:?} must be finite in float32, not {v}"
+            ));
+        }
+        Ok(f)
+    }
+
+    pub fn ints(&mut self, key: &'a str) -> Result<Option<Vec<i64>>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Attr::Ints(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.wrong(key, "a list of integers")),
+        }
+    }
+
+    pub fn floats(&mut self, key: &'a str) -> Result<Option<Vec<f32>>, String> {
+        let v: Vec<f64> = match self.get(key) {
+            None => return Ok(None),
+            Some(Attr::Floats(v)) => v.clone(),
+            Some(Attr::Ints(v)) => v.iter().map(|&i| i as f64).collect(),
+            Some(_) => return Err(self.wrong(key, "a list of numbers")),
+        };
+        let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        if f.iter().any(|x| !x.is_finite()) {
+            return Err(format!(
+                "attribute {key:?} holds a value that is not finite in float32"
+            ));
+        }
+        Ok(Some(f))
+    }
+
+    pub fn text(&mut self, key: &'a str) -> Result<Option<&'a str>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Attr::Text(s)) => Ok(Some(s)),
+            Some(_) => Err(self.wrong(key, "a string")),
+        }
+    }
+
+    /// A text attribute that, if present, must have one value.
+    pub fn only(&mut self, key: &'a str, allowed: &str) -> Result<(), String> {
+        match self.text(key)? {
+            None => Ok(()),
+            Some(v) if v == allowed => Ok(()),
+            Some(v) => Err(format!(
+                "attribute {key:?} = {v:?} is not supported (only {allowed:?})"
+            )),
+        }
+    }
+
+    /// An integer attribute that, if present, must have one value.
+    pub fn only_int(&mut self, key: &'a str, allowed: i64) -> Result<(), String> {
+        match self.int_opt(key)? {
+            None => Ok(()),
+            Some(v) if v == allowed => Ok(()),
+            Some(v) => Err(format!(
+                "attribute {key:?} = {v} is not supported (only {allowed})"
+            )),
+        }
+    }
+
+    /// An attribute accepted and not used (ONNX training-time settings).
+    pub fn ignore(&mut self, key: &'a str) {
+        self.read.push(key);
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match (self.node.attrs.keys()).find(|k| !self.read.contains(&k.as_str())) {
+            Some(k) => Err(format!("unknown attribute {k:?} for {}", self.node.op)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How many inputs an op takes: at least `min` (all given), at most `max`.
+fn arity(op: &str) -> Option<(usize, usize)> {
+    Some(match op {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "MatMul" => (2, 2),
+        "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Erf" | "Gelu" | "Softmax"
+        | "Identity" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "Flatten" | "Reshape"
+        | "Transpose" | "Slice" | "Squeeze" | "Unsqueeze" => (1, 1),
+        "Dropout" => (1, 3),
+        "Gemm" | "Conv" | "Dense" => (2, 3),
+        "LayerNormalization" => (2, 3),
+        "BatchNormalization" => (5, 5),
+        "Concat" => (1, usize::MAX),
+        "Gather" => (2, 2),
+        "Constant" => (0, 0),
+        _ => return None,
+    })
+}
+
+impl Op {
+    /// Parses and checks `node`'s op, arity and attributes for a graph of op-set `opset`.
+    pub fn parse(node: &Node, opset: u64) -> Result<Op, String> {
+        let name = node.op.as_str();
+        let Some((min, max)) = arity(name) else {
+            return Err(format!(
+                "unknown op {name:?} (op-set {opset} has: {})",
+                if opset == 1 { OPSET_1 } else { OPSET_2 }.join(", ")
+            ));
+        };
+        if opset < 2 && !OPSET_1.contains(&name) {
+            return Err(format!(
+                "op {name:?} needs op-set 2, and the graph declares op-set {opset}"
+            ));
+        }
+        let given = node.inputs.len();
+        if given < min || given > max {
+            return Err(match (min, max) {
+                (a, b) if a == b => format!("takes {a} input(s), {given} given"),
+                (a, usize::MAX) => format!("takes at least {a} input(s), {given} given"),
+                (a, b) => format!("takes {a} to {b} inputs, {given} given"),
+            });
+        }
+        if let Some(i) = node.inputs[..min].iter().position(String::is_empty) {
+            return Err(format!("input {i} is required"));
+        }
+        if node.outputs.len() != 1 {
+            return Err(format!(
+                "has {} outputs; nnsign computes only the first output of {name}, so list exactly one",
+                node.outputs.len()
+            ));
+        }
+        let mut a = Attrs::new(node);
+        let op = match name {
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" => Op::Binary(Binary::from_name(name)),
+            "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Erf" | "LeakyRelu" | "Gelu" => {
+                Op::Unary(Unary::parse(name, &mut a)?)
+            }
+            "Softmax" => Op::Softmax {
+                axis: a.int("axis", -1)?,
+            },
+            "Identity" => Op::Identity,
+            "Dropout" => {
+                a.ignore("ratio");
+                a.ignore("seed");
+                Op::Identity
+            }
+            "MatMul" => Op::MatMul,
+            "Gemm" => Op::Gemm(Gemm::parse(&mut a)?),
+            "Dense" => Op::Dense(Activation::parse(&mut a)?),
+            "Conv" => Op::Conv(Conv2d::parse(&mut a)?),
+            "MaxPool" | "AveragePool" => Op::Pool(Pool::parse(name, &mut a)?),
+            "GlobalAveragePool" => Op::GlobalAveragePool,
+            "BatchNormalization" => {
+                a.ignore("momentum");
+                a.only_int("training_mode", 0)?;
+                Op::BatchNorm {
+                    epsilon: positive(a.float("epsilon", 1e-5)?, "epsilon")?,
+                }
+            }
+            "LayerNormalization" => {
+                a.only_int("stash_type", 1)?;
+                Op::LayerNorm {
+                    axis: a.int("axis", -1)?,
+                    epsilon: positive(a.float("epsilon", 1e-5)?, "epsilon")?,
+                }
+            }
+            "Flatten" => Op::Flatten {
+                axis: a.int("axis", 1)?,
+            },
+            "Reshape" => {
+                a.only_int("allowzero", 0)?;
+                let shape = a
+                    .ints("shape")?
+                    .ok_or("attribute \"shape\" is required (nnsign takes it as an attribute, not an input)")?;
+                movement::check_reshape(&shape)?;
+                Op::Reshape { shape }
+            }
+            "Transpose" => Op::Transpose {
+                perm: a.ints("perm")?,
+            },
+            "Concat" => Op::Concat {
+                axis: a.int_opt("axis")?.ok_or("attribute \"axis\" is required")?,
+            },
+            "Gather" => Op::Gather {
+                axis: a.int("axis", 0)?,
+            },
+            "Slice" => Op::Slice(Slice::parse(&mut a)?),
+            "Squeeze" => Op::Squeeze {
+                axes: a.ints("axes")?,
+            },
+            "Unsqueeze" => Op::Unsqueeze {
+                axes: a
+                    .ints("axes")?
+                    .ok_or("attribute \"axes\" is required (nnsign takes it as an attribute, not an input)")?,
+            },
+            "Constant" => Op::Constant(constant(&mut a)?),
+            _ => unreachable!("arity() knows exactly these ops"),
+        };
+        a.finish()?;
+        Ok(op)
+    }
+
+    /// The output type for inputs of types `ins` (`None`: an omitted optional input).
+    pub fn infer(&self, ins: &[Option<&VType>]) -> Result<VType, String> {
+        let x = || ins[0].expect("parse checked the required inputs");
+        match self {
+            Op::Binary(_) => elementwise::infer_binary(x(), req(ins, 1)),
+            Op::Unary(_) | Op::Softmax { .. } => {
+                let t = float(x(), "input")?;
+                if let Op::Softmax { axis } = self {
+                    shape::axis(*axis, t.rank(), "axis")?;
+                }
+                Ok(t.clone())
+            }
+            Op::Identity => Ok(x().clone()),
+            Op::MatMul => linalg::infer_matmul(x(), req(ins, 1)),
+            Op::Gemm(g) => g.infer(x(), req(ins, 1), opt(ins, 2)),
+            Op::Dense(_) => linalg::infer_dense(x(), req(ins, 1), opt(ins, 2)),
+            Op::Conv(c) => c.infer(x(), req(ins, 1), opt(ins, 2)),
+            Op::Pool(p) => p.infer(x()),
+            Op::GlobalAveragePool => conv::infer_global_pool(x()),
+            Op::BatchNorm { .. } => norm::infer_batch_norm(ins),
+            Op::LayerNorm { axis, .. } => {
+                norm::infer_layer_norm(*axis, x(), req(ins, 1), opt(ins, 2))
+            }
+            Op::Flatten { axis } => movement::infer_flatten(*axis, x()),
+            Op::Reshape { shape } => movement::infer_reshape(shape, x()),
+            Op::Transpose { perm } => movement::infer_transpose(perm.as_deref(), x()),
+            Op::Concat { axis } => {
+                let all: Vec<&VType> = ins
+                    .iter()
+                    .map(|t| t.expect("Concat inputs are required"))
+                    .collect();
+                movement::infer_concat(*axis, &all)
+            }
+            Op::Gather { axis } => movement::infer_gather(*axis, x(), req(ins, 1)),
+            Op::Slice(s) => s.infer(x()),
+            Op::Squeeze { axes } => movement::infer_squeeze(axes.as_deref(), x()),
+            Op::Unsqueeze { axes } => movement::infer_unsqueeze(axes, x()),
+            Op::Constant(v) => Ok(VType::new(
+                v.elem(),
+                v.shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
+            )),
+        }
+    }
+
+    /// Runs the op on inputs whose shapes [`Op::infer`] accepted, making a value of shape
+    /// `out` (what it inferred).
+    pub fn run(&self, ins: &[Option<&Value>], out: &[usize]) -> Result<Value, String> {
+        let x = || ins[0].expect("parse checked the required inputs");
+        let f = |i: usize| {
+            ins[i]
+                .map(|v| v.f32())
+                .expect("inference checked the dtypes")
+        };
+        let fo = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
+        Ok(match self {
+            Op::Binary(b) => Value::F32(b.run(f(0), f(1), out)),
+            Op::Unary(u) => Value::F32(u.run(f(0))),
+            Op::Softmax { axis } => Value::F32(elementwise::softmax(f(0), *axis)),
+            Op::Identity => x().clone(),
+            Op::MatMul => Value::F32(linalg::matmul(f(0), f(1), out)),
+            Op::Gemm(g) => Value::F32(g.run(f(0), f(1), fo(2), out)),
+            Op::Dense(act) => Value::F32(linalg::dense(*act, f(0), f(1), fo(2), out)),
+            Op::Conv(c) => Value::F32(c.run(f(0), f(1), fo(2), out)),
+            Op::Pool(p) => Value::F32(p.run(f(0), out)),
+            Op::GlobalAveragePool => Value::F32(conv::global_pool(f(0), out)),
+            Op::BatchNorm { epsilon } => {
+                Value::F32(norm::batch_norm(f(0), [f(1), f(2), f(3), f(4)], *epsilon))
+            }
+            Op::LayerNorm { axis, epsilon } => {
+                Value::F32(norm::layer_norm(f(0), f(1), fo(2), *axis, *epsilon))
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+                x().reshaped(out.to_vec())
+            }
+            Op::Transpose { perm } => movement::transpose(x(), perm.as_deref(), out),
+            Op::Concat { axis } => {
+                let all: Vec<&Value> = ins
+                    .iter()
+                    .map(|t| t.expect("Concat inputs are required"))
+                    .collect();
+                movement::concat(&all, *axis, out)
+            }
+            Op::Gather { axis } => {
+                movement::gather(x(), ins[1].expect("required").i64(), *axis, out)?
+            }
+            Op::Slice(s) => s.run(x(), out),
+            Op::Constant(v) => v.clone(),
+        })
+    }
+}
+
+fn req<'a>(ins: &[Option<&'a VType>], i: usize) -> &'a VType {
+    ins[i].expect("parse checked the required inputs")
+}
+
+fn opt<'a>(ins: &[Option<&'a VType>], i: usize) -> Option<&'a VType> {
+    ins.get(i).copied().flatten()
+}
+
+/// `t` if it is a float value.
+pub(crate) fn float<'a>(t: &'a VType, what: &str) -> Result<&'a VType, String> {
+    match t.elem {
+        Elem::F32 => Ok(t),
+        e => Err(format!("{what} must be F32, not {}", e.name())),
+    }
+}
+
+/// Checks that a value has rank `rank`.
+pub(crate) fn rank<'a>(t: &'a VType, rank: usize, what: &str) -> Result<&'a VType, String> {
+    if t.rank() != rank {
+        return Err(format!(
+            "{what} must have rank {rank}, not {} (shape {})",
+            t.rank(),
+            shape::fmt_shape(&t.shape)
+        ));
+    }
+    Ok(t)
+}
+
+fn positive(v: f32, what: &str) -> Result<f32, String> {
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("attribute {what:?} must be positive, not {v}"))
+    }
+}
+
+/// The value of a `Constant` node.
+fn constant(a: &mut Attrs<'_>) -> Result<Value, String> {
+    let forms = [
+        a.float("value_float", f32::NAN)
+            .map(|v| (!v.is_nan()).then(|| (vec![v], false)))?,
+        a.floats("value_floats")?.map(|v| (v, true)),
+    ];
+    let ints = [
+        a.int_opt("value_int")?.map(|v| (vec![v], false)),
+        a.ints("value_ints")?.map(|v| (v, true)),
+    ];
+    let shape_attr = a.ints("shape")?;
+    let given = forms.iter().flatten().count() + ints.iter().flatten().count();
+    if given != 1 {
+        return Err("give exactly one of value_float, value_floats, value_int, value_ints".into());
+    }
+    let (len, listed) = forms
+        .iter()
+        .flatten()
+        .map(|(v, l)| (v.len(), *l))
+        .chain(ints.iter().flatten().map(|(v, l)| (v.len(), *l)))
+        .next()
+        .expect("one form is given");
+    if len > MAX_CONSTANT {
+        return Err(format!(
+            "holds {len} values, more than the limit of {MAX_CONSTANT}"
+        ));
+    }
+    let shape: Vec<usize> = match (&shape_attr, listed) {
+        (None, false) => Vec::new(),
+        (None, true) => vec![len],
+        (Some(_), false) => {
+            return Err("attribute \"shape\" goes with value_floats or value_ints".into())
+        }
+        (Some(s), true) => {
+            if s.len() > crate::format::MAX_RANK || s.iter().any(|&d| d < 0) {
+                return Err(format!("attribute \"shape\" {s:?} is not a shape"));
+            }
+            let dims: Vec<usize> = s.iter().map(|&d| d as usize).collect();
+            if dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) != Some(len) {
+                return Err(format!(
+                    "attribute \"shape\" {s:?} does not hold {len} values"
+                ));
+            }
+            dims
+        }
+    };
+    Ok(
+        match (
+            forms.into_iter().flatten().next(),
+            ints.into_iter().flatten().next(),
+        ) {
+            (Some((data, _)), _) => Value::F32(Tensor { shape, data }),
+            (_, Some((data, _))) => Value::I64(Tensor { shape, data }),
+            _ => unreachable!("one form is given"),
+        },
+    )
+}

@@ -1,0 +1,520 @@
+//! Shape and data movement, for F32 and I64 values alike: Flatten, Reshape, Squeeze and
+//! Unsqueeze (which only relabel the shape), Transpose, Slice, Concat and Gather.
+
+use rayon::prelude::*;
+
+use super::shape::{self, counts_differ, fmt_shape, quotient, same, Elem, VType, D};
+use super::Attrs;
+use crate::runtime::{Tensor, Value};
+
+/// The product of some dimensions, as well as it is known.
+fn product(dims: &[D]) -> D {
+    match shape::count(dims) {
+        Some(c) if c.syms.is_empty() => D::Fixed(c.coef),
+        Some(c) if c.coef == 1 && c.syms.len() == 1 => D::Sym(c.syms[0].clone()),
+        _ => D::Any,
+    }
+}
+
+pub(super) fn infer_flatten(axis: i64, x: &VType) -> Result<VType, String> {
+    let r = x.rank() as i64;
+    let ax = if axis < 0 { axis + r } else { axis };
+    if !(0..=r).contains(&ax) {
+        return Err(format!(
+            "axis {axis} is out of range for rank {r} (allowed {}..={r})",
+            -r
+        ));
+    }
+    let (a, b) = x.shape.split_at(ax as usize);
+    Ok(VType::new(x.elem, vec![product(a), product(b)]))
+}
+
+pub(super) fn check_reshape(shape: &[i64]) -> Result<(), String> {
+    if shape.len() > crate::format::MAX_RANK {
+        return Err(format!(
+            "attribute \"shape\" has more than {} dimensions",
+            crate::format::MAX_RANK
+        ));
+    }
+    if let Some(d) = shape.iter().find(|&&d| d < -1) {
+        return Err(format!(
+            "attribute \"shape\" holds {d}; only -1 (inferred), 0 (copied) and sizes are allowed"
+        ));
+    }
+    if shape.iter().filter(|&&d| d == -1).count() > 1 {
+        return Err("attribute \"shape\" holds more than one -1".into());
+    }
+    Ok(())
+}
+
+pub(super) fn infer_reshape(spec: &[i64], x: &VType) -> Result<VType, String> {
+    let mut out = Vec::with_capacity(spec.len());
+    for (i, &d) in spec.iter().enumerate() {
+        out.push(match d {
+            0 => x.shape.get(i).cloned().ok_or_else(|| {
+                format!(
+                    "shape {spec:?} copies dimension {i} (a 0), but the input {} has rank {}",
+                    fmt_shape(&x.shape),
+                    x.rank()
+                )
+            })?,
+            -1 => D::Any, // filled below
+            n => D::Fixed(n as u64),
+        });
+    }
+    if let Some(i) = spec.iter().position(|&d| d == -1) {
+        let known: Vec<D> = (out.iter().enumerate())
+            .filter(|&(j, _)| j != i)
+            .map(|(_, d)| d.clone())
+            .collect();
+        out[i] = quotient(&x.shape, &known)
+            .map_err(|e| format!("cannot reshape {} to {spec:?}: {e}", fmt_shape(&x.shape)))?;
+    } else if counts_differ(&x.shape, &out) {
+        return Err(format!(
+            "cannot reshape {} to {}: the element count changes",
+            fmt_shape(&x.shape),
+            fmt_shape(&out)
+        ));
+    }
+    Ok(VType::new(x.elem, out))
+}
+
+fn normalize_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let ax = shape::axis(a, rank, what)?;
+        if out.contains(&ax) {
+            return Err(format!("{what} {axes:?} names axis {ax} twice"));
+        }
+        out.push(ax);
+    }
+    Ok(out)
+}
+
+pub(super) fn infer_squeeze(axes: Option<&[i64]>, x: &VType) -> Result<VType, String> {
+    let drop: Vec<usize> = match axes {
+        Some(a) => {
+            let axes = normalize_axes(a, x.rank(), "axes")?;
+            for &ax in &axes {
+                if matches!(x.shape[ax], D::Fixed(n) if n != 1) {
+                    return Err(format!(
+                        "axis {ax} of {} has size {}, not 1",
+                        fmt_shape(&x.shape),
+                        x.shape[ax]
+                    ));
+                }
+            }
+            axes
+        }
+        None => {
+            if x.shape.iter().any(|d| d.fixed().is_none()) {
+                return Err(format!(
+                    "without \"axes\", which axes of {} have size 1 is not known before run time; give axes",
+                    fmt_shape(&x.shape)
+                ));
+            }
+            (0..x.rank())
+                .filter(|&i| x.shape[i] == D::Fixed(1))
+                .collect()
+        }
+    };
+    let shape = (0..x.rank())
+        .filter(|i| !drop.contains(i))
+        .map(|i| x.shape[i].clone())
+        .collect();
+    Ok(VType::new(x.elem, shape))
+}
+
+pub(super) fn infer_unsqueeze(axes: &[i64], x: &VType) -> Result<VType, String> {
+    let rank = x.rank() + axes.len();
+    if rank > crate::format::MAX_RANK {
+        return Err(format!(
+            "the output would have more than {} dimensions",
+            crate::format::MAX_RANK
+        ));
+    }
+    let axes = normalize_axes(axes, rank, "axes")?;
+    let mut rest = x.shape.iter();
+    let shape = (0..rank)
+        .map(|i| {
+            if axes.contains(&i) {
+                D::Fixed(1)
+            } else {
+                rest.next().expect("counted").clone()
+            }
+        })
+        .collect();
+    Ok(VType::new(x.elem, shape))
+}
+
+fn permutation(perm: Option<&[i64]>, rank: usize) -> Result<Vec<usize>, String> {
+    match perm {
+        None => Ok((0..rank).rev().collect()),
+        Some(p) => {
+            let mut seen = vec![false; rank];
+            let ok = p.len() == rank
+                && p.iter().all(|&a| {
+                    usize::try_from(a)
+                        .is_ok_and(|a| a < rank && !std::mem::replace(&mut seen[a], true))
+                });
+            if !ok {
+                return Err(format!("perm {p:?} is not a permutation of 0..{rank}"));
+            }
+            Ok(p.iter().map(|&a| a as usize).collect())
+        }
+    }
+}
+
+pub(super) fn infer_transpose(perm: Option<&[i64]>, x: &VType) -> Result<VType, String> {
+    let perm = permutation(perm, x.rank())?;
+    Ok(VType::new(
+        x.elem,
+        perm.iter().map(|&a| x.shape[a].clone()).collect(),
+    ))
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut st = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        st[i] = st[i + 1] * shape[i + 1];
+    }
+    st
+}
+
+/// Copies `src` into a new tensor of shape `out`, whose element at index `(i0, i1, ...)` is
+/// `src[base + sum(ik * step[k])]`: one kernel for Transpose and Slice.
+fn strided<T: Copy + Send + Sync + Default>(
+    src: &[T],
+    base: isize,
+    step: &[isize],
+    out: &[usize],
+) -> Vec<T> {
+    let total: usize = out.iter().product();
+    let mut data = vec![T::default(); total];
+    let Some(&inner) = out.last() else {
+        if total == 1 {
+            data[0] = src[base as usize];
+        }
+        return data;
+    };
+    if total == 0 {
+        return data;
+    }
+    let rank = out.len();
+    let row = |r: usize, dst: &mut [T]| {
+        let (mut off, mut rest) = (base, r);
+        for ax in (0..rank - 1).rev() {
+            off += (rest % out[ax]) as isize * step[ax];
+            rest /= out[ax];
+        }
+        let s = step[rank - 1];
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = src[(off + j as isize * s) as usize];
+        }
+    };
+    if total >= 1 << 15 {
+        data.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, d)| row(r, d));
+    } else {
+        data.chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, d)| row(r, d));
+    }
+    data
+}
+
+macro_rules! each {
+    ($v:expr, $t:ident => $body:expr) => {
+        match $v {
+            Value::F32($t) => Value::F32($body),
+            Value::I64($t) => Value::I64($body),
+        }
+    };
+}
+
+pub(super) fn transpose(x: &Value, perm: Option<&[i64]>, out: &[usize]) -> Value {
+    let perm = permutation(perm, x.shape().len()).expect("inference checked the permutation");
+    let st = strides(x.shape());
+    let step: Vec<isize> = perm.iter().map(|&a| st[a] as isize).collect();
+    each!(x, t => Tensor { shape: out.to_vec(), data: strided(&t.data, 0, &step, out) })
+}
+
+/// `Slice`'s attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Option<Vec<i64>>,
+    pub steps: Option<Vec<i64>>,
+}
+
+impl Slice {
+    pub(super) fn parse(a: &mut Attrs<'_>) -> Result<Slice, String> {
+        let starts = a.ints("starts")?.ok_or(
+            "attribute \"starts\" is required (nnsign takes it as an attribute, not an input)",
+        )?;
+        let ends = a.ints("ends")?.ok_or("attribute \"ends\" is required")?;
+        let axes = a.ints("axes")?;
+        let steps = a.ints("steps")?;
+        let n = starts.len();
+        if ends.len() != n
+            || axes.as_ref().is_some_and(|x| x.len() != n)
+            || steps.as_ref().is_some_and(|x| x.len() != n)
+        {
+            return Err("starts, ends, axes and steps must have the same length".into());
+        }
+        if steps.as_ref().is_some_and(|s| s.contains(&0)) {
+            return Err("a step of 0 is not allowed".into());
+        }
+        Ok(Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        })
+    }
+
+    /// Per axis of a value of rank `rank`: `(axis, start, end, step)`.
+    fn plan(&self, rank: usize) -> Result<Vec<(usize, i64, i64, i64)>, String> {
+        let axes: Vec<i64> = self
+            .axes
+            .clone()
+            .unwrap_or_else(|| (0..self.starts.len() as i64).collect());
+        let axes = normalize_axes(&axes, rank, "axes")?;
+        Ok((0..axes.len())
+            .map(|i| {
+                (
+                    axes[i],
+                    self.starts[i],
+                    self.ends[i],
+                    self.steps.as_ref().map_or(1, |s| s[i]),
+                )
+            })
+            .collect())
+    }
+
+    pub(super) fn infer(&self, x: &VType) -> Result<VType, String> {
+        let mut shape = x.shape.clone();
+        for (ax, start, end, step) in self.plan(x.rank())? {
+            shape[ax] = match x.shape[ax].fixed() {
+                Some(d) => D::Fixed(clamp(d, start, end, step).1),
+                None if start == 0 && step == 1 && end >= i32::MAX as i64 => x.shape[ax].clone(),
+                None => D::Any,
+            };
+        }
+        Ok(VType::new(x.elem, shape))
+    }
+
+    pub(super) fn run(&self, x: &Value, out: &[usize]) -> Value {
+        let shape = x.shape();
+        let st = strides(shape);
+        let mut base = 0isize;
+        let mut step: Vec<isize> = st.iter().map(|&s| s as isize).collect();
+        for (ax, start, end, s) in self.plan(shape.len()).expect("inference checked the axes") {
+            let (first, _) = clamp(shape[ax] as u64, start, end, s);
+            base += first as isize * st[ax] as isize;
+            step[ax] = st[ax] as isize * s as isize;
+        }
+        each!(x, t => Tensor { shape: out.to_vec(), data: strided(&t.data, base, &step, out) })
+    }
+}
+
+/// ONNX's clamping of a slice of a dimension of size `d`: the first index and the count.
+fn clamp(d: u64, start: i64, end: i64, step: i64) -> (i64, u64) {
+    if d == 0 {
+        return (0, 0);
+    }
+    let d = d.min(i64::MAX as u64) as i64;
+    let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    let (s, e) = (fix(start), fix(end));
+    if step > 0 {
+        let (s, e) = (s.clamp(0, d), e.clamp(0, d));
+        (
+            s,
+            if e > s {
+                ((e - s) as u64).div_ceil(step as u64)
+            } else {
+                0
+            },
+        )
+    } else {
+        let (s, e) = (s.clamp(0, d - 1), e.clamp(-1, d - 1));
+        (
+            s,
+            if s > e {
+                ((s - e) as u64).div_ceil(step.unsigned_abs())
+            } else {
+                0
+            },
+        )
+    }
+}
+
+pub(super) fn infer_concat(axis: i64, ins: &[&VType]) -> Result<VType, String> {
+    let first = ins[0];
+    let ax = shape::axis(axis, first.rank(), "axis")?;
+    let mut shape = first.shape.clone();
+    let mut along = vec![first.shape[ax].clone()];
+    for (i, t) in ins.iter().enumerate().skip(1) {
+        if t.elem != first.elem || t.rank() != first.rank() {
+            return Err(format!(
+                "input {i} is {} {}, input 0 is {} {}: inputs must share dtype and rank",
+                t.elem.name(),
+                fmt_shape(&t.shape),
+                first.elem.name(),
+                fmt_shape(&first.shape)
+            ));
+        }
+        for k in (0..t.rank()).filter(|&k| k != ax) {
+            shape[k] = same(&shape[k], &t.shape[k], || {
+                format!(
+                    "input {i} {} does not match input 0 {} off axis {ax}",
+                    fmt_shape(&t.shape),
+                    fmt_shape(&first.shape)
+                )
+            })?;
+        }
+        along.push(t.shape[ax].clone());
+    }
+    shape[ax] = match shape::count(&along) {
+        _ if along.len() == 1 => along[0].clone(),
+        _ if along.iter().all(|d| d.fixed().is_some()) => {
+            D::Fixed(along.iter().map(|d| d.fixed().expect("fixed")).sum())
+        }
+        _ => D::Any,
+    };
+    Ok(VType::new(first.elem, shape))
+}
+
+pub(super) fn concat(ins: &[&Value], axis: i64, out: &[usize]) -> Value {
+    let ax = shape::axis(axis, out.len(), "axis").expect("inference checked the axis");
+    let outer: usize = out[..ax].iter().product();
+    let inner: usize = out[ax + 1..].iter().product();
+    fn join<T: Copy>(parts: Vec<(&[T], usize)>, outer: usize, total: usize) -> Vec<T> {
+        let mut data = Vec::with_capacity(total);
+        for o in 0..outer {
+            for (src, block) in &parts {
+                data.extend_from_slice(&src[o * block..(o + 1) * block]);
+            }
+        }
+        data
+    }
+    let total: usize = out.iter().product();
+    let shape = out.to_vec();
+    match ins[0] {
+        Value::F32(_) => {
+            let parts = ins
+                .iter()
+                .map(|v| (&v.f32().data[..], v.shape()[ax] * inner))
+                .collect();
+            Value::F32(Tensor {
+                shape,
+                data: join(parts, outer, total),
+            })
+        }
+        Value::I64(_) => {
+            let parts = ins
+                .iter()
+                .map(|v| (&v.i64().data[..], v.shape()[ax] * inner))
+                .collect();
+            Value::I64(Tensor {
+                shape,
+                data: join(parts, outer, total),
+            })
+        }
+    }
+}
+
+pub(super) fn infer_gather(axis: i64, data: &VType, indices: &VType) -> Result<VType, String> {
+    if indices.elem != Elem::I64 {
+        return Err(format!("indices must be I64, not {}", indices.elem.name()));
+    }
+    let ax = shape::axis(axis, data.rank(), "axis")?;
+    let mut shape = data.shape[..ax].to_vec();
+    shape.extend(indices.shape.iter().cloned());
+    shape.extend(data.shape[ax + 1..].iter().cloned());
+    if shape.len() > crate::format::MAX_RANK {
+        return Err(format!(
+            "the output would have more than {} dimensions",
+            crate::format::MAX_RANK
+        ));
+    }
+    Ok(VType::new(data.elem, shape))
+}
+
+pub(super) fn gather(
+    data: &Value,
+    indices: &Tensor<i64>,
+    axis: i64,
+    out: &[usize],
+) -> Result<Value, String> {
+    let shape = data.shape();
+    let ax = shape::axis(axis, shape.len(), "axis").expect("inference checked the axis");
+    let d = shape[ax];
+    let outer: usize = shape[..ax].iter().product();
+    let inner: usize = shape[ax + 1..].iter().product();
+    let rows: Vec<usize> = indices
+        .data
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + d as i64 } else { i };
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| j < d)
+                .ok_or_else(|| format!("index {i} is out of range for axis {ax} of size {d}"))
+        })
+        .collect::<Result<_, _>>()?;
+    fn pick<T: Copy>(src: &[T], rows: &[usize], outer: usize, d: usize, inner: usize) -> Vec<T> {
+        let mut data = Vec::with_capacity(outer * rows.len() * inner);
+        for o in 0..outer {
+            for &r in rows {
+                let at = (o * d + r) * inner;
+                data.extend_from_slice(&src[at..at + inner]);
+            }
+        }
+        data
+    }
+    Ok(
+        each!(data, t => Tensor { shape: out.to_vec(), data: pick(&t.data, &rows, outer, d, inner) }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_clamp_as_onnx_does() {
+        assert_eq!(clamp(5, 1, 1000, 1), (1, 4));
+        assert_eq!(clamp(5, -2, 5, 1), (3, 2));
+        assert_eq!(clamp(5, 0, 5, 2), (0, 3));
+        assert_eq!(clamp(5, -1, -1000, -1), (4, 5));
+        assert_eq!(clamp(5, 4, 1, -2), (4, 2));
+        assert_eq!(clamp(5, 3, 3, 1), (3, 0));
+    }
+
+    #[test]
+    fn reshape_infers_minus_one_and_copies_zero() {
+        let x = VType::new(
+            Elem::F32,
+            vec![D::Sym("b".into()), D::Fixed(4), D::Fixed(4)],
+        );
+        let r = infer_reshape(&[0, -1], &x).unwrap();
+        assert_eq!(r.shape, vec![D::Sym("b".into()), D::Fixed(16)]);
+        let fixed = VType::new(Elem::F32, vec![D::Fixed(3), D::Fixed(4)]);
+        assert!(infer_reshape(&[5, 2], &fixed).is_err());
+        assert!(infer_reshape(&[5, -1], &fixed).is_err());
+    }
+
+    #[test]
+    fn transpose_moves_elements() {
+        let x = Value::F32(Tensor {
+            shape: vec![2, 3],
+            data: vec![0., 1., 2., 3., 4., 5.],
+        });
+        let t = transpose(&x, None, &[3, 2]);
+        assert_eq!(t.f32().data, vec![0., 3., 1., 4., 2., 5.]);
+    }
+}
