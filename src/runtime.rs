@@ -65,17 +65,12 @@ impl Value {
     }
 
     /// The same elements under another shape of the same size.
-    pub fn reshaped(&self, shape: Vec<usize>) -> Value {
-        match self {
-            Value::F32(t) => Value::F32(Tensor {
-                shape,
-                data: t.data.clone(),
-            }),
-            Value::I64(t) => Value::I64(Tensor {
-                shape,
-                data: t.data.clone(),
-            }),
+    pub fn with_shape(mut self, shape: Vec<usize>) -> Value {
+        match &mut self {
+            Value::F32(t) => t.shape = shape,
+            Value::I64(t) => t.shape = shape,
         }
+        self
     }
 
     /// A float32 value; an integer one is refused.
@@ -263,26 +258,42 @@ impl Model {
             });
         }
         for step in &plan.steps {
+            // An op that can work in place takes its first input when this is its last use.
+            let owned = match step.inputs.first() {
+                Some(&Some(s))
+                    if step.op.in_place()
+                        && step.free.contains(&s)
+                        && step.inputs.iter().filter(|&&i| i == Some(s)).count() == 1 =>
+                {
+                    values[s].take()
+                }
+                _ => None,
+            };
             let ins: Vec<Option<&Value>> = (step.inputs.iter())
-                .map(|s| s.map(|s| values[s].as_ref().or(self.weights[s].as_ref())))
-                .map(|v| v.map(|v| v.expect("the plan orders every value before its use")))
+                .map(|s| s.and_then(|s| values[s].as_ref().or(self.weights[s].as_ref())))
                 .collect();
             let out = &shapes[step.output];
-            let v = step.op.run(&ins, out).map_err(|e| {
-                RunError::Node(format!("node {:?} ({}): {e}", step.node, step.op_name))
-            })?;
+            let v = match owned {
+                Some(x) => Ok(step.op.run_owned(x, &ins, out)),
+                None => step.op.run(&ins, out),
+            }
+            .map_err(|e| RunError::Node(format!("node {:?} ({}): {e}", step.node, step.op_name)))?;
             debug_assert_eq!(v.shape(), &out[..], "node {}", step.node);
             values[step.output] = Some(v);
             for &s in &step.free {
                 values[s] = None;
             }
         }
-        Ok(plan
-            .outputs
-            .iter()
-            .map(|(slot, info)| {
-                let v = (values[*slot].clone())
-                    .or_else(|| self.weights[*slot].clone())
+        // Outputs are handed over, not copied, except a value listed again later.
+        let outputs = &plan.outputs;
+        Ok((outputs.iter().enumerate())
+            .map(|(k, (slot, info))| {
+                let again = outputs[k + 1..].iter().any(|(s, _)| s == slot);
+                let v = match again {
+                    false => values[*slot].take(),
+                    true => values[*slot].clone(),
+                };
+                let v = (v.or_else(|| self.weights[*slot].clone()))
                     .expect("validation proves every output is defined");
                 (info.name.clone(), v)
             })

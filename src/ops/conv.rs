@@ -78,6 +78,16 @@ impl Window {
         Ok(D::Fixed((padded - extent) / self.strides[ax] as u64 + 1))
     }
 
+    /// The kernel offsets `k0..k1` (of `k`) whose input along `ax`, for output position `o`,
+    /// lies inside the input of size `n`.
+    fn inside(&self, ax: usize, o: usize, k: usize, n: usize) -> (usize, usize) {
+        let (s, d, p) = (self.strides[ax], self.dilations[ax], self.pads[ax]);
+        let start = o * s;
+        let k0 = p.saturating_sub(start).div_ceil(d).min(k);
+        let k1 = (n + p).saturating_sub(start).div_ceil(d).clamp(k0, k);
+        (k0, k1)
+    }
+
     /// Input row or column for output position `o` and kernel offset `k` along `ax`, if it is
     /// inside the input of size `n` (else it is padding).
     #[inline]
@@ -234,21 +244,32 @@ fn im2col(
     win: &Window,
     cols: &mut [f32],
 ) {
+    let (sw, dw, pl) = (win.strides[1], win.dilations[1], win.pads[1]);
     let mut r = 0;
     for ci in 0..c {
         let ch = &src[ci * h * w..(ci + 1) * h * w];
         for ki in 0..kh {
             for kj in 0..kw {
+                // Output columns whose input column `ox * sw + kj * dw - pl` is inside 0..w.
+                let shift = kj * dw;
+                let lo = pl.saturating_sub(shift).div_ceil(sw).min(ow);
+                let hi = (w + pl).saturating_sub(shift).div_ceil(sw).clamp(lo, ow);
                 let row = &mut cols[r * oh * ow..(r + 1) * oh * ow];
                 for oy in 0..oh {
                     let dst = &mut row[oy * ow..(oy + 1) * ow];
-                    match win.at(0, oy, ki, h) {
-                        None => dst.fill(0.0),
-                        Some(iy) => {
-                            let line = &ch[iy * w..(iy + 1) * w];
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                *d = win.at(1, ox, kj, w).map_or(0.0, |ix| line[ix]);
-                            }
+                    let Some(iy) = win.at(0, oy, ki, h) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let line = &ch[iy * w..(iy + 1) * w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let first = lo * sw + shift - pl;
+                    if sw == 1 {
+                        dst[lo..hi].copy_from_slice(&line[first..first + (hi - lo)]);
+                    } else {
+                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = line[first + k * sw];
                         }
                     }
                 }
@@ -310,37 +331,24 @@ impl Pool {
                 data,
             };
         }
-        let plane = |(src, dst): (&[f32], &mut [f32])| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut acc, mut count) = match self.average {
-                        None => (f32::NEG_INFINITY, 0usize),
-                        Some(_) => (0.0, 0),
-                    };
-                    for ki in 0..kh {
-                        let Some(iy) = win.at(0, oy, ki, h) else {
-                            continue;
-                        };
-                        for kj in 0..kw {
-                            let Some(ix) = win.at(1, ox, kj, w) else {
-                                continue;
-                            };
-                            let v = src[iy * w + ix];
-                            acc = if self.average.is_some() {
-                                acc + v
-                            } else {
-                                acc.max(v)
-                            };
-                            count += 1;
-                        }
-                    }
-                    dst[oy * ow + ox] = match self.average {
-                        None => acc,
-                        // Windows lie inside the padded input (ceil_mode 0): all kh * kw cells.
-                        Some(true) => acc / (kh * kw) as f32,
-                        Some(false) => acc / count.max(1) as f32,
-                    };
-                }
+        // The kernel cells inside the input, per output column (the same for every row).
+        let cols: Vec<(usize, usize)> = (0..ow).map(|ox| win.inside(1, ox, kw, w)).collect();
+        let rows: Vec<(usize, usize)> = (0..oh).map(|oy| win.inside(0, oy, kh, h)).collect();
+        let geometry = Geometry {
+            win,
+            w,
+            ow,
+            rows: &rows,
+            cols: &cols,
+        };
+        let plane = |(src, dst): (&[f32], &mut [f32])| match self.average {
+            None => geometry.pool(src, dst, f32::NEG_INFINITY, f32::max, |acc, _| acc),
+            // Windows lie inside the padded input (ceil_mode 0): all kh * kw cells count.
+            Some(true) => {
+                geometry.pool(src, dst, 0.0, |a, v| a + v, |acc, _| acc / (kh * kw) as f32)
+            }
+            Some(false) => {
+                geometry.pool(src, dst, 0.0, |a, v| a + v, |acc, n| acc / n.max(1) as f32)
             }
         };
         let pairs = x.data.par_chunks(h * w).zip(data.par_chunks_mut(oh * ow));
@@ -350,6 +358,83 @@ impl Pool {
         Tensor {
             shape: out.to_vec(),
             data,
+        }
+    }
+}
+
+/// Where each output cell of a pooling window reads, for one plane.
+struct Geometry<'a> {
+    win: Window,
+    w: usize,
+    ow: usize,
+    /// Kernel rows and columns inside the input, per output row and column.
+    rows: &'a [(usize, usize)],
+    cols: &'a [(usize, usize)],
+}
+
+impl Geometry<'_> {
+    /// Folds every window of `src` into `dst` with `step`, then `finish(acc, cells)`. The loop
+    /// runs kernel cell by kernel cell over the rectangle of outputs whose window holds that
+    /// cell inside the input, so that its innermost loop is a plain walk along an input row.
+    #[inline(always)]
+    fn pool(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        init: f32,
+        step: impl Fn(f32, f32) -> f32,
+        finish: impl Fn(f32, usize) -> f32,
+    ) {
+        let win = &self.win;
+        let (sh, dh, pt) = (win.strides[0], win.dilations[0], win.pads[0]);
+        let (sw, dw, pl) = (win.strides[1], win.dilations[1], win.pads[1]);
+        dst.fill(init);
+        let kh = self.rows.iter().map(|r| r.1).max().unwrap_or(0);
+        let kw = self.cols.iter().map(|c| c.1).max().unwrap_or(0);
+        for ki in 0..kh {
+            for kj in 0..kw {
+                // Outputs whose window has cell (ki, kj) inside the input: a rectangle.
+                let oys = span(self.rows, ki);
+                let (ox0, ox1) = span(self.cols, kj);
+                if ox0 >= ox1 {
+                    continue;
+                }
+                for oy in oys.0..oys.1 {
+                    let row = &src[(oy * sh + ki * dh - pt) * self.w..][..self.w];
+                    let out = &mut dst[oy * self.ow + ox0..oy * self.ow + ox1];
+                    let first = ox0 * sw + kj * dw - pl;
+                    if sw == 1 {
+                        for (o, &v) in out.iter_mut().zip(&row[first..]) {
+                            *o = step(*o, v);
+                        }
+                    } else {
+                        for (o, v) in out.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                            *o = step(*o, *v);
+                        }
+                    }
+                }
+            }
+        }
+        for (oy, &(k0, k1)) in self.rows.iter().enumerate() {
+            let out = &mut dst[oy * self.ow..(oy + 1) * self.ow];
+            for (o, &(j0, j1)) in out.iter_mut().zip(self.cols) {
+                *o = finish(*o, (k1 - k0) * (j1 - j0));
+            }
+        }
+    }
+}
+
+/// The positions (a range, since windows slide in order) whose kernel range holds `k`.
+fn span(ranges: &[(usize, usize)], k: usize) -> (usize, usize) {
+    let first = ranges.iter().position(|&(a, b)| a <= k && k < b);
+    match first {
+        None => (0, 0),
+        Some(f) => {
+            let len = ranges[f..]
+                .iter()
+                .take_while(|&&(a, b)| a <= k && k < b)
+                .count();
+            (f, f + len)
         }
     }
 }

@@ -76,6 +76,21 @@ pub(crate) fn broadcast_with(
     } else if a.data.len() == 1 && b.shape == out {
         let x = a.data[0];
         map_into(&mut data, &b.data, |y| f(x, y));
+    } else if a.shape == out && out.ends_with(&b.shape) && !b.data.is_empty() {
+        // A bias along the trailing axes: every block of `a` meets all of `b`.
+        let n = b.data.len();
+        let block = |(d, x): (&mut [f32], &[f32])| {
+            for ((d, &x), &y) in d.iter_mut().zip(x).zip(&b.data) {
+                *d = f(x, y);
+            }
+        };
+        if total >= PAR_MIN {
+            data.par_chunks_mut(n)
+                .zip(a.data.par_chunks(n))
+                .for_each(block);
+        } else {
+            data.chunks_mut(n).zip(a.data.chunks(n)).for_each(block);
+        }
     } else if total > 0 {
         let rank = out.len();
         let (sa, sb) = (
@@ -178,8 +193,7 @@ impl Unary {
         })
     }
 
-    pub(super) fn run(self, x: &Tensor) -> Tensor {
-        let mut t = x.clone();
+    pub(super) fn run(self, mut t: Tensor) -> Tensor {
         self.apply(&mut t.data);
         t
     }
@@ -217,11 +231,10 @@ pub(crate) fn sigmoid(v: f32) -> f32 {
 }
 
 /// Softmax along `axis` (inference already checked it).
-pub(super) fn softmax(x: &Tensor, axis: i64) -> Tensor {
-    let mut t = x.clone();
-    let ax = shape::axis(axis, x.shape.len(), "axis").expect("inference checked the axis");
-    let n = x.shape[ax];
-    let inner: usize = x.shape[ax + 1..].iter().product();
+pub(super) fn softmax(mut t: Tensor, axis: i64) -> Tensor {
+    let ax = shape::axis(axis, t.shape.len(), "axis").expect("inference checked the axis");
+    let n = t.shape[ax];
+    let inner: usize = t.shape[ax + 1..].iter().product();
     if n == 0 || inner == 0 || t.data.is_empty() {
         return t;
     }
@@ -286,11 +299,11 @@ mod tests {
 
     #[test]
     fn softmax_is_stable_and_sums_to_one() {
-        let r = softmax(&t(&[2, 2], &[1000., 1000., -1000., 0.]), -1);
+        let r = softmax(t(&[2, 2], &[1000., 1000., -1000., 0.]), -1);
         assert_eq!(r.data[..2], [0.5, 0.5]);
         assert!((r.data[2] + r.data[3] - 1.0).abs() < 1e-6);
         // Along axis 0 of [2, 2].
-        let r = softmax(&t(&[2, 2], &[0., 5., 0., 5.]), 0);
+        let r = softmax(t(&[2, 2], &[0., 5., 0., 5.]), 0);
         assert_eq!(r.data, vec![0.5, 0.5, 0.5, 0.5]);
     }
 }

@@ -401,9 +401,29 @@ impl Op {
         }
     }
 
+    /// Whether the op can work in the memory of its first input ([`Op::run_owned`]).
+    pub fn in_place(&self) -> bool {
+        matches!(
+            self,
+            Op::Unary(_)
+                | Op::Softmax { .. }
+                | Op::Identity
+                | Op::BatchNorm { .. }
+                | Op::LayerNorm { .. }
+                | Op::Flatten { .. }
+                | Op::Reshape { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+        )
+    }
+
     /// Runs the op on inputs whose shapes [`Op::infer`] accepted, making a value of shape
     /// `out` (what it inferred).
     pub fn run(&self, ins: &[Option<&Value>], out: &[usize]) -> Result<Value, String> {
+        if self.in_place() {
+            let x = ins[0].expect("parse checked the required inputs").clone();
+            return Ok(self.run_owned(x, ins, out));
+        }
         let x = || ins[0].expect("parse checked the required inputs");
         let f = |i: usize| {
             ins[i]
@@ -413,24 +433,12 @@ impl Op {
         let fo = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
         Ok(match self {
             Op::Binary(b) => Value::F32(b.run(f(0), f(1), out)),
-            Op::Unary(u) => Value::F32(u.run(f(0))),
-            Op::Softmax { axis } => Value::F32(elementwise::softmax(f(0), *axis)),
-            Op::Identity => x().clone(),
             Op::MatMul => Value::F32(linalg::matmul(f(0), f(1), out)),
             Op::Gemm(g) => Value::F32(g.run(f(0), f(1), fo(2), out)),
             Op::Dense(act) => Value::F32(linalg::dense(*act, f(0), f(1), fo(2), out)),
             Op::Conv(c) => Value::F32(c.run(f(0), f(1), fo(2), out)),
             Op::Pool(p) => Value::F32(p.run(f(0), out)),
             Op::GlobalAveragePool => Value::F32(conv::global_pool(f(0), out)),
-            Op::BatchNorm { epsilon } => {
-                Value::F32(norm::batch_norm(f(0), [f(1), f(2), f(3), f(4)], *epsilon))
-            }
-            Op::LayerNorm { axis, epsilon } => {
-                Value::F32(norm::layer_norm(f(0), f(1), fo(2), *axis, *epsilon))
-            }
-            Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
-                x().reshaped(out.to_vec())
-            }
             Op::Transpose { perm } => movement::transpose(x(), perm.as_deref(), out),
             Op::Concat { axis } => {
                 let all: Vec<&Value> = ins
@@ -444,7 +452,37 @@ impl Op {
             }
             Op::Slice(s) => s.run(x(), out),
             Op::Constant(v) => v.clone(),
+            _ => unreachable!("in-place ops return above"),
         })
+    }
+
+    /// Runs an [`Op::in_place`] op on its first input `x`, given by value (`ins[0]` is not
+    /// read), reusing its memory.
+    pub fn run_owned(&self, x: Value, ins: &[Option<&Value>], out: &[usize]) -> Value {
+        let f = |i: usize| {
+            ins[i]
+                .map(|v| v.f32())
+                .expect("inference checked the dtypes")
+        };
+        let fo = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
+        let float = |x: Value| x.into_f32().expect("inference checked the dtypes");
+        match self {
+            Op::Unary(u) => Value::F32(u.run(float(x))),
+            Op::Softmax { axis } => Value::F32(elementwise::softmax(float(x), *axis)),
+            Op::Identity => x,
+            Op::BatchNorm { epsilon } => Value::F32(norm::batch_norm(
+                float(x),
+                [f(1), f(2), f(3), f(4)],
+                *epsilon,
+            )),
+            Op::LayerNorm { axis, epsilon } => {
+                Value::F32(norm::layer_norm(float(x), f(1), fo(2), *axis, *epsilon))
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+                x.with_shape(out.to_vec())
+            }
+            _ => unreachable!("only in-place ops are run owned"),
+        }
     }
 }
 

@@ -25,9 +25,13 @@ pub(super) fn infer_batch_norm(ins: &[Option<&VType>]) -> Result<VType, String> 
     Ok(x.clone())
 }
 
-pub(super) fn batch_norm(x: &Tensor, [scale, b, mean, var]: [&Tensor; 4], epsilon: f32) -> Tensor {
-    let c = x.shape[1];
-    let inner: usize = x.shape[2..].iter().product();
+pub(super) fn batch_norm(
+    mut t: Tensor,
+    [scale, b, mean, var]: [&Tensor; 4],
+    epsilon: f32,
+) -> Tensor {
+    let c = t.shape[1];
+    let inner: usize = t.shape[2..].iter().product();
     let (mul, add): (Vec<f32>, Vec<f32>) = (0..c)
         .map(|i| {
             let s = scale.data[i] as f64 / (var.data[i] as f64 + epsilon as f64).sqrt();
@@ -37,7 +41,6 @@ pub(super) fn batch_norm(x: &Tensor, [scale, b, mean, var]: [&Tensor; 4], epsilo
             )
         })
         .unzip();
-    let mut t = x.clone();
     if inner > 0 {
         t.data
             .par_chunks_mut(inner)
@@ -81,14 +84,15 @@ pub(super) fn infer_layer_norm(
 }
 
 pub(super) fn layer_norm(
-    x: &Tensor,
+    mut t: Tensor,
     scale: &Tensor,
     b: Option<&Tensor>,
     axis: i64,
     epsilon: f32,
 ) -> Tensor {
-    let ax = shape::axis(axis, x.shape.len(), "axis").expect("inference checked the axis");
-    let normalized = &x.shape[ax..];
+    let ax = shape::axis(axis, t.shape.len(), "axis").expect("inference checked the axis");
+    let normalized = t.shape[ax..].to_vec();
+    let normalized = &normalized[..];
     let n: usize = normalized.iter().product();
     // Scale and B spread over the normalized axes.
     let spread = |p: &Tensor| {
@@ -100,7 +104,6 @@ pub(super) fn layer_norm(
     };
     let s = spread(scale);
     let bias = b.map(spread);
-    let mut t = x.clone();
     if n == 0 {
         return t;
     }
@@ -130,7 +133,7 @@ mod tests {
             shape: vec![2],
             data: vec![1., 2.],
         };
-        let r = layer_norm(&x, &s, None, -1, 0.0);
+        let r = layer_norm(x, &s, None, -1, 0.0);
         assert_eq!(r.data, vec![-1., 2., -1., 2.]);
     }
 
@@ -145,7 +148,7 @@ mod tests {
             data: v.to_vec(),
         };
         let r = batch_norm(
-            &x,
+            x,
             [&p([2., 1.]), &p([1., 0.]), &p([1., 3.]), &p([4., 1.])],
             0.0,
         );
