@@ -8,13 +8,43 @@
 # 64 MiB whatever the model size (issue 2); encrypted verify-load (verify + decrypt) >= 1.2x
 # (issue 3). Files are written under a temporary directory in
 # $TMPDIR (or /tmp) and removed at the end.
+#
+# CPU inference (issue 4): `scripts/bench.sh runtime` (or the last part of a full run) times
+# the 4-layer width-1024 MLP and tests/fixtures/onnx_cnn at batch 256 in nnsign
+# (examples/bench_runtime.rs) and in onnxruntime (scripts/bench_runtime.py, which pip-installs
+# onnx and onnxruntime if they are missing) with the same number of threads; goal: nnsign
+# within 1.5x of onnxruntime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+runtime_bench() {
+  cargo build --release --quiet --example bench_runtime
+  python3 -c 'import onnx, onnxruntime, safetensors' 2>/dev/null ||
+    python3 -m pip install -q onnx onnxruntime safetensors numpy
+  local threads
+  threads=$(nproc)
+  mkdir -p "$work/rt"
+  python3 scripts/bench_runtime.py "$work/rt" --threads "$threads" | tee "$work/ort.txt"
+  for m in mlp cnn; do
+    local ours theirs
+    ours=$(RAYON_NUM_THREADS=$threads target/release/examples/bench_runtime "$work/rt/$m" \
+      "$work/rt/${m}_input.npy" "$work/rt/${m}_expected.npy" 20)
+    echo "$ours"
+    ours=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' <<<"$ours")
+    theirs=$(sed -n "s/^onnxruntime $m .*median_ms=\\([0-9.]*\\).*/\\1/p" "$work/ort.txt")
+    echo "$m: nnsign takes $(awk "BEGIN{printf \"%.2f\", $ours/$theirs}")x onnxruntime's time (goal <= 1.5x)"
+  done
+}
+
+if [ "${1:-}" = runtime ]; then
+  runtime_bench
+  exit 0
+fi
 size=${1:-1024}
 cargo build --release --quiet --bin nnsign --example gen_model --example bench_stream
 bin=target/release/nnsign
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 target/release/examples/gen_model "$work/model.safetensors" "$size" 2>/dev/null
 "$bin" keygen -o "$work/ci" --quiet
@@ -75,3 +105,5 @@ echo "openssl speed sha256 16 KiB blocks: 1 process ${one}, 2 processes ${two}"
 if awk "BEGIN{exit !(${two%k} < 1.5 * ${one%k})}"; then
   echo "note: two openssl processes are not 1.5x one: the second core was busy during this run"
 fi
+
+runtime_bench

@@ -26,10 +26,14 @@ pub enum LoadError {
     #[error("architecture: {0}")]
     Schema(#[from] SchemaError),
     /// Loading would take more memory than allowed.
-    #[error(
-        "loading needs up to {need} bytes (payload {payload}), more than the limit of {limit}"
-    )]
-    TooLarge { need: u64, payload: u64, limit: u64 },
+    #[error("loading needs up to {need} bytes (the payload, {payload} bytes, while the model is built{model}), more than the limit of {limit}")]
+    TooLarge {
+        need: u64,
+        payload: u64,
+        limit: u64,
+        /// What the model needs, described: empty for weights only.
+        model: String,
+    },
     /// A weight could not be instantiated.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -50,21 +54,21 @@ fn plan(
     memory_limit: u64,
 ) -> Result<Option<Plan>, LoadError> {
     let plan = arch.map(|a| a.validate(&layout.tensors)).transpose()?;
-    check_memory(
-        layout.length,
-        plan.as_ref().map_or(0, |p| p.memory_need()),
-        memory_limit,
-    )?;
+    check_memory(layout.length, plan.as_ref(), memory_limit)?;
     Ok(plan)
 }
 
-fn check_memory(payload: u64, model: u64, limit: u64) -> Result<(), LoadError> {
+fn check_memory(payload: u64, plan: Option<&Plan>, limit: u64) -> Result<(), LoadError> {
+    let model = plan.map_or(0, |p| p.memory_need());
     let need = payload.saturating_add(model);
     if need > limit {
         return Err(LoadError::TooLarge {
             need,
             payload,
             limit,
+            model: plan.map_or(String::new(), |p| {
+                format!("; then the model: {}", p.describe_peak())
+            }),
         });
     }
     Ok(())
@@ -121,7 +125,7 @@ pub fn load_encrypted(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Loaded, LoadError> {
     // The ciphertext is decrypted in place: its size bounds the payload held in memory.
-    check_memory(auth.layout.length, 0, memory_limit)?;
+    check_memory(auth.layout.length, None, memory_limit)?;
     let unsealed = unseal::unseal(auth, unlock, progress)?;
     let plan = plan(
         unsealed.arch.as_ref(),

@@ -113,6 +113,23 @@ pub struct Step {
     pub free: Vec<usize>,
 }
 
+impl Step {
+    /// The first input's slot, when the op runs in its memory: an in-place op at that
+    /// value's last use (and taking it once).
+    pub fn reused_input(&self) -> Option<usize> {
+        match self.inputs.first() {
+            Some(&Some(s))
+                if self.op.in_place()
+                    && self.free.contains(&s)
+                    && self.inputs.iter().filter(|&&i| i == Some(s)).count() == 1 =>
+            {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A graph that passed validation: value slots, steps in an order where every input is ready,
 /// the weights to load, and what it needs in memory.
 #[derive(Debug, Clone)]
@@ -130,6 +147,8 @@ pub struct Plan {
     pub weight_bytes: u64,
     /// Bytes of the values alive at once while it runs, at its worst, with every symbol at 1.
     pub peak_bytes_at_one: u64,
+    /// The step after which that worst is reached.
+    pub peak_step_at_one: Option<usize>,
 }
 
 impl Plan {
@@ -188,21 +207,47 @@ impl Plan {
     /// Bytes of the values alive at once while the steps run, at their worst, for the value
     /// shapes `shapes` (from [`Plan::bind`]); weights are not counted.
     pub fn peak_bytes(&self, shapes: &[Vec<usize>]) -> u64 {
+        self.peak(shapes).0
+    }
+
+    /// [`Plan::peak_bytes`], and the step after which that peak is reached (`None`: before
+    /// any step, with only the inputs alive).
+    pub fn peak(&self, shapes: &[Vec<usize>]) -> (u64, Option<usize>) {
         let size = |slot: usize| {
             (shapes[slot].iter()).fold(self.types[slot].elem.size(), |acc, &d| {
                 acc.saturating_mul(d as u64)
             })
         };
         let mut live: u64 = self.inputs.iter().map(|(s, _)| size(*s)).sum();
-        let mut peak = live;
-        for step in &self.steps {
-            live = live.saturating_add(size(step.output));
-            peak = peak.max(live);
-            for &s in &step.free {
+        let mut peak = (live, None);
+        for (k, step) in self.steps.iter().enumerate() {
+            let reused = step.reused_input();
+            if reused.is_none() {
+                live = live.saturating_add(size(step.output));
+                if live > peak.0 {
+                    peak = (live, Some(k));
+                }
+            }
+            for &s in step.free.iter().filter(|&&s| Some(s) != reused) {
                 live = live.saturating_sub(size(s));
             }
         }
         peak
+    }
+
+    /// Where a run with every symbol at 1 needs the most memory, for messages.
+    pub fn describe_peak(&self) -> String {
+        let at = match self.peak_step_at_one {
+            Some(k) => format!(
+                "after node {:?} ({})",
+                self.steps[k].node, self.steps[k].op_name
+            ),
+            None => "with its inputs".into(),
+        };
+        format!(
+            "weights {} bytes; values alive at once, at most {} bytes per batch of 1, {at}",
+            self.weight_bytes, self.peak_bytes_at_one
+        )
     }
 }
 
@@ -441,6 +486,7 @@ impl Graph {
             steps: b.steps,
             weight_bytes,
             peak_bytes_at_one: 0,
+            peak_step_at_one: None,
         };
         // The memory at batch 1 (every symbol at 1); a graph that cannot run with 1s is
         // estimated from its symbolic shapes instead.
@@ -454,8 +500,8 @@ impl Graph {
                 (*slot, VType::new(t.elem, shape.collect()))
             })
             .collect();
-        plan.peak_bytes_at_one = match plan.bind(&ones) {
-            Ok(shapes) => plan.peak_bytes(&shapes),
+        (plan.peak_bytes_at_one, plan.peak_step_at_one) = match plan.bind(&ones) {
+            Ok(shapes) => plan.peak(&shapes),
             Err(_) => {
                 let shapes: Vec<Vec<usize>> = (plan.types.iter())
                     .map(|t| {
@@ -465,7 +511,7 @@ impl Graph {
                             .collect()
                     })
                     .collect();
-                plan.peak_bytes(&shapes)
+                plan.peak(&shapes)
             }
         };
         Ok(plan)

@@ -259,16 +259,7 @@ impl Model {
         }
         for step in &plan.steps {
             // An op that can work in place takes its first input when this is its last use.
-            let owned = match step.inputs.first() {
-                Some(&Some(s))
-                    if step.op.in_place()
-                        && step.free.contains(&s)
-                        && step.inputs.iter().filter(|&&i| i == Some(s)).count() == 1 =>
-                {
-                    values[s].take()
-                }
-                _ => None,
-            };
+            let owned = step.reused_input().and_then(|s| values[s].take());
             let ins: Vec<Option<&Value>> = (step.inputs.iter())
                 .map(|s| s.and_then(|s| values[s].as_ref().or(self.weights[s].as_ref())))
                 .collect();

@@ -141,4 +141,180 @@ fn onnx_cnn_reproduces_onnxruntime_through_the_cli() {
     assert_eq!(shape, want_shape);
     let max = (got.iter().zip(&want)).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(max <= 1e-5, "max abs difference {max}");
+    // The same through .npz: inputs by name, outputs by name.
+    let x = arrays(&fixture("onnx_cnn/inputs.npy"))
+        .remove("inputs")
+        .unwrap()
+        .1;
+    let npz_in = dir.path().join("x.npz");
+    nnsign::export::write_npz(&npz_in, &[("x".into(), x)]).unwrap();
+    let npz_out = dir.path().join("y.npz");
+    let run = nnsign([
+        "verify-load".as_ref(),
+        art.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "--input".as_ref(),
+        npz_in.as_os_str(),
+        "--output".as_ref(),
+        npz_out.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let y = arrays(&npz_out).remove("y").expect("the output named y").1;
+    let want = arrays(&fixture("onnx_cnn/expected.npy"))
+        .remove("expected")
+        .unwrap()
+        .1;
+    assert!(max_diff("y.npz", &y, &want) <= 1e-5);
+    // A misnamed input is refused by name.
+    let x = arrays(&fixture("onnx_cnn/inputs.npy"))
+        .remove("inputs")
+        .unwrap()
+        .1;
+    nnsign::export::write_npz(&npz_in, &[("pixels".into(), x.clone()), ("x".into(), x)]).unwrap();
+    let run = nnsign([
+        "verify-load".as_ref(),
+        art.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "--input".as_ref(),
+        npz_in.as_os_str(),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the model has no input named \"pixels\""),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The onnx_cnn artifact with its architecture replaced by `edit` of it and re-signed by
+/// test-a: what a build job with a bug (or a signer who skipped `pack`'s own checks) makes.
+fn cnn_with_arch(
+    dir: &std::path::Path,
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let art = dir.join("good.nns");
+    if !art.exists() {
+        let run = nnsign([
+            "pack".as_ref(),
+            fixture("onnx_cnn/weights.safetensors").as_os_str(),
+            "--arch".as_ref(),
+            fixture("onnx_cnn/arch.json").as_os_str(),
+            "--sign".as_ref(),
+            test_key("test-a.key").as_os_str(),
+            "-o".as_ref(),
+            art.as_os_str(),
+        ]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let (manifest, _, payload) = parts(&std::fs::read(&art).unwrap());
+    let mut m = nnsign::format::Manifest::decode(&manifest).unwrap();
+    let mut arch: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("onnx_cnn/arch.json")).unwrap())
+            .unwrap();
+    edit(&mut arch);
+    m.arch = Some(Graph::from_json(&arch.to_string()).unwrap());
+    let key = nnsign::keys::SecretKey::read(&test_key("test-a.key"), || Ok(None)).unwrap();
+    let out = dir.join(format!("{name}.nns"));
+    std::fs::write(&out, resigned(&m.encode(), &payload, &key)).unwrap();
+    out
+}
+
+fn node<'a>(arch: &'a mut serde_json::Value, name: &str) -> &'a mut serde_json::Value {
+    let nodes = arch["nodes"].as_array_mut().unwrap();
+    nodes.iter_mut().find(|n| n["name"] == name).unwrap()
+}
+
+#[test]
+fn a_bad_architecture_fails_verify_load_with_the_schema_code_naming_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 6] = [
+        ("cycle", |a| node(a, "Relu_2")["inputs"][0] = "a4".into(),
+         "the graph has a cycle: \"Relu_2\" -> \"MaxPool_3\" -> \"Relu_2\""),
+        ("dangling", |a| node(a, "Relu_5")["inputs"][0] = "a55".into(),
+         "node \"Relu_5\" (Relu): input \"a55\" is not defined"),
+        ("gemm", |a| node(a, "Gemm_8")["attrs"]["transB"] = 0.into(),
+         "node \"Gemm_8\" (Gemm): A [batch, 16] and B [10, 16] do not multiply: 16 != 10"),
+        ("conv_channels", |a| node(a, "Conv_4")["inputs"][0] = "x".into(),
+         "node \"Conv_4\" (Conv): input X [batch, 1, 28, 28] has 1 channels, 1 per group, but W [16, 8, 3, 3] expects 8"),
+        ("reshape", |a| {
+            let n = node(a, "Flatten_7");
+            n["op"] = "Reshape".into();
+            n["attrs"] = serde_json::json!({"shape": [0, 15]});
+        }, "node \"Flatten_7\" (Reshape): cannot reshape [batch, 16, 1, 1] to [batch, 15]: the element count changes"),
+        ("unknown_op", |a| node(a, "Relu_5")["op"] = "Swish".into(),
+         "node \"Relu_5\" (Swish): unknown op \"Swish\" (op-set 2 has: Add, Sub"),
+    ];
+    for (name, edit, message) in cases {
+        let art = cnn_with_arch(dir.path(), name, edit);
+        // The signature and digests are fine: verify accepts it; loading does not.
+        let run = nnsign([
+            "verify".as_ref(),
+            art.as_os_str(),
+            "--trust".as_ref(),
+            test_key("test-a.pub").as_os_str(),
+        ]);
+        assert_eq!(run.code, 0, "{name}: {run:?}");
+        let run = nnsign([
+            "verify-load".as_ref(),
+            art.as_os_str(),
+            "--trust".as_ref(),
+            test_key("test-a.pub").as_os_str(),
+            "--input".as_ref(),
+            fixture("onnx_cnn/inputs.npy").as_os_str(),
+        ]);
+        assert_eq!(run.code, 6, "{name}: {run:?}");
+        assert!(run.stderr.contains(message), "{name}: {}", run.stderr);
+    }
+    // Over the memory limit: refused at load, before any weight is widened, naming the node
+    // where the most memory is needed; and at run time for a batch too large.
+    let art = cnn_with_arch(dir.path(), "same", |_| {});
+    let load = |limit: &str, input: &std::path::Path| {
+        nnsign([
+            "verify-load".as_ref(),
+            art.as_os_str(),
+            "--trust".as_ref(),
+            test_key("test-a.pub").as_os_str(),
+            "--max-memory".as_ref(),
+            limit.as_ref(),
+            "--input".as_ref(),
+            input.as_os_str(),
+        ])
+    };
+    let run = load("20000", &fixture("onnx_cnn/inputs.npy"));
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr.contains("more than the limit of 20000")
+            && run.stderr.contains("after node \"MaxPool_3\" (MaxPool)")
+            && run.stderr.contains("--max-memory"),
+        "{}",
+        run.stderr
+    );
+    // Batch 1 fits in 100 kB; the 8 images of the fixture do not.
+    let one = dir.path().join("one.npy");
+    let bytes = std::fs::read(fixture("onnx_cnn/inputs.npy")).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let data: Vec<f32> = npy.into_vec().unwrap();
+    let mut out = std::fs::File::create(&one).unwrap();
+    use npyz::WriterBuilder;
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[1, 1, 28, 28])
+        .writer(&mut out)
+        .begin_nd()
+        .unwrap();
+    w.extend(data[..784].iter().copied()).unwrap();
+    w.finish().unwrap();
+    assert_eq!(load("100000", &one).code, 0);
+    let run = load("100000", &fixture("onnx_cnn/inputs.npy"));
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr.contains("for this input") && run.stderr.contains("smaller batch"),
+        "{}",
+        run.stderr
+    );
 }

@@ -156,9 +156,11 @@ pub fn run(args: Args) -> Result<()> {
             .map(|i| (i.name.clone(), i.dtype.clone()))
             .collect();
         let inputs = read_inputs(input, &names)?;
-        let outputs = model
-            .run(inputs)
-            .map_err(|e| input_failure(input, e.to_string()))?;
+        let outputs = model.run(inputs).map_err(|e| match e {
+            e @ runtime::RunError::TooLarge { .. } => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), format!("{e} for this input"))
+                .hint("run a smaller batch, or raise the limit with --max-memory BYTES if this host can afford it"),
+            e => input_failure(input, e.to_string()),
+        })?;
         let shapes: Vec<serde_json::Value> = outputs
             .iter()
             .map(|(n, t)| json!({"name": n, "shape": t.shape()}))

@@ -57,15 +57,17 @@ impl Window {
     }
 
     /// Output size along axis `ax` (0: height, 1: width) for input `size` and kernel `k`.
-    fn out(&self, ax: usize, size: &D, k: &D) -> Result<D, String> {
+    /// A pooling window's pads must be smaller than its kernel (as onnxruntime requires), so
+    /// that every window holds at least one input cell; a convolution's may be anything.
+    fn out(&self, ax: usize, size: &D, k: &D, pooling: bool) -> Result<D, String> {
         let (Some(n), Some(k)) = (size.fixed(), k.fixed()) else {
             return Ok(D::Any);
         };
         let extent = self.dilations[ax] as u64 * (k.max(1) - 1) + 1;
         let (p0, p1) = (self.pads[ax] as u64, self.pads[ax + 2] as u64);
-        if p0 >= extent || p1 >= extent {
+        if pooling && (p0 >= k || p1 >= k) {
             return Err(format!(
-                "pads {:?} must be smaller than the kernel's extent {extent}",
+                "pads {:?} must be smaller than the kernel {k}",
                 self.pads
             ));
         }
@@ -164,8 +166,8 @@ impl Conv2d {
                 )
             })?;
         }
-        let oh = self.window.out(0, &x.shape[2], &w.shape[2])?;
-        let ow = self.window.out(1, &x.shape[3], &w.shape[3])?;
+        let oh = self.window.out(0, &x.shape[2], &w.shape[2], false)?;
+        let ow = self.window.out(1, &x.shape[3], &w.shape[3], false)?;
         Ok(VType::new(
             Elem::F32,
             vec![x.shape[0].clone(), m.clone(), oh, ow],
@@ -311,8 +313,8 @@ impl Pool {
     pub(super) fn infer(&self, x: &VType) -> Result<VType, String> {
         rank(float(x, "input X")?, 4, "input X [n, c, h, w]")?;
         let [kh, kw] = self.kernel.map(|k| D::Fixed(k as u64));
-        let oh = self.window.out(0, &x.shape[2], &kh)?;
-        let ow = self.window.out(1, &x.shape[3], &kw)?;
+        let oh = self.window.out(0, &x.shape[2], &kh, true)?;
+        let ow = self.window.out(1, &x.shape[3], &kw, true)?;
         Ok(VType::new(
             Elem::F32,
             vec![x.shape[0].clone(), x.shape[1].clone(), oh, ow],
@@ -481,7 +483,10 @@ mod tests {
             dilations: [1, 1],
         };
         // 28 + 2 - 3 = 27, / 2 = 13, + 1 = 14.
-        assert_eq!(win.out(0, &D::Fixed(28), &D::Fixed(3)), Ok(D::Fixed(14)));
+        assert_eq!(
+            win.out(0, &D::Fixed(28), &D::Fixed(3), true),
+            Ok(D::Fixed(14))
+        );
         assert_eq!(win.at(0, 0, 0, 28), None);
         assert_eq!(win.at(0, 0, 1, 28), Some(0));
         assert_eq!(win.at(0, 13, 2, 28), Some(27));
@@ -489,7 +494,11 @@ mod tests {
             pads: [3, 0, 0, 0],
             ..win
         };
-        assert!(too_much.out(0, &D::Fixed(28), &D::Fixed(3)).is_err());
+        assert!(too_much.out(0, &D::Fixed(28), &D::Fixed(3), true).is_err());
+        assert_eq!(
+            too_much.out(0, &D::Fixed(28), &D::Fixed(3), false),
+            Ok(D::Fixed(15))
+        );
     }
 
     #[test]
