@@ -149,6 +149,8 @@ pub struct Plan {
     pub peak_bytes_at_one: u64,
     /// The step after which that worst is reached.
     pub peak_step_at_one: Option<usize>,
+    /// Set when the graph treats every item of a batch on its own (see [`Batching`]).
+    pub batching: Option<Batching>,
 }
 
 impl Plan {
@@ -249,6 +251,47 @@ impl Plan {
             self.weight_bytes, self.peak_bytes_at_one
         )
     }
+}
+
+/// A graph whose every op treats batch items independently: every graph input holds `symbol`
+/// as its first dimension (and nowhere else), and each output carries the batch along its axis
+/// in `outputs`. Running slices of a batch and joining the outputs gives the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    pub symbol: String,
+    pub outputs: Vec<usize>,
+}
+
+/// How the batch travels through `plan`, if it does so item by item.
+fn batching(plan: &Plan) -> Option<Batching> {
+    let (_, first) = plan.inputs.first()?;
+    let Some(Dim::Symbol(symbol)) = first.shape.first() else {
+        return None;
+    };
+    let mut axes: Vec<Option<usize>> = vec![None; plan.values.len()];
+    for (slot, info) in &plan.inputs {
+        let here = info
+            .shape
+            .iter()
+            .map(|d| matches!(d, Dim::Symbol(s) if s == symbol));
+        if here.clone().next() != Some(true) || here.filter(|&h| h).count() != 1 {
+            return None;
+        }
+        axes[*slot] = Some(0);
+    }
+    for step in &plan.steps {
+        let ins: Vec<Option<ops::BatchIn<'_>>> = (step.inputs.iter())
+            .map(|s| s.map(|s| (axes[s], &plan.types[s])))
+            .collect();
+        axes[step.output] = step.op.batch_axis(&ins).ok()?;
+    }
+    let outputs = (plan.outputs.iter())
+        .map(|(slot, _)| axes[*slot])
+        .collect::<Option<Vec<usize>>>()?;
+    Some(Batching {
+        symbol: symbol.clone(),
+        outputs,
+    })
 }
 
 /// The type a weight tensor has in a graph.
@@ -455,6 +498,7 @@ impl Graph {
             }
             b.outputs.push((slot, output.clone()));
         }
+        fuse(&mut b.steps, &b.outputs.iter().map(|(s, _)| *s).collect());
         // Free every activation after its last use; outputs and weights are kept.
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         for (k, step) in b.steps.iter().enumerate() {
@@ -487,7 +531,9 @@ impl Graph {
             weight_bytes,
             peak_bytes_at_one: 0,
             peak_step_at_one: None,
+            batching: None,
         };
+        plan.batching = batching(&plan);
         // The memory at batch 1 (every symbol at 1); a graph that cannot run with 1s is
         // estimated from its symbolic shapes instead.
         let ones: Vec<(usize, VType)> = (plan.inputs.iter())
@@ -516,6 +562,60 @@ impl Graph {
         };
         Ok(plan)
     }
+}
+
+/// Fuses a Conv with the BatchNormalization and then the activation that alone take its output
+/// (and are not graph outputs): they run on each image's output while it is in cache, instead
+/// of each streaming the whole batch through memory again. Values and shapes are unchanged:
+/// the fused step makes the last node's output.
+fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
+    let mut k = 0;
+    while k < steps.len() {
+        if matches!(steps[k].op, Op::Conv(_)) {
+            while let Some(j) = sole_user(steps, k, outputs) {
+                let next = &steps[j];
+                let then = match &next.op {
+                    Op::BatchNorm { epsilon }
+                        if next.inputs[0] == Some(steps[k].output)
+                            && !matches!(&steps[k].op, Op::Conv(c) if !c.then.is_empty()) =>
+                    {
+                        ops::Then::BatchNorm(*epsilon)
+                    }
+                    Op::Unary(u) if matches!(&steps[k].op, Op::Conv(c) if !c.then.iter().any(|t| matches!(t, ops::Then::Unary(_)))) => {
+                        ops::Then::Unary(*u)
+                    }
+                    _ => break,
+                };
+                let next = steps.remove(j);
+                let conv = &mut steps[k];
+                if let ops::Then::BatchNorm(_) = then {
+                    conv.inputs.resize(3, None);
+                    conv.inputs.extend_from_slice(&next.inputs[1..5]);
+                }
+                let Op::Conv(c) = &mut conv.op else {
+                    unreachable!("checked above")
+                };
+                c.then.push(then);
+                conv.node = format!("{}+{}", conv.node, next.node);
+                conv.op_name = format!("{}+{}", conv.op_name, next.op_name);
+                conv.output = next.output;
+            }
+        }
+        k += 1;
+    }
+}
+
+/// The one step after `k` that reads step `k`'s output, when its output is not a graph output
+/// and nothing else reads it.
+fn sole_user(steps: &[Step], k: usize, outputs: &HashSet<usize>) -> Option<usize> {
+    let out = steps[k].output;
+    if outputs.contains(&out) {
+        return None;
+    }
+    let mut users = (0..steps.len()).filter(|&j| steps[j].inputs.contains(&Some(out)));
+    let j = users.next()?;
+    let reads = steps[j].inputs.iter().filter(|&&i| i == Some(out)).count();
+    (users.next().is_none() && reads == 1 && j > k).then_some(j)
 }
 
 /// An error about `node`, naming it.
@@ -805,6 +905,71 @@ mod tests {
             .bind(&[(0, VType::new(Elem::F32, vec![D::Fixed(1000), D::Fixed(4)]))])
             .unwrap();
         assert_eq!(plan.peak_bytes(&shapes), 36_000);
+    }
+
+    fn cnn(softmax_axis: i64) -> Plan {
+        let g = format!(
+            r#"{{"opset": 2,
+            "inputs": [{{"name": "x", "dtype": "F32", "shape": ["batch", 1, 4, 4]}}],
+            "outputs": [{{"name": "y", "dtype": "F32", "shape": ["batch", 2]}}],
+            "nodes": [
+              {{"op": "Conv", "name": "c", "inputs": ["x", "w"], "outputs": ["a"]}},
+              {{"op": "BatchNormalization", "name": "bn", "inputs": ["a", "s", "b", "m", "v"], "outputs": ["a2"]}},
+              {{"op": "Relu", "name": "r", "inputs": ["a2"], "outputs": ["a3"]}},
+              {{"op": "GlobalAveragePool", "name": "g", "inputs": ["a3"], "outputs": ["a4"]}},
+              {{"op": "Flatten", "name": "f", "inputs": ["a4"], "outputs": ["a5"]}},
+              {{"op": "Softmax", "name": "sm", "inputs": ["a5"], "outputs": ["y"], "attrs": {{"axis": {softmax_axis}}}}}
+            ]}}"#
+        );
+        let t = vec![
+            tensor("w", &[2, 1, 3, 3]),
+            tensor("s", &[2]),
+            tensor("b", &[2]),
+            tensor("m", &[2]),
+            tensor("v", &[2]),
+        ];
+        Graph::from_json(&g).unwrap().validate(&t).unwrap()
+    }
+
+    #[test]
+    fn conv_batch_norm_and_relu_fuse_into_one_step() {
+        let plan = cnn(-1);
+        let names: Vec<&str> = plan.steps.iter().map(|s| s.node.as_str()).collect();
+        assert_eq!(names, vec!["c+bn+r", "g", "f", "sm"]);
+        assert_eq!(plan.steps[0].inputs.len(), 7);
+        assert_eq!(plan.values[plan.steps[0].output], "a3");
+    }
+
+    #[test]
+    fn batching_follows_the_batch_through_the_graph() {
+        assert_eq!(
+            cnn(1).batching,
+            Some(Batching {
+                symbol: "batch".into(),
+                outputs: vec![0]
+            })
+        );
+        // A softmax across the batch mixes its items: no slicing.
+        assert_eq!(cnn(0).batching, None);
+        // Nor when the batch is not the first dimension of an input.
+        let g = Graph::from_json(
+            r#"{"opset": 2,
+            "inputs": [{"name": "x", "dtype": "F32", "shape": [3, "batch"]}],
+            "outputs": [{"name": "y", "dtype": "F32", "shape": [3, "batch"]}],
+            "nodes": [{"op": "Relu", "name": "r", "inputs": ["x"], "outputs": ["y"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(g.validate(&[]).unwrap().batching, None);
+        // A transpose moves it: the output carries it on its last axis.
+        let g = Graph::from_json(
+            r#"{"opset": 2,
+            "inputs": [{"name": "x", "dtype": "F32", "shape": ["batch", 3]}],
+            "outputs": [{"name": "y", "dtype": "F32", "shape": [3, "batch"]}],
+            "nodes": [{"op": "Transpose", "name": "t", "inputs": ["x"], "outputs": ["y"]}]}"#,
+        )
+        .unwrap();
+        let b = g.validate(&[]).unwrap().batching.unwrap();
+        assert_eq!(b.outputs, vec![1]);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use crate::format::{DType, TensorInfo};
 use crate::model::{Dim, Plan, ValueInfo};
 use crate::ops::{Elem, VType, D};
@@ -257,6 +259,75 @@ impl Model {
                 limit: self.memory_limit,
             });
         }
+        let names = plan.outputs.iter().map(|(_, info)| info.name.clone());
+        let Some((batch, axes)) = self.tiling(&symbols) else {
+            return Ok(names.zip(self.execute(values, &shapes)?).collect());
+        };
+        // The batch in slices, each slice through the whole graph on one core while its values
+        // are in cache; then the outputs joined. Memory stays within what the whole batch
+        // needs, which was checked above.
+        let tiles = batch.div_ceil(self.tile_rows(batch));
+        let per = batch.div_ceil(tiles);
+        let results: Vec<Result<Vec<Value>, RunError>> = (0..tiles)
+            .into_par_iter()
+            .map(|t| {
+                let (start, len) = (t * per, per.min(batch - t * per));
+                let mut tv: Vec<Option<Value>> = vec![None; plan.values.len()];
+                let mut tb = Vec::with_capacity(plan.inputs.len());
+                for (slot, _) in &plan.inputs {
+                    let v = crate::ops::rows(values[*slot].as_ref().expect("bound"), start, len);
+                    let shape = v.shape().iter().map(|&d| D::Fixed(d as u64)).collect();
+                    tb.push((*slot, VType::new(v.elem(), shape)));
+                    tv[*slot] = Some(v);
+                }
+                let shapes = plan.bind(&tb).map_err(RunError::Input)?;
+                crate::ops::alone(|| self.execute(tv, &shapes))
+            })
+            .collect();
+        drop(values);
+        let parts = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(names
+            .zip(axes.iter().enumerate())
+            .map(|(name, (k, &axis))| {
+                let pieces: Vec<&Value> = parts.iter().map(|p| &p[k]).collect();
+                (name, crate::ops::join(&pieces, axis))
+            })
+            .collect())
+    }
+
+    /// When the graph runs batch items independently and this batch is worth slicing: its
+    /// size and the axis of each output that carries it.
+    fn tiling(&self, symbols: &HashMap<&str, usize>) -> Option<(usize, &[usize])> {
+        let b = self.plan.batching.as_ref()?;
+        let batch = *symbols.get(b.symbol.as_str())?;
+        (batch >= 2 && rayon::current_num_threads() > 1).then_some((batch, &b.outputs[..]))
+    }
+
+    /// Items per slice: small enough that a slice's live values fit in a core's cache (about
+    /// [`TILE_BYTES`]), with the slices a multiple of the cores so that none waits idle. When
+    /// the weights outweigh the values, each slice streams them all anyway: one per core.
+    fn tile_rows(&self, batch: usize) -> usize {
+        let threads = rayon::current_num_threads();
+        let bytes = (batch as u64).saturating_mul(self.plan.peak_bytes_at_one.max(1));
+        let bytes = if self.plan.weight_bytes > bytes {
+            0
+        } else {
+            bytes
+        };
+        let tiles = (bytes.div_ceil(TILE_BYTES) as usize)
+            .next_multiple_of(threads)
+            .clamp(threads, batch.max(1));
+        batch.div_ceil(tiles)
+    }
+
+    /// Runs every step on `values` (the graph inputs set) of shapes `shapes`; returns the
+    /// outputs in declaration order.
+    fn execute(
+        &self,
+        mut values: Vec<Option<Value>>,
+        shapes: &[Vec<usize>],
+    ) -> Result<Vec<Value>, RunError> {
+        let plan = &self.plan;
         for step in &plan.steps {
             // An op that can work in place takes its first input when this is its last use.
             let owned = step.reused_input().and_then(|s| values[s].take());
@@ -278,19 +349,21 @@ impl Model {
         // Outputs are handed over, not copied, except a value listed again later.
         let outputs = &plan.outputs;
         Ok((outputs.iter().enumerate())
-            .map(|(k, (slot, info))| {
+            .map(|(k, (slot, _))| {
                 let again = outputs[k + 1..].iter().any(|(s, _)| s == slot);
                 let v = match again {
                     false => values[*slot].take(),
                     true => values[*slot].clone(),
                 };
-                let v = (v.or_else(|| self.weights[*slot].clone()))
-                    .expect("validation proves every output is defined");
-                (info.name.clone(), v)
+                (v.or_else(|| self.weights[*slot].clone()))
+                    .expect("validation proves every output is defined")
             })
             .collect())
     }
 }
+
+/// Bytes of live values a batch slice aims at: about a core's share of cache.
+const TILE_BYTES: u64 = 1 << 20;
 
 /// Checks a graph input against its declaration and binds its symbols.
 fn check_input<'a>(

@@ -318,3 +318,34 @@ fn a_bad_architecture_fails_verify_load_with_the_schema_code_naming_the_node() {
         run.stderr
     );
 }
+
+/// Slicing the batch over the cores changes nothing: the CNN on 8 images gives the same
+/// result on one core (no slices) as on several (slices of the batch, each on its own core).
+#[test]
+fn batch_slices_give_the_same_result_as_one_pass() {
+    let weights = arrays(&fixture("onnx_cnn/weights.safetensors"));
+    let infos: Vec<TensorInfo> = weights.values().map(|(i, _)| i.clone()).collect();
+    let graph =
+        Graph::from_json(&std::fs::read_to_string(fixture("onnx_cnn/arch.json")).unwrap()).unwrap();
+    let plan = graph.validate(&infos).unwrap();
+    assert!(plan.batching.is_some());
+    let model = Model::new(plan, |i| Ok(weights[&i.name].1.clone()), u64::MAX).unwrap();
+    let x = arrays(&fixture("onnx_cnn/inputs.npy"))
+        .remove("inputs")
+        .unwrap()
+        .1;
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| model.run(vec![("x".into(), x.clone())]).unwrap())
+    };
+    let (one, four) = (run(1), run(4));
+    assert_eq!(one, four);
+    let want = arrays(&fixture("onnx_cnn/expected.npy"))
+        .remove("expected")
+        .unwrap()
+        .1;
+    assert!(max_diff("y", &one[0].1, &want) <= 1e-5);
+}

@@ -1,11 +1,10 @@
 //! 2-D convolution (im2col + SGEMM, one image per core), max and average pooling, and global
 //! average pooling, all over `NCHW` tensors.
 
-use rayon::prelude::*;
-
+use super::elementwise::Unary;
 use super::linalg::gemm;
 use super::shape::{fmt_shape, same, Elem, VType, D};
-use super::{float, rank, Attrs};
+use super::{chunks, chunks_with, float, rank, spread, Attrs};
 use crate::runtime::Tensor;
 use crate::sys::MatRef;
 
@@ -101,11 +100,24 @@ impl Window {
 }
 
 /// `Conv`'s attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
     pub window: Window,
     pub group: usize,
     pub kernel_shape: Option<[usize; 2]>,
+    /// Ops of the following nodes done on each image's output while it is in cache (set by
+    /// [`crate::model`]'s fusion, never by a graph): the values they read follow the Conv's
+    /// own inputs.
+    pub then: Vec<Then>,
+}
+
+/// An op fused after a convolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Then {
+    /// BatchNormalization with this epsilon; its scale, B, mean and var are the 4 inputs
+    /// after the Conv's 3 (an omitted bias still counts).
+    BatchNorm(f32),
+    Unary(Unary),
 }
 
 impl Conv2d {
@@ -120,6 +132,7 @@ impl Conv2d {
             window,
             group: group as usize,
             kernel_shape,
+            then: Vec::new(),
         })
     }
 
@@ -174,7 +187,14 @@ impl Conv2d {
         ))
     }
 
-    pub(super) fn run(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &[usize]) -> Tensor {
+    pub(super) fn run(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        params: [Option<&Tensor>; 4],
+        out: &[usize],
+    ) -> Tensor {
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [m, cg, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
         let [oh, ow] = [out[2], out[3]];
@@ -199,13 +219,13 @@ impl Conv2d {
             };
             for gi in 0..g {
                 let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
+                let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
                 let cols: &[f32] = if pointwise {
                     src
                 } else {
                     im2col(src, [cg, h, wd], [kh, kw], [oh, ow], &win, &mut cols);
                     &cols
                 };
-                let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
                 let dst = &mut dst[gi * mg * oplane..(gi + 1) * mg * oplane];
                 gemm(
                     1.0,
@@ -215,19 +235,33 @@ impl Conv2d {
                     dst,
                 );
             }
-            if let Some(b) = b {
-                for (row, &bias) in dst.chunks_mut(oplane).zip(&b.data) {
-                    row.iter_mut().for_each(|v| *v += bias);
+            // Bias, then the fused ops, as one affine map per channel and an activation.
+            for (ch, row) in dst.chunks_mut(oplane).enumerate() {
+                let (mut mul, mut add) = (1.0f32, b.map_or(0.0, |b| b.data[ch]));
+                let mut act = None;
+                for t in &self.then {
+                    match *t {
+                        Then::BatchNorm(eps) => {
+                            let [s, sh, mean, var] =
+                                params.map(|p| p.expect("fused").data[ch] as f64);
+                            let k = s / (var + eps as f64).sqrt();
+                            (mul, add) = (
+                                (mul as f64 * k) as f32,
+                                ((add as f64 - mean) * k + sh) as f32,
+                            );
+                        }
+                        Then::Unary(u) => act = Some(u),
+                    }
+                }
+                if (mul, add) != (1.0, 0.0) {
+                    row.iter_mut().for_each(|v| *v = *v * mul + add);
+                }
+                if let Some(u) = act {
+                    u.apply(row);
                 }
             }
         };
-        if n > 1 {
-            data.par_chunks_mut(m * oplane)
-                .enumerate()
-                .for_each(|(i, d)| image(i, d));
-        } else {
-            image(0, &mut data);
-        }
+        chunks(&mut data, m * oplane, spread(n, 2), image);
         Tensor {
             shape: out.to_vec(),
             data,
@@ -344,7 +378,14 @@ impl Pool {
             cols: &cols,
         };
         let plane = |(src, dst): (&[f32], &mut [f32])| match self.average {
-            None => geometry.pool(src, dst, f32::NEG_INFINITY, f32::max, |acc, _| acc),
+            // A NaN in a window makes its maximum NaN, as in onnxruntime.
+            None => geometry.pool(
+                src,
+                dst,
+                f32::NEG_INFINITY,
+                |a, v| if v > a || v.is_nan() { v } else { a },
+                |acc, _| acc,
+            ),
             // Windows lie inside the padded input (ceil_mode 0): all kh * kw cells count.
             Some(true) => {
                 geometry.pool(src, dst, 0.0, |a, v| a + v, |acc, _| acc / (kh * kw) as f32)
@@ -353,10 +394,10 @@ impl Pool {
                 geometry.pool(src, dst, 0.0, |a, v| a + v, |acc, n| acc / n.max(1) as f32)
             }
         };
-        let pairs = x.data.par_chunks(h * w).zip(data.par_chunks_mut(oh * ow));
-        if h * w > 0 {
-            pairs.for_each(plane);
-        }
+        let par = spread(data.len(), 1 << 12);
+        chunks_with(&mut data, oh * ow, &x.data, h * w, par, |_, d, s| {
+            plane((s, d))
+        });
         Tensor {
             shape: out.to_vec(),
             data,
@@ -405,7 +446,18 @@ impl Geometry<'_> {
                     let row = &src[(oy * sh + ki * dh - pt) * self.w..][..self.w];
                     let out = &mut dst[oy * self.ow + ox0..oy * self.ow + ox1];
                     let first = ox0 * sw + kj * dw - pl;
-                    if sw == 1 {
+                    if sw == 2 {
+                        // The common 2-wide stride, as pairs the compiler can vectorize.
+                        let pairs = row[first..].chunks_exact(2).map(|p| p[0]);
+                        for (o, v) in out.iter_mut().zip(pairs) {
+                            *o = step(*o, v);
+                        }
+                        let done = (row.len() - first) / 2;
+                        if done < out.len() {
+                            // An odd-sized row's last cell.
+                            out[done] = step(out[done], row[first + 2 * done]);
+                        }
+                    } else if sw == 1 {
                         for (o, &v) in out.iter_mut().zip(&row[first..]) {
                             *o = step(*o, v);
                         }
@@ -457,14 +509,11 @@ pub(super) fn infer_global_pool(x: &VType) -> Result<VType, String> {
 pub(super) fn global_pool(x: &Tensor, out: &[usize]) -> Tensor {
     let spatial: usize = x.shape[2..].iter().product();
     let planes = x.shape[0] * x.shape[1];
-    let data = if spatial == 0 {
-        vec![f32::NAN; planes]
-    } else {
-        x.data
-            .par_chunks(spatial)
-            .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / spatial as f64) as f32)
-            .collect()
-    };
+    let mut data = vec![f32::NAN; planes];
+    let par = spread(x.data.len(), 1 << 15);
+    chunks_with(&mut data, 1, &x.data, spatial, par, |_, d, p| {
+        d[0] = (p.iter().map(|&v| v as f64).sum::<f64>() / spatial as f64) as f32;
+    });
     Tensor {
         shape: out.to_vec(),
         data,

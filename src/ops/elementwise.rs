@@ -1,9 +1,7 @@
 //! Element-wise arithmetic with NumPy broadcasting, activations, and softmax.
 
-use rayon::prelude::*;
-
 use super::shape::{self, Elem, VType};
-use super::{float, Attrs};
+use super::{chunks, chunks_with, float, spread, Attrs};
 use crate::runtime::Tensor;
 
 /// Elements below which an element-wise op runs on one core: splitting costs more.
@@ -79,18 +77,18 @@ pub(crate) fn broadcast_with(
     } else if a.shape == out && out.ends_with(&b.shape) && !b.data.is_empty() {
         // A bias along the trailing axes: every block of `a` meets all of `b`.
         let n = b.data.len();
-        let block = |(d, x): (&mut [f32], &[f32])| {
-            for ((d, &x), &y) in d.iter_mut().zip(x).zip(&b.data) {
-                *d = f(x, y);
-            }
-        };
-        if total >= PAR_MIN {
-            data.par_chunks_mut(n)
-                .zip(a.data.par_chunks(n))
-                .for_each(block);
-        } else {
-            data.chunks_mut(n).zip(a.data.chunks(n)).for_each(block);
-        }
+        chunks_with(
+            &mut data,
+            n,
+            &a.data,
+            n,
+            spread(total, PAR_MIN),
+            |_, d, x| {
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(&b.data) {
+                    *d = f(x, y);
+                }
+            },
+        );
     } else if total > 0 {
         let rank = out.len();
         let (sa, sb) = (
@@ -112,15 +110,7 @@ pub(crate) fn broadcast_with(
                 *d = f(a.data[oa + j * ia], b.data[ob + j * ib]);
             }
         };
-        if total >= PAR_MIN && inner > 0 {
-            data.par_chunks_mut(inner)
-                .enumerate()
-                .for_each(|(r, dst)| row(r, dst));
-        } else if inner > 0 {
-            data.chunks_mut(inner)
-                .enumerate()
-                .for_each(|(r, dst)| row(r, dst));
-        }
+        chunks(&mut data, inner, spread(total, PAR_MIN), row);
     }
     Tensor {
         shape: out.to_vec(),
@@ -128,34 +118,45 @@ pub(crate) fn broadcast_with(
     }
 }
 
+/// Elements one task of an element-wise op takes.
+const BLOCK: usize = 1 << 14;
+
 fn zip_into(dst: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32) -> f32 + Sync)) {
-    if dst.len() >= PAR_MIN {
-        (dst.par_iter_mut().zip(a.par_iter().zip(b.par_iter())))
-            .for_each(|(d, (&x, &y))| *d = f(x, y));
-    } else {
-        for (d, (&x, &y)) in dst.iter_mut().zip(a.iter().zip(b)) {
-            *d = f(x, y);
-        }
-    }
+    chunks_with(
+        dst,
+        BLOCK,
+        a,
+        BLOCK,
+        spread(dst.len(), PAR_MIN),
+        |i, d, x| {
+            for ((d, &x), &y) in d.iter_mut().zip(x).zip(&b[i * BLOCK..]) {
+                *d = f(x, y);
+            }
+        },
+    );
 }
 
 fn map_into(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32 + Sync) {
-    if dst.len() >= PAR_MIN {
-        (dst.par_iter_mut().zip(src.par_iter())).for_each(|(d, &x)| *d = f(x));
-    } else {
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = f(x);
-        }
-    }
+    chunks_with(
+        dst,
+        BLOCK,
+        src,
+        BLOCK,
+        spread(dst.len(), PAR_MIN),
+        |_, d, x| {
+            for (d, &x) in d.iter_mut().zip(x) {
+                *d = f(x);
+            }
+        },
+    );
 }
 
 /// Applies `f` to every element in place, on every core for large tensors.
 pub(crate) fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    if data.len() >= PAR_MIN {
-        data.par_iter_mut().for_each(|x| *x = f(*x));
-    } else {
-        data.iter_mut().for_each(|x| *x = f(*x));
-    }
+    let par = spread(data.len(), PAR_MIN);
+    chunks(data, BLOCK, par, |_, d| {
+        d.iter_mut().for_each(|x| *x = f(*x))
+    });
 }
 
 /// A one-input activation.
@@ -239,16 +240,12 @@ pub(super) fn softmax(mut t: Tensor, axis: i64) -> Tensor {
         return t;
     }
     let block = n * inner;
-    let go = |b: &mut [f32]| {
+    let par = spread(t.data.len(), PAR_MIN);
+    chunks(&mut t.data, block, par, |_, b| {
         for i in 0..inner {
             softmax_strided(b, i, inner, n);
         }
-    };
-    if t.data.len() >= PAR_MIN {
-        t.data.par_chunks_mut(block).for_each(go);
-    } else {
-        t.data.chunks_mut(block).for_each(go);
-    }
+    });
     t
 }
 

@@ -1,11 +1,9 @@
 //! Matrix products: MatMul (NumPy semantics), Gemm, and the op-set 1 Dense layer. Every
 //! product goes through matrixmultiply's SGEMM; large ones are split by rows over the cores.
 
-use rayon::prelude::*;
-
 use super::elementwise::{self, Unary};
 use super::shape::{self, fmt_shape, same, Elem, VType, D};
-use super::{float, rank, Attrs};
+use super::{chunks, float, rank, spread, Attrs};
 use crate::runtime::Tensor;
 use crate::sys::{sgemm_view, MatRef};
 
@@ -16,17 +14,15 @@ const PAR_FLOPS: usize = 1 << 18;
 pub(crate) fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let threads = rayon::current_num_threads();
-    if threads < 2 || m < 2 || m.saturating_mul(k).saturating_mul(n) < PAR_FLOPS || n == 0 {
+    if !spread(m.saturating_mul(k).saturating_mul(n), PAR_FLOPS) || m < 2 || n == 0 {
         return sgemm_view(alpha, a, b, beta, c);
     }
     // Row blocks of a multiple of 8 rows, the SGEMM kernel's height, about two per core.
     let per = m.div_ceil(2 * threads).next_multiple_of(8);
-    c.par_chunks_mut(per * n)
-        .enumerate()
-        .for_each(|(i, block)| {
-            let rows = block.len() / n;
-            sgemm_view(alpha, a.rows(i * per, rows), b, beta, block);
-        });
+    chunks(c, per * n, true, |i, block| {
+        let rows = block.len() / n;
+        sgemm_view(alpha, a.rows(i * per, rows), b, beta, block);
+    });
 }
 
 pub(super) fn infer_matmul(a: &VType, b: &VType) -> Result<VType, String> {
@@ -121,11 +117,8 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor {
                 c,
             );
         };
-        if m * n > 0 {
-            data.par_chunks_mut(m * n)
-                .enumerate()
-                .for_each(|(i, c)| one(i, c));
-        }
+        let par = spread(total / (m * n).max(1), 2);
+        chunks(&mut data, m * n, par, one);
     }
     Tensor {
         shape: out.to_vec(),

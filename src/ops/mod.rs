@@ -14,7 +14,7 @@ use crate::model::{Attr, Node};
 use crate::runtime::{Tensor, Value};
 pub use shape::{Elem, VType, D};
 
-pub use conv::{Conv2d, Pool};
+pub use conv::{Conv2d, Pool, Then};
 pub use elementwise::{Binary, Unary};
 pub use linalg::{Activation, Gemm};
 pub use movement::Slice;
@@ -436,7 +436,7 @@ impl Op {
             Op::MatMul => Value::F32(linalg::matmul(f(0), f(1), out)),
             Op::Gemm(g) => Value::F32(g.run(f(0), f(1), fo(2), out)),
             Op::Dense(act) => Value::F32(linalg::dense(*act, f(0), f(1), fo(2), out)),
-            Op::Conv(c) => Value::F32(c.run(f(0), f(1), fo(2), out)),
+            Op::Conv(c) => Value::F32(c.run(f(0), f(1), fo(2), [fo(3), fo(4), fo(5), fo(6)], out)),
             Op::Pool(p) => Value::F32(p.run(f(0), out)),
             Op::GlobalAveragePool => Value::F32(conv::global_pool(f(0), out)),
             Op::Transpose { perm } => movement::transpose(x(), perm.as_deref(), out),
@@ -483,6 +483,221 @@ impl Op {
             }
             _ => unreachable!("only in-place ops are run owned"),
         }
+    }
+}
+
+/// Where the batch travels: for each input, the axis along which it holds one slice per
+/// batch item (`None`: the input does not depend on the batch, as weights), with its type.
+pub(crate) type BatchIn<'a> = (Option<usize>, &'a VType);
+
+impl Op {
+    /// The axis of the output that carries the batch, if the op treats every batch item on its
+    /// own (so that running it on slices of the batch and joining the results gives the same
+    /// value), given where its inputs carry it; `Err` when it mixes items, or `Ok(None)` when
+    /// its output does not depend on the batch.
+    pub(crate) fn batch_axis(&self, ins: &[Option<BatchIn<'_>>]) -> Result<Option<usize>, ()> {
+        let given: Vec<(usize, usize, &VType)> = (ins.iter().enumerate())
+            .filter_map(|(i, t)| t.and_then(|(a, t)| Some((i, a?, t))))
+            .collect();
+        let Some(&(first, axis, t)) = given.first() else {
+            return Ok(None);
+        };
+        let only_first = given.len() == 1 && first == 0;
+        let rank = t.rank();
+        let ok = |cond: bool, out: usize| if cond { Ok(Some(out)) } else { Err(()) };
+        match self {
+            Op::Unary(_) | Op::Identity => ok(only_first, axis),
+            Op::Softmax { axis: a } => ok(
+                only_first && shape::axis(*a, rank, "").ok() != Some(axis),
+                axis,
+            ),
+            Op::BatchNorm { .. } => ok(only_first && axis == 0, 0),
+            Op::LayerNorm { axis: a, .. } => ok(
+                only_first && shape::axis(*a, rank, "").is_ok_and(|a| axis < a),
+                axis,
+            ),
+            Op::Binary(_) => {
+                // Aligned at the last axis, every input holding the batch holds it at the
+                // same output axis, and the others are 1 or absent there.
+                let out_rank = ins
+                    .iter()
+                    .flatten()
+                    .map(|(_, t)| t.rank())
+                    .max()
+                    .unwrap_or(0);
+                let at = out_rank - (rank - axis);
+                let fits = ins.iter().flatten().all(|(a, t)| match a {
+                    Some(a) => out_rank - (t.rank() - a) == at,
+                    None => {
+                        let j = (at + t.rank()).checked_sub(out_rank);
+                        j.is_none_or(|j| t.shape[j] == D::Fixed(1))
+                    }
+                });
+                ok(fits, at)
+            }
+            Op::MatMul => ok(
+                only_first && rank >= 2 && axis < rank - 1,
+                axis + ins[1].map_or(0, |(_, b)| b.rank().saturating_sub(rank)),
+            ),
+            Op::Gemm(g) => ok(only_first && axis == 0 && !g.trans_a, 0),
+            Op::Dense(_) | Op::Conv(_) | Op::Pool(_) | Op::GlobalAveragePool => {
+                ok(only_first && axis == 0, 0)
+            }
+            Op::Flatten { axis: a } => {
+                let a = if *a < 0 { *a + rank as i64 } else { *a };
+                ok(only_first && axis == 0 && a >= 1, 0)
+            }
+            Op::Reshape { shape } => ok(only_first && axis == 0 && shape.first() == Some(&0), 0),
+            Op::Transpose { perm } => {
+                let perm: Vec<usize> = match perm {
+                    Some(p) => p.iter().map(|&a| a as usize).collect(),
+                    None => (0..rank).rev().collect(),
+                };
+                ok(only_first, perm.iter().position(|&a| a == axis).ok_or(())?)
+            }
+            Op::Concat { axis: a } => {
+                let all = ins.iter().flatten().all(|(b, _)| *b == Some(axis));
+                ok(all && shape::axis(*a, rank, "").ok() != Some(axis), axis)
+            }
+            Op::Gather { axis: a } => {
+                let a = shape::axis(*a, rank.max(1), "").map_err(|_| ())?;
+                match (
+                    ins[0].and_then(|(b, _)| b),
+                    ins[1].and_then(|(b, t)| Some((b?, t))),
+                ) {
+                    (Some(b), None) if b != a => {
+                        let k = ins[1].map_or(0, |(_, t)| t.rank());
+                        ok(true, if b < a { b } else { b + k - 1 })
+                    }
+                    (None, Some((b, _))) => ok(true, a + b),
+                    _ => Err(()),
+                }
+            }
+            Op::Slice(sl) => {
+                let touched = sl
+                    .axes
+                    .clone()
+                    .unwrap_or_else(|| (0..sl.starts.len() as i64).collect());
+                let hits = touched
+                    .iter()
+                    .any(|&x| shape::axis(x, rank, "").ok() == Some(axis));
+                ok(only_first && !hits, axis)
+            }
+            Op::Squeeze { axes } => {
+                let Some(axes) = axes else { return Err(()) };
+                let axes: Vec<usize> = axes
+                    .iter()
+                    .filter_map(|&x| shape::axis(x, rank, "").ok())
+                    .collect();
+                ok(
+                    only_first && !axes.contains(&axis),
+                    axis - axes.iter().filter(|&&x| x < axis).count(),
+                )
+            }
+            Op::Unsqueeze { axes } => {
+                let out_rank = rank + axes.len();
+                let axes: Vec<usize> = axes
+                    .iter()
+                    .filter_map(|&x| shape::axis(x, out_rank, "").ok())
+                    .collect();
+                // The input's axes fill the output's positions not inserted, in order.
+                let pos = (0..out_rank)
+                    .filter(|p| !axes.contains(p))
+                    .nth(axis)
+                    .ok_or(())?;
+                ok(only_first, pos)
+            }
+            Op::Constant(_) => Ok(None),
+        }
+    }
+}
+
+/// Joins values along `axis` (the pieces of a batch run in slices).
+pub fn join(parts: &[&Value], axis: usize) -> Value {
+    let mut out = parts[0].shape().to_vec();
+    out[axis] = parts.iter().map(|p| p.shape()[axis]).sum();
+    movement::concat(parts, axis as i64, &out)
+}
+
+/// Rows `start..start + len` of `v` along its first axis.
+pub fn rows(v: &Value, start: usize, len: usize) -> Value {
+    let shape = v.shape();
+    let inner: usize = shape[1..].iter().product();
+    let mut out = shape.to_vec();
+    out[0] = len;
+    match v {
+        Value::F32(t) => Value::F32(Tensor {
+            shape: out,
+            data: t.data[start * inner..(start + len) * inner].to_vec(),
+        }),
+        Value::I64(t) => Value::I64(Tensor {
+            shape: out,
+            data: t.data[start * inner..(start + len) * inner].to_vec(),
+        }),
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a batch slice, which has a core to itself.
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the ops it runs confined to this thread: batch slices already keep every core
+/// busy, and splitting each op again would only add overhead.
+pub fn alone<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ALONE.set(self.0);
+        }
+    }
+    let _reset = Reset(ALONE.replace(true));
+    f()
+}
+
+/// Whether work over `len` items (worth it from `min`) should be spread over the cores.
+pub(crate) fn spread(len: usize, min: usize) -> bool {
+    len >= min && !ALONE.get() && rayon::current_num_threads() > 1
+}
+
+/// Calls `f(i, chunk)` on each `n`-item chunk of `data`, on every core if `par`.
+pub(crate) fn chunks<T: Send>(
+    data: &mut [T],
+    n: usize,
+    par: bool,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if n == 0 {
+        return;
+    }
+    if par {
+        data.par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(n).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// [`chunks`] with `src` cut into `m`-item chunks alongside.
+pub(crate) fn chunks_with<T: Send, U: Sync>(
+    data: &mut [T],
+    n: usize,
+    src: &[U],
+    m: usize,
+    par: bool,
+    f: impl Fn(usize, &mut [T], &[U]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if n == 0 || m == 0 {
+        return;
+    }
+    if par {
+        (data.par_chunks_mut(n).zip(src.par_chunks(m)).enumerate())
+            .for_each(|(i, (d, s))| f(i, d, s));
+    } else {
+        (data.chunks_mut(n).zip(src.chunks(m)).enumerate()).for_each(|(i, (d, s))| f(i, d, s));
     }
 }
 

@@ -1,8 +1,6 @@
 //! Shape and data movement, for F32 and I64 values alike: Flatten, Reshape, Squeeze and
 //! Unsqueeze (which only relabel the shape), Transpose, Slice, Concat and Gather.
 
-use rayon::prelude::*;
-
 use super::shape::{self, counts_differ, fmt_shape, quotient, same, Elem, VType, D};
 use super::Attrs;
 use crate::runtime::{Tensor, Value};
@@ -213,10 +211,8 @@ fn strided<T: Copy + Send + Sync + Default>(
             *d = src[(off + j as isize * s) as usize];
         }
     };
-    if total >= 1 << 15 {
-        data.par_chunks_mut(inner)
-            .enumerate()
-            .for_each(|(r, d)| row(r, d));
+    if super::spread(total, 1 << 15) {
+        super::chunks(&mut data, inner, true, row);
     } else {
         data.chunks_mut(inner)
             .enumerate()

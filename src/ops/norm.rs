@@ -1,10 +1,8 @@
 //! Normalization at inference: BatchNormalization (per channel, with running statistics) and
 //! LayerNormalization (over the trailing axes).
 
-use rayon::prelude::*;
-
 use super::shape::{self, fmt_shape, same, VType, D};
-use super::{float, rank};
+use super::{chunks, float, rank, spread};
 use crate::runtime::Tensor;
 
 pub(super) fn infer_batch_norm(ins: &[Option<&VType>]) -> Result<VType, String> {
@@ -42,13 +40,11 @@ pub(super) fn batch_norm(
         })
         .unzip();
     if inner > 0 {
-        t.data
-            .par_chunks_mut(inner)
-            .enumerate()
-            .for_each(|(p, plane)| {
-                let (m, a) = (mul[p % c], add[p % c]);
-                plane.iter_mut().for_each(|v| *v = *v * m + a);
-            });
+        let par = spread(t.data.len(), 1 << 15);
+        chunks(&mut t.data, inner, par, |p, plane| {
+            let (m, a) = (mul[p % c], add[p % c]);
+            plane.iter_mut().for_each(|v| *v = *v * m + a);
+        });
     }
     t
 }
@@ -95,19 +91,20 @@ pub(super) fn layer_norm(
     let normalized = &normalized[..];
     let n: usize = normalized.iter().product();
     // Scale and B spread over the normalized axes.
-    let spread = |p: &Tensor| {
+    let widen = |p: &Tensor| {
         let zero = Tensor {
             shape: vec![1],
             data: vec![0.0],
         };
         super::elementwise::broadcast_with(p, &zero, normalized, |v, _| v).data
     };
-    let s = spread(scale);
-    let bias = b.map(spread);
+    let s = widen(scale);
+    let bias = b.map(widen);
     if n == 0 {
         return t;
     }
-    t.data.par_chunks_mut(n).for_each(|row| {
+    let par = spread(t.data.len(), 1 << 15);
+    chunks(&mut t.data, n, par, |_, row| {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
         let inv = 1.0 / (var + epsilon as f64).sqrt();
