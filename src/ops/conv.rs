@@ -212,10 +212,13 @@ impl Conv2d {
         let pointwise = kh == 1 && kw == 1 && win.strides == [1, 1] && win.pads == [0; 4];
         // One image per task; with fewer images than cores, each product is split instead.
         let image = |i: usize, dst: &mut [f32]| {
+            // The unfolded input, in a buffer each thread keeps: im2col writes all of it.
             let mut cols = if pointwise {
                 Vec::new()
             } else {
-                vec![0f32; patch * oplane]
+                let mut buf = COLS.take();
+                buf.resize(patch * oplane, 0.0);
+                buf
             };
             for gi in 0..g {
                 let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
@@ -260,6 +263,9 @@ impl Conv2d {
                     u.apply(row);
                 }
             }
+            if !pointwise {
+                COLS.set(cols);
+            }
         };
         chunks(&mut data, m * oplane, spread(n, 2), image);
         Tensor {
@@ -267,6 +273,11 @@ impl Conv2d {
             data,
         }
     }
+}
+
+thread_local! {
+    /// Each thread's im2col buffer, kept between images and runs.
+    static COLS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Unfolds one image's channels `src` `[c, h, w]` into `cols` `[c * kh * kw, oh * ow]`: row
