@@ -125,3 +125,143 @@ fn random_bytes_never_panic_the_decoders() {
         let _ = nnsign::import::parse_npy(std::path::Path::new("x.npy"), "x", n);
     }
 }
+
+/// One random change to a graph: an attribute, a dimension, an op, or a wiring.
+fn mutate_graph(g: &mut serde_json::Value, rng: &mut Rng) {
+    let nodes = g["nodes"].as_array_mut().unwrap();
+    if nodes.is_empty() {
+        return;
+    }
+    let k = rng.below(nodes.len());
+    let node = &mut nodes[k];
+    let small = |rng: &mut Rng| [-3i64, -2, -1, 0, 1, 2, 3, 7, 1 << 20, i64::MAX][rng.below(10)];
+    match rng.below(6) {
+        // An integer attribute, or one element of a list of them.
+        0 | 1 => {
+            if let Some(attrs) = node["attrs"].as_object_mut() {
+                if let Some(key) = attrs.keys().nth(rng.below(attrs.len().max(1))).cloned() {
+                    let v = &mut attrs[&key];
+                    if let Some(list) = v.as_array_mut().filter(|l| !l.is_empty()) {
+                        let i = rng.below(list.len());
+                        list[i] = small(rng).into();
+                    } else {
+                        *v = small(rng).into();
+                    }
+                }
+            }
+        }
+        // Another op with the same wiring.
+        2 => {
+            let ops = nnsign::ops::OPSET_2;
+            node["op"] = ops[rng.below(ops.len())].into();
+        }
+        // An input taken from elsewhere.
+        3 => {
+            let names: Vec<String> = (g["inputs"].as_array().unwrap().iter())
+                .map(|v| v["name"].as_str().unwrap().to_owned())
+                .collect();
+            let node = &mut g["nodes"][k];
+            if let Some(inputs) = node["inputs"].as_array_mut().filter(|l| !l.is_empty()) {
+                let i = rng.below(inputs.len());
+                inputs[i] = names[rng.below(names.len())].clone().into();
+            }
+        }
+        // A graph input's dimension.
+        4 => {
+            let inputs = g["inputs"].as_array_mut().unwrap();
+            let i = rng.below(inputs.len());
+            if let Some(shape) = inputs[i]["shape"].as_array_mut().filter(|s| !s.is_empty()) {
+                let d = rng.below(shape.len());
+                shape[d] = small(rng).clamp(0, 9).into();
+            }
+        }
+        // An extra input.
+        _ => {
+            if let Some(inputs) = node["inputs"].as_array_mut() {
+                inputs.push("".into());
+            }
+        }
+    }
+}
+
+/// Thousands of damaged graphs from the op fixtures through validation and, when they pass,
+/// through a run on the fixture's inputs: each must be refused or run, never panic.
+#[test]
+fn mutated_graphs_are_refused_or_run_never_panic() {
+    use nnsign::format::TensorInfo;
+    use nnsign::runtime::{self, Model};
+    let dir = root().join("tests/fixtures/ops");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let mut rng = Rng(0x6a4f_0b1d);
+    let (mut ran, mut refused) = (0, 0);
+    for case in cases["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let arrays = nnsign::import::import(&[dir.join(format!("{name}.npz"))]).unwrap();
+        let weights: Vec<(TensorInfo, runtime::Value)> = (arrays.tensors.iter())
+            .filter_map(|t| {
+                let n = t.name.strip_prefix("weight.")?;
+                let info = TensorInfo {
+                    name: n.into(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    offset: 0,
+                    length: t.bytes.len() as u64,
+                };
+                let v = runtime::to_value(&info, &t.bytes).unwrap();
+                Some((info, v))
+            })
+            .collect();
+        let inputs: Vec<(String, runtime::Value)> = (arrays.tensors.iter())
+            .filter_map(|t| {
+                let n = t.name.strip_prefix("input.")?;
+                let info = TensorInfo {
+                    name: n.into(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    offset: 0,
+                    length: t.bytes.len() as u64,
+                };
+                Some((n.to_owned(), runtime::to_value(&info, &t.bytes).unwrap()))
+            })
+            .collect();
+        let infos: Vec<TensorInfo> = weights.iter().map(|(i, _)| i.clone()).collect();
+        let rounds: usize = std::env::var("NNSIGN_GRAPH_ROUNDS").map_or(20, |v| v.parse().unwrap());
+        for _ in 0..rounds {
+            let mut g = case["arch"].clone();
+            for _ in 0..1 + rng.below(3) {
+                mutate_graph(&mut g, &mut rng);
+            }
+            let text = g.to_string();
+            let outcome = std::panic::catch_unwind(|| {
+                let Ok(graph) = nnsign::model::Graph::from_json(&text) else {
+                    return false;
+                };
+                let Ok(plan) = graph.validate(&infos) else {
+                    return false;
+                };
+                let model = Model::new(
+                    plan,
+                    |i| {
+                        Ok(weights
+                            .iter()
+                            .find(|(w, _)| w.name == i.name)
+                            .unwrap()
+                            .1
+                            .clone())
+                    },
+                    1 << 30,
+                )
+                .unwrap();
+                model.run(inputs.clone()).is_ok()
+            });
+            match outcome {
+                Ok(true) => ran += 1,
+                Ok(false) => refused += 1,
+                Err(_) => panic!("{name}: a mutated graph panicked: {text}"),
+            }
+        }
+    }
+    eprintln!("mutated graphs: {ran} ran, {refused} refused");
+    assert!(ran > 100 && refused > 1000, "ran {ran}, refused {refused}");
+}

@@ -277,7 +277,9 @@ impl Op {
                 (a, b) => format!("takes {a} to {b} inputs, {given} given"),
             });
         }
-        if let Some(i) = node.inputs[..min].iter().position(String::is_empty) {
+        // Only trailing optional inputs may be omitted; Concat has none.
+        let required = if name == "Concat" { given } else { min };
+        if let Some(i) = node.inputs[..required].iter().position(String::is_empty) {
             return Err(format!("input {i} is required"));
         }
         if node.outputs.len() != 1 {
