@@ -1,4 +1,5 @@
-//! Reading model weights for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`.
+//! Reading models for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`, and ONNX
+//! (graph and initializers, [`crate::onnx`]).
 //!
 //! The format is recognised by content, never by extension. Every length in a header is checked
 //! against the file before anything is allocated for it; nothing here can run code (pickled
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::format::{self, DType, MAX_TENSORS};
+use crate::model::Graph;
 use crate::sys::Map;
 
 /// Largest `.npy` header accepted (numpy's own loader stops at 10,000 bytes by default).
@@ -33,7 +35,9 @@ pub enum ImportError {
         source: std::io::Error,
     },
     /// The file is none of the formats `pack` reads.
-    #[error("{0}: not a safetensors, .npy or .npz file (recognised by content, not by name)")]
+    #[error(
+        "{0}: not a safetensors, .npy, .npz or ONNX file (recognised by content, not by name)"
+    )]
     UnknownFormat(PathBuf),
     /// The file is of a known format but malformed or unsupported.
     #[error("{path}: {why}")]
@@ -88,8 +92,17 @@ pub struct SourceTensor {
 #[derive(Default)]
 pub struct Imported {
     pub tensors: Vec<SourceTensor>,
-    /// String metadata carried by the inputs (safetensors `__metadata__`).
+    /// String metadata carried by the inputs (safetensors `__metadata__`, ONNX producer).
     pub labels: BTreeMap<String, String>,
+    /// The architecture an input carried (an ONNX graph).
+    pub arch: Option<Graph>,
+}
+
+/// How to import.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Take only the weights of a model file that also holds a graph (ONNX), leaving the graph.
+    pub weights_only: bool,
 }
 
 fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
@@ -101,10 +114,27 @@ fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
 
 /// Reads every input and merges them; a tensor name may appear only once over all of them.
 pub fn import(paths: &[PathBuf]) -> Result<Imported, ImportError> {
+    import_with(paths, Options::default())
+}
+
+/// [`import`] with options.
+pub fn import_with(paths: &[PathBuf], options: Options) -> Result<Imported, ImportError> {
     let mut out = Imported::default();
     let mut origin: HashMap<String, PathBuf> = HashMap::new();
     for path in paths {
-        let (tensors, labels) = import_one(path)?;
+        let (tensors, labels, arch) = match import_weights(path, options)? {
+            Found::Weights(t, l) => (t, l, None),
+            Found::Model(m) => (m.tensors, m.labels, m.arch),
+        };
+        if let Some(arch) = arch {
+            if out.arch.is_some() {
+                return Err(invalid(
+                    path,
+                    "a second input with a graph; give one model and any weight files",
+                ));
+            }
+            out.arch = Some(arch);
+        }
         for t in tensors {
             if let Some(first) = origin.get(&t.name) {
                 return Err(ImportError::Duplicate {
@@ -148,7 +178,13 @@ pub fn import(paths: &[PathBuf]) -> Result<Imported, ImportError> {
 
 type One = (Vec<SourceTensor>, BTreeMap<String, String>);
 
-fn import_one(path: &Path) -> Result<One, ImportError> {
+/// What a file held.
+enum Found {
+    Weights(Vec<SourceTensor>, BTreeMap<String, String>),
+    Model(crate::onnx::OnnxModel),
+}
+
+fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
     let io = |source| ImportError::Io {
         path: path.into(),
         source,
@@ -168,11 +204,25 @@ fn import_one(path: &Path) -> Result<One, ImportError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let t = parse_npy(path, &name, bytes)?;
-        Ok((vec![t], BTreeMap::new()))
+        Ok(Found::Weights(vec![t], BTreeMap::new()))
     } else if magic.starts_with(b"PK\x03\x04") || magic.starts_with(b"PK\x05\x06") {
-        Ok((read_npz(path, file)?, BTreeMap::new()))
+        Ok(Found::Weights(read_npz(path, file)?, BTreeMap::new()))
     } else if n == 9 && magic[8] == b'{' {
-        read_safetensors(path, &file)
+        let (t, l) = read_safetensors(path, &file)?;
+        Ok(Found::Weights(t, l))
+    } else if crate::onnx::looks_like(magic) {
+        if meta.len() > crate::onnx::MAX_ONNX_LEN {
+            return Err(invalid(
+                path,
+                "over 2 GiB, protobuf's limit for an ONNX model",
+            ));
+        }
+        let map = Map::new(&file).map_err(io)?;
+        Ok(Found::Model(crate::onnx::read(
+            path,
+            &map,
+            options.weights_only,
+        )?))
     } else {
         Err(ImportError::UnknownFormat(path.into()))
     }

@@ -58,6 +58,7 @@ pub mod import;
 pub mod keys;
 pub mod load;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod output;
 pub mod pack;

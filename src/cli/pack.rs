@@ -26,13 +26,15 @@ use super::{
 ///       --name digits --model-version 1.2.0 --label team=vision -o model.nns
 ///
 /// Inputs are recognised by content: safetensors (several files are merged as shards; a tensor
-/// name may appear once), NumPy .npy (the tensor is named after the file) and .npz.
+/// name may appear once), NumPy .npy (the tensor is named after the file) and .npz, and ONNX
+/// (its graph becomes the architecture, its initializers the weights):
+///   nnsign pack model.onnx --sign ci.key -o model.nns
 /// Without --sign the artifact is unsigned, and verifiers refuse it unless told
 /// --allow-unsigned.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Weight files: safetensors, .npy or .npz.
+    /// Model or weight files: ONNX, safetensors, .npy or .npz.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
     /// The artifact to write (replaced atomically if it exists).
@@ -59,6 +61,10 @@ pub struct Args {
     /// Architecture in the nnsign schema's JSON form (docs/SCHEMA.md).
     #[arg(long, value_name = "FILE")]
     arch: Option<PathBuf>,
+    /// Of a model file with a graph (ONNX), pack only the weights: for graphs with ops nnsign
+    /// does not run.
+    #[arg(long)]
+    weights_only: bool,
     /// Model name [default: the first input's file name without extension].
     #[arg(long)]
     name: Option<String>,
@@ -80,7 +86,7 @@ fn import_failure(e: ImportError) -> Failure {
         ImportError::Io { path, source } => io_failure(&path, &source),
         ImportError::UnknownFormat(ref p) => {
             Failure::new(exit::INPUT, "input", Some(&p.clone()), e.to_string())
-                .hint("pack reads safetensors, .npy and .npz; convert other formats first")
+                .hint("pack reads ONNX, safetensors, .npy and .npz; convert other formats first")
         }
         ImportError::Invalid { ref path, .. } => {
             Failure::new(exit::INPUT, "input", Some(&path.clone()), e.to_string())
@@ -92,8 +98,12 @@ fn import_failure(e: ImportError) -> Failure {
 fn pack_failure(args: &Args, e: PackError) -> Failure {
     match e {
         PackError::Io { path, source } => io_failure(&path, &source),
-        PackError::Schema(err) => Failure::new(exit::SCHEMA, "schema", args.arch.as_deref(), format!("architecture does not fit the weights: {err}"))
-            .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)"),
+        PackError::Schema(err) => match &args.arch {
+            Some(arch) => Failure::new(exit::SCHEMA, "schema", Some(arch), format!("architecture does not fit the weights: {err}"))
+                .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)"),
+            None => Failure::new(exit::SCHEMA, "schema", Some(&args.inputs[0]), format!("the model's graph is not one nnsign can run: {err}"))
+                .hint("give --weights-only to pack the weights alone"),
+        },
         PackError::TensorSize { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
         PackError::Crypto(err) => Failure::new(exit::INPUT, "input", None, format!("cannot encrypt: {err}")),
         // Metadata from the flags or the inputs, or names from the inputs or the architecture,
@@ -195,7 +205,18 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let imported = import::import(&args.inputs).map_err(import_failure)?;
+    let options = import::Options {
+        weights_only: args.weights_only,
+    };
+    let imported = import::import_with(&args.inputs, options).map_err(import_failure)?;
+    let arch = match (arch, imported.arch) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::usage(
+                "--arch and a model file with its own graph (ONNX) both give an architecture; drop --arch, or give --weights-only",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
     let mut all_labels = imported.labels;
     all_labels.extend(labels);
     let name = args.name.clone().unwrap_or_else(|| {

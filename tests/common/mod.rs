@@ -98,3 +98,17 @@ pub fn resigned(manifest: &[u8], payload: &[u8], key: &nnsign::keys::SecretKey) 
         payload,
     )
 }
+
+/// Writes a little-endian float32 `.npy`.
+pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) {
+    use npyz::WriterBuilder;
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut file)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
