@@ -1,5 +1,5 @@
-//! Reading models for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`, and ONNX
-//! (graph and initializers, [`crate::onnx`]).
+//! Reading models for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`, ONNX
+//! (graph and initializers, [`crate::onnx`]) and PyTorch checkpoints ([`crate::torch`]).
 //!
 //! The format is recognised by content, never by extension. Every length in a header is checked
 //! against the file before anything is allocated for it; nothing here can run code (pickled
@@ -36,7 +36,7 @@ pub enum ImportError {
     },
     /// The file is none of the formats `pack` reads.
     #[error(
-        "{0}: not a safetensors, .npy, .npz or ONNX file (recognised by content, not by name)"
+        "{0}: not a safetensors, .npy, .npz, ONNX or PyTorch file (recognised by content, not by name)"
     )]
     UnknownFormat(PathBuf),
     /// The file is of a known format but malformed or unsupported.
@@ -206,6 +206,20 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
         let t = parse_npy(path, &name, bytes)?;
         Ok(Found::Weights(vec![t], BTreeMap::new()))
     } else if magic.starts_with(b"PK\x03\x04") || magic.starts_with(b"PK\x05\x06") {
+        let names: Vec<String> = zip::ZipArchive::new(&file)
+            .map(|z| {
+                z.file_names()
+                    .filter_map(|n| Some(n.ok()?.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if crate::torch::is_checkpoint(&names) {
+            let file = File::open(path).map_err(io)?;
+            return Ok(Found::Weights(
+                crate::torch::read(path, file)?,
+                BTreeMap::new(),
+            ));
+        }
         Ok(Found::Weights(read_npz(path, file)?, BTreeMap::new()))
     } else if n == 9 && magic[8] == b'{' {
         let (t, l) = read_safetensors(path, &file)?;
@@ -403,6 +417,49 @@ fn fortran_to_c(data: &[u8], shape: &[u64], elem: usize) -> Vec<u8> {
     out
 }
 
+/// Checks that a zip archive's central directory lists as many records as the reader kept: a
+/// name listed twice (which copy counts is each reader's guess) is refused, as is an archive
+/// whose end record cannot be found.
+pub(crate) fn check_zip_records(path: &Path, file: &File, kept: usize) -> Result<(), ImportError> {
+    use std::os::unix::fs::FileExt;
+    let io = |source| ImportError::Io {
+        path: path.into(),
+        source,
+    };
+    let len = file.metadata().map_err(io)?.len();
+    // The end record (22 bytes) is followed by at most a 65535-byte comment.
+    let tail_len = len.min(22 + 65535) as usize;
+    let mut tail = vec![0u8; tail_len];
+    file.read_exact_at(&mut tail, len - tail_len as u64)
+        .map_err(io)?;
+    let end = (tail.windows(4).rposition(|w| w == b"PK\x05\x06"))
+        .filter(|&at| at + 22 <= tail.len())
+        .ok_or_else(|| invalid(path, "no zip end record"))?;
+    let mut listed = u16::from_le_bytes([tail[end + 10], tail[end + 11]]) as u64;
+    if listed == 0xffff {
+        // Zip64: the locator just before the end record gives the zip64 end record.
+        let locator = end
+            .checked_sub(20)
+            .filter(|&l| &tail[l..l + 4] == b"PK\x06\x07");
+        let locator =
+            locator.ok_or_else(|| invalid(path, "a zip64 archive without its locator"))?;
+        let at = u64::from_le_bytes(tail[locator + 8..locator + 16].try_into().expect("8 bytes"));
+        let mut record = [0u8; 40];
+        file.read_exact_at(&mut record, at).map_err(io)?;
+        if &record[..4] != b"PK\x06\x06" {
+            return Err(invalid(path, "a zip64 locator that points nowhere"));
+        }
+        listed = u64::from_le_bytes(record[32..40].try_into().expect("8 bytes"));
+    }
+    if listed != kept as u64 {
+        return Err(invalid(
+            path,
+            format!("the zip directory lists {listed} records but {kept} distinct names: a record appears twice"),
+        ));
+    }
+    Ok(())
+}
+
 fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
     let file_len = file
         .metadata()
@@ -411,8 +468,9 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
             source,
         })?
         .len();
-    let mut zip = zip::ZipArchive::new(file)
+    let mut zip = zip::ZipArchive::new(&file)
         .map_err(|e| invalid(path, format!("invalid .npz (zip): {e}")))?;
+    check_zip_records(path, &file, zip.len())?;
     if zip.len() > MAX_TENSORS {
         return Err(invalid(path, format!("more than {MAX_TENSORS} members")));
     }

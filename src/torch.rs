@@ -1,0 +1,420 @@
+//! PyTorch checkpoints (`torch.save` zip archives) in, without executing them.
+//!
+//! The archive is checked before it is trusted: one top-level folder, only the records
+//! `torch.save` writes, no duplicates, every record stored (not compressed) with a matching
+//! CRC. Its `data.pkl` runs on [`crate::pickle`] with exactly the globals PyTorch's own
+//! weights-only loader needs to rebuild tensors and plain containers; any other global stops
+//! it by name. Each tensor is then cut out of its storage record with its offset and strides
+//! (so non-contiguous and Fortran-order tensors come out right, in C order), byte-swapped if
+//! the archive is big-endian.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use crate::format::{self, DType};
+use crate::import::{Bytes, ImportError, SourceTensor};
+use crate::pickle::{self, Machine, Made, Obj, Policy};
+
+/// Largest `data.pkl`: a state dict's pickle is small; its weights are separate records.
+pub const MAX_PICKLE_LEN: u64 = 256 << 20;
+/// Deepest nesting of containers followed when naming tensors.
+const MAX_DEPTH: usize = 64;
+
+fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
+    ImportError::Invalid {
+        path: path.into(),
+        why: why.into(),
+    }
+}
+
+/// The element type of a storage class, as `torch.save` names them.
+fn storage_dtype(class: &str) -> Option<DType> {
+    Some(match class.strip_prefix("torch.")? {
+        "FloatStorage" => DType::F32,
+        "DoubleStorage" => DType::F64,
+        "HalfStorage" => DType::F16,
+        "BFloat16Storage" => DType::BF16,
+        "LongStorage" => DType::I64,
+        "IntStorage" => DType::I32,
+        "ShortStorage" => DType::I16,
+        "CharStorage" => DType::I8,
+        "ByteStorage" => DType::U8,
+        "BoolStorage" => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// The globals a state dict needs, as PyTorch's `weights_only` unpickler allows them.
+pub fn allowed(global: &str) -> bool {
+    matches!(
+        global,
+        "collections.OrderedDict"
+            | "torch._utils._rebuild_tensor_v2"
+            | "torch._utils._rebuild_parameter"
+            | "torch.Size"
+    ) || storage_dtype(global).is_some()
+}
+
+/// Rebuilds tensors and containers, nothing else.
+struct StateDict;
+
+impl Policy for StateDict {
+    fn allow(&mut self, global: &str) -> bool {
+        allowed(global)
+    }
+
+    fn call(&mut self, m: &mut Machine<'_>, func: &str, args: usize) -> Result<Obj, String> {
+        let args = m.items(args).expect("REDUCE checked a tuple").to_vec();
+        match func {
+            "collections.OrderedDict" if args.is_empty() => Ok(Obj::Dict(Vec::new())),
+            "torch.Size" => match args.as_slice() {
+                [t] if m.items(*t).is_some() => Ok(m.get(*t).clone()),
+                _ => Err("takes one tuple".into()),
+            },
+            "torch._utils._rebuild_parameter" => match args.as_slice() {
+                [t, ..] if matches!(m.get(*t), Obj::Made(Made::Tensor { .. })) => {
+                    Ok(m.get(*t).clone())
+                }
+                _ => Err("takes a tensor".into()),
+            },
+            "torch._utils._rebuild_tensor_v2" => {
+                let [storage, offset, size, stride, ..] = args.as_slice() else {
+                    return Err("takes storage, offset, size and stride".into());
+                };
+                if !matches!(m.get(*storage), Obj::Made(Made::Storage { .. })) {
+                    return Err("its first argument is not a storage".into());
+                }
+                let dims = |i: usize, what: &str| -> Result<Vec<u64>, String> {
+                    let items = m.items(i).ok_or(format!("its {what} is not a tuple"))?;
+                    if items.len() > format::MAX_RANK {
+                        return Err(format!(
+                            "its {what} has more than {} dimensions",
+                            format::MAX_RANK
+                        ));
+                    }
+                    (items.iter())
+                        .map(|&d| {
+                            m.int(d)
+                                .and_then(|v| u64::try_from(v).ok())
+                                .ok_or(format!("its {what} holds a negative or non-integer value"))
+                        })
+                        .collect()
+                };
+                let (shape, strides) = (dims(*size, "size")?, dims(*stride, "stride")?);
+                if shape.len() != strides.len() {
+                    return Err("size and stride differ in length".into());
+                }
+                let offset = m
+                    .int(*offset)
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or("its offset is not a non-negative integer")?;
+                Ok(Obj::Made(Made::Tensor {
+                    storage: *storage,
+                    offset,
+                    shape,
+                    strides,
+                }))
+            }
+            other => Err(format!(
+                "{other} is not called with these arguments when rebuilding tensors"
+            )),
+        }
+    }
+
+    fn persistent(&mut self, m: &mut Machine<'_>, pid: usize) -> Result<Obj, String> {
+        // ('storage', <storage class>, key, location, numel)
+        let items = m.items(pid).ok_or("not a tuple")?.to_vec();
+        let [tag, class, key, _location, numel] = items.as_slice() else {
+            return Err("not a ('storage', type, key, location, numel) tuple".into());
+        };
+        let class = match m.get(*class) {
+            Obj::Global(g) if storage_dtype(g).is_some() => g.clone(),
+            _ => return Err("its storage type is not a storage class".into()),
+        };
+        match (
+            m.str(*tag),
+            m.str(*key),
+            m.int(*numel).and_then(|v| u64::try_from(v).ok()),
+        ) {
+            (Some("storage"), Some(key), Some(numel)) => Ok(Obj::Made(Made::Storage {
+                class,
+                key: key.to_owned(),
+                numel,
+            })),
+            _ => Err("not a ('storage', type, key, location, numel) tuple".into()),
+        }
+    }
+}
+
+/// Whether a zip archive is a `torch.save` checkpoint: it has a `<folder>/data.pkl`.
+pub fn is_checkpoint(names: &[String]) -> bool {
+    names.iter().any(|n| {
+        n.split_once('/')
+            .is_some_and(|(_, rest)| rest == "data.pkl")
+    })
+}
+
+/// The records of a checkpoint, checked: name (without the folder) to bytes.
+fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>, ImportError> {
+    let bad = |why: String| invalid(path, why);
+    let size = file
+        .metadata()
+        .map_err(|source| ImportError::Io {
+            path: path.into(),
+            source,
+        })?
+        .len();
+    let mut zip =
+        zip::ZipArchive::new(&file).map_err(|e| bad(format!("not a valid zip archive ({e})")))?;
+    crate::import::check_zip_records(path, &file, zip.len())?;
+    let mut prefix: Option<String> = None;
+    let mut out = HashMap::new();
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("zip record {i}: {e}")))?;
+        let name = entry
+            .name()
+            .map_err(|e| bad(format!("zip record {i}: {e}")))?
+            .into_owned();
+        let (folder, rest) = name.split_once('/').ok_or_else(|| {
+            bad(format!(
+                "record {name:?} is not inside the archive's folder"
+            ))
+        })?;
+        if prefix.get_or_insert_with(|| folder.to_owned()) != folder {
+            return Err(bad(format!(
+                "records in two folders, {:?} and {folder:?}: not one checkpoint",
+                prefix.unwrap_or_default()
+            )));
+        }
+        let expected = matches!(
+            rest,
+            "data.pkl"
+                | "byteorder"
+                | "version"
+                | ".data/version"
+                | ".data/serialization_id"
+                | ".format_version"
+                | ".storage_alignment"
+        ) || rest
+            .strip_prefix("data/")
+            .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
+        if !expected {
+            return Err(bad(format!("unexpected record {name:?} (a checkpoint holds data.pkl, data/<n>, byteorder and version records)")));
+        }
+        if entry.compression() != zip::CompressionMethod::Stored {
+            return Err(bad(format!(
+                "record {name:?} is compressed; torch.save stores records"
+            )));
+        }
+        total = total.saturating_add(entry.size());
+        if total > size || (rest == "data.pkl" && entry.size() > MAX_PICKLE_LEN) {
+            return Err(bad(format!(
+                "record {name:?} is larger than the archive allows"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // Reading to the end checks the record's CRC.
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("record {name:?}: {e}")))?;
+        if out.insert(rest.to_owned(), bytes).is_some() {
+            return Err(bad(format!("record {name:?} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// The tensors of a `torch.save` checkpoint, named by their keys (nested dicts joined by `.`).
+pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, ImportError> {
+    let bad = |why: String| invalid(path, why);
+    let records = records(path, file)?;
+    let big_endian = match records.get("byteorder").map(|b| b.as_slice()) {
+        None | Some(b"little") => false,
+        Some(b"big") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "byteorder record {:?}",
+                String::from_utf8_lossy(other)
+            )))
+        }
+    };
+    let pkl = records
+        .get("data.pkl")
+        .ok_or_else(|| bad("no data.pkl record".into()))?;
+    let (m, root) = pickle::load(pkl, &mut StateDict).map_err(|e| bad(format!("data.pkl: {e}")))?;
+    let mut found = Vec::new();
+    collect(&m, root, String::new(), 0, &mut HashSet::new(), &mut found).map_err(&bad)?;
+    if found.is_empty() {
+        return Err(bad("no tensors in the checkpoint".into()));
+    }
+    let mut tensors = Vec::with_capacity(found.len());
+    for (name, t) in found {
+        let at = |why: String| bad(format!("tensor {name:?}: {why}"));
+        format::check_tensor_name(&name).map_err(|e| at(e.to_string()))?;
+        let Obj::Made(Made::Tensor {
+            storage,
+            offset,
+            shape,
+            strides,
+        }) = m.get(t)
+        else {
+            unreachable!("collected tensors")
+        };
+        let Obj::Made(Made::Storage { class, key, numel }) = m.get(*storage) else {
+            unreachable!("checked when rebuilt")
+        };
+        let dtype = storage_dtype(class).expect("checked when loaded");
+        let size = dtype.size() as usize;
+        let data = records
+            .get(&format!("data/{key}"))
+            .ok_or_else(|| at(format!("its storage record data/{key} is missing")))?;
+        if (data.len() as u64) != numel.saturating_mul(size as u64) {
+            return Err(at(format!(
+                "storage data/{key} holds {} bytes, {numel} {dtype} elements need {}",
+                data.len(),
+                numel.saturating_mul(size as u64)
+            )));
+        }
+        let bytes = gather(data, size, *offset, shape, strides, *numel).map_err(&at)?;
+        let mut bytes = bytes;
+        if big_endian && size > 1 {
+            bytes.chunks_mut(size).for_each(<[u8]>::reverse);
+        }
+        tensors.push(SourceTensor {
+            name,
+            dtype,
+            shape: shape.clone(),
+            bytes: Bytes::Owned(bytes.into()),
+            origin: path.into(),
+        });
+    }
+    Ok(tensors)
+}
+
+/// The elements of a strided view of a storage of `numel` elements of `size` bytes, in C order;
+/// every element the view reaches must lie inside the storage.
+fn gather(
+    data: &[u8],
+    size: usize,
+    offset: u64,
+    shape: &[u64],
+    strides: &[u64],
+    numel: u64,
+) -> Result<Vec<u8>, String> {
+    let count = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or("its size overflows")?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let last = (shape.iter().zip(strides))
+        .try_fold(offset, |a, (&d, &s)| {
+            (d - 1).checked_mul(s).and_then(|x| a.checked_add(x))
+        })
+        .ok_or("its strides overflow")?;
+    if last >= numel {
+        return Err(format!("its view (offset {offset}, size {shape:?}, stride {strides:?}) reaches element {last} of a storage of {numel}"));
+    }
+    let mut out = Vec::with_capacity(count as usize * size);
+    let mut index = vec![0u64; shape.len()];
+    for _ in 0..count {
+        let at = offset + index.iter().zip(strides).map(|(i, s)| i * s).sum::<u64>();
+        let at = at as usize * size;
+        out.extend_from_slice(&data[at..at + size]);
+        for ax in (0..shape.len()).rev() {
+            index[ax] += 1;
+            if index[ax] < shape[ax] {
+                break;
+            }
+            index[ax] = 0;
+        }
+    }
+    Ok(out)
+}
+
+/// Finds the tensors under object `i`, named by the path of keys to them.
+fn collect(
+    m: &Machine<'_>,
+    i: usize,
+    name: String,
+    depth: usize,
+    seen: &mut HashSet<usize>,
+    out: &mut Vec<(String, usize)>,
+) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("containers nested more than {MAX_DEPTH} deep"));
+    }
+    let join = |k: &str| {
+        if name.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{name}.{k}")
+        }
+    };
+    match m.get(i) {
+        Obj::Made(Made::Tensor { .. }) => {
+            if name.is_empty() {
+                return Err("a bare tensor; nnsign reads tensors by name, from a dict".into());
+            }
+            out.push((name, i));
+        }
+        Obj::Dict(entries) => {
+            if !seen.insert(i) {
+                return Ok(()); // a dict reached twice (or through itself) is read once
+            }
+            for &(k, v) in entries {
+                let key = match m.get(k) {
+                    Obj::Str(s) => s.clone(),
+                    Obj::Int(n) => n.to_string(),
+                    _ => continue,
+                };
+                collect(m, v, join(&key), depth + 1, seen, out)?;
+            }
+        }
+        Obj::List(items) | Obj::Tuple(items) => {
+            if !seen.insert(i) {
+                return Ok(());
+            }
+            for (k, &v) in items.iter().enumerate() {
+                collect(m, v, join(&k.to_string()), depth + 1, seen, out)?;
+            }
+        }
+        _ => {} // numbers, strings, None: metadata a state dict may hold
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_views_come_out_in_c_order() {
+        // arange(1, 25) stored Fortran-order as [2, 3, 4] with strides (1, 2, 6).
+        let data: Vec<u8> = (0..24).map(|i| i as u8).collect();
+        let fortran_storage: Vec<u8> = {
+            // element (i, j, k) of the C-order array lives at i + 2j + 6k
+            let mut s = vec![0u8; 24];
+            for i in 0..2 {
+                for j in 0..3 {
+                    for k in 0..4 {
+                        s[i + 2 * j + 6 * k] = data[i * 12 + j * 4 + k];
+                    }
+                }
+            }
+            s
+        };
+        let got = gather(&fortran_storage, 1, 0, &[2, 3, 4], &[1, 2, 6], 24).unwrap();
+        assert_eq!(got, data);
+        // An offset and a stride that skip: every other element from the third.
+        assert_eq!(gather(&data, 1, 2, &[3], &[2], 24).unwrap(), vec![2, 4, 6]);
+        // A view reaching past the storage is refused.
+        assert!(gather(&data, 1, 20, &[3], &[2], 24).is_err());
+        assert!(gather(&data, 1, 0, &[2, u64::MAX], &[1, u64::MAX], 24).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! PyTorch checkpoints: real `torch.save` archives (tests/fixtures/torch_real) import with the
+//! values their makers documented; archives that are malformed, tampered with or that would run
+//! code are refused by name, and no damage to the pickle can make the importer panic.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use nnsign::import::{self, ImportError};
+
+fn int64s(t: &nnsign::import::SourceTensor) -> Vec<i64> {
+    t.bytes
+        .chunks(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn load(path: &Path) -> Result<Vec<nnsign::import::SourceTensor>, ImportError> {
+    import::import(&[path.to_owned()]).map(|i| i.tensors)
+}
+
+#[test]
+fn real_checkpoints_import_with_their_documented_values() {
+    let t = load(&fixture("torch_real/test.pt")).unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].name.as_str(), t[0].dtype, t[0].shape.as_slice()),
+        ("test", nnsign::format::DType::I64, &[2u64, 4][..])
+    );
+    assert_eq!(int64s(&t[0]), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    let t = load(&fixture("torch_real/test_with_key.pt")).unwrap();
+    assert_eq!(t[0].name, "model_state_dict.test");
+    assert_eq!(int64s(&t[0]), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    // Stored with Fortran-order strides (1, 2, 6): read back in C order.
+    let t = load(&fixture("torch_real/fortran_tensor_3d.pth")).unwrap();
+    assert_eq!(
+        (t[0].name.as_str(), t[0].shape.as_slice()),
+        ("tensor_fortran", &[2u64, 3, 4][..])
+    );
+    assert_eq!(int64s(&t[0]), (1..25).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_checkpoint_packs_and_unpacks_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("t.nns");
+    let run = nnsign([
+        "pack".as_ref(),
+        fixture("torch_real/fortran_tensor_3d.pth").as_os_str(),
+        "--sign".as_ref(),
+        test_key("test-a.key").as_os_str(),
+        "-o".as_ref(),
+        art.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = dir.path().join("t.safetensors");
+    let run = nnsign([
+        "unpack".as_ref(),
+        art.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("tensor_fortran").unwrap();
+    let got: Vec<i64> = t
+        .data()
+        .chunks(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, (1..25).collect::<Vec<i64>>());
+}
+
+/// The records of a zip archive, in order.
+fn records(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut e = z.by_index(i).unwrap();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            (e.name().unwrap().into_owned(), b)
+        })
+        .collect()
+}
+
+/// Writes `entries` as a zip archive (stored unless `deflate` names the record).
+fn write_zip(path: &Path, entries: &[(String, Vec<u8>)], deflate: Option<&str>) {
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in entries {
+        let method = if Some(name.as_str()) == deflate {
+            zip::CompressionMethod::Deflated
+        } else {
+            zip::CompressionMethod::Stored
+        };
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
+        z.start_file(name.as_str(), options).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+fn refused(dir: &Path, name: &str, entries: &[(String, Vec<u8>)], deflate: Option<&str>) -> String {
+    let path: PathBuf = dir.join(name);
+    write_zip(&path, entries, deflate);
+    match load(&path) {
+        Err(e) => e.to_string(),
+        Ok(t) => panic!("{name}: accepted, {} tensors", t.len()),
+    }
+}
+
+#[test]
+fn malicious_and_malformed_checkpoints_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = records(&fixture("torch_real/test.pt"));
+    let with = |name: &str, bytes: Vec<u8>| -> Vec<(String, Vec<u8>)> {
+        good.iter()
+            .map(|(n, b)| {
+                if n == name {
+                    (n.clone(), bytes.clone())
+                } else {
+                    (n.clone(), b.clone())
+                }
+            })
+            .collect()
+    };
+    // data.pkl replaced with pickle.dumps of an object whose __reduce__ is
+    // (os.system, ("echo owned",)): refused at the global, before anything refers to it.
+    let evil =
+        b"\x80\x02cposix\nsystem\nq\x00X\n\x00\x00\x00echo ownedq\x01\x85q\x02Rq\x03.".to_vec();
+    let msg = refused(dir.path(), "evil.pt", &with("test/data.pkl", evil), None);
+    assert!(
+        msg.contains("data.pkl: refused global posix.system (at byte 2)"),
+        "{msg}"
+    );
+    // builtins.eval through STACK_GLOBAL (protocol 4), and a torch global that is not a
+    // tensor rebuilder.
+    let evil = b"\x80\x04\x95\x1b\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94\x8c\x011\x94\x85\x94R\x94.".to_vec();
+    let msg = refused(dir.path(), "eval.pt", &with("test/data.pkl", evil), None);
+    assert!(msg.contains("refused global builtins.eval"), "{msg}");
+    let evil = b"\x80\x02ctorch\nload\n.".to_vec();
+    let msg = refused(dir.path(), "load.pt", &with("test/data.pkl", evil), None);
+    assert!(msg.contains("refused global torch.load"), "{msg}");
+    // The container: an extra record, a second folder, a duplicate, a compressed record, a
+    // storage record cut short, a flipped byte under a good CRC.
+    let mut extra = good.clone();
+    extra.push(("test/run_me.py".into(), b"import os".to_vec()));
+    assert!(refused(dir.path(), "extra.pt", &extra, None)
+        .contains("unexpected record \"test/run_me.py\""));
+    let mut two = good.clone();
+    two.push(("other/data/1".into(), vec![0; 8]));
+    assert!(refused(dir.path(), "two.pt", &two, None).contains("records in two folders"));
+    // A record written twice (scripts/make_torch_fixtures.py): which one counts is the
+    // reader's guess, so neither does.
+    let msg = match load(&fixture("torch_bad/duplicate.pt")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a duplicated record was accepted"),
+    };
+    assert!(
+        msg.contains("lists 6 records but 5 distinct names"),
+        "{msg}"
+    );
+    let msg = match load(&fixture("torch_bad/duplicate.npz")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an .npz with a member twice was accepted"),
+    };
+    assert!(
+        msg.contains("lists 2 records but 1 distinct names"),
+        "{msg}"
+    );
+    assert!(
+        refused(dir.path(), "deflated.pt", &good, Some("test/data/0")).contains("is compressed")
+    );
+    let msg = refused(
+        dir.path(),
+        "short.pt",
+        &with("test/data/0", vec![0; 60]),
+        None,
+    );
+    assert!(
+        msg.contains("storage data/0 holds 60 bytes, 8 I64 elements need 64"),
+        "{msg}"
+    );
+    // A byte of a stored record changed after the archive was written: the CRC catches it.
+    let path = dir.path().join("flipped.pt");
+    write_zip(&path, &good, None);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == 1i64.to_le_bytes())
+        .unwrap();
+    bytes[at] = 9;
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = match load(&path) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a flipped byte was accepted"),
+    };
+    assert!(
+        msg.to_lowercase().contains("checksum") || msg.contains("crc"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn damaged_pickles_are_refused_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = records(&fixture("torch_real/test_with_key.pt"));
+    let pkl = good
+        .iter()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .unwrap()
+        .1
+        .clone();
+    let path = dir.path().join("bad.pt");
+    let mut state = 0x0bad_5eed_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut refusals = 0;
+    for _ in 0..400 {
+        let mut bad = pkl.clone();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() % bad.len() as u64) as usize;
+            bad[i] = next() as u8;
+        }
+        if next() % 5 == 0 {
+            bad.truncate((next() % bad.len() as u64) as usize);
+        }
+        let entries: Vec<(String, Vec<u8>)> = good
+            .iter()
+            .map(|(n, b)| {
+                (
+                    n.clone(),
+                    if n.ends_with("data.pkl") {
+                        bad.clone()
+                    } else {
+                        b.clone()
+                    },
+                )
+            })
+            .collect();
+        write_zip(&path, &entries, None);
+        match std::panic::catch_unwind(|| load(&path)) {
+            Ok(Err(_)) => refusals += 1,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the importer panicked on a damaged pickle: {bad:02x?}"),
+        }
+    }
+    assert!(refusals > 300, "{refusals}");
+}
