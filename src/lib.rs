@@ -64,6 +64,7 @@ pub mod output;
 pub mod pack;
 pub mod pickle;
 pub mod runtime;
+pub mod scan;
 pub mod signature;
 mod sys;
 pub mod torch;

@@ -457,8 +457,10 @@ pub fn scan(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
             }
             true
         }
+        // Nothing is called; a call stands for an empty dict, which is what the containers of
+        // a state dict are, so that the scan reads on to the end.
         fn call(&mut self, _: &mut Machine<'_>, _: &str, _: usize) -> Result<Obj, String> {
-            Ok(Obj::None)
+            Ok(Obj::Dict(Vec::new()))
         }
         fn persistent(&mut self, _: &mut Machine<'_>, _: usize) -> Result<Obj, String> {
             Ok(Obj::None)

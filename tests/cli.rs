@@ -769,6 +769,7 @@ fn every_verb_has_help_with_an_example() {
         "inspect",
         "unpack",
         "demo",
+        "scan",
     ] {
         let run = nnsign([verb, "--help"]);
         assert_eq!(run.code, 0, "{verb}");

@@ -4,6 +4,7 @@ mod demo;
 mod inspect;
 mod keygen;
 mod pack;
+mod scan;
 mod unpack;
 mod verify;
 mod verify_load;
@@ -36,11 +37,14 @@ pub mod exit {
     pub const SCHEMA: u8 = 6;
     /// Decryption failed: no key, a wrong key, or ciphertext that does not authenticate.
     pub const DECRYPT: u8 = 7;
+    /// `scan` found a file that would execute or reference code when loaded.
+    pub const DANGER: u8 = 8;
 }
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 bad input file, 2 usage, 3 I/O, 4 signature or trust,
-            5 integrity (damaged or malformed artifact), 6 schema, 7 decryption.
+            5 integrity (damaged or malformed artifact), 6 schema, 7 decryption,
+            8 scan found code a file would run.
 Docs: README.md, docs/FORMAT.md, docs/SECURITY.md, keys/README.md";
 
 #[derive(Parser)]
@@ -64,6 +68,7 @@ enum Command {
     Inspect(inspect::Args),
     Unpack(unpack::Args),
     Demo(demo::Args),
+    Scan(scan::Args),
 }
 
 /// Flags every verb has.
@@ -99,6 +104,8 @@ pub struct Failure {
     pub file: Option<PathBuf>,
     pub message: String,
     pub hint: Option<String>,
+    /// The verb already reported the outcome on stdout: in JSON mode nothing more is printed.
+    pub reported: bool,
 }
 
 impl Failure {
@@ -114,7 +121,13 @@ impl Failure {
             file: file.map(Path::to_path_buf),
             message: message.into(),
             hint: None,
+            reported: false,
         }
+    }
+
+    pub fn reported(mut self) -> Self {
+        self.reported = true;
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -127,6 +140,9 @@ impl Failure {
     }
 
     fn print(&self, json_mode: bool) {
+        if json_mode && self.reported {
+            return;
+        }
         if json_mode {
             let v = json!({
                 "ok": false,
@@ -491,6 +507,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => (a.common.json, inspect::run(a)),
         Command::Unpack(a) => (a.common.json, unpack::run(a)),
         Command::Demo(a) => (a.common.json, demo::run(a)),
+        Command::Scan(a) => (a.common.json, scan::run(a)),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

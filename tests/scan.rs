@@ -1,0 +1,162 @@
+//! `nnsign scan`: files that would run code when their framework loads them are reported, by
+//! what they would run, with exit code 8; clean ones exit 0.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use common::*;
+
+const EVIL_PICKLE: &[u8] =
+    b"\x80\x02cposix\nsystem\nq\x00X\n\x00\x00\x00echo ownedq\x01\x85q\x02Rq\x03.";
+
+/// `src` (a zip) rewritten with `edit` applied to each record.
+fn rezip(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut w = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).unwrap();
+        let name = e.name().unwrap().into_owned();
+        let mut b = Vec::new();
+        e.read_to_end(&mut b).unwrap();
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file(name.as_str(), options).unwrap();
+        w.write_all(&edit(&name, b)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn scan(files: &[&Path]) -> Run {
+    let mut args: Vec<String> = vec!["scan".into(), "--json".into()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    nnsign(&args)
+}
+
+#[test]
+fn clean_files_pass() {
+    let clean = [
+        fixture("torch_real/test.pt"),
+        fixture("torch_real/fortran_tensor_3d.pth"),
+        fixture("keras_seed_mlp/model.keras"),
+        fixture("keras_seed_mlp/model.onnx"),
+        fixture("onnx_misc/external.onnx"),
+        fixture("safetensors_dtypes/weights.safetensors"),
+        fixture("two.npz"),
+    ];
+    let refs: Vec<&Path> = clean.iter().map(|p| p.as_path()).collect();
+    let run = scan(&refs);
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["ok"], true);
+    let formats: Vec<&str> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        formats,
+        vec![
+            "pytorch",
+            "pytorch",
+            "keras",
+            "onnx",
+            "onnx",
+            "safetensors",
+            "npz"
+        ]
+    );
+}
+
+#[test]
+fn code_a_file_would_run_is_named_with_exit_8() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint whose data.pkl calls os.system.
+    let pt = dir.path().join("evil.pt");
+    rezip(&fixture("torch_real/test.pt"), &pt, |n, b| {
+        if n.ends_with("data.pkl") {
+            EVIL_PICKLE.to_vec()
+        } else {
+            b
+        }
+    });
+    // The same as a bare pickle, and inside an object .npy.
+    let pkl = dir.path().join("evil.pkl");
+    std::fs::write(&pkl, EVIL_PICKLE).unwrap();
+    let npy = dir.path().join("obj.npy");
+    let mut header =
+        b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }".to_vec();
+    header.resize(127, b' ');
+    header.push(b'\n');
+    header.extend_from_slice(EVIL_PICKLE);
+    std::fs::write(&npy, header).unwrap();
+    // A Keras model with a Lambda layer, and one with a class from outside Keras.
+    let lambda = dir.path().join("lambda.keras");
+    rezip(&fixture("keras_seed_mlp/model.keras"), &lambda, |n, b| {
+        if n != "config.json" {
+            return b;
+        }
+        let mut c: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        let layers = c["config"]["layers"].as_array_mut().unwrap();
+        layers.push(serde_json::json!({"module": "keras.layers", "class_name": "Lambda",
+            "config": {"name": "sneaky", "function": {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAA"}}}}));
+        layers.push(
+            serde_json::json!({"module": "my_company.layers", "class_name": "Swish",
+            "registered_name": "Custom>Swish", "config": {"name": "swish"}}),
+        );
+        serde_json::to_vec(&c).unwrap()
+    });
+    let escape = fixture("onnx_misc/escape.onnx");
+    let run = scan(&[
+        &pt,
+        &pkl,
+        &npy,
+        &lambda,
+        &escape,
+        &fixture("torch_real/test.pt"),
+    ]);
+    assert_eq!(run.code, 8, "{run:?}");
+    let j = run.json();
+    assert_eq!(j["ok"], false);
+    let files = j["files"].as_array().unwrap();
+    let says = |i: usize, what: &str| {
+        let found = files[i]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["danger"] == true && f["what"].as_str().unwrap().contains(what));
+        assert!(found, "{what}: {}", files[i]);
+        assert_eq!(files[i]["dangerous"], true);
+    };
+    says(
+        0,
+        "test/data.pkl names posix.system: loading it with pickle would import and call it",
+    );
+    says(1, "the pickle names posix.system");
+    says(2, "has dtype object");
+    says(2, "names posix.system");
+    says(3, "layer \"sneaky\" is a Lambda");
+    says(3, "Swish \"swish\" comes from module \"my_company.layers\"");
+    says(4, "reads \"../escape.bin\", outside the model's folder");
+    assert_eq!(files[5]["dangerous"], false);
+    // Text mode: a line per file, a summary on stderr.
+    let run = nnsign(["scan".as_ref(), pkl.as_os_str()]);
+    assert_eq!(run.code, 8);
+    assert!(
+        run.stdout.contains("evil.pkl: DANGEROUS (pickle)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("1 of 1 files would execute or reference code"),
+        "{}",
+        run.stderr
+    );
+    // Not a model at all: a bad input, exit 1.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"hello").unwrap();
+    assert_eq!(nnsign(["scan".as_ref(), junk.as_os_str()]).code, 1);
+}
