@@ -36,7 +36,7 @@ pub enum ImportError {
     },
     /// The file is none of the formats `pack` reads.
     #[error(
-        "{0}: not a safetensors, .npy, .npz, ONNX or PyTorch file (recognised by content, not by name)"
+        "{0}: not a safetensors, .npy, .npz, ONNX, PyTorch or GGUF file (recognised by content, not by name)"
     )]
     UnknownFormat(PathBuf),
     /// The file is of a known format but malformed or unsupported.
@@ -224,6 +224,10 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
     } else if n == 9 && magic[8] == b'{' {
         let (t, l) = read_safetensors(path, &file)?;
         Ok(Found::Weights(t, l))
+    } else if crate::gguf::looks_like(magic) {
+        let map = Arc::new(Map::new(&file).map_err(io)?);
+        let (tensors, labels) = crate::gguf::read(path, map)?;
+        Ok(Found::Weights(tensors, labels))
     } else if crate::onnx::looks_like(magic) {
         if meta.len() > crate::onnx::MAX_ONNX_LEN {
             return Err(invalid(

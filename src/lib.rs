@@ -54,6 +54,7 @@ pub mod cbor;
 pub mod crypto;
 pub mod export;
 pub mod format;
+pub mod gguf;
 pub mod import;
 pub mod keys;
 pub mod load;
