@@ -174,6 +174,92 @@ impl<W: Write> PlainSink for SafetensorsSink<'_, W> {
     }
 }
 
+/// The NumPy `descr` of a dtype NumPy has.
+fn npy_descr(d: crate::format::DType) -> Option<&'static str> {
+    use crate::format::DType as D;
+    Some(match d {
+        D::F16 => "<f2",
+        D::F32 => "<f4",
+        D::F64 => "<f8",
+        D::I8 => "|i1",
+        D::I16 => "<i2",
+        D::I32 => "<i4",
+        D::I64 => "<i8",
+        D::U8 => "|u1",
+        D::U16 => "<u2",
+        D::U32 => "<u4",
+        D::U64 => "<u8",
+        D::Bool => "|b1",
+        _ => return None,
+    })
+}
+
+/// The `.npy` (format 1.0) header of a C-order little-endian array.
+fn npy_header(descr: &str, shape: &[u64]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut h = b"\x93NUMPY\x01\x00".to_vec();
+    let total = (10 + dict.len() + 1).next_multiple_of(64);
+    h.extend_from_slice(&((total - 10) as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.resize(total - 1, b' ');
+    h.push(b'\n');
+    h
+}
+
+/// Writes verified tensors as an uncompressed `.npz` (NumPy's `savez`), each bit-identical.
+pub fn write_npz_tensors(
+    out: &Path,
+    tensors: &[(&crate::format::TensorInfo, &[u8])],
+) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    for (t, _) in tensors {
+        if npy_descr(t.dtype).is_none() {
+            return Err(ExportError::Unsupported(format!(
+                "tensor {:?} is {}, which NumPy has no dtype for; unpack as safetensors",
+                t.name, t.dtype
+            )));
+        }
+    }
+    let mut output = Output::create(out).map_err(io)?;
+    {
+        let mut zip = zip::ZipWriter::new(BufWriter::new(output.file_mut()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (t, bytes) in tensors {
+            zip.start_file(format!("{}.npy", t.name), options)
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            let descr = npy_descr(t.dtype).expect("checked above");
+            zip.write_all(&npy_header(descr, &t.shape)).map_err(io)?;
+            zip.write_all(bytes).map_err(io)?;
+        }
+        let mut w = zip.finish().map_err(|e| io(std::io::Error::other(e)))?;
+        w.flush().map_err(io)?;
+    }
+    output.commit().map_err(io)?;
+    Ok(())
+}
+
+/// Writes bytes to `out` atomically.
+pub fn write_bytes(out: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: out.into(),
+        source,
+    };
+    let mut output = Output::create(out).map_err(io)?;
+    output.file_mut().write_all(bytes).map_err(io)?;
+    output.commit().map_err(io)?;
+    Ok(())
+}
+
 /// Writes one array as `.npy` (format 1.0, little-endian, C order): `<f4` or `<i8`.
 pub fn write_npy(out: &Path, v: &Value) -> Result<(), ExportError> {
     let io = |source| ExportError::Io {

@@ -625,7 +625,7 @@ fn at(node: &Node, msg: String) -> SchemaError {
 
 /// The nodes in an order where each runs after the nodes whose outputs it takes (Kahn's
 /// algorithm, keeping the listed order among ready nodes); a cycle is an error naming its nodes.
-fn topological_order(
+pub(crate) fn topological_order(
     nodes: &[Node],
     producer: &HashMap<&str, usize>,
 ) -> Result<Vec<usize>, SchemaError> {

@@ -22,7 +22,7 @@ fn pack(dir: &Path, model: &Path, extra: &[&str]) -> (Run, PathBuf) {
     (nnsign(&args), out)
 }
 
-fn run(art: &Path, input: &Path, out: &Path) -> Run {
+fn run_model(art: &Path, input: &Path, out: &Path) -> Run {
     nnsign([
         "verify-load".as_ref(),
         art.as_os_str(),
@@ -47,7 +47,7 @@ fn onnx_models_pack_straight_and_reproduce_their_frameworks() {
     let (packed, art) = pack(dir.path(), &fixture("onnx_cnn/model.onnx"), &[]);
     assert_eq!(packed.code, 0, "{packed:?}");
     let out = dir.path().join("y.npy");
-    let r = run(&art, &fixture("onnx_cnn/inputs.npy"), &out);
+    let r = run_model(&art, &fixture("onnx_cnn/inputs.npy"), &out);
     assert_eq!(r.code, 0, "{r:?}");
     let (_, got) = read_npy_f32(&out);
     let (_, want) = read_npy_f32(&fixture("onnx_cnn/expected.npy"));
@@ -60,7 +60,7 @@ fn onnx_models_pack_straight_and_reproduce_their_frameworks() {
     );
     assert_eq!(packed.code, 0, "{packed:?}");
     assert_eq!(packed.json()["tensors"], 4);
-    let r = run(&art, &fixture("keras_seed_mlp/inputs.npy"), &out);
+    let r = run_model(&art, &fixture("keras_seed_mlp/inputs.npy"), &out);
     assert_eq!(r.code, 0, "{r:?}");
     let (shape, got) = read_npy_f32(&out);
     let (_, want) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
@@ -90,7 +90,7 @@ fn tensor_shape_inputs_are_folded_and_unused_extra_outputs_dropped() {
     let (packed, art) = pack(dir.path(), &fixture("onnx_misc/shape_inputs.onnx"), &[]);
     assert_eq!(packed.code, 0, "{packed:?}");
     let out = dir.path().join("y.npy");
-    let r = run(&art, &fixture("onnx_misc/shape_inputs_x.npy"), &out);
+    let r = run_model(&art, &fixture("onnx_misc/shape_inputs_x.npy"), &out);
     assert_eq!(r.code, 0, "{r:?}");
     let (shape, got) = read_npy_f32(&out);
     let (want_shape, want) = read_npy_f32(&fixture("onnx_misc/shape_inputs_expected.npy"));
@@ -155,7 +155,7 @@ fn external_data_is_read_only_from_inside_the_model_folder() {
         .collect();
     write_npy_f32(&x, &[4, 4], &eye);
     let out = dir.path().join("y.npy");
-    assert_eq!(run(&art, &x, &out).code, 0);
+    assert_eq!(run_model(&art, &x, &out).code, 0);
     let (_, got) = read_npy_f32(&out);
     let want: Vec<f32> = (0..12)
         .map(|i| i as f32 + [1.0, -1.0, 0.5][i % 3])
@@ -246,4 +246,82 @@ fn damaged_onnx_files_are_refused_never_panic() {
             "a damaged ONNX file panicked the importer: {bad:02x?}"
         );
     }
+}
+
+/// `unpack --format onnx` writes a graph our own importer (and onnxruntime: see
+/// scripts/check_onnx_export.py, run by .ci/run) takes back; `--format npz` the tensors.
+#[test]
+fn unpack_writes_onnx_and_npz_that_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = test_key("test-a.pub").display().to_string();
+    let unpack = |art: &Path, format: &str, out: &Path| {
+        nnsign([
+            "unpack",
+            &art.display().to_string(),
+            "--trust",
+            &trust,
+            "--format",
+            format,
+            "-o",
+            &out.display().to_string(),
+        ])
+    };
+    // The Keras MLP from its hand-written Dense architecture: out as ONNX (MatMul, Add,
+    // activations), back in, and it still reproduces Keras.
+    let art = dir.path().join("mlp.nns");
+    let run = nnsign([
+        "pack".as_ref(),
+        fixture("keras_seed_mlp/weights.safetensors").as_os_str(),
+        "--arch".as_ref(),
+        fixture("keras_seed_mlp/arch.json").as_os_str(),
+        "--sign".as_ref(),
+        test_key("test-a.key").as_os_str(),
+        "-o".as_ref(),
+        art.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let onnx = dir.path().join("mlp.onnx");
+    assert_eq!(unpack(&art, "onnx", &onnx).code, 0);
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let (packed, art2) = pack(&again, &onnx, &[]);
+    assert_eq!(packed.code, 0, "{packed:?}");
+    let out = dir.path().join("y.npy");
+    assert_eq!(
+        run_model(&art2, &fixture("keras_seed_mlp/inputs.npy"), &out).code,
+        0
+    );
+    let (_, got) = read_npy_f32(&out);
+    let (_, want) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
+    assert!(max_diff(&got, &want) <= 1e-5);
+    // npz: every tensor bit-identical to the safetensors it came from.
+    let npz = dir.path().join("w.npz");
+    assert_eq!(unpack(&art, "npz", &npz).code, 0);
+    let a = nnsign::import::import(&[npz]).unwrap();
+    let b = nnsign::import::import(&[fixture("keras_seed_mlp/weights.safetensors")]).unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for t in &b.tensors {
+        let u = a.tensors.iter().find(|x| x.name == t.name).unwrap();
+        assert_eq!(
+            (u.dtype, &u.shape, &u.bytes[..]),
+            (t.dtype, &t.shape, &t.bytes[..]),
+            "{}",
+            t.name
+        );
+    }
+    // A weights-only artifact has no graph to write.
+    let (packed, w_only) = pack(
+        dir.path(),
+        &fixture("onnx_misc/unsupported.onnx"),
+        &["--weights-only"],
+    );
+    assert_eq!(packed.code, 0);
+    let run = unpack(&w_only, "onnx", &dir.path().join("x.onnx"));
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr.contains("no graph to write as ONNX"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.path().join("x.onnx").exists());
 }

@@ -10,12 +10,14 @@ use super::{
     Failure, Result, TrustArgs,
 };
 
-/// Verify an artifact, then write its weights as a safetensors file.
+/// Verify an artifact, then write its weights as safetensors (or NumPy .npz, or its graph and
+/// weights as ONNX).
 ///
 /// Example:
 ///   nnsign unpack model.nns --trust keys/ -o model.safetensors
 ///   nnsign unpack secret.nns --trust keys/ --decrypt-with edge.key -o model.safetensors
 ///   nnsign unpack secret.nns --trust keys/ --passphrase-env MODEL_PASS -o model.safetensors
+///   nnsign unpack model.nns --trust keys/ --format onnx -o model.onnx
 ///
 /// Every tensor is bit-identical to what was packed; labels and the signed metadata go into
 /// __metadata__ (keys nnsign.name, nnsign.version, nnsign.artifact_digest, ...). Each chunk is
@@ -30,12 +32,23 @@ pub struct Args {
     /// The safetensors file to write.
     #[arg(short, long, value_name = "OUT.safetensors")]
     output: PathBuf,
+    /// What to write: safetensors (the default), npz (NumPy), or onnx (the graph and its
+    /// weights, for onnxruntime; needs an artifact with an architecture).
+    #[arg(long, value_enum, default_value_t = Format::Safetensors)]
+    format: Format,
     #[command(flatten)]
     trust: TrustArgs,
     #[command(flatten)]
     decrypt: DecryptArgs,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Safetensors,
+    Npz,
+    Onnx,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -52,7 +65,70 @@ pub fn run(args: Args) -> Result<()> {
         ExportError::Unseal(u) => super::unseal_failure(&args.artifact, u),
         ExportError::Unsupported(m) => Failure::new(exit::INPUT, "input", Some(&args.artifact), m),
     };
-    match args.decrypt.opener(&auth, key)? {
+    let opener = args.decrypt.opener(&auth, key)?;
+    if args.format != Format::Safetensors {
+        // Whole tensors in memory: NumPy and ONNX files are written in one piece.
+        let (arch, payload) = match &opener {
+            Some(o) => {
+                let u = nnsign::unseal::unseal(&auth, o.unlock(), &|n| bar.set_position(n))
+                    .map_err(|e| super::unseal_failure(&args.artifact, e))?;
+                (u.arch, u.payload)
+            }
+            None => {
+                let p = auth
+                    .read_payload(&|n| bar.set_position(n))
+                    .map_err(|e| verify_failure(&args.artifact, e))?;
+                (auth.manifest.arch.clone(), p)
+            }
+        };
+        let tensors: Vec<_> = (payload.tensors().iter())
+            .map(|t| {
+                payload
+                    .tensor(&t.name)
+                    .expect("every tensor is in the payload")
+            })
+            .collect();
+        if args.format == Format::Npz {
+            export::write_npz_tensors(&args.output, &tensors).map_err(export_failure)?;
+        } else {
+            let Some(arch) = arch else {
+                return Err(Failure::new(
+                    exit::SCHEMA,
+                    "schema",
+                    Some(&args.artifact),
+                    "the artifact holds weights only: there is no graph to write as ONNX",
+                )
+                .hint("unpack it as --format safetensors or npz"));
+            };
+            let bytes = nnsign::onnx::export::model(
+                &arch,
+                &tensors,
+                &format!("nnsign {}", env!("CARGO_PKG_VERSION")),
+            )
+            .map_err(|e| {
+                Failure::new(
+                    exit::SCHEMA,
+                    "schema",
+                    Some(&args.artifact),
+                    format!("no ONNX form: {e}"),
+                )
+            })?;
+            export::write_bytes(&args.output, &bytes).map_err(export_failure)?;
+        }
+        bar.finish_and_clear();
+        let (mut value, text) = super::verify::summary(&auth);
+        value["ok"] = json!(true);
+        value["output"] = json!(args.output);
+        report(args.common, value, || {
+            format!(
+                "verified {}\n{text}wrote {}\n",
+                args.artifact.display(),
+                args.output.display()
+            )
+        });
+        return Ok(());
+    }
+    match opener {
         Some(opener) => {
             export::write_safetensors_encrypted(&auth, opener.unlock(), &args.output, &|n| {
                 bar.set_position(n)
