@@ -36,7 +36,7 @@ pub enum ImportError {
     },
     /// The file is none of the formats `pack` reads.
     #[error(
-        "{0}: not a safetensors, .npy, .npz, ONNX, PyTorch or GGUF file (recognised by content, not by name)"
+        "{0}: not a safetensors, .npy, .npz, ONNX, PyTorch, Keras or GGUF file (recognised by content, not by name)"
     )]
     UnknownFormat(PathBuf),
     /// The file is of a known format but malformed or unsupported.
@@ -213,6 +213,15 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
                     .collect()
             })
             .unwrap_or_default();
+        if crate::keras::is_keras(&names) {
+            let file = File::open(path).map_err(io)?;
+            let m = crate::keras::read(path, file)?;
+            return Ok(Found::Model(crate::onnx::OnnxModel {
+                tensors: m.tensors,
+                arch: Some(m.arch),
+                labels: m.labels,
+            }));
+        }
         if crate::torch::is_checkpoint(&names) {
             let file = File::open(path).map_err(io)?;
             return Ok(Found::Weights(

@@ -56,6 +56,7 @@ pub mod export;
 pub mod format;
 pub mod gguf;
 pub mod import;
+pub mod keras;
 pub mod keys;
 pub mod load;
 pub mod model;

@@ -344,6 +344,36 @@ impl Graph {
     /// Checks the graph against the artifact's tensors and plans its execution; every error
     /// names the node or value at fault (docs/SCHEMA.md, "Validation").
     pub fn validate(&self, tensors: &[TensorInfo]) -> Result<Plan, SchemaError> {
+        self.validate_with(tensors, true)
+    }
+
+    /// Fills in the dtype and shape of every graph output from what the graph computes (for
+    /// importers, whose sources do not always declare them). A dimension known only at run
+    /// time is refused: a declaration needs sizes and symbols.
+    pub fn declare_outputs(&mut self, tensors: &[TensorInfo]) -> Result<(), SchemaError> {
+        let plan = self.validate_with(tensors, false)?;
+        for (output, (slot, _)) in self.outputs.iter_mut().zip(&plan.outputs) {
+            let t = &plan.types[*slot];
+            output.dtype = t.elem.name().into();
+            output.shape = (t.shape.iter())
+                .map(|d| match d {
+                    D::Fixed(n) => Ok(Dim::Fixed(*n)),
+                    D::Sym(s) => Ok(Dim::Symbol(s.clone())),
+                    D::Any => Err(invalid(format!(
+                        "graph output {:?} has a dimension known only at run time",
+                        output.name
+                    ))),
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    fn validate_with(
+        &self,
+        tensors: &[TensorInfo],
+        check_outputs: bool,
+    ) -> Result<Plan, SchemaError> {
         if self.opset > OPSET {
             return Err(invalid(format!(
                 "architecture needs op-set {}, this nnsign implements op-sets 1 to {OPSET}; upgrade nnsign",
@@ -471,13 +501,17 @@ impl Graph {
             });
         }
         for output in &self.outputs {
-            let elem = check_value_info("graph output", output)?;
             let slot = *b.slots.get(output.name.as_str()).ok_or_else(|| {
                 invalid(format!(
                     "graph output {:?} is not produced by any node",
                     output.name
                 ))
             })?;
+            if !check_outputs {
+                b.outputs.push((slot, output.clone()));
+                continue;
+            }
+            let elem = check_value_info("graph output", output)?;
             let inferred = b.types[slot].as_ref().expect("every value is typed");
             let agree = inferred.elem == elem
                 && inferred.shape.len() == output.shape.len()

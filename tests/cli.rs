@@ -633,7 +633,7 @@ fn documented_errors_have_their_exit_codes() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr
-            .contains("junk.bin: not a safetensors, .npy, .npz, ONNX, PyTorch or GGUF file"),
+            .contains("junk.bin: not a safetensors, .npy, .npz, ONNX, PyTorch, Keras or GGUF file"),
         "{}",
         run.stderr
     );

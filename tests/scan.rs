@@ -3,30 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use common::*;
 
 const EVIL_PICKLE: &[u8] =
     b"\x80\x02cposix\nsystem\nq\x00X\n\x00\x00\x00echo ownedq\x01\x85q\x02Rq\x03.";
-
-/// `src` (a zip) rewritten with `edit` applied to each record.
-fn rezip(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
-    let mut z = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
-    let mut w = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
-    for i in 0..z.len() {
-        let mut e = z.by_index(i).unwrap();
-        let name = e.name().unwrap().into_owned();
-        let mut b = Vec::new();
-        e.read_to_end(&mut b).unwrap();
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        w.start_file(name.as_str(), options).unwrap();
-        w.write_all(&edit(&name, b)).unwrap();
-    }
-    w.finish().unwrap();
-}
 
 fn scan(files: &[&Path]) -> Run {
     let mut args: Vec<String> = vec!["scan".into(), "--json".into()];

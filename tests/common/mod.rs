@@ -112,3 +112,21 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) {
     w.extend(data.iter().copied()).unwrap();
     w.finish().unwrap();
 }
+
+/// `src` (a zip) rewritten with `edit` applied to each record.
+pub fn rezip(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut z = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut w = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).unwrap();
+        let name = e.name().unwrap().into_owned();
+        let mut b = Vec::new();
+        e.read_to_end(&mut b).unwrap();
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file(name.as_str(), options).unwrap();
+        w.write_all(&edit(&name, b)).unwrap();
+    }
+    w.finish().unwrap();
+}

@@ -1,0 +1,546 @@
+//! Keras 3 models (`.keras`: a zip of `config.json`, `metadata.json` and `model.weights.h5`) in,
+//! without evaluating anything.
+//!
+//! The zip is checked first (only the records Keras writes, sizes and compression ratios
+//! capped, no paths that leave the archive). `config.json` is read as data: a Sequential or
+//! Functional model of the layers this importer maps becomes a schema graph; a `Lambda` layer,
+//! a class from outside Keras or a layer it does not map is refused by name. Weights come from
+//! the HDF5 file (`layers/<name>/vars/<i>`) through a read-only decoder; optimizer state is
+//! never read.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Component, Path};
+
+use serde_json::Value as Json;
+
+use crate::format::DType;
+use crate::import::{Bytes, ImportError, SourceTensor};
+use crate::model::{Attr, Dim, Graph, Node, ValueInfo};
+
+/// Largest `config.json` or `metadata.json`.
+const MAX_CONFIG_LEN: u64 = 64 << 20;
+/// Largest weights file.
+const MAX_WEIGHTS_LEN: u64 = 16 << 30;
+/// Largest decompressed-to-compressed ratio of a record over 1 MiB.
+const MAX_RATIO: u64 = 1100;
+
+fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
+    ImportError::Invalid {
+        path: path.into(),
+        why: why.into(),
+    }
+}
+
+/// Whether a zip's records are a `.keras` model's.
+pub fn is_keras(names: &[String]) -> bool {
+    names.iter().any(|n| n == "config.json") && names.iter().any(|n| n == "model.weights.h5")
+}
+
+/// What a `.keras` file holds, for `pack`.
+pub struct KerasModel {
+    pub tensors: Vec<SourceTensor>,
+    pub arch: Graph,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Reads a `.keras` file.
+pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError> {
+    let bad = |why: String| invalid(path, why);
+    let mut zip =
+        zip::ZipArchive::new(&file).map_err(|e| bad(format!("not a valid zip archive ({e})")))?;
+    crate::import::check_zip_records(path, &file, zip.len())?;
+    let mut read = |name: &str, cap: u64| -> Result<Vec<u8>, ImportError> {
+        let mut e = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
+        let (size, packed) = (e.size(), e.compressed_size());
+        if size > cap || (size > 1 << 20 && size / packed.max(1) > MAX_RATIO) {
+            return Err(bad(format!(
+                "{name}: {size} bytes ({packed} compressed) is over the limits"
+            )));
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        (&mut e)
+            .take(cap + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        if buf.len() as u64 != size {
+            return Err(bad(format!(
+                "{name}: holds {} bytes, its header says {size}",
+                buf.len()
+            )));
+        }
+        Ok(buf)
+    };
+    let config = read("config.json", MAX_CONFIG_LEN)?;
+    let metadata = read("metadata.json", MAX_CONFIG_LEN).ok();
+    let weights = read("model.weights.h5", MAX_WEIGHTS_LEN)?;
+    for n in zip.file_names().filter_map(|n| n.ok()) {
+        let p = Path::new(n.as_ref());
+        let known = matches!(
+            n.as_ref(),
+            "config.json" | "metadata.json" | "model.weights.h5"
+        ) || n.starts_with("assets/");
+        if !known || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(bad(format!("unexpected record {n:?} in a .keras archive")));
+        }
+    }
+    let config: Json =
+        serde_json::from_slice(&config).map_err(|e| bad(format!("config.json: {e}")))?;
+    let h5 = hdf5_reader::Hdf5File::from_vec(weights)
+        .map_err(|e| bad(format!("model.weights.h5: {e}")))?;
+    let mut b = Builder {
+        path,
+        h5: &h5,
+        tensors: Vec::new(),
+        nodes: Vec::new(),
+        inputs: Vec::new(),
+        names: HashSet::new(),
+    };
+    let outputs = b.model(&config)?;
+    let mut labels = BTreeMap::new();
+    if let Some(v) = metadata
+        .and_then(|m| serde_json::from_slice::<Json>(&m).ok())
+        .and_then(|m| {
+            m.get("keras_version")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+    {
+        labels.insert("keras.version".into(), v);
+    }
+    let mut arch = Graph {
+        opset: crate::model::OPSET,
+        inputs: b.inputs,
+        outputs,
+        nodes: b.nodes,
+    };
+    let infos: Vec<crate::format::TensorInfo> = (b.tensors.iter())
+        .map(|t| crate::format::TensorInfo {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            offset: 0,
+            length: t.bytes.len() as u64,
+        })
+        .collect();
+    arch.declare_outputs(&infos)
+        .map_err(|e| bad(format!("config.json: {e}")))?;
+    Ok(KerasModel {
+        tensors: b.tensors,
+        arch,
+        labels,
+    })
+}
+
+struct Builder<'a> {
+    path: &'a Path,
+    h5: &'a hdf5_reader::Hdf5File,
+    tensors: Vec<SourceTensor>,
+    nodes: Vec<Node>,
+    inputs: Vec<ValueInfo>,
+    names: HashSet<String>,
+}
+
+/// The nnsign op of a Keras activation name, with its attributes.
+fn activation(name: &str) -> Option<Option<(&'static str, BTreeMap<String, Attr>)>> {
+    let none = BTreeMap::new;
+    Some(match name {
+        "linear" => None,
+        "relu" => Some(("Relu", none())),
+        "sigmoid" => Some(("Sigmoid", none())),
+        "tanh" => Some(("Tanh", none())),
+        "exponential" => Some(("Exp", none())),
+        "softmax" => Some((
+            "Softmax",
+            BTreeMap::from([("axis".to_owned(), Attr::Int(-1))]),
+        )),
+        "gelu" => Some((
+            "Gelu",
+            BTreeMap::from([("approximate".to_owned(), Attr::Text("none".into()))]),
+        )),
+        "leaky_relu" => Some((
+            "LeakyRelu",
+            BTreeMap::from([("alpha".to_owned(), Attr::Float(0.2))]),
+        )),
+        _ => return None,
+    })
+}
+
+impl Builder<'_> {
+    fn bad(&self, why: String) -> ImportError {
+        invalid(self.path, why)
+    }
+
+    /// The graph outputs of a model config (Sequential or Functional).
+    fn model(&mut self, config: &Json) -> Result<Vec<ValueInfo>, ImportError> {
+        let class = config
+            .get("class_name")
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        check_module(self.path, config, class, "model")?;
+        let layers = (config.pointer("/config/layers").and_then(|l| l.as_array()))
+            .ok_or_else(|| self.bad(format!("config.json: a {class} without layers")))?;
+        let mut last: Option<String> = None;
+        let mut outputs = Vec::new();
+        for layer in layers {
+            let class = layer
+                .get("class_name")
+                .and_then(|c| c.as_str())
+                .unwrap_or("");
+            let config = layer.get("config").cloned().unwrap_or(Json::Null);
+            let name = config
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_owned();
+            check_module(self.path, layer, class, &name)?;
+            if name.is_empty() || !self.names.insert(name.clone()) {
+                return Err(self.bad(format!(
+                    "config.json: a {class} layer with an empty or repeated name {name:?}"
+                )));
+            }
+            let inputs: Vec<String> = match class {
+                _ if class == "InputLayer" => Vec::new(),
+                _ => match (config_inbound(layer), &last) {
+                    (Some(ins), _) => ins,
+                    (None, Some(prev)) => vec![prev.clone()],
+                    (None, None) => {
+                        // A Sequential without an InputLayer: its first layer's build shape.
+                        let shape = layer
+                            .pointer("/build_config/input_shape")
+                            .cloned()
+                            .unwrap_or(Json::Null);
+                        let input = format!("{name}_input");
+                        self.input(&input, &shape, "float32")?;
+                        vec![input]
+                    }
+                },
+            };
+            self.layer(class, &name, &config, &inputs)?;
+            last = Some(name);
+        }
+        let declared = config
+            .pointer("/config/output_layers")
+            .and_then(|o| o.as_array());
+        let out_names: Vec<String> = match declared {
+            Some(list) => history_names(list),
+            None => last.into_iter().collect(),
+        };
+        for n in out_names {
+            // Output shapes are left to the graph: every dimension a symbol.
+            outputs.push(ValueInfo {
+                name: n.clone(),
+                dtype: "F32".into(),
+                shape: Vec::new(),
+            });
+        }
+        Ok(outputs)
+    }
+
+    fn input(&mut self, name: &str, shape: &Json, dtype: &str) -> Result<(), ImportError> {
+        let dims = shape
+            .as_array()
+            .ok_or_else(|| self.bad(format!("input {name:?} has no shape")))?;
+        let shape = (dims.iter().enumerate())
+            .map(|(k, d)| match d.as_u64() {
+                Some(n) => Dim::Fixed(n),
+                None if k == 0 => Dim::Symbol("batch".into()),
+                None => Dim::Symbol(format!("{name}_dim{k}")),
+            })
+            .collect();
+        let dtype = if dtype.starts_with("int") || dtype.starts_with("uint") {
+            "I64"
+        } else {
+            "F32"
+        };
+        self.inputs.push(ValueInfo {
+            name: name.to_owned(),
+            dtype: dtype.into(),
+            shape,
+        });
+        Ok(())
+    }
+
+    /// The weight `layers/<layer>/vars/<i>`, added as tensor `<layer>/<var>`.
+    fn var(
+        &mut self,
+        layer: &str,
+        i: usize,
+        var: &str,
+    ) -> Result<(String, Vec<f32>, Vec<u64>), ImportError> {
+        let at = format!("layers/{layer}/vars/{i}");
+        let ds = self
+            .h5
+            .dataset(&at)
+            .map_err(|e| self.bad(format!("model.weights.h5: {at}: {e}")))?;
+        let float = matches!(
+            ds.dtype(),
+            hdf5_reader::Datatype::FloatingPoint { size: 4, .. }
+        );
+        if !float || !cfg!(target_endian = "little") {
+            return Err(self.bad(format!(
+                "model.weights.h5: {at} is {:?}, not float32",
+                ds.dtype()
+            )));
+        }
+        let shape = ds.shape().to_vec();
+        let bytes = ds
+            .read_native_bytes()
+            .map_err(|e| self.bad(format!("model.weights.h5: {at}: {e}")))?;
+        let expected = shape.iter().product::<u64>() * 4;
+        if bytes.len() as u64 != expected {
+            return Err(self.bad(format!(
+                "model.weights.h5: {at} holds {} bytes for shape {shape:?}",
+                bytes.len()
+            )));
+        }
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4")))
+            .collect();
+        let name = format!("{layer}/{var}");
+        Ok((name, values, shape))
+    }
+
+    fn add_tensor(&mut self, name: &str, values: &[f32], shape: Vec<u64>) {
+        self.tensors.push(SourceTensor {
+            name: name.to_owned(),
+            dtype: DType::F32,
+            shape,
+            bytes: Bytes::Owned(
+                values
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into(),
+            ),
+            origin: self.path.into(),
+        });
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: Vec<String>,
+        output: &str,
+        attrs: BTreeMap<String, Attr>,
+    ) {
+        self.nodes.push(Node {
+            op: op.into(),
+            name: name.into(),
+            inputs,
+            outputs: vec![output.into()],
+            attrs,
+        });
+    }
+
+    /// Adds the nodes of one layer, whose output value is named after it.
+    fn layer(
+        &mut self,
+        class: &str,
+        name: &str,
+        config: &Json,
+        inputs: &[String],
+    ) -> Result<(), ImportError> {
+        let at = |why: String| invalid(self.path, format!("layer {name:?} ({class}): {why}"));
+        let text = |k: &str| config.get(k).and_then(|v| v.as_str());
+        let one = || {
+            inputs
+                .first()
+                .cloned()
+                .ok_or_else(|| at("has no input".into()))
+        };
+        match class {
+            "InputLayer" => {
+                let shape = config.get("batch_shape").or_else(|| config.get("batch_input_shape")).cloned().unwrap_or(Json::Null);
+                self.input(name, &shape, text("dtype").unwrap_or("float32"))?;
+            }
+            "Dense" => {
+                let x = one()?;
+                let (kernel, k, kshape) = self.var(name, 0, "kernel")?;
+                self.add_tensor(&kernel, &k, kshape);
+                let act = text("activation").unwrap_or("linear");
+                let op = activation(act).ok_or_else(|| at(format!("activation {act:?} is not one nnsign runs")))?;
+                let mm = format!("{name}/matmul");
+                self.node("MatMul", &mm, vec![x, kernel], &mm, BTreeMap::new());
+                let mut last = mm;
+                if config.get("use_bias").and_then(|b| b.as_bool()).unwrap_or(true) {
+                    let (bias, v, s) = self.var(name, 1, "bias")?;
+                    self.add_tensor(&bias, &v, s);
+                    let add = format!("{name}/bias_add");
+                    self.node("Add", &add, vec![last, bias], &add, BTreeMap::new());
+                    last = add;
+                }
+                match op {
+                    Some((op, attrs)) => self.node(op, name, vec![last], name, attrs),
+                    None => self.node("Identity", name, vec![last], name, BTreeMap::new()),
+                }
+            }
+            "Activation" => {
+                let act = text("activation").unwrap_or("linear");
+                match activation(act).ok_or_else(|| at(format!("activation {act:?} is not one nnsign runs")))? {
+                    Some((op, attrs)) => self.node(op, name, vec![one()?], name, attrs),
+                    None => self.node("Identity", name, vec![one()?], name, BTreeMap::new()),
+                }
+            }
+            "Dropout" => self.node("Identity", name, vec![one()?], name, BTreeMap::new()),
+            "Flatten" => self.node("Flatten", name, vec![one()?], name, BTreeMap::from([("axis".to_owned(), Attr::Int(1))])),
+            "Reshape" => {
+                let target = (config.get("target_shape").and_then(|t| t.as_array()))
+                    .ok_or_else(|| at("has no target_shape".into()))?;
+                let mut shape = vec![0i64];
+                for d in target {
+                    shape.push(d.as_i64().ok_or_else(|| at("target_shape holds a non-integer".into()))?);
+                }
+                self.node("Reshape", name, vec![one()?], name, BTreeMap::from([("shape".to_owned(), Attr::Ints(shape))]));
+            }
+            "Add" => {
+                if inputs.len() < 2 {
+                    return Err(at("takes at least two inputs".into()));
+                }
+                let mut acc = inputs[0].clone();
+                for (k, x) in inputs[1..].iter().enumerate() {
+                    let out = if k + 2 == inputs.len() { name.to_owned() } else { format!("{name}/add{k}") };
+                    self.node("Add", &out, vec![acc, x.clone()], &out, BTreeMap::new());
+                    acc = out;
+                }
+            }
+            "Concatenate" => {
+                let axis = config.get("axis").and_then(|a| a.as_i64()).unwrap_or(-1);
+                self.node("Concat", name, inputs.to_vec(), name, BTreeMap::from([("axis".to_owned(), Attr::Int(axis))]));
+            }
+            "LayerNormalization" => {
+                let axis = match config.get("axis") {
+                    Some(Json::Array(a)) if a.len() == 1 => a[0].as_i64(),
+                    Some(v) => v.as_i64(),
+                    None => Some(-1),
+                };
+                if axis != Some(-1) {
+                    return Err(at("normalizes over axes other than the last; nnsign maps axis -1 only".into()));
+                }
+                let eps = config.get("epsilon").and_then(|e| e.as_f64()).unwrap_or(1e-3);
+                let (scale, center) = (flag(config, "scale"), flag(config, "center"));
+                let mut ins = vec![one()?];
+                let mut i = 0;
+                for (on, var) in [(scale, "gamma"), (center, "beta")] {
+                    if on {
+                        let (n, v, s) = self.var(name, i, var)?;
+                        self.add_tensor(&n, &v, s);
+                        ins.push(n);
+                        i += 1;
+                    } else if var == "gamma" {
+                        return Err(at("has scale=False, which nnsign does not map".into()));
+                    }
+                }
+                let attrs = BTreeMap::from([("axis".to_owned(), Attr::Int(-1)), ("epsilon".to_owned(), Attr::Float(eps))]);
+                self.node("LayerNormalization", name, ins, name, attrs);
+            }
+            "BatchNormalization" => {
+                // Inference: one multiply and one add along the normalized (last) axis, from the
+                // moving statistics.
+                let axis = config.get("axis").and_then(|a| a.as_i64()).unwrap_or(-1);
+                if axis != -1 {
+                    return Err(at(format!("normalizes axis {axis}; nnsign maps axis -1 (channels last) only")));
+                }
+                let eps = config.get("epsilon").and_then(|e| e.as_f64()).unwrap_or(1e-3);
+                let (scale, center) = (flag(config, "scale"), flag(config, "center"));
+                let mut i = 0;
+                let mut next = |b: &mut Self, var: &str| -> Result<(Vec<f32>, Vec<u64>), ImportError> {
+                    let (_, v, s) = b.var(name, i, var)?;
+                    i += 1;
+                    Ok((v, s))
+                };
+                let gamma = if scale { Some(next(self, "gamma")?.0) } else { None };
+                let beta = if center { Some(next(self, "beta")?.0) } else { None };
+                let (mean, shape) = next(self, "moving_mean")?;
+                let (var, _) = next(self, "moving_variance")?;
+                let mul: Vec<f32> = (0..mean.len())
+                    .map(|c| (gamma.as_ref().map_or(1.0, |g| g[c] as f64) / (var[c] as f64 + eps).sqrt()) as f32)
+                    .collect();
+                let add: Vec<f32> = (0..mean.len())
+                    .map(|c| (beta.as_ref().map_or(0.0, |b| b[c] as f64) - mean[c] as f64 * mul[c] as f64) as f32)
+                    .collect();
+                let (m, a) = (format!("{name}/scale"), format!("{name}/shift"));
+                self.add_tensor(&m, &mul, shape.clone());
+                self.add_tensor(&a, &add, shape);
+                let scaled = format!("{name}/scaled");
+                self.node("Mul", &scaled, vec![one()?, m], &scaled, BTreeMap::new());
+                self.node("Add", name, vec![scaled, a], name, BTreeMap::new());
+            }
+            "Embedding" => {
+                let (table, v, s) = self.var(name, 0, "embeddings")?;
+                self.add_tensor(&table, &v, s);
+                self.node("Gather", name, vec![table, one()?], name, BTreeMap::from([("axis".to_owned(), Attr::Int(0))]));
+            }
+            "Lambda" => return Err(at("a Lambda layer runs arbitrary Python when Keras loads it; nnsign refuses it".into())),
+            other => {
+                return Err(at(format!(
+                    "the Keras importer does not map {other} layers yet (it maps InputLayer, Dense, Activation, Dropout, Flatten, Reshape, Add, Concatenate, LayerNormalization, BatchNormalization, Embedding)"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn flag(config: &Json, key: &str) -> bool {
+    config.get(key).and_then(|v| v.as_bool()).unwrap_or(true)
+}
+
+/// Refuses a class Keras would import from a module outside Keras, or a custom object.
+fn check_module(path: &Path, obj: &Json, class: &str, name: &str) -> Result<(), ImportError> {
+    if let Some(m) = obj
+        .get("module")
+        .and_then(|m| m.as_str())
+        .filter(|m| !m.is_empty() && !m.starts_with("keras"))
+    {
+        return Err(invalid(path, format!("{class} {name:?} comes from module {m:?}: loading it would import and run that module; nnsign refuses it")));
+    }
+    if let Some(r) = obj
+        .get("registered_name")
+        .and_then(|r| r.as_str())
+        .filter(|r| r.contains('>'))
+    {
+        return Err(invalid(path, format!("{class} {name:?} is the custom object {r:?}, whose code is not in the file; nnsign refuses it")));
+    }
+    Ok(())
+}
+
+/// The layer names of a Functional layer's inbound tensors, if it lists them.
+fn config_inbound(layer: &Json) -> Option<Vec<String>> {
+    let nodes = layer.get("inbound_nodes")?.as_array()?;
+    let first = nodes.first()?;
+    let mut out = Vec::new();
+    let mut walk = |v: &Json| collect_history(v, &mut out);
+    walk(first.get("args").unwrap_or(&Json::Null));
+    (!out.is_empty()).then_some(out)
+}
+
+fn collect_history(v: &Json, out: &mut Vec<String>) {
+    match v {
+        Json::Object(o)
+            if o.get("class_name").and_then(|c| c.as_str()) == Some("__keras_tensor__") =>
+        {
+            if let Some(name) = v
+                .pointer("/config/keras_history/0")
+                .and_then(|n| n.as_str())
+            {
+                out.push(name.to_owned());
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|i| collect_history(i, out)),
+        _ => {}
+    }
+}
+
+/// Layer names of `[[name, node, tensor], ...]` or `[name, node, tensor]`.
+fn history_names(list: &[Json]) -> Vec<String> {
+    match list.first() {
+        Some(Json::String(s)) => vec![s.clone()],
+        _ => list
+            .iter()
+            .filter_map(|e| e.get(0).and_then(|n| n.as_str()).map(str::to_owned))
+            .collect(),
+    }
+}
