@@ -430,10 +430,53 @@ fn fortran_to_c(data: &[u8], shape: &[u64], elem: usize) -> Vec<u8> {
     out
 }
 
-/// Checks that a zip archive's central directory lists as many records as the reader kept: a
-/// name listed twice (which copy counts is each reader's guess) is refused, as is an archive
-/// whose end record cannot be found.
-pub(crate) fn check_zip_records(path: &Path, file: &File, kept: usize) -> Result<(), ImportError> {
+/// Checks a zip archive before any record is used: the central directory lists as many records
+/// as the reader kept (a name listed twice, where which copy counts is each reader's guess, is
+/// refused), no record is encrypted, and each record's local header names it as the central
+/// directory does (a mismatch shows different names to different tools).
+pub(crate) fn check_zip(
+    path: &Path,
+    file: &File,
+    zip: &mut zip::ZipArchive<&File>,
+) -> Result<(), ImportError> {
+    use std::os::unix::fs::FileExt;
+    check_zip_records(path, file, zip.len())?;
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index_raw(i)
+            .map_err(|e| invalid(path, format!("zip record {i}: {e}")))?;
+        let name = entry.name_raw().to_vec();
+        if entry.encrypted() {
+            return Err(invalid(
+                path,
+                format!(
+                    "zip record {:?} is encrypted",
+                    String::from_utf8_lossy(&name)
+                ),
+            ));
+        }
+        let mut header = [0u8; 30];
+        file.read_exact_at(&mut header, entry.header_start())
+            .map_err(|e| invalid(path, format!("zip record {i}: local header: {e}")))?;
+        let len = u16::from_le_bytes([header[26], header[27]]) as usize;
+        let mut local = vec![0u8; len];
+        file.read_exact_at(&mut local, entry.header_start() + 30)
+            .map_err(|e| invalid(path, format!("zip record {i}: local header: {e}")))?;
+        if &header[..4] != b"PK\x03\x04" || local != name {
+            return Err(invalid(
+                path,
+                format!(
+                    "zip record {:?} is named {:?} in its local header: readers would disagree on what it is",
+                    String::from_utf8_lossy(&name),
+                    String::from_utf8_lossy(&local)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_zip_records(path: &Path, file: &File, kept: usize) -> Result<(), ImportError> {
     use std::os::unix::fs::FileExt;
     let io = |source| ImportError::Io {
         path: path.into(),
@@ -483,7 +526,7 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
         .len();
     let mut zip = zip::ZipArchive::new(&file)
         .map_err(|e| invalid(path, format!("invalid .npz (zip): {e}")))?;
-    check_zip_records(path, &file, zip.len())?;
+    check_zip(path, &file, &mut zip)?;
     if zip.len() > MAX_TENSORS {
         return Err(invalid(path, format!("more than {MAX_TENSORS} members")));
     }

@@ -96,6 +96,11 @@ enum Item {
 }
 
 impl<'a> Machine<'a> {
+    /// Bytes read, up to and including the STOP opcode.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
     /// The object at `i`.
     pub fn get(&self, i: usize) -> &Obj {
         &self.arena[i]

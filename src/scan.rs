@@ -153,10 +153,10 @@ fn scan_zip(path: &Path, file: &std::fs::File) -> Result<Report, ImportError> {
         .filter_map(|n| Some(n.ok()?.into_owned()))
         .collect();
     let mut findings = Vec::new();
-    if crate::import::check_zip_records(path, file, zip.len()).is_err() {
-        findings.push(danger(
-            "a record name appears twice: readers disagree on which copy counts".into(),
-        ));
+    if let Err(e) = crate::import::check_zip(path, file, &mut zip) {
+        findings.push(danger(format!(
+            "the archive is ambiguous or hides records from some readers: {e}"
+        )));
     }
     for n in &names {
         let p = Path::new(n);

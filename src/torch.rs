@@ -147,6 +147,15 @@ impl Policy for StateDict {
     }
 }
 
+/// Runs a `data.pkl` as the checkpoint reader does and names the tensors it finds (for the
+/// fuzz target; [`read`] is the whole reader).
+pub fn load_pickle(data: &[u8]) -> Result<Vec<String>, String> {
+    let (m, root) = pickle::load(data, &mut StateDict).map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    collect(&m, root, String::new(), 0, &mut HashSet::new(), &mut found)?;
+    Ok(found.into_iter().map(|(n, _)| n).collect())
+}
+
 /// Whether a zip archive is a `torch.save` checkpoint: it has a `<folder>/data.pkl`.
 pub fn is_checkpoint(names: &[String]) -> bool {
     names.iter().any(|n| {
@@ -167,7 +176,7 @@ fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>,
         .len();
     let mut zip =
         zip::ZipArchive::new(&file).map_err(|e| bad(format!("not a valid zip archive ({e})")))?;
-    crate::import::check_zip_records(path, &file, zip.len())?;
+    crate::import::check_zip(path, &file, &mut zip)?;
     let mut prefix: Option<String> = None;
     let mut out = HashMap::new();
     let mut total = 0u64;
@@ -246,6 +255,13 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, Impor
         .get("data.pkl")
         .ok_or_else(|| bad("no data.pkl record".into()))?;
     let (m, root) = pickle::load(pkl, &mut StateDict).map_err(|e| bad(format!("data.pkl: {e}")))?;
+    if m.consumed() != pkl.len() {
+        return Err(bad(format!(
+            "data.pkl: {} bytes follow the pickle's end (at byte {}): something hides after the state dict",
+            pkl.len() - m.consumed(),
+            m.consumed()
+        )));
+    }
     let mut found = Vec::new();
     collect(&m, root, String::new(), 0, &mut HashSet::new(), &mut found).map_err(&bad)?;
     if found.is_empty() {

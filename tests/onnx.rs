@@ -214,6 +214,16 @@ fn damaged_onnx_files_are_refused_never_panic() {
         state ^= state << 17;
         state
     };
+    // Found by cargo-fuzz (fuzz/fuzz_targets/import_onnx.rs): a node with no output.
+    let crash = fixture("onnx_misc/fuzz_node_without_output.onnx");
+    let err = nnsign::import::import(std::slice::from_ref(&crash))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("node \"MaxPool_3\" (MaxPool): has no output"),
+        "{err}"
+    );
     for _ in 0..300 {
         let mut bad = good.clone();
         for _ in 0..1 + next() % 4 {

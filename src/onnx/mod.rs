@@ -433,6 +433,9 @@ fn graph_of(
         // Extra outputs nnsign does not compute (Dropout's mask, MaxPool's indices, training
         // statistics) are dropped when nothing reads them.
         let mut outputs = n.output.clone();
+        if outputs.first().is_none_or(String::is_empty) {
+            return Err(at("has no output".into()));
+        }
         if let Some(used) = outputs
             .iter()
             .skip(1)
@@ -460,7 +463,7 @@ fn graph_of(
         .chain(outputs.iter().map(|v: &ValueInfo| v.name.clone()))
         .collect();
     nodes.retain(|n| {
-        let out = n.outputs[0].as_str();
+        let out = n.outputs.first().map_or("", String::as_str);
         !(n.op == "Constant" && folded.contains(out) && !still_read.contains(out))
     });
     let _ = opset;
