@@ -233,6 +233,18 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
     } else if n == 9 && magic[8] == b'{' {
         let (t, l) = read_safetensors(path, &file)?;
         Ok(Found::Weights(t, l))
+    } else if magic.first() == Some(&0x80) {
+        if !crate::torch::is_legacy(magic) {
+            return Err(invalid(
+                path,
+                "a raw pickle: unpickling runs whatever it names, and nnsign reads only PyTorch checkpoints; `nnsign scan` lists what it would import",
+            ));
+        }
+        let map = Map::new(&file).map_err(io)?;
+        Ok(Found::Weights(
+            crate::torch::read_legacy(path, &map)?,
+            BTreeMap::new(),
+        ))
     } else if crate::gguf::looks_like(magic) {
         let map = Arc::new(Map::new(&file).map_err(io)?);
         let (tensors, labels) = crate::gguf::read(path, map)?;

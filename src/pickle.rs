@@ -96,6 +96,11 @@ enum Item {
 }
 
 impl<'a> Machine<'a> {
+    /// Objects made so far.
+    pub fn objects(&self) -> usize {
+        self.arena.len()
+    }
+
     /// Bytes read, up to and including the STOP opcode.
     pub fn consumed(&self) -> usize {
         self.pos

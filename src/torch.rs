@@ -125,8 +125,16 @@ impl Policy for StateDict {
     fn persistent(&mut self, m: &mut Machine<'_>, pid: usize) -> Result<Obj, String> {
         // ('storage', <storage class>, key, location, numel)
         let items = m.items(pid).ok_or("not a tuple")?.to_vec();
-        let [tag, class, key, _location, numel] = items.as_slice() else {
-            return Err("not a ('storage', type, key, location, numel) tuple".into());
+        // The legacy format adds a sixth item, a view of another storage, which is refused.
+        let (tag, class, key, numel) = match items.as_slice() {
+            [tag, class, key, _location, numel] => (tag, class, key, numel),
+            [tag, class, key, _location, numel, view] if *m.get(*view) == Obj::None => {
+                (tag, class, key, numel)
+            }
+            [.., _] if items.len() == 6 => {
+                return Err("a storage view (legacy format) is not read".into())
+            }
+            _ => return Err("not a ('storage', type, key, location, numel) tuple".into()),
         };
         let class = match m.get(*class) {
             Obj::Global(g) if storage_dtype(g).is_some() => g.clone(),
@@ -154,6 +162,115 @@ pub fn load_pickle(data: &[u8]) -> Result<Vec<String>, String> {
     let mut found = Vec::new();
     collect(&m, root, String::new(), 0, &mut HashSet::new(), &mut found)?;
     Ok(found.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The first pickle of a legacy (pre-1.6, non-zip) `torch.save` file: protocol 2, the magic
+/// number 0x1950a86a20f9469cfc6c as a 10-byte LONG1, STOP.
+const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+
+/// Whether a file starts like a legacy `torch.save` file.
+pub fn is_legacy(magic: &[u8]) -> bool {
+    magic.starts_with(&LEGACY_MAGIC[..LEGACY_MAGIC.len().min(magic.len())]) && magic.len() >= 4
+}
+
+/// Plain data only: no global at all.
+struct Plain;
+
+impl Policy for Plain {
+    fn allow(&mut self, _: &str) -> bool {
+        false
+    }
+    fn call(&mut self, _: &mut Machine<'_>, _: &str, _: usize) -> Result<Obj, String> {
+        Err("no calls in plain data".into())
+    }
+    fn persistent(&mut self, _: &mut Machine<'_>, _: usize) -> Result<Obj, String> {
+        Err("no persistent ids in plain data".into())
+    }
+}
+
+/// Reads a legacy (pre-1.6) `torch.save` file: five pickles (magic number, protocol version,
+/// system info, the object, the storage keys), then each storage as an 8-byte element count
+/// and its bytes. Each pickle runs on the same machine as the zip format's.
+pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, ImportError> {
+    let bad = |why: String| invalid(path, format!("legacy torch.save file: {why}"));
+    if !bytes.starts_with(LEGACY_MAGIC) {
+        return Err(bad("it does not start with torch's magic number".into()));
+    }
+    let mut at = LEGACY_MAGIC.len();
+    let (m, root) = pickle::load(&bytes[at..], &mut Plain)
+        .map_err(|e| bad(format!("protocol version: {e}")))?;
+    at += m.consumed();
+    if m.int(root) != Some(1001) {
+        return Err(bad("protocol version is not 1001".into()));
+    }
+    // System info: {"protocol_version": .., "little_endian": bool, "type_sizes": {..}}.
+    let (m, root) =
+        pickle::load(&bytes[at..], &mut Plain).map_err(|e| bad(format!("system info: {e}")))?;
+    at += m.consumed();
+    let little = match m.get(root) {
+        Obj::Dict(entries) => (entries.iter())
+            .find(|(k, _)| m.str(*k) == Some("little_endian"))
+            .map(|(_, v)| m.get(*v) == &Obj::Bool(true)),
+        _ => None,
+    }
+    .ok_or_else(|| bad("system info has no little_endian".into()))?;
+    let (object, root) =
+        pickle::load(&bytes[at..], &mut StateDict).map_err(|e| bad(format!("the object: {e}")))?;
+    at += object.consumed();
+    let (m, list) =
+        pickle::load(&bytes[at..], &mut Plain).map_err(|e| bad(format!("storage keys: {e}")))?;
+    at += m.consumed();
+    let keys: Vec<String> = (m.items(list))
+        .ok_or_else(|| bad("the storage keys are not a list".into()))?
+        .iter()
+        .map(|&k| {
+            m.str(k)
+                .map(str::to_owned)
+                .ok_or_else(|| bad("a storage key is not text".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    // The storages, in the keys' order: each an element count, then its elements.
+    let mut storages: std::collections::HashMap<String, &[u8]> = std::collections::HashMap::new();
+    for key in keys {
+        let elem = storage_size(&object, &key)
+            .ok_or_else(|| bad(format!("storage {key:?} is listed but no tensor uses it")))?;
+        let count = bytes
+            .get(at..at + 8)
+            .ok_or_else(|| bad(format!("storage {key:?}: the file ends first")))?;
+        let count = u64::from_le_bytes(count.try_into().expect("8"));
+        let len = count
+            .checked_mul(elem)
+            .filter(|&l| l <= (bytes.len() - at - 8) as u64);
+        let len = len.ok_or_else(|| {
+            bad(format!(
+                "storage {key:?}: {count} elements run past the end of the file"
+            ))
+        })?;
+        let data = &bytes[at + 8..at + 8 + len as usize];
+        if storages.insert(key.clone(), data).is_some() {
+            return Err(bad(format!("storage {key:?} is listed twice")));
+        }
+        at += 8 + len as usize;
+    }
+    if at != bytes.len() {
+        return Err(bad(format!(
+            "{} bytes follow the last storage",
+            bytes.len() - at
+        )));
+    }
+    tensors_of(path, &object, root, !little, |key| {
+        storages.get(key).copied()
+    })
+}
+
+/// The element size of the storage with `key` that the object refers to.
+fn storage_size(m: &Machine<'_>, key: &str) -> Option<u64> {
+    (0..m.objects()).find_map(|i| match m.get(i) {
+        Obj::Made(Made::Storage { class, key: k, .. }) if k == key => {
+            storage_dtype(class).map(|d| d.size())
+        }
+        _ => None,
+    })
 }
 
 /// Whether a zip archive is a `torch.save` checkpoint: it has a `<folder>/data.pkl`.
@@ -262,8 +379,22 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, Impor
             m.consumed()
         )));
     }
+    tensors_of(path, &m, root, big_endian, |key| {
+        records.get(&format!("data/{key}")).map(Vec::as_slice)
+    })
+}
+
+/// The tensors under `root`, cut from the storages `storage` gives by key.
+fn tensors_of<'s>(
+    path: &Path,
+    m: &Machine<'_>,
+    root: usize,
+    big_endian: bool,
+    storages: impl Fn(&str) -> Option<&'s [u8]>,
+) -> Result<Vec<SourceTensor>, ImportError> {
+    let bad = |why: String| invalid(path, why);
     let mut found = Vec::new();
-    collect(&m, root, String::new(), 0, &mut HashSet::new(), &mut found).map_err(&bad)?;
+    collect(m, root, String::new(), 0, &mut HashSet::new(), &mut found).map_err(&bad)?;
     if found.is_empty() {
         return Err(bad("no tensors in the checkpoint".into()));
     }
@@ -285,9 +416,8 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, Impor
         };
         let dtype = storage_dtype(class).expect("checked when loaded");
         let size = dtype.size() as usize;
-        let data = records
-            .get(&format!("data/{key}"))
-            .ok_or_else(|| at(format!("its storage record data/{key} is missing")))?;
+        let data =
+            storages(key).ok_or_else(|| at(format!("its storage record data/{key} is missing")))?;
         if (data.len() as u64) != numel.saturating_mul(size as u64) {
             return Err(at(format!(
                 "storage data/{key} holds {} bytes, {numel} {dtype} elements need {}",

@@ -256,3 +256,47 @@ fn damaged_pickles_are_refused_never_panic() {
     }
     assert!(refusals > 300, "{refusals}");
 }
+
+#[test]
+fn legacy_checkpoints_import_and_raw_pickles_are_refused() {
+    // scripts/make_torch_fixtures.py: the pre-1.6 layout, a Fortran-order float tensor and a
+    // nested int64 one.
+    let t = load(&fixture("torch_legacy/legacy.pt")).unwrap();
+    let w = t.iter().find(|t| t.name == "w").unwrap();
+    let floats: Vec<f32> = w
+        .bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        (w.shape.as_slice(), floats),
+        (&[2u64, 3][..], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    );
+    let b = t.iter().find(|t| t.name == "n.b").unwrap();
+    assert_eq!(int64s(b), vec![7, -8]);
+    // Bytes after the last storage, and a storage cut short.
+    let good = std::fs::read(fixture("torch_legacy/legacy.pt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.pt");
+    for (bad, message) in [
+        (
+            [good.clone(), b"extra".to_vec()].concat(),
+            "5 bytes follow the last storage",
+        ),
+        (
+            good[..good.len() - 4].to_vec(),
+            "run past the end of the file",
+        ),
+    ] {
+        std::fs::write(&path, &bad).unwrap();
+        let err = load(&path).err().unwrap().to_string();
+        assert!(err.contains(message), "{err}");
+    }
+    // Any other pickle is refused as such, pointing at scan.
+    std::fs::write(&path, b"\x80\x02}q\x00.").unwrap();
+    let err = load(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("a raw pickle") && err.contains("nnsign scan"),
+        "{err}"
+    );
+}
