@@ -19,6 +19,10 @@ pub const MAX_OBJECTS: usize = 1 << 22;
 pub const MAX_MEMO: usize = 1 << 20;
 /// Most items on the stack (marks included).
 pub const MAX_STACK: usize = 1 << 20;
+/// Most container slots (tuple, list and dict entries, counted each time a container is
+/// made) per byte of pickle: copies made by calls (a `torch.Size` of a memoized tuple, again
+/// and again) would otherwise grow with the square of the input.
+pub const MAX_SLOTS_PER_BYTE: usize = 16;
 
 /// Why a pickle was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -87,6 +91,8 @@ pub struct Machine<'a> {
     arena: Vec<Obj>,
     stack: Vec<Item>,
     memo: HashMap<u32, usize>,
+    /// Container slots made so far (see [`MAX_SLOTS_PER_BYTE`]).
+    slots: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +120,17 @@ impl<'a> Machine<'a> {
     fn new_obj(&mut self, o: Obj) -> Result<usize, PickleError> {
         if self.arena.len() >= MAX_OBJECTS {
             return Err(self.bad("more than 4 million objects"));
+        }
+        self.slots += match &o {
+            Obj::Tuple(v) | Obj::List(v) => v.len(),
+            Obj::Dict(v) => 2 * v.len(),
+            Obj::Made(Made::Tensor { shape, .. }) => 2 * shape.len(),
+            _ => 0,
+        };
+        if self.slots > MAX_SLOTS_PER_BYTE * self.data.len() + 4096 {
+            return Err(self.bad(
+                "its containers hold far more items than its bytes can describe (copies of copies)",
+            ));
         }
         self.arena.push(o);
         Ok(self.arena.len() - 1)
@@ -277,6 +294,7 @@ pub fn load<'a>(
         arena: Vec::new(),
         stack: Vec::new(),
         memo: HashMap::new(),
+        slots: 0,
     };
     loop {
         let at = m.pos;
@@ -289,8 +307,11 @@ pub fn load<'a>(
                 }
             }
             // FRAME: a length prefix for what follows, which is read as usual.
+            // FRAME: a length prefix for what follows, read as usual; the frame must be there
+            // whole, or Python's own unpickler (and torch.load) would refuse the file.
             0x95 => {
-                m.le::<8>()?;
+                let n = u64::from_le_bytes(m.le()?);
+                m.len(n)?;
             }
             b'.' => return m.pop().map(|root| (m, root)),
             b'(' => {
@@ -456,9 +477,31 @@ pub fn load<'a>(
     }
 }
 
-/// Every global a pickle names, without running it (what `nnsign scan` reports), and why the
-/// pickle did not load to its end, if it did not.
-pub fn scan(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
+/// Every global the pickles at the start of `data` name, without running them (what `nnsign
+/// scan` reports): pickles that follow one another (as in a legacy `torch.save` file, or a
+/// payload hidden after a state dict) are all read. Also why reading stopped before the end of
+/// `data`, if it did.
+pub fn scan_all(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
+    let (mut globals, mut at) = (Vec::new(), 0);
+    loop {
+        let (g, err, used) = scan_one(&data[at..]);
+        for x in g {
+            if !globals.contains(&x) {
+                globals.push(x);
+            }
+        }
+        if let Some(e) = err {
+            return (globals, Some(e));
+        }
+        at += used;
+        if at >= data.len() || data[at] != 0x80 {
+            return (globals, None);
+        }
+    }
+}
+
+/// [`scan_all`] for one pickle: its globals, why it stopped early, the bytes it took.
+fn scan_one(data: &[u8]) -> (Vec<String>, Option<PickleError>, usize) {
     struct Record(Vec<String>);
     impl Policy for Record {
         fn allow(&mut self, g: &str) -> bool {
@@ -477,8 +520,16 @@ pub fn scan(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
         }
     }
     let mut r = Record(Vec::new());
-    let err = load(data, &mut r).err();
-    (r.0, err)
+    match load(data, &mut r) {
+        Ok((m, _)) => (r.0, None, m.consumed()),
+        Err(e) => (r.0, Some(e), data.len()),
+    }
+}
+
+/// [`scan_all`] of one pickle.
+pub fn scan(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
+    let (g, e, _) = scan_one(data);
+    (g, e)
 }
 
 #[cfg(test)]

@@ -98,7 +98,12 @@ pub fn scan(path: &Path) -> Result<Report, ImportError> {
 
 /// The globals a pickle names: those a state dict needs are notes, anything else a danger.
 fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
-    let (globals, err) = crate::pickle::scan(bytes);
+    // A legacy torch.save file opens with a 10-byte integer this reader does not take: skip it.
+    let bytes = match crate::torch::legacy_body(bytes) {
+        Some(rest) => rest,
+        None => bytes,
+    };
+    let (globals, err) = crate::pickle::scan_all(bytes);
     let mut out: Vec<Finding> = (globals.into_iter())
         .map(|g| {
             if crate::torch::allowed(&g) {
@@ -113,7 +118,10 @@ fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
         })
         .collect();
     if let Some(e) = err {
-        out.push(note(format!("{what} stops early: {e}")));
+        // What follows the point where reading stopped is unknown: it may call anything.
+        out.push(danger(format!(
+            "{what} cannot be read to its end ({e}): what follows could run code"
+        )));
     }
     out
 }
@@ -181,7 +189,12 @@ fn scan_zip(path: &Path, file: &std::fs::File) -> Result<Report, ImportError> {
             .iter()
             .filter(|n| n.ends_with("/data.pkl") || n.ends_with(".pkl"))
         {
-            findings.extend(pickle_findings(n, &read(n)?));
+            match read(n) {
+                Ok(bytes) => findings.extend(pickle_findings(n, &bytes)),
+                // Unreadable here (encrypted, damaged) is unreadable to a check, not to a
+                // loader that ignores the damage.
+                Err(e) => findings.push(danger(format!("{n} cannot be read to check it: {e}"))),
+            }
         }
         return Ok(Report {
             format: "pytorch",

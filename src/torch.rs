@@ -168,6 +168,11 @@ pub fn load_pickle(data: &[u8]) -> Result<Vec<String>, String> {
 /// number 0x1950a86a20f9469cfc6c as a 10-byte LONG1, STOP.
 const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
 
+/// What follows the magic number of a legacy `torch.save` file, if `bytes` is one.
+pub fn legacy_body(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.strip_prefix(LEGACY_MAGIC)
+}
+
 /// Whether a file starts like a legacy `torch.save` file.
 pub fn is_legacy(magic: &[u8]) -> bool {
     magic.starts_with(&LEGACY_MAGIC[..LEGACY_MAGIC.len().min(magic.len())]) && magic.len() >= 4
@@ -230,9 +235,10 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, Impor
         })
         .collect::<Result<_, _>>()?;
     // The storages, in the keys' order: each an element count, then its elements.
+    let sizes = storage_sizes(&object);
     let mut storages: std::collections::HashMap<String, &[u8]> = std::collections::HashMap::new();
     for key in keys {
-        let elem = storage_size(&object, &key)
+        let elem = *(sizes.get(&key))
             .ok_or_else(|| bad(format!("storage {key:?} is listed but no tensor uses it")))?;
         let count = bytes
             .get(at..at + 8)
@@ -263,14 +269,16 @@ pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, Impor
     })
 }
 
-/// The element size of the storage with `key` that the object refers to.
-fn storage_size(m: &Machine<'_>, key: &str) -> Option<u64> {
-    (0..m.objects()).find_map(|i| match m.get(i) {
-        Obj::Made(Made::Storage { class, key: k, .. }) if k == key => {
-            storage_dtype(class).map(|d| d.size())
-        }
-        _ => None,
-    })
+/// The element size of every storage the object refers to, by key.
+fn storage_sizes(m: &Machine<'_>) -> std::collections::HashMap<String, u64> {
+    (0..m.objects())
+        .filter_map(|i| match m.get(i) {
+            Obj::Made(Made::Storage { class, key, .. }) => {
+                Some((key.clone(), storage_dtype(class)?.size()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether a zip archive is a `torch.save` checkpoint: it has a `<folder>/data.pkl`.
@@ -310,6 +318,9 @@ fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>,
                 "record {name:?} is not inside the archive's folder"
             ))
         })?;
+        if matches!(folder, "" | "." | "..") {
+            return Err(bad(format!("record {name:?} is not inside a plain folder")));
+        }
         if prefix.get_or_insert_with(|| folder.to_owned()) != folder {
             return Err(bad(format!(
                 "records in two folders, {:?} and {folder:?}: not one checkpoint",
@@ -457,6 +468,13 @@ fn gather(
         .ok_or("its size overflows")?;
     if count == 0 {
         return Ok(Vec::new());
+    }
+    // A view with more elements than its storage repeats elements (a stride-0 expansion):
+    // materialized, a few bytes of pickle would claim any amount of memory.
+    if count > numel {
+        return Err(format!(
+            "its view has {count} elements, more than its storage's {numel} (an expanded view): re-save it with .contiguous()"
+        ));
     }
     let last = (shape.iter().zip(strides))
         .try_fold(offset, |a, (&d, &s)| {
