@@ -88,6 +88,19 @@ pub struct SourceTensor {
     pub origin: PathBuf,
 }
 
+impl SourceTensor {
+    /// The tensor's entry in a table, as validation sees it (offset 0: not yet placed).
+    pub fn info(&self) -> format::TensorInfo {
+        format::TensorInfo {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            offset: 0,
+            length: self.bytes.len() as u64,
+        }
+    }
+}
+
 /// What the inputs hold.
 #[derive(Default)]
 pub struct Imported {

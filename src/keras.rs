@@ -114,15 +114,7 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError>
         outputs,
         nodes: b.nodes,
     };
-    let infos: Vec<crate::format::TensorInfo> = (b.tensors.iter())
-        .map(|t| crate::format::TensorInfo {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            offset: 0,
-            length: t.bytes.len() as u64,
-        })
-        .collect();
+    let infos: Vec<crate::format::TensorInfo> = b.tensors.iter().map(SourceTensor::info).collect();
     arch.declare_outputs(&infos)
         .map_err(|e| bad(format!("config.json: {e}")))?;
     Ok(KerasModel {

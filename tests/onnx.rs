@@ -238,15 +238,8 @@ fn damaged_onnx_files_are_refused_never_panic() {
         let outcome = std::panic::catch_unwind(|| {
             nnsign::import::import(std::slice::from_ref(&path)).map(|m| {
                 if let Some(arch) = &m.arch {
-                    let infos: Vec<nnsign::format::TensorInfo> = (m.tensors.iter())
-                        .map(|t| nnsign::format::TensorInfo {
-                            name: t.name.clone(),
-                            dtype: t.dtype,
-                            shape: t.shape.clone(),
-                            offset: 0,
-                            length: t.bytes.len() as u64,
-                        })
-                        .collect();
+                    let infos: Vec<nnsign::format::TensorInfo> =
+                        m.tensors.iter().map(|t| t.info()).collect();
                     let _ = arch.validate(&infos);
                 }
             })

@@ -8,15 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let path = std::path::Path::new("/nonexistent-fuzz-dir/model.onnx");
     if let Ok(m) = nnsign::onnx::read(path, data, false) {
         if let Some(arch) = m.arch {
-            let infos: Vec<nnsign::format::TensorInfo> = (m.tensors.iter())
-                .map(|t| nnsign::format::TensorInfo {
-                    name: t.name.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    offset: 0,
-                    length: t.bytes.len() as u64,
-                })
-                .collect();
+            let infos: Vec<nnsign::format::TensorInfo> = m.tensors.iter().map(|t| t.info()).collect();
             let _ = arch.validate(&infos);
         }
     }

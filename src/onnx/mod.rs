@@ -43,42 +43,11 @@ pub struct OnnxModel {
     pub labels: BTreeMap<String, String>,
 }
 
-/// ONNX ops that map onto nnsign ops of the same name.
-const SAME: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Relu",
-    "LeakyRelu",
-    "Sigmoid",
-    "Tanh",
-    "Exp",
-    "Sqrt",
-    "Erf",
-    "Gelu",
-    "Softmax",
-    "Identity",
-    "Dropout",
-    "MatMul",
-    "Gemm",
-    "Conv",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "BatchNormalization",
-    "LayerNormalization",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Concat",
-    "Gather",
-    "Slice",
-    "Squeeze",
-    "Unsqueeze",
-    "Constant",
-];
+/// Whether an ONNX op maps onto the nnsign op of the same name: every op of op-set 2 but
+/// `Dense`, which ONNX does not have.
+fn same_op(op: &str) -> bool {
+    op != "Dense" && crate::ops::OPSET_2.contains(&op)
+}
 
 fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
     ImportError::Invalid {
@@ -144,7 +113,7 @@ pub fn read(path: &Path, bytes: &[u8], weights_only: bool) -> Result<OnnxModel, 
         .filter_map(|n| {
             let op = n.op_type.as_deref().unwrap_or("");
             let domain = n.domain.as_deref().unwrap_or("");
-            let ours = matches!(domain, "" | "ai.onnx") && SAME.contains(&op);
+            let ours = matches!(domain, "" | "ai.onnx") && same_op(op);
             (!ours).then(|| {
                 if domain.is_empty() {
                     op.to_owned()
