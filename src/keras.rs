@@ -95,6 +95,8 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError>
         nodes: Vec::new(),
         inputs: Vec::new(),
         names: HashSet::new(),
+        groups: Default::default(),
+        seen: Default::default(),
     };
     let outputs = b.model(&config)?;
     let mut labels = BTreeMap::new();
@@ -131,6 +133,10 @@ struct Builder<'a> {
     nodes: Vec<Node>,
     inputs: Vec<ValueInfo>,
     names: HashSet<String>,
+    /// The HDF5 group of each layer's weights, by layer name.
+    groups: std::collections::HashMap<String, String>,
+    /// How many layers of each snake-case class name came before.
+    seen: std::collections::HashMap<String, usize>,
 }
 
 /// The nnsign op of a Keras activation name, with its attributes.
@@ -208,6 +214,17 @@ impl Builder<'_> {
                     }
                 },
             };
+            // Keras 3 saves a layer's weights under its class name in snake case, numbered
+            // in the order of the model's layers (conv2d, conv2d_1, ...), not under its name.
+            let snake = snake_case(class);
+            let k = self.seen.entry(snake.clone()).or_insert(0);
+            let group = if *k == 0 {
+                snake.clone()
+            } else {
+                format!("{snake}_{k}")
+            };
+            *k += 1;
+            self.groups.insert(name.clone(), group);
             self.layer(class, &name, &config, &inputs)?;
             last = Some(name);
         }
@@ -260,7 +277,12 @@ impl Builder<'_> {
         i: usize,
         var: &str,
     ) -> Result<(String, Vec<f32>, Vec<u64>), ImportError> {
-        let at = format!("layers/{layer}/vars/{i}");
+        let group = self
+            .groups
+            .get(layer)
+            .cloned()
+            .unwrap_or_else(|| layer.to_owned());
+        let at = format!("layers/{group}/vars/{i}");
         let ds = self
             .h5
             .dataset(&at)
@@ -465,15 +487,139 @@ impl Builder<'_> {
                 self.add_tensor(&table, &v, s);
                 self.node("Gather", name, vec![table, one()?], name, BTreeMap::from([("axis".to_owned(), Attr::Int(0))]));
             }
+            "Conv2D" | "MaxPooling2D" | "AveragePooling2D" => {
+                let ints = |k: &str| -> Result<Option<Vec<u64>>, ImportError> {
+                    match config.get(k) {
+                        None | Some(Json::Null) => Ok(None),
+                        Some(Json::Number(n)) => Ok(n.as_u64().map(|v| vec![v, v])),
+                        Some(Json::Array(a)) => a
+                            .iter()
+                            .map(|v| v.as_u64().ok_or_else(|| at(format!("{k} holds a non-integer"))))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(Some),
+                        Some(_) => Err(at(format!("{k} is not a list of integers"))),
+                    }
+                };
+                let conv = class == "Conv2D";
+                let kernel = ints(if conv { "kernel_size" } else { "pool_size" })?.ok_or_else(|| at("has no kernel size".into()))?;
+                let strides = ints("strides")?.unwrap_or_else(|| if conv { vec![1, 1] } else { kernel.clone() });
+                let dilations = if conv { ints("dilation_rate")?.unwrap_or(vec![1, 1]) } else { vec![1, 1] };
+                if kernel.len() != 2 || strides.len() != 2 || dilations.len() != 2 {
+                    return Err(at("is not 2-D".into()));
+                }
+                let pads = match text("padding").unwrap_or("valid") {
+                    "valid" => vec![0; 4],
+                    // Keras's "same" with stride 1: the padding needs no input size.
+                    "same" if strides == [1, 1] => {
+                        let total: Vec<u64> = (0..2).map(|a| (kernel[a] - 1) * dilations[a]).collect();
+                        vec![total[0] / 2, total[1] / 2, total[0] - total[0] / 2, total[1] - total[1] / 2]
+                    }
+                    other => {
+                        return Err(at(format!(
+                            "padding {other:?} with strides {strides:?} needs the input's size, which the importer does not track yet"
+                        )))
+                    }
+                };
+                let last = text("data_format").unwrap_or("channels_last") == "channels_last";
+                let mut x = one()?;
+                if last {
+                    let t = format!("{name}/to_nchw");
+                    self.node("Transpose", &t, vec![x], &t, BTreeMap::from([("perm".to_owned(), Attr::Ints(vec![0, 3, 1, 2]))]));
+                    x = t;
+                }
+                let i64s = |v: &[u64]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
+                let mut attrs = BTreeMap::from([
+                    ("kernel_shape".to_owned(), i64s(&kernel)),
+                    ("strides".to_owned(), i64s(&strides)),
+                    ("pads".to_owned(), i64s(&pads)),
+                ]);
+                let op_out = format!("{name}/{}", if conv { "conv" } else { "pool" });
+                if conv {
+                    // Keras keeps kernels [kh, kw, in / groups, out]; Conv takes [out, in / groups, kh, kw].
+                    let (wname, w, wshape) = self.var(name, 0, "kernel")?;
+                    let [kh, kw, ci, co] = [wshape[0], wshape[1], wshape[2], wshape[3]].map(|d| d as usize);
+                    let mut moved = vec![0f32; w.len()];
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            for c in 0..ci {
+                                for o in 0..co {
+                                    moved[((o * ci + c) * kh + i) * kw + j] = w[((i * kw + j) * ci + c) * co + o];
+                                }
+                            }
+                        }
+                    }
+                    self.add_tensor(&wname, &moved, vec![co as u64, ci as u64, kh as u64, kw as u64]);
+                    attrs.insert("dilations".into(), i64s(&dilations));
+                    attrs.insert("group".into(), Attr::Int(config.get("groups").and_then(|g| g.as_i64()).unwrap_or(1)));
+                    let mut ins = vec![x, wname];
+                    if config.get("use_bias").and_then(|b| b.as_bool()).unwrap_or(true) {
+                        let (bias, v, s) = self.var(name, 1, "bias")?;
+                        self.add_tensor(&bias, &v, s);
+                        ins.push(bias);
+                    }
+                    self.node("Conv", &op_out, ins, &op_out, attrs);
+                } else {
+                    let op = if class == "MaxPooling2D" { "MaxPool" } else { "AveragePool" };
+                    self.node(op, &op_out, vec![x], &op_out, attrs);
+                }
+                let mut y = op_out;
+                if last {
+                    let t = format!("{name}/to_nhwc");
+                    self.node("Transpose", &t, vec![y], &t, BTreeMap::from([("perm".to_owned(), Attr::Ints(vec![0, 2, 3, 1]))]));
+                    y = t;
+                }
+                let act = if conv { text("activation").unwrap_or("linear") } else { "linear" };
+                match activation(act).ok_or_else(|| at(format!("activation {act:?} is not one nnsign runs")))? {
+                    Some((op, attrs)) => self.node(op, name, vec![y], name, attrs),
+                    None => self.node("Identity", name, vec![y], name, BTreeMap::new()),
+                }
+            }
+            "GlobalAveragePooling2D" => {
+                let last = text("data_format").unwrap_or("channels_last") == "channels_last";
+                let keep = config.get("keepdims").and_then(|k| k.as_bool()).unwrap_or(false);
+                let mut x = one()?;
+                if last {
+                    let t = format!("{name}/to_nchw");
+                    self.node("Transpose", &t, vec![x], &t, BTreeMap::from([("perm".to_owned(), Attr::Ints(vec![0, 3, 1, 2]))]));
+                    x = t;
+                }
+                let g = format!("{name}/gap");
+                self.node("GlobalAveragePool", &g, vec![x], &g, BTreeMap::new());
+                match (keep, last) {
+                    (false, _) => self.node("Flatten", name, vec![g], name, BTreeMap::from([("axis".to_owned(), Attr::Int(1))])),
+                    (true, true) => self.node("Transpose", name, vec![g], name, BTreeMap::from([("perm".to_owned(), Attr::Ints(vec![0, 2, 3, 1]))])),
+                    (true, false) => self.node("Identity", name, vec![g], name, BTreeMap::new()),
+                }
+            }
             "Lambda" => return Err(at("a Lambda layer runs arbitrary Python when Keras loads it; nnsign refuses it".into())),
             other => {
                 return Err(at(format!(
-                    "the Keras importer does not map {other} layers yet (it maps InputLayer, Dense, Activation, Dropout, Flatten, Reshape, Add, Concatenate, LayerNormalization, BatchNormalization, Embedding)"
+                    "the Keras importer does not map {other} layers yet (it maps InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Activation, Dropout, Flatten, Reshape, Add, Concatenate, LayerNormalization, BatchNormalization, Embedding)"
                 )))
             }
         }
         Ok(())
     }
+}
+
+/// Keras's `to_snake_case` of a class name: `Conv2D` → `conv2d`, `MaxPooling2D` →
+/// `max_pooling2d`, `BatchNormalization` → `batch_normalization`.
+fn snake_case(class: &str) -> String {
+    let c: Vec<char> = class.chars().collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        // An underscore before an upper-case letter that starts a lower-case word, or that
+        // follows a lower-case letter.
+        let starts_word = i > 0
+            && ch.is_ascii_uppercase()
+            && c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        let after_lower = i > 0 && ch.is_ascii_uppercase() && c[i - 1].is_ascii_lowercase();
+        if starts_word || after_lower {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
 }
 
 fn flag(config: &Json, key: &str) -> bool {
@@ -534,5 +680,23 @@ fn history_names(list: &[Json]) -> Vec<String> {
             .iter()
             .filter_map(|e| e.get(0).and_then(|n| n.as_str()).map(str::to_owned))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn class_names_snake_case_as_keras_does() {
+        for (class, snake) in [
+            ("Conv2D", "conv2d"),
+            ("MaxPooling2D", "max_pooling2d"),
+            ("GlobalAveragePooling2D", "global_average_pooling2d"),
+            ("BatchNormalization", "batch_normalization"),
+            ("InputLayer", "input_layer"),
+            ("Dense", "dense"),
+            ("LayerNormalization", "layer_normalization"),
+        ] {
+            assert_eq!(super::snake_case(class), snake);
+        }
     }
 }

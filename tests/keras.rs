@@ -69,6 +69,37 @@ fn the_seed_model_imports_and_reproduces_keras() {
     assert_eq!(k.labels["keras.version"], "3.15.1");
 }
 
+/// A channels-last CNN (scripts/make_keras_cnn_fixture.py, made with Keras 3 itself): Conv2D
+/// with "same" and strided "valid" padding, max pooling, batch normalization, global average
+/// pooling, weights found under Keras's own HDF5 names (conv2d, conv2d_1, ...).
+#[test]
+fn a_channels_last_cnn_reproduces_keras() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("cnn.nns");
+    let run = pack(&fixture("keras_cnn/model.keras"), &art);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = dir.path().join("y.npy");
+    let run = nnsign([
+        "verify-load".as_ref(),
+        art.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "--input".as_ref(),
+        fixture("keras_cnn/inputs.npy").as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let (shape, got) = read_npy_f32(&out);
+    let (_, want) = read_npy_f32(&fixture("keras_cnn/expected.npy"));
+    assert_eq!(shape, vec![5, 3]);
+    let max = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(max <= 1e-5, "{max}");
+}
+
 #[test]
 fn code_and_unmapped_layers_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,8 +129,8 @@ fn code_and_unmapped_layers_are_refused_by_name() {
             "Swish \"swish\" comes from module \"my_company.layers\"",
         ),
         (
-            serde_json::json!({"module": "keras.layers", "class_name": "Conv2D", "config": {"name": "conv"}}),
-            "layer \"conv\" (Conv2D): the Keras importer does not map Conv2D layers yet",
+            serde_json::json!({"module": "keras.layers", "class_name": "LSTM", "config": {"name": "rnn"}}),
+            "layer \"rnn\" (LSTM): the Keras importer does not map LSTM layers yet",
         ),
     ];
     for (k, (layer, message)) in cases.into_iter().enumerate() {
