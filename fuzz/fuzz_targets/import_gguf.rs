@@ -1,0 +1,14 @@
+//! The GGUF importer (header, metadata, tensor table, data section), on an arbitrary file that starts with the format's magic.
+#![no_main]
+
+use std::io::Write;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(b"GGUF").unwrap();
+    file.write_all(data).unwrap();
+    file.flush().unwrap();
+    let _ = nnsign::import::import(&[file.path().to_owned()]);
+});
