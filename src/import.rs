@@ -19,9 +19,11 @@ use crate::sys::Map;
 pub const MAX_NPY_HEADER_LEN: usize = 65536;
 /// Largest decompressed `.npz` member.
 pub const MAX_NPZ_MEMBER_LEN: u64 = 16 << 30;
-/// Largest ratio of decompressed to compressed size for an `.npz` member over 1 MiB: deflate
-/// reaches about 1000:1 on constant data, so more than this is a zip bomb.
-pub const MAX_NPZ_RATIO: u64 = 1100;
+/// Largest ratio of decompressed to compressed size for a zip record over 1 MiB (`.npz`
+/// members, Keras records). Weights compress far less than 10:1; deflate reaches about 1030:1
+/// on constant bytes, which is what a zip bomb is made of. A real array of one repeated value
+/// is refused too: store it uncompressed (`np.savez`, not `savez_compressed`).
+pub const MAX_ZIP_RATIO: u64 = 200;
 
 /// Most bytes reserved up front for an `.npz` member before any of it has been read.
 const PREALLOCATE_MAX: u64 = 64 << 20;
@@ -584,10 +586,10 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
                 format!("member {member_name:?} claims {compressed} compressed bytes, more than the whole file"),
             ));
         }
-        if size > MAX_NPZ_MEMBER_LEN || (size > 1 << 20 && size / compressed > MAX_NPZ_RATIO) {
+        if size > MAX_NPZ_MEMBER_LEN || (size > 1 << 20 && size / compressed > MAX_ZIP_RATIO) {
             return Err(invalid(
                 path,
-                format!("member {member_name:?} expands to {size} bytes from {compressed}: refused as a zip bomb"),
+                format!("member {member_name:?} expands to {size} bytes from {compressed}, more than {MAX_ZIP_RATIO} times: refused as a zip bomb (store constant arrays uncompressed)"),
             ));
         }
         let mut bytes = Vec::with_capacity(size.min(PREALLOCATE_MAX) as usize);

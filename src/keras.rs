@@ -22,8 +22,6 @@ use crate::model::{Attr, Dim, Graph, Node, ValueInfo};
 const MAX_CONFIG_LEN: u64 = 64 << 20;
 /// Largest weights file.
 const MAX_WEIGHTS_LEN: u64 = 16 << 30;
-/// Largest decompressed-to-compressed ratio of a record over 1 MiB.
-const MAX_RATIO: u64 = 1100;
 
 fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
     ImportError::Invalid {
@@ -53,7 +51,7 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError>
     let mut read = |name: &str, cap: u64| -> Result<Vec<u8>, ImportError> {
         let mut e = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
         let (size, packed) = (e.size(), e.compressed_size());
-        if size > cap || (size > 1 << 20 && size / packed.max(1) > MAX_RATIO) {
+        if size > cap || (size > 1 << 20 && size / packed.max(1) > crate::import::MAX_ZIP_RATIO) {
             return Err(bad(format!(
                 "{name}: {size} bytes ({packed} compressed) is over the limits"
             )));

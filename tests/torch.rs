@@ -300,3 +300,26 @@ fn legacy_checkpoints_import_and_raw_pickles_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn zip_bombs_are_refused_before_inflating() {
+    // An .npz member of 4 MiB of zeros deflates about 1000:1.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.npz");
+    {
+        use std::io::Write;
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("zeros.npy", options).unwrap();
+        let mut header = b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (4194304,), }".to_vec();
+        header.resize(127, b' ');
+        header.push(b'\n');
+        z.write_all(&header).unwrap();
+        z.write_all(&vec![0u8; 4 << 20]).unwrap();
+        z.finish().unwrap();
+    }
+    assert!(std::fs::metadata(&path).unwrap().len() < 16 << 10);
+    let err = load(&path).err().unwrap().to_string();
+    assert!(err.contains("refused as a zip bomb"), "{err}");
+}
