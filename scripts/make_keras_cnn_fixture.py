@@ -6,8 +6,8 @@
 
 Writes tests/fixtures/keras_cnn/: model.keras (Functional: Input [8, 8, 2] channels-last ->
 Conv2D(4, 3x3, padding same, relu) -> MaxPooling2D(2) -> Conv2D(6, 3x3, strides 2, padding
-valid) -> BatchNormalization -> Activation(relu) -> GlobalAveragePooling2D ->
-Dense(3, softmax); random weights, seed 7, untrained; BatchNormalization's moving statistics
+same) -> BatchNormalization -> Activation(relu) -> Conv2D(6, 2x2, padding valid, tanh) ->
+GlobalAveragePooling2D -> Dense(3, softmax); random weights, seed 7, untrained; BatchNormalization's moving statistics
 set to non-trivial values), inputs.npy float32 [5, 8, 8, 2], expected.npy (model.predict).
 """
 import os
@@ -23,9 +23,10 @@ keras.utils.set_random_seed(7)
 x = keras.Input(shape=(8, 8, 2), name="image")
 h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
 h = keras.layers.MaxPooling2D(2, name="pool")(h)
-h = keras.layers.Conv2D(6, 3, strides=2, padding="valid", name="conv2")(h)
+h = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv2")(h)
 h = keras.layers.BatchNormalization(name="bn")(h)
 h = keras.layers.Activation("relu", name="act")(h)
+h = keras.layers.Conv2D(6, 2, padding="valid", activation="tanh", name="conv3")(h)
 h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
 y = keras.layers.Dense(3, activation="softmax", name="probs")(h)
 model = keras.Model(x, y, name="cnn")

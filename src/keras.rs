@@ -244,6 +244,24 @@ impl Builder<'_> {
         Ok(outputs)
     }
 
+    /// The shape the graph built so far gives `value`.
+    fn shape_of(&self, value: &str) -> Result<Vec<Dim>, String> {
+        let mut g = Graph {
+            opset: crate::model::OPSET,
+            inputs: self.inputs.clone(),
+            outputs: vec![ValueInfo {
+                name: value.into(),
+                dtype: "F32".into(),
+                shape: Vec::new(),
+            }],
+            nodes: self.nodes.clone(),
+        };
+        let infos: Vec<crate::format::TensorInfo> =
+            self.tensors.iter().map(SourceTensor::info).collect();
+        g.declare_outputs(&infos).map_err(|e| e.to_string())?;
+        Ok(g.outputs.remove(0).shape)
+    }
+
     fn input(&mut self, name: &str, shape: &Json, dtype: &str) -> Result<(), ImportError> {
         let dims = shape
             .as_array()
@@ -505,20 +523,39 @@ impl Builder<'_> {
                 if kernel.len() != 2 || strides.len() != 2 || dilations.len() != 2 {
                     return Err(at("is not 2-D".into()));
                 }
+                let last = text("data_format").unwrap_or("channels_last") == "channels_last";
                 let pads = match text("padding").unwrap_or("valid") {
                     "valid" => vec![0; 4],
-                    // Keras's "same" with stride 1: the padding needs no input size.
-                    "same" if strides == [1, 1] => {
-                        let total: Vec<u64> = (0..2).map(|a| (kernel[a] - 1) * dilations[a]).collect();
+                    // Keras's "same": output size ceil(input / stride), the padding split with
+                    // the odd cell after. With stride 1 it needs no input size.
+                    "same" => {
+                        let sizes: Vec<u64> = if strides == [1, 1] {
+                            vec![0, 0]
+                        } else {
+                            let shape = self.shape_of(&one()?).map_err(|e| at(format!("its input's shape: {e}")))?;
+                            let spatial = if last { [1, 2] } else { [2, 3] };
+                            (spatial.iter())
+                                .map(|&a| match shape.get(a) {
+                                    Some(Dim::Fixed(n)) => Ok(*n),
+                                    other => Err(at(format!("padding \"same\" with strides {strides:?} needs a fixed input size, not {other:?}"))),
+                                })
+                                .collect::<Result<_, _>>()?
+                        };
+                        let total: Vec<u64> = (0..2)
+                            .map(|a| {
+                                let extent = (kernel[a] - 1) * dilations[a] + 1;
+                                if strides[a] == 1 {
+                                    extent - 1
+                                } else {
+                                    let out = sizes[a].div_ceil(strides[a]);
+                                    ((out.max(1) - 1) * strides[a] + extent).saturating_sub(sizes[a])
+                                }
+                            })
+                            .collect();
                         vec![total[0] / 2, total[1] / 2, total[0] - total[0] / 2, total[1] - total[1] / 2]
                     }
-                    other => {
-                        return Err(at(format!(
-                            "padding {other:?} with strides {strides:?} needs the input's size, which the importer does not track yet"
-                        )))
-                    }
+                    other => return Err(at(format!("padding {other:?} is not \"valid\" or \"same\""))),
                 };
-                let last = text("data_format").unwrap_or("channels_last") == "channels_last";
                 let mut x = one()?;
                 if last {
                     let t = format!("{name}/to_nchw");

@@ -70,8 +70,9 @@ fn the_seed_model_imports_and_reproduces_keras() {
 }
 
 /// A channels-last CNN (scripts/make_keras_cnn_fixture.py, made with Keras 3 itself): Conv2D
-/// with "same" and strided "valid" padding, max pooling, batch normalization, global average
-/// pooling, weights found under Keras's own HDF5 names (conv2d, conv2d_1, ...).
+/// with "same" padding at strides 1 and 2 and with "valid" padding, max pooling, batch
+/// normalization, global average pooling, weights found under Keras's own HDF5 names (conv2d,
+/// conv2d_1, ...).
 #[test]
 fn a_channels_last_cnn_reproduces_keras() {
     let dir = tempfile::tempdir().unwrap();
