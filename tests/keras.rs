@@ -19,25 +19,30 @@ fn pack(model: &Path, out: &Path) -> Run {
     ])
 }
 
-#[test]
-fn the_seed_model_imports_and_reproduces_keras() {
-    let dir = tempfile::tempdir().unwrap();
-    let art = dir.path().join("k.nns");
-    let run = pack(&fixture("keras_seed_mlp/model.keras"), &art);
-    assert_eq!(run.code, 0, "{run:?}");
-    let out = dir.path().join("y.npy");
+/// Runs the artifact on `input` (a fixture); returns the output's shape and values.
+fn run_model(dir: &Path, art: &Path, input: &str) -> (Vec<u64>, Vec<f32>) {
+    let out = dir.join("y.npy");
     let run = nnsign([
         "verify-load".as_ref(),
         art.as_os_str(),
         "--trust".as_ref(),
         test_key("test-a.pub").as_os_str(),
         "--input".as_ref(),
-        fixture("keras_seed_mlp/inputs.npy").as_os_str(),
+        fixture(input).as_os_str(),
         "--output".as_ref(),
         out.as_os_str(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    let (_, got) = read_npy_f32(&out);
+    read_npy_f32(&out)
+}
+
+#[test]
+fn the_seed_model_imports_and_reproduces_keras() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("k.nns");
+    let run = pack(&fixture("keras_seed_mlp/model.keras"), &art);
+    assert_eq!(run.code, 0, "{run:?}");
+    let (_, got) = run_model(dir.path(), &art, "keras_seed_mlp/inputs.npy");
     let (_, want) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
     let max = got
         .iter()
@@ -79,19 +84,7 @@ fn a_channels_last_cnn_reproduces_keras() {
     let art = dir.path().join("cnn.nns");
     let run = pack(&fixture("keras_cnn/model.keras"), &art);
     assert_eq!(run.code, 0, "{run:?}");
-    let out = dir.path().join("y.npy");
-    let run = nnsign([
-        "verify-load".as_ref(),
-        art.as_os_str(),
-        "--trust".as_ref(),
-        test_key("test-a.pub").as_os_str(),
-        "--input".as_ref(),
-        fixture("keras_cnn/inputs.npy").as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let (shape, got) = read_npy_f32(&out);
+    let (shape, got) = run_model(dir.path(), &art, "keras_cnn/inputs.npy");
     let (_, want) = read_npy_f32(&fixture("keras_cnn/expected.npy"));
     assert_eq!(shape, vec![5, 3]);
     let max = got
