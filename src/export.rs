@@ -302,26 +302,24 @@ pub fn write_npz(out: &Path, values: &[(String, Value)]) -> Result<(), ExportErr
 
 /// The `.npy` encoding of `v` into `w`.
 fn npy_bytes(v: &Value, w: impl Write) -> std::io::Result<()> {
-    use npyz::WriterBuilder;
     let shape: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
     match v {
-        Value::F32(t) => {
-            let mut n = npyz::WriteOptions::<f32>::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(w)
-                .begin_nd()?;
-            n.extend(t.data.iter().copied())?;
-            n.finish()
-        }
-        Value::I64(t) => {
-            let mut n = npyz::WriteOptions::<i64>::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(w)
-                .begin_nd()?;
-            n.extend(t.data.iter().copied())?;
-            n.finish()
-        }
+        Value::F32(t) => npy_of(&t.data, &shape, w),
+        Value::I64(t) => npy_of(&t.data, &shape, w),
     }
+}
+
+fn npy_of<T: npyz::AutoSerialize + Copy>(
+    data: &[T],
+    shape: &[u64],
+    w: impl Write,
+) -> std::io::Result<()> {
+    use npyz::WriterBuilder;
+    let mut n = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(w)
+        .begin_nd()?;
+    n.extend(data.iter().copied())?;
+    n.finish()
 }

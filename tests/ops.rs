@@ -4,32 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use nnsign::format::TensorInfo;
 use nnsign::model::Graph;
-use nnsign::runtime::{self, Model, Value};
-
-/// The arrays of an `.npz`, by name, as values.
-fn arrays(path: &std::path::Path) -> BTreeMap<String, (TensorInfo, Value)> {
-    let imported = nnsign::import::import(&[path.to_owned()]).unwrap();
-    imported
-        .tensors
-        .into_iter()
-        .map(|t| {
-            let info = TensorInfo {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                offset: 0,
-                length: t.bytes.len() as u64,
-            };
-            let v = runtime::to_value(&info, &t.bytes).unwrap();
-            (t.name, (info, v))
-        })
-        .collect()
-}
+use nnsign::runtime::{Model, Value};
 
 /// The largest absolute difference between two values of the same dtype and shape.
 fn max_diff(name: &str, got: &Value, want: &Value) -> f64 {
@@ -59,18 +37,12 @@ fn every_op_case_matches_numpy() {
         let tol = case["tolerance"].as_f64().unwrap();
         let graph = Graph::from_json(&case["arch"].to_string()).unwrap();
         let all = arrays(&dir.join(format!("{name}.npz")));
-        let pick = |prefix: &str| -> BTreeMap<String, (TensorInfo, Value)> {
-            (all.iter())
-                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone())))
-                .collect()
-        };
-        let (weights, inputs, outputs) = (pick("weight."), pick("input."), pick("output."));
-        let infos: Vec<TensorInfo> = (weights.iter())
-            .map(|(n, (i, _))| TensorInfo {
-                name: n.clone(),
-                ..i.clone()
-            })
-            .collect();
+        let (weights, inputs, outputs) = (
+            with_prefix(&all, "weight."),
+            with_prefix(&all, "input."),
+            with_prefix(&all, "output."),
+        );
+        let infos: Vec<TensorInfo> = weights.values().map(|(i, _)| i.clone()).collect();
         let plan = match graph.validate(&infos) {
             Ok(p) => p,
             Err(e) => {

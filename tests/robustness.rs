@@ -197,33 +197,12 @@ fn mutated_graphs_are_refused_or_run_never_panic() {
     let (mut ran, mut refused) = (0, 0);
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let arrays = nnsign::import::import(&[dir.join(format!("{name}.npz"))]).unwrap();
-        let weights: Vec<(TensorInfo, runtime::Value)> = (arrays.tensors.iter())
-            .filter_map(|t| {
-                let n = t.name.strip_prefix("weight.")?;
-                let info = TensorInfo {
-                    name: n.into(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    offset: 0,
-                    length: t.bytes.len() as u64,
-                };
-                let v = runtime::to_value(&info, &t.bytes).unwrap();
-                Some((info, v))
-            })
-            .collect();
-        let inputs: Vec<(String, runtime::Value)> = (arrays.tensors.iter())
-            .filter_map(|t| {
-                let n = t.name.strip_prefix("input.")?;
-                let info = TensorInfo {
-                    name: n.into(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    offset: 0,
-                    length: t.bytes.len() as u64,
-                };
-                Some((n.to_owned(), runtime::to_value(&info, &t.bytes).unwrap()))
-            })
+        let all = arrays(&dir.join(format!("{name}.npz")));
+        let weights: Vec<(TensorInfo, runtime::Value)> =
+            with_prefix(&all, "weight.").into_values().collect();
+        let inputs: Vec<(String, runtime::Value)> = (with_prefix(&all, "input."))
+            .into_iter()
+            .map(|(n, (_, v))| (n, v))
             .collect();
         let infos: Vec<TensorInfo> = weights.iter().map(|(i, _)| i.clone()).collect();
         let rounds: usize = std::env::var("NNSIGN_GRAPH_ROUNDS").map_or(20, |v| v.parse().unwrap());

@@ -130,3 +130,36 @@ pub fn rezip(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
     }
     w.finish().unwrap();
 }
+
+/// The arrays of a file `pack` reads (an `.npz`, `.npy` or safetensors), by name: each one's
+/// table entry and its value.
+pub fn arrays(
+    path: &Path,
+) -> std::collections::BTreeMap<String, (nnsign::format::TensorInfo, nnsign::runtime::Value)> {
+    let imported = nnsign::import::import(&[path.to_owned()]).unwrap();
+    (imported.tensors.into_iter())
+        .map(|t| {
+            let info = t.info();
+            let v = nnsign::runtime::to_value(&info, &t.bytes).unwrap();
+            (t.name, (info, v))
+        })
+        .collect()
+}
+
+/// Of an op fixture's arrays, those named `prefix` + name (`weight.`, `input.`, `output.`),
+/// by that name, which their table entries carry too.
+pub fn with_prefix(
+    all: &std::collections::BTreeMap<String, (nnsign::format::TensorInfo, nnsign::runtime::Value)>,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, (nnsign::format::TensorInfo, nnsign::runtime::Value)> {
+    (all.iter())
+        .filter_map(|(k, (info, v))| {
+            let name = k.strip_prefix(prefix)?.to_owned();
+            let info = nnsign::format::TensorInfo {
+                name: name.clone(),
+                ..info.clone()
+            };
+            Some((name, (info, v.clone())))
+        })
+        .collect()
+}
