@@ -585,6 +585,17 @@ conv_case("conv_batch2_nonsquare", [2, 3, 7, 9], [4, 3, 3, 3], x_decl=["batch", 
 conv_case("conv_1x1", [2, 3, 4, 5], [2, 3, 1, 1], x_decl=["batch", 3, 4, 5])
 conv_case("conv_rect_kernel_explicit_attrs", [1, 2, 6, 8], [3, 2, 2, 3], kernel_shape=[2, 3],
           strides=[1, 2], pads=[0, 1, 1, 1], dilations=[1, 1], group=1, auto_pad="NOTSET")
+# Enough output channels per group for the direct kernel (blocks of 8 channels by 8 columns):
+# a partial channel block, rows wider than a block and not a multiple of it, strides that
+# split columns into phases, dilations, asymmetric pads, groups.
+conv_case("conv_direct_16ch_strides_2", [2, 3, 11, 13], [16, 3, 3, 3], strides=[2, 2],
+          pads=[1, 1, 1, 1])
+conv_case("conv_direct_12ch_dilations_asym_pads", [1, 5, 9, 20], [12, 5, 3, 2],
+          dilations=[2, 3], pads=[0, 2, 1, 1])
+conv_case("conv_direct_groups_strides_1_3", [1, 6, 8, 26], [10, 3, 3, 3], bias=False, group=2,
+          strides=[1, 3], pads=[1, 0, 1, 2])
+conv_case("conv_direct_5x5_strides_3", [1, 2, 17, 19], [9, 2, 5, 5], strides=[3, 3],
+          pads=[2, 2, 2, 2])
 
 
 def with_negative_region(arr):

@@ -260,13 +260,14 @@ impl Model {
             });
         }
         let names = plan.outputs.iter().map(|(_, info)| info.name.clone());
-        let Some((batch, axes)) = self.tiling(&symbols) else {
-            return Ok(names.zip(self.execute(values, &shapes)?).collect());
-        };
         // The batch in slices, each slice through the whole graph on one core while its values
         // are in cache; then the outputs joined. Memory stays within what the whole batch
         // needs, which was checked above.
-        let tiles = batch.div_ceil(self.tile_rows(batch));
+        let tiling = self.tiling(&symbols);
+        let tiles = tiling.map_or(1, |(batch, _)| batch.div_ceil(self.tile_rows(batch)));
+        let (Some((batch, axes)), 2..) = (tiling, tiles) else {
+            return Ok(names.zip(self.execute(values, &shapes)?).collect());
+        };
         let per = batch.div_ceil(tiles);
         let results: Vec<Result<Vec<Value>, RunError>> = (0..tiles)
             .into_par_iter()
@@ -300,7 +301,7 @@ impl Model {
     fn tiling(&self, symbols: &HashMap<&str, usize>) -> Option<(usize, &[usize])> {
         let b = self.plan.batching.as_ref()?;
         let batch = *symbols.get(b.symbol.as_str())?;
-        (batch >= 2 && rayon::current_num_threads() > 1).then_some((batch, &b.outputs[..]))
+        (batch >= 2).then_some((batch, &b.outputs[..]))
     }
 
     /// Items per slice: small enough that a slice's live values fit in a core's cache (about

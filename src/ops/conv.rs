@@ -1,6 +1,7 @@
-//! 2-D convolution (im2col + SGEMM, one image per core), max and average pooling, and global
+//! 2-D convolution (direct, or im2col + SGEMM, one image per core), max and average pooling, and global
 //! average pooling, all over `NCHW` tensors.
 
+use super::direct::{arrange, Direct, CHANNELS};
 use super::elementwise::Unary;
 use super::linalg::gemm;
 use super::shape::{fmt_shape, same, Elem, VType, D};
@@ -210,38 +211,21 @@ impl Conv2d {
         }
         let win = self.window;
         let pointwise = kh == 1 && kw == 1 && win.strides == [1, 1] && win.pads == [0; 4];
-        // One image per task; with fewer images than cores, each product is split instead.
-        let image = |i: usize, dst: &mut [f32]| {
-            // The unfolded input, in a buffer each thread keeps: im2col writes all of it.
-            let mut cols = if pointwise {
-                Vec::new()
-            } else {
-                let mut buf = COLS.take();
-                buf.resize(patch * oplane, 0.0);
-                buf
-            };
-            for gi in 0..g {
-                let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
-                let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
-                let cols: &[f32] = if pointwise {
-                    src
-                } else {
-                    im2col(src, [cg, h, wd], [kh, kw], [oh, ow], &win, &mut cols);
-                    &cols
-                };
-                let dst = &mut dst[gi * mg * oplane..(gi + 1) * mg * oplane];
-                gemm(
-                    1.0,
-                    MatRef::new(wg, mg, patch),
-                    MatRef::new(cols, patch, oplane),
-                    0.0,
-                    dst,
-                );
-            }
-            // Bias, then the fused ops, as one affine map per channel and an activation.
-            for (ch, row) in dst.chunks_mut(oplane).enumerate() {
+        // Direct convolution when there are enough output channels to fill its blocks half;
+        // else (and for pointwise products, already plain SGEMMs) im2col + SGEMM.
+        let direct = (!pointwise && mg >= CHANNELS / 2)
+            .then(|| Direct::new([cg, h, wd], [kh, kw], [oh, ow], &win));
+        let arranged: Vec<_> = match direct {
+            Some(_) => (w.data.chunks_exact(mg * patch))
+                .map(|wg| arrange(wg, mg, patch))
+                .collect(),
+            None => Vec::new(),
+        };
+        // Bias, then the fused ops, as one affine map per channel and an activation.
+        let mut act = None;
+        let affine: Vec<(f32, f32)> = (0..m)
+            .map(|ch| {
                 let (mut mul, mut add) = (1.0f32, b.map_or(0.0, |b| b.data[ch]));
-                let mut act = None;
                 for t in &self.then {
                     match *t {
                         Then::BatchNorm(eps) => {
@@ -256,16 +240,47 @@ impl Conv2d {
                         Then::Unary(u) => act = Some(u),
                     }
                 }
-                if (mul, add) != (1.0, 0.0) {
-                    row.iter_mut().for_each(|v| *v = *v * mul + add);
+                (mul, add)
+            })
+            .collect();
+        // One image per task; with fewer images than cores, each product is split instead.
+        let image = |i: usize, dst: &mut [f32]| {
+            // The staged or unfolded input, in a buffer each thread keeps.
+            let mut buf = COLS.take();
+            for gi in 0..g {
+                let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
+                let dst = &mut dst[gi * mg * oplane..(gi + 1) * mg * oplane];
+                let affine = &affine[gi * mg..(gi + 1) * mg];
+                if let Some(d) = &direct {
+                    d.stage(src, &mut buf);
+                    d.run(&buf, &arranged[gi], affine, dst);
+                    continue;
                 }
-                if let Some(u) = act {
-                    u.apply(row);
+                let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
+                let cols: &[f32] = if pointwise {
+                    src
+                } else {
+                    buf.resize(patch * oplane, 0.0);
+                    im2col(src, [cg, h, wd], [kh, kw], [oh, ow], &win, &mut buf);
+                    &buf
+                };
+                gemm(
+                    1.0,
+                    MatRef::new(wg, mg, patch),
+                    MatRef::new(cols, patch, oplane),
+                    0.0,
+                    dst,
+                );
+                for (row, &(mul, add)) in dst.chunks_mut(oplane).zip(affine) {
+                    if (mul, add) != (1.0, 0.0) {
+                        row.iter_mut().for_each(|v| *v = *v * mul + add);
+                    }
                 }
             }
-            if !pointwise {
-                COLS.set(cols);
+            if let Some(u) = act {
+                u.apply(dst);
             }
+            COLS.set(buf);
         };
         chunks(&mut data, m * oplane, spread(n, 2), image);
         Tensor {
@@ -276,7 +291,7 @@ impl Conv2d {
 }
 
 thread_local! {
-    /// Each thread's im2col buffer, kept between images and runs.
+    /// Each thread's staging or im2col buffer, kept between images and runs.
     static COLS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -388,7 +403,19 @@ impl Pool {
             rows: &rows,
             cols: &cols,
         };
+        let halving = self.average.is_none()
+            && self.kernel == [2, 2]
+            && win
+                == (Window {
+                    strides: [2, 2],
+                    pads: [0; 4],
+                    dilations: [1, 1],
+                });
         let plane = |(src, dst): (&[f32], &mut [f32])| match self.average {
+            None if halving => crate::sys::wide(
+                #[inline(always)]
+                || max_2x2(src, w, dst, ow),
+            ),
             // A NaN in a window makes its maximum NaN, as in onnxruntime.
             None => geometry.pool(
                 src,
@@ -412,6 +439,33 @@ impl Pool {
         Tensor {
             shape: out.to_vec(),
             data,
+        }
+    }
+}
+
+/// The larger of `a` and `b`, NaN if either is (as in onnxruntime's max pooling).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+/// Max pooling of one plane `src` (`w` wide) by 2x2 windows at stride 2, the most common
+/// pooling, as a loop the compiler vectorizes.
+#[inline(always)]
+fn max_2x2(src: &[f32], w: usize, dst: &mut [f32], ow: usize) {
+    for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
+        let r0 = &src[2 * oy * w..][..2 * ow];
+        let r1 = &src[(2 * oy + 1) * w..][..2 * ow];
+        for ((o, a), b) in out
+            .iter_mut()
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+        {
+            *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
         }
     }
 }
@@ -559,6 +613,55 @@ mod tests {
             too_much.out(0, &D::Fixed(28), &D::Fixed(3), false),
             Ok(D::Fixed(15))
         );
+    }
+
+    #[test]
+    fn the_halving_max_pool_matches_the_general_one_nans_included() {
+        let general = |x: &Tensor, out: &[usize]| {
+            let [h, w] = [x.shape[2], x.shape[3]];
+            let win = Window {
+                strides: [2, 2],
+                pads: [0; 4],
+                dilations: [1, 1],
+            };
+            let rows: Vec<_> = (0..out[2]).map(|oy| win.inside(0, oy, 2, h)).collect();
+            let cols: Vec<_> = (0..out[3]).map(|ox| win.inside(1, ox, 2, w)).collect();
+            let g = Geometry {
+                win,
+                w,
+                ow: out[3],
+                rows: &rows,
+                cols: &cols,
+            };
+            let mut y = vec![0f32; out.iter().product()];
+            let step = |a: f32, v: f32| if v > a || v.is_nan() { v } else { a };
+            g.pool(&x.data, &mut y, f32::NEG_INFINITY, step, |a, _| a);
+            y
+        };
+        let p = Pool {
+            window: Window {
+                strides: [2, 2],
+                pads: [0; 4],
+                dilations: [1, 1],
+            },
+            kernel: [2, 2],
+            average: None,
+        };
+        for [h, w] in [[4, 4], [5, 7], [2, 19], [9, 2]] {
+            let mut data: Vec<f32> = (0..h * w)
+                .map(|i| ((i * 7919) % 23) as f32 - 11.0)
+                .collect();
+            data[(h * w) / 3] = f32::NAN;
+            data[h * w - 1] = f32::NAN;
+            let x = Tensor {
+                shape: vec![1, 1, h, w],
+                data,
+            };
+            let out = [1, 1, h / 2, w / 2];
+            let fast = p.run(&x, &out).data;
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&general(&x, &out)), "{h}x{w}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! before it runs; and it runs ([`Op::run`]) only on values whose shapes that inference passed.
 
 mod conv;
+mod direct;
 mod elementwise;
 mod linalg;
 mod movement;
