@@ -157,7 +157,7 @@ impl Taps {
 /// One output row of the direct convolution for up to 8 output channels, 8 columns at a time:
 /// for channel `ch < affine.len()` and column `x < width`, `dst[ch * stride + x] = (sum over
 /// kernel cells t of weights[t][ch] * staged[base + x + taps[t]]) * mul + add` with `(mul,
-/// add) = affine[ch]`, summed in cell order. On x86-64 CPUs with AVX2 a block's 64 sums stay
+/// add) = affine[ch]`, summed in cell order, then `max(0)` if `relu`. On x86-64 CPUs with AVX2 a block's 64 sums stay
 /// in registers; elsewhere the same arithmetic runs in plain Rust. Both round identically (a
 /// multiply, then an add: no fused multiply-add), so results do not depend on the CPU.
 #[allow(clippy::too_many_arguments)]
@@ -170,6 +170,7 @@ pub fn conv_row(
     dst: &mut [f32],
     stride: usize,
     width: usize,
+    relu: bool,
 ) {
     let blocks = width.div_ceil(BLOCK);
     assert!(
@@ -185,17 +186,11 @@ pub fn conv_row(
         // `staged[base + x + t .. base + x + t + 8]` for a block start `x <= (blocks - 1) * 8`
         // and a tap `t <= reach - 8`, is inside `staged`; `weights` has one entry per tap; and
         // every write, `dst[ch * stride + x]` for `ch < affine.len()` and `x < width`, is inside
-        // `dst`.
+        // `dst` (a last, partial block is written through a mask of its first lanes).
         unsafe {
+            let offsets = &taps.offsets;
             conv_row_avx2(
-                staged,
-                &taps.offsets,
-                weights,
-                base,
-                affine,
-                dst,
-                stride,
-                width,
+                staged, offsets, weights, base, affine, dst, stride, width, relu,
             )
         };
         return;
@@ -209,6 +204,7 @@ pub fn conv_row(
         dst,
         stride,
         width,
+        relu,
     );
 }
 
@@ -223,6 +219,7 @@ fn conv_row_portable(
     dst: &mut [f32],
     stride: usize,
     width: usize,
+    relu: bool,
 ) {
     for x0 in (0..width).step_by(BLOCK) {
         let mut acc = [[0f32; BLOCK]; BLOCK];
@@ -237,7 +234,11 @@ fn conv_row_portable(
         let n = BLOCK.min(width - x0);
         for (ch, (a, &(mul, add))) in acc.iter().zip(affine).enumerate() {
             let d = &mut dst[ch * stride + x0..][..n];
-            d.iter_mut().zip(a).for_each(|(d, &v)| *d = v * mul + add);
+            for (d, &v) in d.iter_mut().zip(a) {
+                let v = v * mul + add;
+                // As _mm256_max_ps(v, 0): 0 for NaN, like f32::max.
+                *d = if relu { v.max(0.0) } else { v };
+            }
         }
     }
 }
@@ -254,6 +255,7 @@ unsafe fn conv_row_avx2(
     dst: &mut [f32],
     stride: usize,
     width: usize,
+    relu: bool,
 ) {
     use std::arch::x86_64::*;
     let out = dst.as_mut_ptr();
@@ -267,15 +269,21 @@ unsafe fn conv_row_avx2(
             }
         }
         let n = BLOCK.min(width - x0);
+        // The first `n` lanes, for the last block of a row.
+        let lanes = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
         for (ch, (&a, &(mul, add))) in acc.iter().zip(affine).enumerate() {
-            let r = _mm256_add_ps(_mm256_mul_ps(a, _mm256_set1_ps(mul)), _mm256_set1_ps(add));
+            let mut r = _mm256_add_ps(_mm256_mul_ps(a, _mm256_set1_ps(mul)), _mm256_set1_ps(add));
+            if relu {
+                r = _mm256_max_ps(r, _mm256_setzero_ps());
+            }
             let d = out.add(ch * stride + x0);
             if n == BLOCK {
                 _mm256_storeu_ps(d, r);
             } else {
-                let mut last = [0f32; BLOCK];
-                _mm256_storeu_ps(last.as_mut_ptr(), r);
-                std::ptr::copy_nonoverlapping(last.as_ptr(), d, n);
+                _mm256_maskstore_ps(d, lanes, r);
             }
         }
     }
@@ -333,11 +341,11 @@ mod tests {
             let stride = width + 5;
             let mut fast = vec![f32::NAN; chans * stride];
             let mut plain = fast.clone();
-            conv_row(
-                &staged, &taps, &weights, 3, &affine, &mut fast, stride, width,
-            );
-            let w = &weights;
-            conv_row_portable(&staged, &offsets, w, 3, &affine, &mut plain, stride, width);
+            // With and without the fused Relu.
+            let relu = chans % 2 == 0;
+            let (w, a) = (&weights, &affine);
+            conv_row(&staged, &taps, w, 3, a, &mut fast, stride, width, relu);
+            conv_row_portable(&staged, &offsets, w, 3, a, &mut plain, stride, width, relu);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&fast), bits(&plain), "{cells} cells, {chans} channels");
             // Every column of every channel written, nothing past the row.

@@ -243,6 +243,9 @@ impl Conv2d {
                 (mul, add)
             })
             .collect();
+        // The direct kernel applies a Relu as it stores.
+        let relu = direct.is_some() && act == Some(Unary::Relu);
+        let act = act.filter(|_| !relu);
         // One image per task; with fewer images than cores, each product is split instead.
         let image = |i: usize, dst: &mut [f32]| {
             // The staged or unfolded input, in a buffer each thread keeps.
@@ -253,7 +256,7 @@ impl Conv2d {
                 let affine = &affine[gi * mg..(gi + 1) * mg];
                 if let Some(d) = &direct {
                     d.stage(src, &mut buf);
-                    d.run(&buf, &arranged[gi], affine, dst);
+                    d.run(&buf, &arranged[gi], affine, relu, dst);
                     continue;
                 }
                 let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];

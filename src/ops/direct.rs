@@ -118,12 +118,13 @@ impl Direct {
     /// Convolves a staged group with `weights` (for each block of 8 output channels, each
     /// kernel cell's weights for those channels, zeros past the last channel) into `dst`
     /// `[m, oh, ow]`, mapping each output channel's sums `v` to `v * mul + add` with its
-    /// `affine` pair.
+    /// `affine` pair, then to `max(v, 0)` if `relu`.
     pub(super) fn run(
         &self,
         staged: &[f32],
         weights: &[[f32; CHANNELS]],
         affine: &[(f32, f32)],
+        relu: bool,
         dst: &mut [f32],
     ) {
         let k = self.taps.len();
@@ -135,7 +136,9 @@ impl Direct {
             for oy in 0..self.oh {
                 let base = oy * self.sh * self.sw * self.len;
                 let dst = &mut dst[b * CHANNELS * oplane + oy * self.ow..];
-                conv_row(staged, &self.taps, wb, base, affine, dst, oplane, self.ow);
+                conv_row(
+                    staged, &self.taps, wb, base, affine, dst, oplane, self.ow, relu,
+                );
             }
         }
     }
@@ -238,7 +241,13 @@ mod tests {
             d.stage(&x, &mut staged);
             let mut y = vec![f32::NAN; m * oh * ow];
             let affine = vec![(1.5, -0.25); m];
-            d.run(&staged, &arrange(&w, m, c * k[0] * k[1]), &affine, &mut y);
+            d.run(
+                &staged,
+                &arrange(&w, m, c * k[0] * k[1]),
+                &affine,
+                false,
+                &mut y,
+            );
             let want = naive(&x, &w, [c, h, wd], m, k, &win);
             for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                 let b = b * 1.5 - 0.25;
