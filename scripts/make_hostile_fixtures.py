@@ -24,7 +24,8 @@ the canary appears there: the fixtures are real attacks, not inert look-alikes. 
 the payloads (they only create the canary file in that temporary directory).
 
 Base material: tests/fixtures/torch_real/test.pt (its records; data.pkl rebuilt),
-tests/fixtures/torch_legacy/legacy.pt (its five pickles and storages) and
+tests/fixtures/torch_legacy/legacy.pt (its five pickles and storages; its first three open
+the storages' streams of the raw pickles of state dicts) and
 tests/fixtures/keras_seed_mlp/model.keras (its config; the HDF5 weights' data zeroed so that
 the copy compresses to a few KB).
 """
@@ -572,22 +573,23 @@ def legacy(replace=None, tail=b""):
     return b"".join(parts) + storages + tail
 
 
-def legacy_case(file, what, build, verify=True):
+def file_case(file, what, build, verify=True):
+    """A case whose file is the bytes `build` returns; `verify`: Python unpickles the file."""
     case(file, what, ("pickle", None) if verify else None)(
         lambda p: open(p, "wb").write(build()))
 
 
-legacy_case("legacy_payload_in_sys_info.pt",
+file_case("legacy_payload_in_sys_info.pt",
             "legacy torch.save file whose third pickle (system info) also calls os.system",
             lambda: legacy({2: proto(2) + b"}(" + s("protocol_version") + i(1001)
                             + s("little_endian") + b"\x88" + s("extra") + REDUCE_SYSTEM
                             + b"u" + STOP}))
-legacy_case("legacy_payload_in_object.pt",
+file_case("legacy_payload_in_object.pt",
             "legacy torch.save file whose object pickle (the state dict) has an extra entry "
             "calling os.system",
             lambda: legacy({3: legacy_parts()[0][3][:-1] + s("extra") + REDUCE_SYSTEM + b"s"
                             + STOP}))
-legacy_case("legacy_payload_in_storage_keys.pt",
+file_case("legacy_payload_in_storage_keys.pt",
             "legacy torch.save file whose last pickle (the storage keys) also calls os.system",
             lambda: legacy({4: proto(2) + b"](" + s("140001") + s("140002") + REDUCE_SYSTEM
                             + b"e" + STOP}))
@@ -601,9 +603,139 @@ def _legacy_huge_count():
     return b"".join(parts) + struct.pack("<q", 1 << 61) + storages[8:]
 
 
-legacy_case("legacy_storage_count_huge.pt",
+file_case("legacy_storage_count_huge.pt",
             "no code: legacy torch.save file whose first storage claims 2^61 elements",
             _legacy_huge_count, verify=False)
+
+# Raw pickles of state dicts, as pickle.dump(model.state_dict(), f) writes them: each storage
+# pickles itself as torch.storage._load_from_bytes(a legacy torch.save stream of it), which
+# torch loads with torch.load(weights_only=False): a payload inside that stream runs too.
+def storage_stream(numel=8, count=None, elements=None, obj=None):
+    """A legacy torch.save stream of one LongStorage of `numel` elements 1, 2, ... as
+    TypedStorage.__reduce__ makes it; `count` and `elements` change the element count written
+    and the elements that follow it, `obj` the object pickle."""
+    parts, _ = legacy_parts()
+    count = numel if count is None else count
+    elements = count if elements is None else elements
+    if obj is None:
+        obj = (proto(2) + tup(s("storage"), g("torch", "LongStorage"), s("0"), s("cpu"), i(numel),
+                              b"N") + b"Q" + STOP)
+    return (b"".join(parts[:3]) + obj + proto(2) + b"](" + s("0") + b"e" + STOP
+            + struct.pack("<q", count) + struct.pack("<%dq" % elements, *range(1, elements + 1)))
+
+
+def pbytes(b, encoding="latin1"):
+    """A bytes object as pickle protocol 2 writes it: _codecs.encode(text, 'latin1')."""
+    return g("_codecs", "encode") + s(b.decode("latin1")) + s(encoding) + b"\x86R"
+
+
+def raw_state_dict(args=None, size=(2, 4), stride=(4, 1), extra=b"", protocol=2):
+    """OrderedDict(test=tensor) as pickle.dump writes a state dict, the tensor's storage
+    torch.storage._load_from_bytes(*args): by default one stream of 8 int64."""
+    args = tup(pbytes(storage_stream())) if args is None else args
+    return (proto(protocol) + g("collections", "OrderedDict") + b"q\x00)R" + s("test")
+            + g("torch._utils", "_rebuild_tensor_v2") + b"("
+            + g("torch.storage", "_load_from_bytes") + args + b"R"
+            + i(0) + tup(*map(i, size)) + tup(*map(i, stride)) + b"\x89" + b"h\x00)R" + b"t"
+            + b"R" + b"s" + extra + STOP)
+
+
+def storage_pid(numel=8):
+    return tup(s("storage"), g("torch", "LongStorage"), s("0"), s("cpu"), i(numel), b"N") + b"Q"
+
+
+def nested_twice():
+    """A stream whose object is a storage loaded from a second stream, which runs os.system."""
+    inner = storage_stream(obj=proto(2) + REDUCE_SYSTEM + b"0" + storage_pid() + STOP)
+    parts, _ = legacy_parts()
+    obj = proto(2) + g("torch.storage", "_load_from_bytes") + tup(pbytes(inner)) + b"R" + STOP
+    return b"".join(parts[:3]) + obj + proto(2) + b"]" + STOP
+
+
+RELOADS = 100
+
+
+def reloaded():
+    """RELOADS tensors whose storages all load the one memoized bytes object."""
+    view = i(0) + tup(i(8)) + tup(i(1)) + b"\x89h\x00)Rt" + b"R" + b"s"
+    return (proto(2) + g("collections", "OrderedDict") + b"q\x00)R"
+            + s("t0") + g("torch._utils", "_rebuild_tensor_v2") + b"q\x01("
+            + g("torch.storage", "_load_from_bytes") + b"q\x02" + pbytes(storage_stream())
+            + b"q\x03\x85R" + view
+            + b"".join(s("t%d" % k) + b"h\x01(h\x02h\x03\x85R" + view for k in range(1, RELOADS))
+            + STOP)
+
+
+file_case("raw_state_dict_payload.pkl",
+          "a raw pickle of a state dict (each storage a torch.save stream in bytes) with an "
+          "extra entry calling os.system",
+          lambda: raw_state_dict(extra=s("extra") + REDUCE_SYSTEM + b"s"))
+file_case("raw_state_dict_payload_after.pkl",
+          "a raw pickle of a state dict, then a second pickle (os.system) after its STOP",
+          lambda: raw_state_dict() + MALICIOUS)
+file_case("storage_stream_payload.pkl",
+          "a raw pickle of a state dict whose storage's torch.save stream calls os.system in "
+          "its object pickle, before the storage",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream(
+              obj=proto(2) + REDUCE_SYSTEM + b"0" + storage_pid() + STOP)))))
+file_case("storage_stream_nested_twice.pkl",
+          "a storage whose torch.save stream holds a storage loaded from a second stream, "
+          "which calls os.system (torch.load recurses; a scanner reading one level misses it)",
+          lambda: raw_state_dict(args=tup(pbytes(nested_twice()))))
+file_case("storage_stream_not_torch.pkl",
+          "no code: _load_from_bytes of a plain pickle ({}), not a torch.save stream",
+          lambda: raw_state_dict(args=tup(pbytes(proto(2) + b"}" + STOP))), verify=False)
+file_case("storage_stream_short_view.pkl",
+          "no code: a [2, 3] view with strides (4, 1) (rows 4 apart) of a storage whose stream "
+          "holds 6 elements",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream(numel=6))), size=(2, 3)),
+          verify=False)
+file_case("storage_stream_count_short.pkl",
+          "no code: a stream whose storage claims 8 int64 elements and holds 4 (count 4)",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream(count=4)))), verify=False)
+file_case("storage_stream_count_huge.pkl",
+          "no code: a stream whose storage's element count is 2^61",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream(count=1 << 61, elements=8)))),
+          verify=False)
+file_case("storage_bytes_text.pkl",
+          "no code: _load_from_bytes of a text string, not bytes",
+          lambda: raw_state_dict(args=tup(s("not bytes"))), verify=False)
+file_case("storage_bytes_two_args.pkl",
+          "no code: _load_from_bytes of two streams",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream()), pbytes(storage_stream()))),
+          verify=False)
+file_case("storage_bytes_length_huge.pkl",
+          "no code: _load_from_bytes of a BINBYTES8 declaring 2^62 bytes",
+          lambda: raw_state_dict(args=b"\x8e" + struct.pack("<Q", 1 << 62) + b"abc", protocol=4),
+          verify=False)
+file_case("storage_bytes_reloaded.pkl",
+          "no code: %d tensors whose storages all load one memoized stream: each load parses "
+          "it again" % RELOADS, reloaded, verify=False)
+VIEWS, VIEW_LEN = 100, 8192
+
+
+def many_views():
+    """VIEWS tensors, each a whole view of one storage of VIEW_LEN int64, memoized."""
+    view = i(0) + tup(i(VIEW_LEN)) + tup(i(1)) + b"\x89h\x00)Rt" + b"R" + b"s"
+    return (proto(2) + g("collections", "OrderedDict") + b"q\x00)R"
+            + s("t0") + g("torch._utils", "_rebuild_tensor_v2") + b"q\x01("
+            + g("torch.storage", "_load_from_bytes") + pbytes(storage_stream(numel=VIEW_LEN))
+            + b"\x85R" + b"q\x02" + view
+            + b"".join(s("t%d" % k) + b"h\x01(h\x02" + view for k in range(1, VIEWS))
+            + STOP)
+
+
+file_case("storage_many_views.pkl",
+          "no code: %d tensors, each the whole of one memoized storage of %d int64 (%d KiB): "
+          "%d MiB of tensors from a file of about 100 KB"
+          % (VIEWS, VIEW_LEN, VIEW_LEN * 8 // 1024, VIEWS * VIEW_LEN * 8 // 2 ** 20),
+          many_views, verify=False)
+file_case("storage_bytes_iso8859.pkl",
+          "a storage stream that calls os.system, its bytes made by _codecs.encode(text, "
+          "'iso-8859-1') (the same bytes as 'latin1', the only name pickle writes): a scanner "
+          "that decodes only 'latin1' does not see the stream",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream(
+              obj=proto(2) + REDUCE_SYSTEM + b"0" + storage_pid() + STOP), "iso-8859-1"))))
 
 
 # 6. Keras and ONNX.
@@ -756,7 +888,28 @@ EXPECT = {
     "legacy_payload_in_storage_keys.pt": refused("storage keys: " + GLOBAL % "posix.system"),
     "legacy_payload_after_storages.pt": refused("56 bytes follow the last storage"),
     "legacy_storage_count_huge.pt": refused(
-        '"140001": 2305843009213693952 elements run past the end of the file'),
+        '"140001": 2305843009213693952 elements run past the end of the stream'),
+    "raw_state_dict_payload.pkl": refused(GLOBAL % "posix.system"),
+    "raw_state_dict_payload_after.pkl": refused("bytes follow the pickle's end"),
+    "storage_stream_payload.pkl": refused(
+        "_load_from_bytes: its torch.save stream: the object: " + GLOBAL % "posix.system"),
+    "storage_stream_nested_twice.pkl": refused(
+        "its torch.save stream: the object: " + GLOBAL % "torch.storage._load_from_bytes"),
+    "storage_stream_not_torch.pkl": refused(
+        "its torch.save stream: it does not start with torch's magic number"),
+    "storage_stream_short_view.pkl": refused("reaches element 6 of a storage of 6"),
+    "storage_stream_count_short.pkl": refused(
+        "storage pickled with it holds 32 bytes, 8 I64 elements need 64"),
+    "storage_stream_count_huge.pkl": refused(
+        '"0": 2305843009213693952 elements run past the end of the stream'),
+    "storage_bytes_text.pkl": refused("_load_from_bytes: its argument is not bytes"),
+    "storage_bytes_two_args.pkl": refused(
+        "_load_from_bytes: takes one argument, a torch.save stream in bytes"),
+    "storage_bytes_length_huge.pkl": refused("a length of 4611686018427387904 bytes"),
+    "storage_bytes_reloaded.pkl": refused(
+        "its torch.save streams add up to more bytes than the file holds"),
+    "storage_bytes_iso8859.pkl": refused('_codecs.encode: takes text and "latin1"'),
+    "storage_many_views.pkl": refused("add up to more than 8 times the file's"),
     "keras_lambda.keras": refused("a Lambda layer runs arbitrary Python when Keras loads it"),
     "onnx_external_outside.onnx": refused(
         'external data location "../outside.bin" leaves the model\'s folder'),
@@ -783,11 +936,25 @@ import base64, copyreg, io, json, marshal, pickle, sys, types, zipfile
 mode, path, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 data = open(path, "rb").read()
 
+def load_all(data):
+    """Every pickle in `data` in turn, as repeated pickle.load calls (or torch's legacy loader,
+    which stops at the storage bytes) would."""
+    f = io.BytesIO(data)
+    while f.tell() < len(data):
+        try:
+            Unpickler(f).load()
+        except Exception as e:
+            print("    (load stopped: %s: %s)" % (type(e).__name__, str(e)[:200]))
+            break
+
 # arg "py": Python's own unpickler (pickle._Unpickler), for a pickle CPython's C unpickler
 # cannot even allocate for (the memo bomb); else the C one torch.load uses.
 class Unpickler(pickle._Unpickler if arg == "py" else pickle.Unpickler):
-    # torch.load resolves every global (torch's own and any other); torch is stubbed here.
+    # torch.load resolves every global (torch's own and any other); torch is stubbed here,
+    # except that a storage's stream is loaded as torch.load(weights_only=False) would.
     def find_class(self, module, name):
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return load_all
         if module == "torch" or module.startswith("torch."):
             return lambda *a, **k: ("torch stub", module, name)
         return super().find_class(module, name)
@@ -797,13 +964,7 @@ class Unpickler(pickle._Unpickler if arg == "py" else pickle.Unpickler):
 if mode == "ext":
     copyreg.add_extension("posix", "system", int(arg))
 if mode in ("pickle", "ext"):
-    f = io.BytesIO(data)
-    while f.tell() < len(data):  # every pickle in turn, as repeated pickle.load calls would
-        try:
-            Unpickler(f).load()
-        except Exception as e:
-            print("    (load stopped: %s: %s)" % (type(e).__name__, str(e)[:200]))
-            break
+    load_all(data)
 elif mode == "keras":
     config = json.loads(zipfile.ZipFile(path).read("config.json"))
     for layer in config["config"]["layers"]:

@@ -1,5 +1,6 @@
 //! Reading models for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`, ONNX
-//! (graph and initializers, [`crate::onnx`]) and PyTorch checkpoints ([`crate::torch`]).
+//! (graph and initializers, [`crate::onnx`]) and PyTorch checkpoints and pickles of tensors
+//! ([`crate::torch`]).
 //!
 //! The format is recognised by content, never by extension. Every length in a header is checked
 //! against the file before anything is allocated for it; nothing here can run code (pickled
@@ -249,17 +250,15 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
         let (t, l) = read_safetensors(path, &file)?;
         Ok(Found::Weights(t, l))
     } else if magic.first() == Some(&0x80) {
-        if !crate::torch::is_legacy(magic) {
-            return Err(invalid(
-                path,
-                "a raw pickle: unpickling runs whatever it names, and nnsign reads only PyTorch checkpoints; `nnsign scan` lists what it would import",
-            ));
-        }
+        // A pickle: a legacy torch.save file, or a raw pickle of tensors if it names torch's
+        // globals (any other is refused as what it is).
         let map = Map::new(&file).map_err(io)?;
-        Ok(Found::Weights(
-            crate::torch::read_legacy(path, &map)?,
-            BTreeMap::new(),
-        ))
+        let tensors = if crate::torch::is_legacy(magic) {
+            crate::torch::read_legacy(path, &map)?
+        } else {
+            crate::torch::read_raw(path, &map)?
+        };
+        Ok(Found::Weights(tensors, BTreeMap::new()))
     } else if crate::gguf::looks_like(magic) {
         let map = Arc::new(Map::new(&file).map_err(io)?);
         let (tensors, labels) = crate::gguf::read(path, map)?;

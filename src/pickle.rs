@@ -11,7 +11,7 @@
 //! the stack and the number of objects are capped: no input can make it allocate more than a
 //! small multiple of its own size, recurse, or loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Most objects one pickle may create.
 pub const MAX_OBJECTS: usize = 1 << 22;
@@ -58,11 +58,11 @@ pub enum Obj {
 /// Objects a [`Policy`] makes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Made {
-    /// A torch storage: element type (by its class name), key of its data record, elements.
+    /// A torch storage: element type (by its class name), elements, where its bytes are.
     Storage {
         class: String,
-        key: String,
         numel: u64,
+        data: StorageData,
     },
     /// A torch tensor: a view of a storage.
     Tensor {
@@ -70,6 +70,18 @@ pub enum Made {
         offset: u64,
         shape: Vec<u64>,
         strides: Vec<u64>,
+    },
+}
+
+/// Where a torch storage's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageData {
+    /// Outside the pickle (a checkpoint's record, a legacy file's section), by key.
+    Key(String),
+    /// Inside it (a storage pickled on its own): `range` of the bytes object at index `bytes`.
+    Inline {
+        bytes: usize,
+        range: std::ops::Range<usize>,
     },
 }
 
@@ -93,6 +105,9 @@ pub struct Machine<'a> {
     memo: HashMap<u32, usize>,
     /// Container slots made so far (see [`MAX_SLOTS_PER_BYTE`]).
     slots: usize,
+    /// Bytes of text and bytes objects made so far: those read from the pickle add up to less
+    /// than its size, and calls that make more (`_codecs.encode`) may at most double it.
+    text: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +146,15 @@ impl<'a> Machine<'a> {
             return Err(self.bad(
                 "its containers hold far more items than its bytes can describe (copies of copies)",
             ));
+        }
+        self.text += match &o {
+            Obj::Str(s) => s.len(),
+            Obj::Bytes(b) => b.len(),
+            _ => 0,
+        };
+        if self.text > 2 * self.data.len() {
+            return Err(self
+                .bad("its text and bytes add up to more than twice its size (copies of copies)"));
         }
         self.arena.push(o);
         Ok(self.arena.len() - 1)
@@ -259,6 +283,25 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// A bytes object's bytes.
+    pub fn bytes(&self, i: usize) -> Option<&[u8]> {
+        match &self.arena[i] {
+            Obj::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The bytes `_codecs.encode(text, "latin1")` makes from `args`: how pickle protocols 0 to
+    /// 2 write a bytes object.
+    pub fn latin1(&self, args: &[usize]) -> Option<Vec<u8>> {
+        match args {
+            [text, enc] if self.str(*enc) == Some("latin1") => (self.str(*text)?.chars())
+                .map(|c| u8::try_from(c).ok())
+                .collect(),
+            _ => None,
+        }
+    }
+
     /// An integer object's value.
     pub fn int(&self, i: usize) -> Option<i64> {
         match self.arena[i] {
@@ -295,6 +338,7 @@ pub fn load<'a>(
         stack: Vec::new(),
         memo: HashMap::new(),
         slots: 0,
+        text: 0,
     };
     loop {
         let at = m.pos;
@@ -477,59 +521,87 @@ pub fn load<'a>(
     }
 }
 
+/// What [`scan_all`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Scan {
+    /// Every global named, once each.
+    pub globals: Vec<String>,
+    /// Why reading stopped before the end of the data, if it did.
+    pub error: Option<PickleError>,
+    /// The bytes given to `torch.storage._load_from_bytes` (each object once): `torch.save`
+    /// streams that loading the pickle would unpickle in turn.
+    pub nested: Vec<Vec<u8>>,
+}
+
 /// Every global the pickles at the start of `data` name, without running them (what `nnsign
-/// scan` reports): pickles that follow one another (as in a legacy `torch.save` file, or a
-/// payload hidden after a state dict) are all read. Also why reading stopped before the end of
-/// `data`, if it did.
-pub fn scan_all(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
-    let (mut globals, mut at) = (Vec::new(), 0);
-    loop {
-        let (g, err, used) = scan_one(&data[at..]);
-        for x in g {
-            if !globals.contains(&x) {
-                globals.push(x);
+/// scan` reports), and the `torch.save` streams they hold. Pickles that follow one another (a
+/// payload hidden after a state dict, which a loop of `pickle.load` calls would run) are read,
+/// at most `most` of them.
+pub fn scan_all(data: &[u8], most: usize) -> Scan {
+    let mut r = Record::default();
+    let (mut at, mut error) = (0, None);
+    for _ in 0..most {
+        match load(&data[at..], &mut r) {
+            Ok((m, _)) => at += m.consumed(),
+            Err(e) => {
+                error = Some(e);
+                break;
             }
         }
-        if let Some(e) = err {
-            return (globals, Some(e));
-        }
-        at += used;
+        r.seen.clear(); // indices of the pickle just read
         if at >= data.len() || data[at] != 0x80 {
-            return (globals, None);
+            break;
         }
+    }
+    Scan {
+        globals: r.globals,
+        error,
+        nested: r.nested,
     }
 }
 
-/// [`scan_all`] for one pickle: its globals, why it stopped early, the bytes it took.
-fn scan_one(data: &[u8]) -> (Vec<String>, Option<PickleError>, usize) {
-    struct Record(Vec<String>);
-    impl Policy for Record {
-        fn allow(&mut self, g: &str) -> bool {
-            if !self.0.iter().any(|x| x == g) {
-                self.0.push(g.to_owned());
+/// Records what a pickle names and the streams it would load; calls nothing.
+#[derive(Default)]
+struct Record {
+    globals: Vec<String>,
+    nested: Vec<Vec<u8>>,
+    /// Bytes objects kept, by index: one loaded again and again is kept once.
+    seen: HashSet<usize>,
+}
+
+impl Policy for Record {
+    fn allow(&mut self, g: &str) -> bool {
+        if !self.globals.iter().any(|x| x == g) {
+            self.globals.push(g.to_owned());
+        }
+        true
+    }
+    // Nothing is called; a call stands for an empty dict, which is what the containers of a
+    // state dict are, so that the scan reads on to the end. Bytes are made as protocol 2 makes
+    // them, so that the streams torch would load from them can be scanned in turn.
+    fn call(&mut self, m: &mut Machine<'_>, func: &str, args: usize) -> Result<Obj, String> {
+        let args = m.items(args).expect("REDUCE checked a tuple");
+        let empty = Obj::Dict(Vec::new());
+        match func {
+            "_codecs.encode" => Ok(m.latin1(args).map_or(empty, Obj::Bytes)),
+            "torch.storage._load_from_bytes" => {
+                let stream = match args {
+                    &[b] => m.bytes(b).map(|s| (b, s)),
+                    _ => None,
+                };
+                let (b, stream) = stream
+                    .ok_or("its argument is not bytes: what torch would load cannot be seen")?;
+                if self.seen.insert(b) {
+                    self.nested.push(stream.to_vec());
+                }
+                Ok(empty)
             }
-            true
-        }
-        // Nothing is called; a call stands for an empty dict, which is what the containers of
-        // a state dict are, so that the scan reads on to the end.
-        fn call(&mut self, _: &mut Machine<'_>, _: &str, _: usize) -> Result<Obj, String> {
-            Ok(Obj::Dict(Vec::new()))
-        }
-        fn persistent(&mut self, _: &mut Machine<'_>, _: usize) -> Result<Obj, String> {
-            Ok(Obj::None)
+            _ => Ok(empty),
         }
     }
-    let mut r = Record(Vec::new());
-    match load(data, &mut r) {
-        Ok((m, _)) => (r.0, None, m.consumed()),
-        Err(e) => (r.0, Some(e), data.len()),
+    fn persistent(&mut self, _: &mut Machine<'_>, _: usize) -> Result<Obj, String> {
+        Ok(Obj::None)
     }
-}
-
-/// [`scan_all`] of one pickle.
-pub fn scan(data: &[u8]) -> (Vec<String>, Option<PickleError>) {
-    let (g, e, _) = scan_one(data);
-    (g, e)
 }
 
 #[cfg(test)]
@@ -573,7 +645,26 @@ mod tests {
             load(p, &mut Nothing).unwrap_err(),
             PickleError::Refused("posix.system".into(), 2)
         );
-        assert_eq!(scan(p), (vec!["posix.system".to_owned()], None));
+        let found = scan_all(p, 1);
+        assert_eq!(
+            (found.globals, found.error),
+            (vec!["posix.system".to_owned()], None)
+        );
+    }
+
+    #[test]
+    fn bytes_made_by_calls_are_capped() {
+        // Protocol 2 writes bytes as _codecs.encode(text, "latin1"); a 256-character text
+        // memoized and encoded again and again (9 bytes a time) would copy it without end.
+        let mut p = b"\x80\x02c_codecs\nencode\nq\x00X\x00\x01\x00\x00".to_vec();
+        p.extend("\u{ff}".repeat(128).as_bytes()); // 2 bytes each in UTF-8
+        p.extend(b"q\x01X\x06\x00\x00\x00latin1q\x020");
+        let once = [&p[..], b"h\x00h\x01h\x02\x86R."].concat();
+        let (m, root) = load(&once, &mut Record::default()).unwrap();
+        assert_eq!(m.bytes(root), Some(&[0xff; 128][..]));
+        let again = [&p[..], &b"h\x00h\x01h\x02\x86R0".repeat(20), b"N."].concat();
+        let err = scan_all(&again, 1).error.unwrap().to_string();
+        assert!(err.contains("more than twice its size"), "{err}");
     }
 
     #[test]

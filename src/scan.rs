@@ -98,17 +98,29 @@ pub fn scan(path: &Path) -> Result<Report, ImportError> {
 
 /// The globals a pickle names: those a state dict needs are notes, anything else a danger.
 fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
-    // A legacy torch.save file opens with a 10-byte integer this reader does not take: skip it.
-    let bytes = match crate::torch::legacy_body(bytes) {
-        Some(rest) => rest,
-        None => bytes,
+    stream_findings(what, bytes, false)
+}
+
+/// [`pickle_findings`] of a pickle, or of the pickles of a `torch.save` stream. In a raw pickle
+/// of tensors each storage is such a stream, which torch loads with no restriction: those are
+/// read too, one level down (`nested`); a stream nested deeper is not, and is reported.
+fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
+    // A legacy torch.save stream opens with a 10-byte integer this reader does not take, and
+    // holds four more pickles; what follows is storage bytes, never unpickled.
+    let (bytes, most) = match crate::torch::legacy_body(bytes) {
+        Some(rest) => (rest, crate::torch::LEGACY_PICKLES),
+        None => (bytes, usize::MAX),
     };
-    let (globals, err) = crate::pickle::scan_all(bytes);
-    let mut out: Vec<Finding> = (globals.into_iter())
+    let scan = crate::pickle::scan_all(bytes, most);
+    let mut out: Vec<Finding> = (scan.globals.into_iter())
         .map(|g| {
             if crate::torch::allowed(&g) {
                 note(format!(
                     "{what} names {g} (needed to rebuild tensors; nnsign allows it)"
+                ))
+            } else if !nested && crate::torch::RAW_GLOBALS.contains(&g.as_str()) {
+                note(format!(
+                    "{what} names {g} (a raw pickle of tensors needs it; the torch.save streams it loads are read too)"
                 ))
             } else {
                 danger(format!(
@@ -117,11 +129,22 @@ fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
             }
         })
         .collect();
-    if let Some(e) = err {
+    if let Some(e) = scan.error {
         // What follows the point where reading stopped is unknown: it may call anything.
         out.push(danger(format!(
             "{what} cannot be read to its end ({e}): what follows could run code"
         )));
+    }
+    if !nested && !scan.nested.is_empty() {
+        out.push(note(format!(
+            "{what} holds {} storages pickled on their own, as torch.save streams, each read too",
+            scan.nested.len()
+        )));
+        // Only their dangers: a note per storage would bury them.
+        for (k, stream) in scan.nested.iter().enumerate() {
+            let what = format!("the torch.save stream of storage {k} in {what}");
+            out.extend((stream_findings(&what, stream, true).into_iter()).filter(|f| f.danger));
+        }
     }
     out
 }

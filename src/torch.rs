@@ -7,6 +7,10 @@
 //! it by name. Each tensor is then cut out of its storage record with its offset and strides
 //! (so non-contiguous and Fortran-order tensors come out right, in C order), byte-swapped if
 //! the archive is big-endian.
+//!
+//! The same machine reads legacy (pre-1.6) `torch.save` files and raw pickles of state dicts
+//! (`pickle.dump(model.state_dict(), f)`), where each storage is pickled on its own as a
+//! legacy `torch.save` stream in bytes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -14,12 +18,16 @@ use std::path::Path;
 
 use crate::format::{self, DType};
 use crate::import::{Bytes, ImportError, SourceTensor};
-use crate::pickle::{self, Machine, Made, Obj, Policy};
+use crate::pickle::{self, Machine, Made, Obj, Policy, StorageData};
 
 /// Largest `data.pkl`: a state dict's pickle is small; its weights are separate records.
 pub const MAX_PICKLE_LEN: u64 = 256 << 20;
 /// Deepest nesting of containers followed when naming tensors.
 const MAX_DEPTH: usize = 64;
+/// Most bytes of tensors per byte of the file they come from. Tensors that share a storage
+/// (tied weights) each copy it out; without a cap, a small file of many views of one storage
+/// would claim any amount of memory.
+pub const MAX_TENSOR_BYTES_PER_BYTE: u64 = 8;
 
 fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
     ImportError::Invalid {
@@ -56,17 +64,56 @@ pub fn allowed(global: &str) -> bool {
     ) || storage_dtype(global).is_some()
 }
 
+/// The globals a raw pickle of tensors adds: each storage pickles itself as a legacy
+/// `torch.save` stream in bytes, which `_load_from_bytes` loads (and `_codecs.encode` makes
+/// bytes at pickle protocol 2).
+pub const RAW_GLOBALS: [&str; 2] = ["torch.storage._load_from_bytes", "_codecs.encode"];
+
 /// Rebuilds tensors and containers, nothing else.
-struct StateDict;
+#[derive(Default)]
+struct StateDict {
+    /// In a raw pickle of tensors, how many more bytes the `torch.save` streams of its storages
+    /// may take: at first the pickle's size, so that a stream loaded again and again (through
+    /// the memo) cannot multiply the work. `None` elsewhere (checkpoints, and those streams
+    /// themselves: nesting ends there).
+    stream_budget: Option<usize>,
+    /// Whether a global of torch's was named: a raw pickle that names none is not of tensors.
+    named_torch: bool,
+}
+
+impl StateDict {
+    /// The policy for a raw pickle of tensors, `data`.
+    fn raw(data: &[u8]) -> Self {
+        StateDict {
+            stream_budget: Some(data.len()),
+            named_torch: false,
+        }
+    }
+}
 
 impl Policy for StateDict {
     fn allow(&mut self, global: &str) -> bool {
-        allowed(global)
+        let ok = allowed(global) || (self.stream_budget.is_some() && RAW_GLOBALS.contains(&global));
+        self.named_torch |= ok && global.starts_with("torch.");
+        ok
     }
 
     fn call(&mut self, m: &mut Machine<'_>, func: &str, args: usize) -> Result<Obj, String> {
         let args = m.items(args).expect("REDUCE checked a tuple").to_vec();
         match func {
+            "_codecs.encode" => (m.latin1(&args).map(Obj::Bytes))
+                .ok_or_else(|| "takes text and \"latin1\" (as pickle writes bytes)".into()),
+            "torch.storage._load_from_bytes" => {
+                let [stream] = args.as_slice() else {
+                    return Err("takes one argument, a torch.save stream in bytes".into());
+                };
+                let bytes = m.bytes(*stream).ok_or("its argument is not bytes")?;
+                let left = self.stream_budget.expect("allowed with a budget only");
+                self.stream_budget = Some(left.checked_sub(bytes.len()).ok_or(
+                    "its torch.save streams add up to more bytes than the file holds (one loaded again and again)",
+                )?);
+                inline_storage(bytes, *stream)
+            }
             "collections.OrderedDict" if args.is_empty() => Ok(Obj::Dict(Vec::new())),
             "torch.Size" => match args.as_slice() {
                 [t] if m.items(*t).is_some() => Ok(m.get(*t).clone()),
@@ -123,6 +170,9 @@ impl Policy for StateDict {
     }
 
     fn persistent(&mut self, m: &mut Machine<'_>, pid: usize) -> Result<Obj, String> {
+        if self.stream_budget.is_some() {
+            return Err("a raw pickle has none (pickle.load would refuse it)".into());
+        }
         // ('storage', <storage class>, key, location, numel)
         let items = m.items(pid).ok_or("not a tuple")?.to_vec();
         // The legacy format adds a sixth item, a view of another storage, which is refused.
@@ -147,26 +197,45 @@ impl Policy for StateDict {
         ) {
             (Some("storage"), Some(key), Some(numel)) => Ok(Obj::Made(Made::Storage {
                 class,
-                key: key.to_owned(),
                 numel,
+                data: StorageData::Key(key.to_owned()),
             })),
             _ => Err("not a ('storage', type, key, location, numel) tuple".into()),
         }
     }
 }
 
-/// Runs a `data.pkl` as the checkpoint reader does and names the tensors it finds (for the
-/// fuzz target; [`read`] is the whole reader).
+/// Runs a pickle as the raw-pickle reader does (the checkpoint reader's globals, and storages
+/// pickled on their own) and names the tensors it finds (for the fuzz target; [`read`] and
+/// [`read_raw`] are the whole readers).
 pub fn load_pickle(data: &[u8]) -> Result<Vec<String>, String> {
-    let (m, root) = pickle::load(data, &mut StateDict).map_err(|e| e.to_string())?;
+    let (m, root) = load_whole(data, &mut StateDict::raw(data))?;
     let mut found = Vec::new();
     collect(&m, root, String::new(), 0, &mut HashSet::new(), &mut found)?;
     Ok(found.into_iter().map(|(n, _)| n).collect())
 }
 
+/// Runs the pickle `data` under `policy`; it must end where the pickle ends: bytes after it
+/// would be a second pickle, which a loop of `pickle.load` calls runs.
+fn load_whole<'a>(data: &'a [u8], policy: &mut StateDict) -> Result<(Machine<'a>, usize), String> {
+    let (m, root) = pickle::load(data, policy).map_err(|e| e.to_string())?;
+    if m.consumed() != data.len() {
+        return Err(format!(
+            "{} bytes follow the pickle's end (at byte {}): something hides after the state dict",
+            data.len() - m.consumed(),
+            m.consumed()
+        ));
+    }
+    Ok((m, root))
+}
+
 /// The first pickle of a legacy (pre-1.6, non-zip) `torch.save` file: protocol 2, the magic
 /// number 0x1950a86a20f9469cfc6c as a 10-byte LONG1, STOP.
 const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+
+/// The pickles of a legacy `torch.save` stream after its magic number: protocol version,
+/// system info, the object, the storage keys.
+pub const LEGACY_PICKLES: usize = 4;
 
 /// What follows the magic number of a legacy `torch.save` file, if `bytes` is one.
 pub fn legacy_body(bytes: &[u8]) -> Option<&[u8]> {
@@ -193,89 +262,132 @@ impl Policy for Plain {
     }
 }
 
-/// Reads a legacy (pre-1.6) `torch.save` file: five pickles (magic number, protocol version,
+/// A legacy `torch.save` stream, read: its object, and where each storage's bytes are.
+struct Legacy<'a> {
+    object: Machine<'a>,
+    root: usize,
+    storages: HashMap<String, std::ops::Range<usize>>,
+}
+
+/// Reads a legacy (pre-1.6) `torch.save` stream: five pickles (magic number, protocol version,
 /// system info, the object, the storage keys), then each storage as an 8-byte element count
-/// and its bytes. Each pickle runs on the same machine as the zip format's.
-pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, ImportError> {
-    let bad = |why: String| invalid(path, format!("legacy torch.save file: {why}"));
+/// and its bytes, to the end of `bytes`, little-endian whatever the machine that wrote them
+/// (torch's `THPStorage_writeFileRaw`: the system info's `little_endian` only records the
+/// machine). Each pickle runs on the same machine as the zip format's; the object with no
+/// storage pickled on its own.
+fn legacy(bytes: &[u8]) -> Result<Legacy<'_>, String> {
     if !bytes.starts_with(LEGACY_MAGIC) {
-        return Err(bad("it does not start with torch's magic number".into()));
+        return Err("it does not start with torch's magic number".into());
     }
     let mut at = LEGACY_MAGIC.len();
-    let (m, root) = pickle::load(&bytes[at..], &mut Plain)
-        .map_err(|e| bad(format!("protocol version: {e}")))?;
+    let (m, root) =
+        pickle::load(&bytes[at..], &mut Plain).map_err(|e| format!("protocol version: {e}"))?;
     at += m.consumed();
     if m.int(root) != Some(1001) {
-        return Err(bad("protocol version is not 1001".into()));
+        return Err("protocol version is not 1001".into());
     }
     // System info: {"protocol_version": .., "little_endian": bool, "type_sizes": {..}}.
-    let (m, root) =
-        pickle::load(&bytes[at..], &mut Plain).map_err(|e| bad(format!("system info: {e}")))?;
+    let (m, _) = pickle::load(&bytes[at..], &mut Plain).map_err(|e| format!("system info: {e}"))?;
     at += m.consumed();
-    let little = match m.get(root) {
-        Obj::Dict(entries) => (entries.iter())
-            .find(|(k, _)| m.str(*k) == Some("little_endian"))
-            .map(|(_, v)| m.get(*v) == &Obj::Bool(true)),
-        _ => None,
-    }
-    .ok_or_else(|| bad("system info has no little_endian".into()))?;
-    let (object, root) =
-        pickle::load(&bytes[at..], &mut StateDict).map_err(|e| bad(format!("the object: {e}")))?;
+    let (object, root) = pickle::load(&bytes[at..], &mut StateDict::default())
+        .map_err(|e| format!("the object: {e}"))?;
     at += object.consumed();
     let (m, list) =
-        pickle::load(&bytes[at..], &mut Plain).map_err(|e| bad(format!("storage keys: {e}")))?;
+        pickle::load(&bytes[at..], &mut Plain).map_err(|e| format!("storage keys: {e}"))?;
     at += m.consumed();
     let keys: Vec<String> = (m.items(list))
-        .ok_or_else(|| bad("the storage keys are not a list".into()))?
+        .ok_or("the storage keys are not a list")?
         .iter()
-        .map(|&k| {
-            m.str(k)
-                .map(str::to_owned)
-                .ok_or_else(|| bad("a storage key is not text".into()))
-        })
+        .map(|&k| (m.str(k).map(str::to_owned)).ok_or("a storage key is not text"))
         .collect::<Result<_, _>>()?;
     // The storages, in the keys' order: each an element count, then its elements.
     let sizes = storage_sizes(&object);
-    let mut storages: std::collections::HashMap<String, &[u8]> = std::collections::HashMap::new();
+    let mut storages = HashMap::new();
     for key in keys {
         let elem = *(sizes.get(&key))
-            .ok_or_else(|| bad(format!("storage {key:?} is listed but no tensor uses it")))?;
+            .ok_or_else(|| format!("storage {key:?} is listed but no tensor uses it"))?;
         let count = bytes
             .get(at..at + 8)
-            .ok_or_else(|| bad(format!("storage {key:?}: the file ends first")))?;
+            .ok_or_else(|| format!("storage {key:?}: the stream ends first"))?;
         let count = u64::from_le_bytes(count.try_into().expect("8"));
         let len = count
             .checked_mul(elem)
-            .filter(|&l| l <= (bytes.len() - at - 8) as u64);
-        let len = len.ok_or_else(|| {
-            bad(format!(
-                "storage {key:?}: {count} elements run past the end of the file"
-            ))
-        })?;
-        let data = &bytes[at + 8..at + 8 + len as usize];
+            .filter(|&l| l <= (bytes.len() - at - 8) as u64)
+            .ok_or_else(|| {
+                format!("storage {key:?}: {count} elements run past the end of the stream")
+            })?;
+        let data = at + 8..at + 8 + len as usize;
         if storages.insert(key.clone(), data).is_some() {
-            return Err(bad(format!("storage {key:?} is listed twice")));
+            return Err(format!("storage {key:?} is listed twice"));
         }
         at += 8 + len as usize;
     }
     if at != bytes.len() {
-        return Err(bad(format!(
+        return Err(format!(
             "{} bytes follow the last storage",
             bytes.len() - at
-        )));
+        ));
     }
-    tensors_of(path, &object, root, !little, |key| {
-        storages.get(key).copied()
+    Ok(Legacy {
+        object,
+        root,
+        storages,
     })
 }
 
+/// Reads a legacy (pre-1.6) `torch.save` file (see [`legacy`]).
+pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, ImportError> {
+    let l = legacy(bytes).map_err(|e| invalid(path, format!("legacy torch.save file: {e}")))?;
+    tensors_of(path, bytes.len(), &l.object, l.root, false, |key| {
+        (l.storages.get(key)).and_then(|r| bytes.get(r.clone()))
+    })
+}
+
+/// A storage pickled on its own (`torch.storage._load_from_bytes`): `stream`, the bytes object
+/// at `at`, is a whole legacy `torch.save` stream whose object is the storage. Its bytes stay
+/// where they are, in that object.
+fn inline_storage(stream: &[u8], at: usize) -> Result<Obj, String> {
+    let l = legacy(stream).map_err(|e| format!("its torch.save stream: {e}"))?;
+    let Obj::Made(Made::Storage {
+        class,
+        numel,
+        data: StorageData::Key(key),
+    }) = l.object.get(l.root)
+    else {
+        return Err("its torch.save stream holds something other than a storage".into());
+    };
+    let range = (l.storages.get(key).cloned())
+        .ok_or_else(|| format!("its torch.save stream does not list storage {key:?}"))?;
+    Ok(Obj::Made(Made::Storage {
+        class: class.clone(),
+        numel: *numel,
+        data: StorageData::Inline { bytes: at, range },
+    }))
+}
+
+/// Reads a raw pickle of tensors, as `pickle.dump(model.state_dict(), f)` writes it: each
+/// tensor's storage is pickled on its own, as a legacy `torch.save` stream in bytes (PyTorch's
+/// `TypedStorage.__reduce__`), read as [`read_legacy`] reads a file. A pickle that names none of
+/// torch's globals is refused as what it is.
+pub fn read_raw(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, ImportError> {
+    let mut policy = StateDict::raw(bytes);
+    let loaded = load_whole(bytes, &mut policy);
+    if !policy.named_torch {
+        return Err(invalid(path, "a raw pickle: unpickling runs whatever it names, and nnsign reads only pickles of PyTorch tensors; `nnsign scan` lists what it would import"));
+    }
+    let (m, root) = loaded.map_err(|e| invalid(path, format!("raw pickle of tensors: {e}")))?;
+    tensors_of(path, bytes.len(), &m, root, false, |_| None)
+}
+
 /// The element size of every storage the object refers to, by key.
-fn storage_sizes(m: &Machine<'_>) -> std::collections::HashMap<String, u64> {
+fn storage_sizes(m: &Machine<'_>) -> HashMap<String, u64> {
     (0..m.objects())
         .filter_map(|i| match m.get(i) {
-            Obj::Made(Made::Storage { class, key, .. }) => {
-                Some((key.clone(), storage_dtype(class)?.size()))
-            }
+            Obj::Made(Made::Storage {
+                class,
+                data: StorageData::Key(key),
+                ..
+            }) => Some((key.clone(), storage_dtype(class)?.size())),
             _ => None,
         })
         .collect()
@@ -382,22 +494,20 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, Impor
     let pkl = records
         .get("data.pkl")
         .ok_or_else(|| bad("no data.pkl record".into()))?;
-    let (m, root) = pickle::load(pkl, &mut StateDict).map_err(|e| bad(format!("data.pkl: {e}")))?;
-    if m.consumed() != pkl.len() {
-        return Err(bad(format!(
-            "data.pkl: {} bytes follow the pickle's end (at byte {}): something hides after the state dict",
-            pkl.len() - m.consumed(),
-            m.consumed()
-        )));
-    }
-    tensors_of(path, &m, root, big_endian, |key| {
+    let (m, root) =
+        load_whole(pkl, &mut StateDict::default()).map_err(|e| bad(format!("data.pkl: {e}")))?;
+    let len = records.values().map(Vec::len).sum();
+    tensors_of(path, len, &m, root, big_endian, |key| {
         records.get(&format!("data/{key}")).map(Vec::as_slice)
     })
 }
 
-/// The tensors under `root`, cut from the storages `storage` gives by key.
+/// The tensors under `root`, cut from their storages: those inside the pickle, and those
+/// `storages` gives by key (in the byte order `big_endian` says; those inside the pickle are
+/// little-endian), out of `len` bytes in all.
 fn tensors_of<'s>(
     path: &Path,
+    len: usize,
     m: &Machine<'_>,
     root: usize,
     big_endian: bool,
@@ -410,6 +520,7 @@ fn tensors_of<'s>(
         return Err(bad("no tensors in the checkpoint".into()));
     }
     let mut tensors = Vec::with_capacity(found.len());
+    let mut left = MAX_TENSOR_BYTES_PER_BYTE.saturating_mul(len as u64);
     for (name, t) in found {
         let at = |why: String| bad(format!("tensor {name:?}: {why}"));
         format::check_tensor_name(&name).map_err(|e| at(e.to_string()))?;
@@ -422,22 +533,36 @@ fn tensors_of<'s>(
         else {
             unreachable!("collected tensors")
         };
-        let Obj::Made(Made::Storage { class, key, numel }) = m.get(*storage) else {
+        let Obj::Made(Made::Storage { class, numel, data }) = m.get(*storage) else {
             unreachable!("checked when rebuilt")
         };
         let dtype = storage_dtype(class).expect("checked when loaded");
         let size = dtype.size() as usize;
-        let data =
-            storages(key).ok_or_else(|| at(format!("its storage record data/{key} is missing")))?;
+        let (data, big_endian, what) = match data {
+            StorageData::Key(key) => (
+                storages(key)
+                    .ok_or_else(|| at(format!("its storage record data/{key} is missing")))?,
+                big_endian,
+                format!("data/{key}"),
+            ),
+            StorageData::Inline { bytes, range } => (
+                (m.bytes(*bytes).and_then(|b| b.get(range.clone())))
+                    .expect("a range of a bytes object, checked when the storage was read"),
+                false,
+                "pickled with it".to_owned(),
+            ),
+        };
         if (data.len() as u64) != numel.saturating_mul(size as u64) {
             return Err(at(format!(
-                "storage data/{key} holds {} bytes, {numel} {dtype} elements need {}",
+                "storage {what} holds {} bytes, {numel} {dtype} elements need {}",
                 data.len(),
                 numel.saturating_mul(size as u64)
             )));
         }
-        let bytes = gather(data, size, *offset, shape, strides, *numel).map_err(&at)?;
-        let mut bytes = bytes;
+        let mut bytes = gather(data, size, *offset, shape, strides, *numel).map_err(&at)?;
+        left = left.checked_sub(bytes.len() as u64).ok_or_else(|| {
+            at(format!("the tensors so far add up to more than {MAX_TENSOR_BYTES_PER_BYTE} times the file's {len} bytes (views of one storage, copied again and again)"))
+        })?;
         if big_endian && size > 1 {
             bytes.chunks_mut(size).for_each(<[u8]>::reverse);
         }

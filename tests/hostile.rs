@@ -2,7 +2,8 @@
 //! with Python's own pickle, pickletools and zipfile): forbidden globals through every opcode
 //! that imports or calls, payloads hidden before and after a state dict, memo, stack and clone
 //! bombs, lying lengths, tensors reaching past their storage, zip tricks, pickles under other
-//! names, a Keras Lambda and ONNX external data that leaves its folder. Each is refused with
+//! names, raw pickles of state dicts whose storages' `torch.save` streams hide code or lie, a
+//! Keras Lambda and ONNX external data that leaves its folder. Each is refused with
 //! its message, under a 4 GB address-space limit, and the canary that any of the payloads
 //! would create if it ran never appears. `nnsign scan` flags every one that carries code.
 

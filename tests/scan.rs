@@ -26,6 +26,8 @@ fn clean_files_pass() {
         fixture("onnx_misc/external.onnx"),
         fixture("safetensors_dtypes/weights.safetensors"),
         fixture("two.npz"),
+        fixture("torch_pickle/state_dict.pkl"),
+        fixture("torch_legacy/legacy.pt"),
     ];
     let refs: Vec<&Path> = clean.iter().map(|p| p.as_path()).collect();
     let run = scan(&refs);
@@ -47,9 +49,50 @@ fn clean_files_pass() {
             "onnx",
             "onnx",
             "safetensors",
-            "npz"
+            "npz",
+            "pickle",
+            "pickle"
         ]
     );
+    // A raw pickle of tensors: the globals that load its storages' torch.save streams are
+    // notes, and the streams were read.
+    let raw = j["files"][7]["findings"].to_string();
+    for what in [
+        "names torch.storage._load_from_bytes (a raw pickle of tensors needs it",
+        "names _codecs.encode (a raw pickle of tensors needs it",
+        "holds 6 storages pickled on their own, as torch.save streams, each read too",
+    ] {
+        assert!(raw.contains(what), "{what}: {raw}");
+    }
+}
+
+#[test]
+fn code_inside_a_storage_stream_is_named() {
+    // scripts/make_hostile_fixtures.py: a raw pickle of tensors whose storage's torch.save
+    // stream calls os.system, one whose stream loads a second stream (which nnsign does not
+    // read, so it is a danger in itself), and one whose stream is bytes made by a codec other
+    // than the one pickle writes.
+    let files = [
+        fixture("hostile/storage_stream_payload.pkl"),
+        fixture("hostile/storage_stream_nested_twice.pkl"),
+        fixture("hostile/storage_bytes_iso8859.pkl"),
+    ];
+    let run = scan(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    assert_eq!(run.code, 8, "{run:?}");
+    let j = run.json();
+    for (i, what) in [
+        "the torch.save stream of storage 0 in the pickle names posix.system: loading it with pickle would import and call it",
+        "the torch.save stream of storage 0 in the pickle names torch.storage._load_from_bytes: loading it with pickle would import and call it",
+        "the pickle cannot be read to its end (torch.storage._load_from_bytes: its argument is not bytes",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = &j["files"][i];
+        let found = (file["findings"].as_array().unwrap().iter())
+            .any(|f| f["danger"] == true && f["what"].as_str().unwrap().contains(what));
+        assert!(found && file["dangerous"] == true, "{what}: {file}");
+    }
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! PyTorch checkpoints: real `torch.save` archives (tests/fixtures/torch_real) import with the
-//! values their makers documented; archives that are malformed, tampered with or that would run
-//! code are refused by name, and no damage to the pickle can make the importer panic.
+//! values their makers documented, and raw pickles of state dicts (tests/fixtures/torch_pickle)
+//! with the values numpy wrote beside them; files that are malformed, tampered with or that
+//! would run code are refused by name, and no damage to a pickle can make the importer panic.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -146,6 +148,14 @@ fn malicious_and_malformed_checkpoints_are_refused_by_name() {
     let evil = b"\x80\x02ctorch\nload\n.".to_vec();
     let msg = refused(dir.path(), "load.pt", &with("test/data.pkl", evil), None);
     assert!(msg.contains("refused global torch.load"), "{msg}");
+    // Storages pickled on their own, as in a raw pickle of tensors: torch.save never writes
+    // them in a checkpoint.
+    let raw = std::fs::read(fixture("torch_pickle/state_dict.pkl")).unwrap();
+    let msg = refused(dir.path(), "inline.pt", &with("test/data.pkl", raw), None);
+    assert!(
+        msg.contains("refused global torch.storage._load_from_bytes"),
+        "{msg}"
+    );
     // The container: an extra record, a second folder, a duplicate, a compressed record, a
     // storage record cut short, a flipped byte under a good CRC.
     let mut extra = good.clone();
@@ -206,6 +216,31 @@ fn malicious_and_malformed_checkpoints_are_refused_by_name() {
     );
 }
 
+/// 400 copies of `good`, each with one to three random bytes changed and one in five cut
+/// short (the same ones every run).
+fn damaged(good: &[u8]) -> Vec<Vec<u8>> {
+    let mut state = 0x0bad_5eed_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..400)
+        .map(|_| {
+            let mut bad = good.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() % bad.len() as u64) as usize;
+                bad[i] = next() as u8;
+            }
+            if next() % 5 == 0 {
+                bad.truncate((next() % bad.len() as u64) as usize);
+            }
+            bad
+        })
+        .collect()
+}
+
 #[test]
 fn damaged_pickles_are_refused_never_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,23 +252,8 @@ fn damaged_pickles_are_refused_never_panic() {
         .1
         .clone();
     let path = dir.path().join("bad.pt");
-    let mut state = 0x0bad_5eed_u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
     let mut refusals = 0;
-    for _ in 0..400 {
-        let mut bad = pkl.clone();
-        for _ in 0..1 + next() % 3 {
-            let i = (next() % bad.len() as u64) as usize;
-            bad[i] = next() as u8;
-        }
-        if next() % 5 == 0 {
-            bad.truncate((next() % bad.len() as u64) as usize);
-        }
+    for bad in damaged(&pkl) {
         let entries: Vec<(String, Vec<u8>)> = good
             .iter()
             .map(|(n, b)| {
@@ -285,7 +305,7 @@ fn legacy_checkpoints_import_and_raw_pickles_are_refused() {
         ),
         (
             good[..good.len() - 4].to_vec(),
-            "run past the end of the file",
+            "run past the end of the stream",
         ),
     ] {
         std::fs::write(&path, &bad).unwrap();
@@ -299,6 +319,134 @@ fn legacy_checkpoints_import_and_raw_pickles_are_refused() {
         err.contains("a raw pickle") && err.contains("nnsign scan"),
         "{err}"
     );
+}
+
+/// Name, dtype, shape and bytes of each tensor, by name.
+fn values(
+    tensors: &[nnsign::import::SourceTensor],
+) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+    (tensors.iter())
+        .map(|t| {
+            let v = (t.dtype.to_string(), t.shape.clone(), t.bytes.to_vec());
+            (t.name.clone(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn raw_pickles_of_state_dicts_pack_and_unpack_bit_identical() {
+    // scripts/make_torch_fixtures.py: pickle.dump(model.state_dict(), f) as PyTorch 2.x pickles
+    // tensors, each storage a legacy torch.save stream in bytes; expected.npz holds numpy's
+    // values: a weight, a bias with -0.0 and a subnormal, a 0-d int64, a Fortran-order view,
+    // and two views of one storage at offsets 0 and 4.
+    let expected = values(&load(&fixture("torch_pickle/expected.npz")).unwrap());
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        [
+            "attn.kv",
+            "attn.q",
+            "bn.num_batches_tracked",
+            "fc.bias",
+            "fc.weight",
+            "proj.weight"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("sd.nns");
+    let out = dir.path().join("sd.safetensors");
+    let run = nnsign([
+        "pack".as_ref(),
+        fixture("torch_pickle/state_dict.pkl").as_os_str(),
+        "-o".as_ref(),
+        art.as_os_str(),
+        "--sign".as_ref(),
+        test_key("test-a.key").as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = nnsign([
+        "unpack".as_ref(),
+        art.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(values(&load(&out).unwrap()), expected);
+    // The same at Python's default protocol (4: bytes as BINBYTES, frames); with the two
+    // views' storage pickled once and shared through the memo; and as a big-endian machine
+    // writes it (torch writes storages little-endian there too; only the streams' system info
+    // says "little_endian": False).
+    for other in [
+        "state_dict_protocol4.pkl",
+        "memo_shared.pkl",
+        "big_endian_host.pkl",
+    ] {
+        let got = load(&fixture(&format!("torch_pickle/{other}"))).unwrap();
+        assert_eq!(values(&got), expected, "{other}");
+    }
+}
+
+#[test]
+fn hostile_raw_pickles_are_refused_each_with_its_message() {
+    // tests/fixtures/hostile (scripts/make_hostile_fixtures.py): raw pickles of state dicts
+    // with payloads, and storages whose torch.save streams are hostile or broken; cases.json
+    // gives each one's message.
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hostile/cases.json")).unwrap())
+            .unwrap();
+    let raw: Vec<&serde_json::Value> = (cases["cases"].as_array().unwrap().iter())
+        .filter(|c| {
+            let file = c["file"].as_str().unwrap();
+            file.starts_with("raw_state_dict_") || file.starts_with("storage_")
+        })
+        .collect();
+    assert_eq!(raw.len(), 14);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.nns");
+    for case in raw {
+        let path = fixture("hostile").join(case["file"].as_str().unwrap());
+        let message = case["expect_message"].as_str().unwrap();
+        assert_eq!(case["expect_exit"], 1, "{case}");
+        match load(&path) {
+            Err(ImportError::Invalid { path: p, why }) => {
+                assert_eq!(p, path);
+                assert!(why.contains(message), "{}: {why}", path.display());
+            }
+            other => panic!("{}: {:?}", path.display(), other.map(|t| t.len())),
+        }
+        let run = nnsign([
+            "pack".as_ref(),
+            path.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.lines().count() == 1
+                && run.stderr.contains(&format!("{}: ", path.display()))
+                && run.stderr.contains(message),
+            "{run:?}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn damaged_raw_pickles_are_refused_never_panic() {
+    let good = std::fs::read(fixture("torch_pickle/state_dict.pkl")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.pkl");
+    let mut refusals = 0;
+    for bad in damaged(&good) {
+        std::fs::write(&path, &bad).unwrap();
+        match std::panic::catch_unwind(|| (load(&path), nnsign::scan::scan(&path))) {
+            Ok((Err(_), _)) => refusals += 1,
+            Ok((Ok(_), _)) => {}
+            Err(_) => panic!("a damaged raw pickle panicked the importer or scan: {bad:02x?}"),
+        }
+    }
+    assert!(refusals > 300, "{refusals}");
 }
 
 #[test]

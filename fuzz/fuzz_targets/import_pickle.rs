@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = nnsign::torch::load_pickle(data);
-    let _ = nnsign::pickle::scan(data);
+    let _ = nnsign::pickle::scan_all(data, usize::MAX);
 });
