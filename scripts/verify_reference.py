@@ -9,7 +9,7 @@ Exit codes are those of FORMAT.md section 9 (1 input, 2 usage, 3 I/O, 4 signatur
   verify_reference.py ARTIFACT --trust PUB [--trust PUB ...] [--allow-unsigned]
   verify_reference.py --vectors tests/vectors/vectors.json
 """
-import argparse, collections, hashlib, json, os, stat, struct, sys, unicodedata
+import argparse, collections, hashlib, json, os, re, stat, struct, sys, time, unicodedata
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -35,7 +35,8 @@ KNOWN_MANIFEST_FIELDS = {"format", "model", "payload", "tensors", "arch", "crit"
 DTYPE_SIZE = {**dict.fromkeys(["BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"], 1),
               **dict.fromkeys(["U16", "I16", "F16", "BF16"], 2),
               **dict.fromkeys(["U32", "I32", "F32"], 4), **dict.fromkeys(["U64", "I64", "F64"], 8)}
-EXIT = {"input": 1, "usage": 2, "io": 3, "signature": 4, "integrity": 5, "decryption": 7}
+EXIT = {"input": 1, "usage": 2, "io": 3, "signature": 4, "integrity": 5, "decryption": 7, "freshness": 9}
+CLOCK_SKEW = 300  # seconds allowed between a packer's clock and ours (section 8, freshness)
 
 
 class Fail(Exception):
@@ -308,14 +309,39 @@ def check_keys(m, what, required, optional=()):
     need(not extra, f"manifest: {what} has unknown keys {sorted(map(str, extra))}")
 
 
+# SemVer 2.0.0 (https://semver.org), the regular expression the SemVer specification gives.
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$")
+
+
+def check_version(v, what):
+    check_text(v, what, 0, MAX_NAME_LEN)
+    need(SEMVER.match(v) is not None, f"manifest: {what} {v!r} is not a semantic version")
+
+
 def validate_model(model):
-    check_keys(model, "model", ("name", "created", "producer"), ("version", "description", "labels"))
+    check_keys(model, "model", ("name", "created", "producer"),
+               ("version", "description", "labels", "expires", "parent"))
     check_text(model["name"], "model.name", 1, MAX_NAME_LEN)
     check_text(model["producer"], "model.producer", 0, MAX_NAME_LEN)
-    check_text(model.get("version", ""), "model.version", 0, MAX_NAME_LEN)
+    if "version" in model:
+        check_version(model["version"], "model.version")
     check_text(model.get("description", ""), "model.description", 0, MAX_TEXT_LEN, multiline=True)
     need(is_uint(model["created"]) and model["created"] <= MAX_CREATED,
          "manifest: model.created is not a uint of at most MAX_CREATED")
+    if "expires" in model:
+        e = model["expires"]
+        need(is_uint(e) and model["created"] < e <= MAX_CREATED,
+             "manifest: model.expires is not a uint after model.created and at most MAX_CREATED")
+    if "parent" in model:
+        p = model["parent"]
+        check_keys(p, "model.parent", ("digest", "name"), ("version",))
+        need(type(p["digest"]) is bytes and len(p["digest"]) == 32, "manifest: model.parent.digest is not 32 bytes")
+        check_text(p["name"], "model.parent.name", 1, MAX_NAME_LEN)
+        if "version" in p:
+            check_version(p["version"], "model.parent.version")
     labels = model.get("labels", {})
     need(isinstance(labels, dict) and len(labels) <= MAX_LABELS, "manifest: model.labels is not a map of <= MAX_LABELS")
     for k, v in labels.items():
@@ -494,6 +520,9 @@ def verify_artifact(path, trust, allow_unsigned, keep_payload=False):
         check_signatures(manifest, sigs, trust, allow_unsigned)          # step 4
         m = decode_cbor(manifest, "manifest")
         total, chunks, digests = validate_manifest(m)                    # step 5
+        expires = m["model"].get("expires")                              # freshness
+        need(expires is None or time.time() <= expires + CLOCK_SKEW,
+             f"model {m['model']['name']!r} expired", "freshness")
         need(size >= header_len + total, f"truncated: the file has {size} bytes, the layout needs {header_len + total}")
         need(size <= header_len + total, f"{size - header_len - total} unexpected bytes after the payload")  # step 6
         keep = [] if keep_payload else None

@@ -708,9 +708,49 @@ pub struct ModelInfo {
     pub description: Option<String>,
     /// Seconds since the Unix epoch, UTC.
     pub created: u64,
+    /// After this time (seconds since the Unix epoch) verifiers refuse the artifact.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub expires: Option<u64>,
     pub producer: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The artifact this model was derived from (fine-tuned, retrained, converted).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub parent: Option<Parent>,
+}
+
+/// Lineage: the artifact a model was made from, named by its artifact digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    /// SHA-256 of the parent's manifest bytes (its artifact digest).
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
+    pub name: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub version: Option<String>,
+}
+
+/// A model version as SemVer 2.0.0 (`MAJOR.MINOR.PATCH[-PRE][+BUILD]`), the only form a
+/// manifest holds, so that versions compare by SemVer precedence.
+pub fn parse_version(what: &str, v: &str) -> Result<semver::Version, FormatError> {
+    semver::Version::parse(v).map_err(|e| {
+        FormatError::invalid(format!(
+            "{what} {v:?} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.4.0): {e}"
+        ))
+    })
 }
 
 /// How the payload is stored and the digests that cover it.
@@ -902,6 +942,7 @@ pub fn check_model_info(m: &ModelInfo) -> Result<(), FormatError> {
     check_text("model name", &m.name, MAX_NAME_LEN, Lines::One)?;
     if let Some(v) = &m.version {
         check_text("model version", v, MAX_NAME_LEN, Lines::One)?;
+        parse_version("model version", v)?;
     }
     if let Some(d) = &m.description {
         check_text("description", d, MAX_TEXT_LEN, Lines::Many)?;
@@ -912,6 +953,30 @@ pub fn check_model_info(m: &ModelInfo) -> Result<(), FormatError> {
             "creation time {} is after 9999-12-31 (the limit is {MAX_CREATED} seconds)",
             m.created
         )));
+    }
+    if let Some(e) = m.expires {
+        if e <= m.created || e > MAX_CREATED {
+            return Err(FormatError::invalid(format!(
+                "expiry time {e} must be after the creation time {} and at most {MAX_CREATED}",
+                m.created
+            )));
+        }
+    }
+    if let Some(p) = &m.parent {
+        if p.digest.len() != 32 {
+            return Err(FormatError::invalid(format!(
+                "parent digest has {} bytes, not 32 (SHA-256)",
+                p.digest.len()
+            )));
+        }
+        if p.name.is_empty() {
+            return Err(FormatError::invalid("parent model name is empty"));
+        }
+        check_text("parent model name", &p.name, MAX_NAME_LEN, Lines::One)?;
+        if let Some(v) = &p.version {
+            check_text("parent version", v, MAX_NAME_LEN, Lines::One)?;
+            parse_version("parent version", v)?;
+        }
     }
     if m.labels.len() > MAX_LABELS {
         return Err(FormatError::invalid(format!(
@@ -1296,6 +1361,8 @@ mod manifest_tests {
                 description: None,
                 created: 0,
                 producer: "p".into(),
+                expires: None,
+                parent: None,
                 labels: BTreeMap::new(),
             },
             payload: PayloadInfo {

@@ -31,6 +31,7 @@
 //! let model = nnsign::format::ModelInfo {
 //!     name: "tiny".into(), version: Some("1.0.0".into()), description: None,
 //!     created: pack::created_now(), producer: "doc example".into(), labels: Default::default(),
+//!     expires: None, parent: None,
 //! };
 //! let path = dir.path().join("tiny.nns");
 //! pack::pack(pack::PackInput { model, arch: Some(arch), tensors, signer: Some(&key) , encrypt: None },
@@ -65,9 +66,11 @@ pub mod ops;
 pub mod output;
 pub mod pack;
 pub mod pickle;
+pub mod policy;
 pub mod runtime;
 pub mod scan;
 pub mod signature;
+pub mod state;
 mod sys;
 pub mod torch;
 pub mod unseal;

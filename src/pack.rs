@@ -394,3 +394,99 @@ pub fn created_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// What `sign` wrote.
+#[derive(Debug, Clone)]
+pub struct Cosigned {
+    /// The artifact digest (unchanged: the manifest is not touched).
+    pub digest: [u8; 32],
+    /// Every signer's key id after signing, the new one last.
+    pub signers: Vec<KeyId>,
+    pub file_len: u64,
+}
+
+/// Why co-signing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CosignError {
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The key's signature is already there.
+    #[error("already signed by key {0}; an artifact carries one signature per key")]
+    AlreadySigned(KeyId),
+    #[error("the artifact already carries {0} signatures, the most the format allows")]
+    Full(usize),
+}
+
+/// Adds `key`'s signature over the unchanged manifest of the artifact at `input` and writes
+/// the result to `output` (which may be `input`: it is replaced atomically). Every existing
+/// signature must verify, and every payload byte is checked against its digest while it is
+/// copied, so a signature is never added to a damaged artifact. The payload bytes are copied
+/// as they are (an encrypted payload stays encrypted); only the envelope grows, which moves
+/// the payload to the next aligned offset.
+pub fn cosign(
+    input: &Path,
+    key: &SecretKey,
+    output: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Cosigned, CosignError> {
+    use crate::signature::Checked;
+    let auth = crate::verify::Artifact::open(input)?.integrity_only()?;
+    let mut signers: Vec<KeyId> = (auth.others.iter())
+        .filter_map(|c| match c {
+            Checked::Valid(k) => Some(k.id()),
+            Checked::Unsupported { .. } => None,
+        })
+        .collect();
+    let id = key.public().id();
+    if (auth.others.iter()).any(|c| matches!(c, Checked::Valid(k) if *k == key.public())) {
+        return Err(CosignError::AlreadySigned(id));
+    }
+    let frame = auth.artifact();
+    let mut signatures = frame.signatures().to_vec();
+    if signatures.len() >= format::MAX_SIGNATURES {
+        return Err(CosignError::Full(signatures.len()));
+    }
+    signatures.push(signature::sign(key, frame.manifest_bytes()));
+    let envelope = Envelope {
+        manifest: frame.manifest_bytes().to_vec(),
+        signatures,
+    }
+    .to_bytes();
+    let io = |source| CosignError::Io {
+        path: output.to_owned(),
+        source,
+    };
+    let envelope_len = u32::try_from(envelope.len())
+        .ok()
+        .filter(|&n| n <= format::MAX_ENVELOPE_LEN)
+        .ok_or_else(|| {
+            io(std::io::Error::other(
+                "the envelope would exceed its size limit",
+            ))
+        })?;
+    let payload_offset = format::payload_offset(envelope_len);
+    let out = Output::create(output).map_err(io)?;
+    let mut header = Vec::with_capacity(payload_offset as usize);
+    header.extend_from_slice(&format::write_prelude(envelope_len));
+    header.extend_from_slice(&envelope);
+    header.resize(payload_offset as usize, 0);
+    out.file().write_all_at(&header, 0).map_err(io)?;
+    let mut at = payload_offset;
+    auth.stream_payload(progress, |_, chunk| {
+        out.file().write_all_at(chunk, at).map_err(io)?;
+        at += chunk.len() as u64;
+        Ok::<(), CosignError>(())
+    })?;
+    out.commit().map_err(io)?;
+    signers.push(id);
+    Ok(Cosigned {
+        digest: auth.digest,
+        signers,
+        file_len: at,
+    })
+}

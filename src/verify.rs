@@ -183,6 +183,24 @@ impl Artifact {
         self.into_authenticated(signers, others)
     }
 
+    /// Checks every signature cryptographically and decodes the manifest, trusting nobody:
+    /// for co-signing, which needs the payload checked against its digests but decides no
+    /// trust (every valid signature lands in `others`, `signers` stays empty).
+    pub fn integrity_only(self) -> Result<Authenticated, VerifyError> {
+        let others = self.check_signatures()?;
+        self.into_authenticated(Vec::new(), others)
+    }
+
+    /// The signatures as found in the envelope.
+    pub fn signatures(&self) -> &[format::RawSignature] {
+        &self.envelope.signatures
+    }
+
+    /// The manifest bytes (the payload of every signature).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.envelope.manifest
+    }
+
     /// Decodes and validates the manifest without checking who signed it, for `inspect`. The
     /// result must not be used to trust anything.
     pub fn manifest_unverified(&self) -> Result<(Manifest, Layout), VerifyError> {
@@ -310,6 +328,11 @@ impl VerifiedPayload {
 const CHUNKS_PER_THREAD: usize = 2;
 
 impl Authenticated {
+    /// The artifact's frame, as read.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
     pub fn path(&self) -> &Path {
         &self.artifact.path
     }

@@ -68,6 +68,8 @@ fn seal() -> Vec<u8> {
                 created: 0,
                 producer: "test".into(),
                 labels: Default::default(),
+                expires: None,
+                parent: None,
             },
             arch: None,
             tensors: tensors(),

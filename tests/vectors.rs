@@ -23,6 +23,7 @@ use nnsign::keys::{self, SecretKey};
 use nnsign::pack::{self, assemble, PackInput};
 use nnsign::signature;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 const SEED_A: [u8; 32] = [0xa1; 32];
 const SEED_B: [u8; 32] = [0xb2; 32];
@@ -63,6 +64,8 @@ fn model_info() -> format::ModelInfo {
         created: CREATED,
         producer: "nnsign test vectors".into(),
         labels: BTreeMap::from([("purpose".into(), "test-vector".into())]),
+        expires: None,
+        parent: None,
     }
 }
 
@@ -563,6 +566,57 @@ fn build() -> Vec<Vector> {
         reframed(env)
     };
     out.push(v("fail_noncanonical_null.nns", long_null, Some((5, "expected null (f6)")), "the detached payload's null written as f9 0016 (a two-byte simple value 22), outside the signed bytes"));
+    let with_model = |edit: &dyn Fn(&mut format::ModelInfo)| {
+        resigned(
+            &manifest_for(|m| edit(&mut m.model), &payload, &manifest),
+            &payload,
+            &a,
+        )
+    };
+    let parent_digest: Vec<u8> = Sha256::digest(&manifest).to_vec();
+    out.push(v(
+        "pass_lineage_expires.nns",
+        with_model(&|m| {
+            m.expires = Some(format::MAX_CREATED);
+            m.parent = Some(format::Parent {
+                digest: parent_digest.clone(),
+                name: "vector-model".into(),
+                version: Some("1.0.0-rc.1+build.5".into()),
+            });
+        }),
+        None,
+        "expires at 9999-12-31T23:59:59Z; parent = pass_signed.nns (its artifact digest), version with pre-release and build parts",
+    ));
+    out.push(v(
+        "fail_expired.nns",
+        with_model(&|m| m.expires = Some(m.created + 1)),
+        Some((9, "expired")),
+        "expires one second after its creation (2026-01-01): well formed, refused by every verifier after that time",
+    ));
+    out.push(v(
+        "fail_expires_not_after_created.nns",
+        with_model(&|m| m.expires = Some(m.created)),
+        Some((5, "must be after the creation time")),
+        "expires = created",
+    ));
+    out.push(v(
+        "fail_version_not_semver.nns",
+        with_model(&|m| m.version = Some("1.0".into())),
+        Some((5, "is not a semantic version")),
+        "version \"1.0\": versions are SemVer, so that they compare",
+    ));
+    out.push(v(
+        "fail_parent_digest_short.nns",
+        with_model(&|m| {
+            m.parent = Some(format::Parent {
+                digest: vec![7; 31],
+                name: "p".into(),
+                version: None,
+            })
+        }),
+        Some((5, "parent digest has 31 bytes")),
+        "a parent digest of 31 bytes",
+    ));
     out.push(v(
         "fail_created_out_of_range.nns",
         resigned(

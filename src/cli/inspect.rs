@@ -17,12 +17,18 @@ use super::{report, rfc3339, verify_failure, Common, Result};
 ///
 /// Signatures are checked cryptographically (each carries its public key) but no trust store
 /// is consulted, and payload digests are not checked: use `nnsign verify` for that.
+///
+/// Lineage: an artifact packed with --parent names its parent by digest; inspect follows the
+/// chain through the .nns files of the artifact's folder and of every --search folder.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// The artifact.
     #[arg(value_name = "ART")]
     artifact: PathBuf,
+    /// Another folder whose .nns files may hold ancestors (not recursive); repeatable.
+    #[arg(long, value_name = "DIR")]
+    search: Vec<PathBuf>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -41,6 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect();
     let m = &manifest.model;
+    let lineage = lineage(&args, &manifest.model);
     let tensors: Vec<serde_json::Value> = layout
         .tensors
         .iter()
@@ -55,8 +62,10 @@ pub fn run(args: Args) -> Result<()> {
         "signers": signers,
         "model": {
             "name": m.name, "version": m.version, "description": m.description,
-            "created": rfc3339(m.created), "producer": m.producer, "labels": m.labels,
+            "created": rfc3339(m.created), "expires": m.expires.map(rfc3339),
+            "producer": m.producer, "labels": m.labels,
         },
+        "lineage": lineage.iter().map(Ancestor::json).collect::<Vec<_>>(),
         "architecture": manifest.arch,
         "encrypted_to": super::verify::recipient_ids(&manifest),
         "tensors": tensors,
@@ -99,8 +108,18 @@ pub fn run(args: Args) -> Result<()> {
             rfc3339(m.created),
             m.producer
         );
+        if let Some(e) = m.expires {
+            s += &format!("  expires     {}\n", rfc3339(e));
+        }
         for (k, v) in &m.labels {
             s += &format!("  label       {k}={v}\n");
+        }
+        for a in &lineage {
+            s += &format!(
+                "  {:<11} {}\n",
+                if a.depth == 1 { "parent" } else { "ancestor" },
+                a.text()
+            );
         }
         let recipients = super::verify::recipient_ids(&manifest);
         if !recipients.is_empty() {
@@ -152,4 +171,103 @@ pub fn run(args: Args) -> Result<()> {
         s
     });
     Ok(())
+}
+
+/// Longest lineage chain followed, and most files looked at while following it.
+const MAX_LINEAGE: usize = 64;
+const MAX_SEARCHED: usize = 10_000;
+
+/// One step up the lineage chain: what the child recorded, and the file found for it.
+struct Ancestor {
+    depth: usize,
+    digest: Vec<u8>,
+    name: String,
+    version: Option<String>,
+    /// The artifact with that digest, and its valid signers' key ids, if one was found.
+    found: Option<(PathBuf, Vec<String>)>,
+}
+
+impl Ancestor {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "depth": self.depth,
+            "digest": format!("sha256:{}", hex(&self.digest)),
+            "name": self.name,
+            "version": self.version,
+            "file": self.found.as_ref().map(|f| &f.0),
+            "signers": self.found.as_ref().map(|f| &f.1),
+        })
+    }
+
+    fn text(&self) -> String {
+        let what = format!(
+            "{} {} sha256:{}",
+            self.name,
+            self.version.as_deref().unwrap_or("(no version)"),
+            hex(&self.digest)
+        );
+        match &self.found {
+            Some((path, signers)) => format!(
+                "{what}\n              in {}, signed by {}",
+                path.display(),
+                if signers.is_empty() {
+                    "nobody".into()
+                } else {
+                    signers.join(", ")
+                }
+            ),
+            None => format!("{what} (no such artifact in the folders searched)"),
+        }
+    }
+}
+
+/// The chain of parents of `model`, found by digest among the .nns files of the artifact's
+/// folder and the --search folders. Files that are not artifacts are skipped; only the
+/// capped frame of each is read.
+fn lineage(args: &Args, model: &nnsign::format::ModelInfo) -> Vec<Ancestor> {
+    let Some(mut next) = model.parent.clone() else {
+        return Vec::new();
+    };
+    let mut dirs = vec![nnsign::output::parent_dir(&args.artifact).to_owned()];
+    dirs.extend(args.search.iter().cloned());
+    let files = (dirs.iter())
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "nns"))
+        .take(MAX_SEARCHED);
+    let mut known: Vec<([u8; 32], PathBuf, nnsign::format::ModelInfo, Vec<String>)> = Vec::new();
+    for path in files {
+        let Ok(a) = Artifact::open(&path) else {
+            continue;
+        };
+        let (Ok(checked), Ok((manifest, _))) = (a.check_signatures(), a.manifest_unverified())
+        else {
+            continue;
+        };
+        let signers = (checked.iter())
+            .filter_map(|c| match c {
+                Checked::Valid(k) => Some(k.id().to_string()),
+                Checked::Unsupported { .. } => None,
+            })
+            .collect();
+        known.push((a.digest(), path, manifest.model, signers));
+    }
+    let mut chain = Vec::new();
+    for depth in 1..=MAX_LINEAGE {
+        let found = known.iter().find(|k| k.0[..] == next.digest[..]);
+        chain.push(Ancestor {
+            depth,
+            digest: next.digest.clone(),
+            name: next.name.clone(),
+            version: next.version.clone(),
+            found: found.map(|k| (k.1.clone(), k.3.clone())),
+        });
+        match found.and_then(|k| k.2.parent.clone()) {
+            Some(p) => next = p,
+            None => break,
+        }
+    }
+    chain
 }

@@ -5,6 +5,7 @@ mod inspect;
 mod keygen;
 mod pack;
 mod scan;
+mod sign;
 mod unpack;
 mod verify;
 mod verify_load;
@@ -15,7 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nnsign::keys::encryption::EncryptionSecretKey;
-use nnsign::keys::{KeyError, Passphrase, TrustStore};
+use nnsign::keys::{hex, KeyError, Passphrase, TrustStore};
+use nnsign::policy::{Policy, PolicyError};
+use nnsign::state::{Recorded, State};
 use nnsign::unseal::Unlock;
 use nnsign::verify::{Artifact, Authenticated, VerifyError};
 use serde_json::json;
@@ -39,12 +42,15 @@ pub mod exit {
     pub const DECRYPT: u8 = 7;
     /// `scan` found a file that would execute or reference code when loaded.
     pub const DANGER: u8 = 8;
+    /// Expired, too old, below a minimum version, created in the future, or a rollback.
+    pub const FRESHNESS: u8 = 9;
 }
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 bad input file, 2 usage, 3 I/O, 4 signature or trust,
             5 integrity (damaged or malformed artifact), 6 schema, 7 decryption,
-            8 scan found code a file would run.
+            8 scan found code a file would run, 9 freshness (expired, too old,
+            below the minimum version, or a rollback).
 Docs: README.md, docs/FORMAT.md, docs/SECURITY.md, keys/README.md";
 
 #[derive(Parser)]
@@ -69,6 +75,7 @@ enum Command {
     Unpack(unpack::Args),
     Demo(demo::Args),
     Scan(scan::Args),
+    Sign(sign::Args),
 }
 
 /// Flags every verb has.
@@ -86,12 +93,21 @@ pub struct Common {
 #[derive(clap::Args, Clone)]
 pub struct TrustArgs {
     /// A trusted public key (.pub) or a directory of them; repeatable. Also read from
-    /// NNSIGN_TRUST (paths separated by ':').
-    #[arg(long, value_name = "PATH")]
+    /// NNSIGN_TRUST (paths separated by ':') when no --policy is given.
+    #[arg(long, value_name = "PATH", conflicts_with = "policy")]
     pub trust: Vec<PathBuf>,
+    /// A trust policy (docs/POLICY.md): which keys may sign which models and how many must,
+    /// minimum versions, maximum ages, revoked keys.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Rollback protection: refuse a lower version of a model name than this state file has
+    /// accepted (or the same version with other content); record newer ones. Overrides the
+    /// policy's `state`.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
     /// Accept an artifact with no signature at all (digests are still checked). A signed
     /// artifact still needs a trusted signer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub allow_unsigned: bool,
 }
 
@@ -383,16 +399,152 @@ pub fn unseal_failure(path: &Path, e: nnsign::unseal::UnsealError) -> Failure {
 }
 
 /// Opens and authenticates an artifact for the verbs that need trust.
-pub fn authenticate(path: &Path, args: &TrustArgs) -> Result<Authenticated> {
-    let trust = trust_store(args)?;
+/// Checks an artifact's signatures and trust, then the policy's rule for its model, its
+/// expiry, and the rollback state; the returned [`Gate`] records the version once the verb
+/// has succeeded.
+pub fn authenticate(path: &Path, args: &TrustArgs) -> Result<(Authenticated, Gate)> {
+    let policy = match &args.policy {
+        Some(p) => Policy::load(p).map_err(|e| policy_failure(p, e))?,
+        None => {
+            let store = trust_store(args)?;
+            let source = args
+                .trust
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "NNSIGN_TRUST".into());
+            Policy::from_trust(&store, &source)
+        }
+    };
+    let trust = policy.trust_store();
     if trust.is_empty() && !args.allow_unsigned {
         return Err(Failure::usage(
-            "no trusted keys: give --trust PATH (a .pub file or a directory of them) or set NNSIGN_TRUST",
+            "no trusted keys: give --trust PATH (a .pub file or a directory of them), set NNSIGN_TRUST, or give --policy FILE",
         ));
     }
-    Artifact::open(path)
-        .and_then(|a| a.authenticate(&trust, args.allow_unsigned))
-        .map_err(|e| verify_failure(path, e))
+    let artifact = Artifact::open(path).map_err(|e| verify_failure(path, e))?;
+    refuse_revoked_only(path, &artifact, &policy)?;
+    let auth = (artifact.authenticate(&trust, args.allow_unsigned))
+        .map_err(|e| verify_failure(path, e))?;
+    let now = nnsign::policy::now();
+    let counted = if auth.signers.is_empty() {
+        // Unsigned, and allowed: no rule can apply, but an expiry still does.
+        nnsign::policy::check_times(&auth.manifest.model, now, policy.clock_skew)
+            .map_err(|e| policy_failure(path, e))?;
+        Vec::new()
+    } else {
+        policy
+            .admit(&auth, now)
+            .map_err(|e| policy_failure(path, e))?
+    };
+    let state = args
+        .state
+        .clone()
+        .or(policy.state.clone())
+        .map(|p| State::new(&p));
+    let digest = format!("sha256:{}", hex(&auth.digest));
+    if let Some(state) = &state {
+        let m = &auth.manifest.model;
+        (state.check(&m.name, m.version.as_deref(), &digest))
+            .map_err(|e| policy_failure(path, e))?;
+    }
+    let gate = Gate {
+        artifact: path.to_owned(),
+        state,
+        counted,
+        name: auth.manifest.model.name.clone(),
+        version: auth.manifest.model.version.clone(),
+        digest,
+    };
+    Ok((auth, gate))
+}
+
+/// What a verb must do after it succeeded: record the version in the rollback state.
+pub struct Gate {
+    artifact: PathBuf,
+    state: Option<State>,
+    /// The policy keys that counted towards the rule's threshold.
+    pub counted: Vec<nnsign::policy::PolicyKey>,
+    name: String,
+    version: Option<String>,
+    digest: String,
+}
+
+impl Gate {
+    /// Records the accepted version; adds what happened to the report.
+    pub fn record(&self, value: &mut serde_json::Value, text: &mut String) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let done = state
+            .record(
+                &self.name,
+                self.version.as_deref(),
+                &self.digest,
+                nnsign::policy::now(),
+            )
+            .map_err(|e| policy_failure(&self.artifact, e))?;
+        let version = self.version.as_deref().unwrap_or_default();
+        let (what, line) = match done {
+            Recorded::Same => ("same", format!("version {version} accepted before")),
+            Recorded::Raised { from: None } => {
+                ("first", format!("first version {version} recorded"))
+            }
+            Recorded::Raised { from: Some(old) } => {
+                ("raised", format!("version raised from {old} to {version}"))
+            }
+        };
+        value["state"] = serde_json::json!({"file": state.path(), "update": what});
+        text.push_str(&format!("  state   {line} in {}\n", state.path().display()));
+        Ok(())
+    }
+}
+
+/// An artifact whose only valid signatures are by revoked keys gets a message that says so
+/// (the trust check alone would call them unknown).
+fn refuse_revoked_only(path: &Path, artifact: &Artifact, policy: &Policy) -> Result<()> {
+    use nnsign::signature::Checked;
+    let Ok(checked) = artifact.check_signatures() else {
+        return Ok(()); // authenticate reports it
+    };
+    let valid: Vec<_> = (checked.iter())
+        .filter_map(|c| match c {
+            Checked::Valid(k) => Some(k),
+            Checked::Unsupported { .. } => None,
+        })
+        .collect();
+    let revoked: Vec<String> = (valid.iter())
+        .filter(|k| policy.revoked.contains(&k.id()))
+        .map(|k| k.id().to_string())
+        .collect();
+    let trusted = policy.trust_store();
+    if revoked.is_empty() || valid.iter().any(|k| trusted.lookup(k).is_some()) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::SIGNATURE,
+        "trust",
+        Some(path),
+        format!(
+            "signed only by revoked key(s) {} (revoked in {})",
+            revoked.join(", "),
+            policy.source.display()
+        ),
+    )
+    .hint("a revoked key may be in an attacker's hands: do not deploy this artifact; ask for one signed by a current key"))
+}
+
+/// Maps a policy or rollback-state refusal to what the user is told.
+pub fn policy_failure(path: &Path, e: PolicyError) -> Failure {
+    match e {
+        PolicyError::Config(m) => Failure::new(exit::USAGE, "policy", None, m)
+            .hint("fix the policy or state file (docs/POLICY.md)"),
+        PolicyError::Signers(m) => Failure::new(exit::SIGNATURE, "trust", Some(path), m)
+            .hint("get the missing signatures with `nnsign sign ART --key KEY`, or check the policy's rules"),
+        PolicyError::NoRule(m) => Failure::new(exit::SIGNATURE, "trust", Some(path), m)
+            .hint("the policy accepts no model of this name: add a [[rule]] whose models pattern matches, or check the name"),
+        PolicyError::Freshness(m) => Failure::new(exit::FRESHNESS, "freshness", Some(path), m),
+        PolicyError::Io(m) => Failure::new(exit::IO, "io", None, m),
+    }
 }
 
 /// The passphrase from the variable named by `--passphrase-env`, or from a no-echo prompt when
@@ -508,6 +660,7 @@ pub fn main() -> ExitCode {
         Command::Unpack(a) => (a.common.json, unpack::run(a)),
         Command::Demo(a) => (a.common.json, demo::run(a)),
         Command::Scan(a) => (a.common.json, scan::run(a)),
+        Command::Sign(a) => (a.common.json, sign::run(a)),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -68,9 +68,18 @@ pub struct Args {
     /// Model name [default: the first input's file name without extension].
     #[arg(long)]
     name: Option<String>,
-    /// Model version (semantic versioning recommended).
+    /// Model version, in semantic versioning (MAJOR.MINOR.PATCH[-PRE][+BUILD]); verifiers
+    /// compare versions for rollback protection and minimum-version rules.
     #[arg(long, value_name = "V")]
     model_version: Option<String>,
+    /// Verifiers refuse the artifact after this: a duration from now (90d, 12h, 2w) or a UTC
+    /// date or time (2027-06-30, 2027-06-30T12:00:00Z).
+    #[arg(long, value_name = "WHEN")]
+    expires: Option<String>,
+    /// The artifact this model was derived from (fine-tuned, retrained, converted): its
+    /// digest, name and version go into the signed metadata, and `inspect` shows the chain.
+    #[arg(long, value_name = "PARENT.nns")]
+    parent: Option<PathBuf>,
     /// Free-text description.
     #[arg(long)]
     description: Option<String>,
@@ -113,9 +122,27 @@ fn pack_failure(args: &Args, e: PackError) -> Failure {
     }
 }
 
+/// The lineage record of `--parent`: a well-formed artifact whose signatures all verify (who
+/// signed it is for the verifier of the child to judge, through `inspect`).
+fn read_parent(path: &std::path::Path) -> Result<nnsign::format::Parent> {
+    let artifact =
+        nnsign::verify::Artifact::open(path).map_err(|e| super::verify_failure(path, e))?;
+    artifact
+        .check_signatures()
+        .map_err(|e| super::verify_failure(path, e))?;
+    let (manifest, _) = artifact
+        .manifest_unverified()
+        .map_err(|e| super::verify_failure(path, e))?;
+    Ok(nnsign::format::Parent {
+        digest: artifact.digest().to_vec(),
+        name: manifest.model.name,
+        version: manifest.model.version,
+    })
+}
+
 /// Warns (as ssh would refuse) when a private key file is readable by other users: the key may
 /// already have leaked, and the build should not carry on silently.
-fn warn_if_exposed(path: &std::path::Path, common: super::Common) {
+pub(super) fn warn_if_exposed(path: &std::path::Path, common: super::Common) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::metadata(path) else {
         return; // reading the key reports the problem
@@ -134,6 +161,7 @@ pub fn run(args: Args) -> Result<()> {
     let reads = (args.inputs.iter())
         .chain(&args.sign)
         .chain(&args.arch)
+        .chain(&args.parent)
         .chain(&args.encrypt_to);
     super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
     let mut labels = BTreeMap::new();
@@ -149,6 +177,25 @@ pub fn run(args: Args) -> Result<()> {
         }
         labels.insert(k.to_owned(), v.to_owned());
     }
+    if let Some(v) = &args.model_version {
+        nnsign::format::parse_version("--model-version", v)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    let created = packer::created_now();
+    let expires = (args.expires.as_deref())
+        .map(|w| {
+            let t = nnsign::policy::parse_when(w, created)
+                .map_err(|e| Failure::usage(format!("--expires: {e}")))?;
+            match t > created {
+                true => Ok(t),
+                false => Err(Failure::usage(format!(
+                    "--expires {w}: {} is not in the future",
+                    nnsign::policy::utc(t)
+                ))),
+            }
+        })
+        .transpose()?;
+    let parent = args.parent.as_deref().map(read_parent).transpose()?;
     // Read the key first: a wrong passphrase should fail before minutes of hashing.
     if let Some(path) = &args.sign {
         warn_if_exposed(path, args.common);
@@ -229,9 +276,11 @@ pub fn run(args: Args) -> Result<()> {
         name,
         version: args.model_version.clone(),
         description: args.description.clone(),
-        created: packer::created_now(),
+        created,
+        expires,
         producer: format!("nnsign {}", env!("CARGO_PKG_VERSION")),
         labels: all_labels,
+        parent,
     };
     let total: u64 = imported.tensors.iter().map(|t| t.bytes.len() as u64).sum();
     let bar = progress_bar(args.common, total, "packing");

@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
         .chain(&args.trust.trust);
     super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
     let key = args.decrypt.key()?;
-    let auth = authenticate(&args.artifact, &args.trust)?;
+    let (auth, gate) = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "unpacking");
     let export_failure = |e| match e {
         ExportError::Io { path, source } => io_failure(&path, &source),
@@ -129,7 +129,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let (mut value, text) = super::verify::summary(&auth);
+    let (mut value, mut text) = super::verify::summary(&auth, &gate);
+    gate.record(&mut value, &mut text)?;
     value["ok"] = json!(true);
     value["output"] = json!(args.output);
     report(args.common, value, || {

@@ -6,7 +6,7 @@ use nnsign::keys::hex;
 use nnsign::verify::Authenticated;
 use serde_json::json;
 
-use super::{authenticate, progress_bar, report, verify_failure, Common, Result, TrustArgs};
+use super::{authenticate, progress_bar, report, verify_failure, Common, Gate, Result, TrustArgs};
 
 /// Check an artifact's signature, that its signer is trusted, and every payload byte.
 ///
@@ -28,13 +28,21 @@ pub struct Args {
 }
 
 /// The facts `verify`, `verify-load` and `unpack` report about a verified artifact.
-pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
+pub fn summary(auth: &Authenticated, gate: &Gate) -> (serde_json::Value, String) {
     let m = &auth.manifest.model;
     let digest = format!("sha256:{}", hex(&auth.digest));
     let signers: Vec<serde_json::Value> = auth
         .signers
         .iter()
-        .map(|s| json!({"key_id": s.key.id().to_string(), "trusted_by": s.trusted_by}))
+        .map(|s| {
+            let policy = gate.counted.iter().find(|k| k.key == s.key);
+            json!({
+                "key_id": s.key.id().to_string(),
+                "name": policy.and_then(|k| k.name.clone()),
+                "trusted_by": s.trusted_by,
+                "counted": policy.is_some(),
+            })
+        })
         .collect();
     let others: Vec<String> = auth
         .others
@@ -48,7 +56,12 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
         "signed": !auth.signers.is_empty(),
         "signers": signers,
         "other_signatures": others,
-        "model": {"name": m.name, "version": m.version},
+        "model": {"name": m.name, "version": m.version, "created": m.created, "expires": m.expires},
+        "parent": m.parent.as_ref().map(|p| json!({
+            "digest": format!("sha256:{}", hex(&p.digest)),
+            "name": p.name,
+            "version": p.version,
+        })),
         "digest": digest,
         "tensors": auth.layout.tensors.len(),
         "payload_bytes": auth.layout.length,
@@ -59,7 +72,11 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
     } else {
         auth.signers
             .iter()
-            .map(|s| format!("key {} (trusted: {})", s.key.id(), s.trusted_by.display()))
+            .map(|s| {
+                let name = gate.counted.iter().find(|k| k.key == s.key);
+                let label = name.map_or_else(|| s.key.id().to_string(), |k| k.label());
+                format!("key {label} (trusted: {})", s.trusted_by.display())
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -81,11 +98,22 @@ pub fn summary(auth: &Authenticated) -> (serde_json::Value, String) {
             auth.layout.length
         )
     };
-    let text = format!(
+    let mut text = format!(
         "  signer  {who}\n  model   {} {}\n  digest  {digest}\n  payload {payload}\n",
         m.name,
         m.version.as_deref().unwrap_or("(no version)"),
     );
+    if let Some(e) = m.expires {
+        text.push_str(&format!("  expires {}\n", nnsign::policy::utc(e)));
+    }
+    if let Some(p) = &m.parent {
+        text.push_str(&format!(
+            "  parent  {} {} sha256:{}\n",
+            p.name,
+            p.version.as_deref().unwrap_or("(no version)"),
+            hex(&p.digest)
+        ));
+    }
     (value, text)
 }
 
@@ -106,12 +134,13 @@ pub fn recipient_ids(manifest: &nnsign::format::Manifest) -> Vec<String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let auth = authenticate(&args.artifact, &args.trust)?;
+    let (auth, gate) = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
     auth.check_payload(&|n| bar.set_position(n))
         .map_err(|e| verify_failure(&args.artifact, e))?;
     bar.finish_and_clear();
-    let (mut value, text) = summary(&auth);
+    let (mut value, mut text) = summary(&auth, &gate);
+    gate.record(&mut value, &mut text)?;
     value["ok"] = json!(true);
     report(args.common, value, || {
         format!("verified {}\n{text}", args.artifact.display())

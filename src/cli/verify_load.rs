@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         super::refuse_overwrite(out, reads.map(PathBuf::as_path))?;
     }
     let key = args.decrypt.key()?;
-    let auth = authenticate(&args.artifact, &args.trust)?;
+    let (auth, gate) = authenticate(&args.artifact, &args.trust)?;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
     let progress = |n| bar.set_position(n);
     let opener = args.decrypt.opener(&auth, key)?;
@@ -132,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         LoadError::Run(r) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), r.to_string()),
     })?;
     bar.finish_and_clear();
-    let (mut value, text) = super::verify::summary(&auth);
+    let (mut value, mut text) = super::verify::summary(&auth, &gate);
     value["ok"] = json!(true);
     let Some(model) = loaded.model else {
         if args.input.is_some() {
@@ -141,6 +141,7 @@ pub fn run(args: Args) -> Result<()> {
                 .hint("pack it with --arch FILE to make it runnable"));
         }
         value["loaded"] = json!(false);
+        gate.record(&mut value, &mut text)?;
         report(args.common, value, || {
             format!(
                 "verified {}\n{text}  no architecture: weights only, nothing to run\n",
@@ -191,6 +192,7 @@ pub fn run(args: Args) -> Result<()> {
             lines += &format!("  wrote   {}\n", out.display());
         }
     }
+    gate.record(&mut value, &mut lines)?;
     report(args.common, value, || lines);
     Ok(())
 }

@@ -473,6 +473,11 @@ impl TrustStore {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Every key with the file it came from.
+    pub fn entries(&self) -> impl Iterator<Item = (&PublicKey, &Path)> {
+        self.keys.iter().map(|(k, p)| (k, p.as_path()))
+    }
 }
 
 #[cfg(test)]
