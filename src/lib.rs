@@ -53,6 +53,7 @@
 
 pub mod cbor;
 pub mod crypto;
+pub mod diff;
 pub mod export;
 pub mod format;
 pub mod gguf;

@@ -1,6 +1,7 @@
 //! Flag parsing, error reporting and exit codes shared by the verbs; one file per verb.
 
 mod demo;
+mod diff;
 mod inspect;
 mod keygen;
 mod pack;
@@ -72,6 +73,7 @@ enum Command {
     Verify(verify::Args),
     VerifyLoad(verify_load::Args),
     Inspect(inspect::Args),
+    Diff(diff::Args),
     Unpack(unpack::Args),
     Demo(demo::Args),
     Scan(scan::Args),
@@ -657,6 +659,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => (a.common.json, verify::run(a)),
         Command::VerifyLoad(a) => (a.common.json, verify_load::run(a)),
         Command::Inspect(a) => (a.common.json, inspect::run(a)),
+        Command::Diff(a) => (a.common.json, diff::run(a)),
         Command::Unpack(a) => (a.common.json, unpack::run(a)),
         Command::Demo(a) => (a.common.json, demo::run(a)),
         Command::Scan(a) => (a.common.json, scan::run(a)),
