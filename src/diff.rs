@@ -27,9 +27,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::format::{DType, Manifest, RecipientEntry, TensorInfo};
-use crate::keys::{hex, TrustStore};
+use crate::keys::hex;
 use crate::model::Graph;
-use crate::signature::Checked;
 use crate::verify::{Artifact, Authenticated, VerifyError};
 
 /// A failure to read one of the two artifacts, naming it.
@@ -45,23 +44,10 @@ pub struct ReadError {
 /// Opens `path` and reads it as far as `verify` would before the payload, deciding no trust:
 /// every signature must be cryptographically valid (each carries its public key), the manifest
 /// must decode and validate, and the file must be exactly as long as the manifest says. An
-/// unsigned artifact is accepted, as `inspect` accepts it.
-///
-/// An artifact whose signatures are all of algorithms this nnsign does not implement is refused
-/// ([`VerifyError::Untrusted`]): nothing in it can be checked.
+/// unsigned artifact is accepted, as `inspect` accepts it. Every signature, valid or of an
+/// algorithm this nnsign does not implement, ends up in [`Authenticated::others`].
 pub fn open_untrusted(path: &Path) -> Result<Authenticated, VerifyError> {
-    let artifact = Artifact::open(path)?;
-    // `Authenticated` is the only way to the digest-checking reader, and it is reached through
-    // a trust decision. A store holding exactly the artifact's own valid signers makes that
-    // decision vacuous while keeping every other check of `authenticate` (each signature
-    // verified, duplicate signers refused, manifest, file length) and, later, of the reader.
-    let mut own = TrustStore::default();
-    for c in artifact.check_signatures()? {
-        if let Checked::Valid(key) = c {
-            own.insert(key, path);
-        }
-    }
-    artifact.authenticate(&own, true)
+    Artifact::open(path)?.integrity_only()
 }
 
 /// What is known about the two payloads' content.

@@ -77,6 +77,10 @@ fn revisions(dir: &Path) -> (PathBuf, PathBuf) {
             "1.3.0",
             "--label",
             "stage=fine-tuned",
+            "--parent",
+            &s(&a),
+            "--expires",
+            "2030-01-01",
         ],
     );
     (a, b)
@@ -119,8 +123,18 @@ fn two_revisions_of_a_keras_model_differ_as_numpy_says() {
     let meta = metadata(&v);
     assert_eq!(
         meta.keys().collect::<Vec<_>>(),
-        ["created", "labels.stage", "version"]
+        ["created", "expires", "labels.stage", "parent", "version"]
     );
+    // Fields ModelInfo gained after diff was written are compared all the same.
+    let v1_digest = nnsign::verify::Artifact::open(&a).unwrap().digest();
+    assert_eq!(
+        meta["parent"],
+        (
+            Value::Null,
+            serde_json::json!({"digest": nnsign::keys::hex(&v1_digest), "name": "digits", "version": "1.2.0"})
+        )
+    );
+    assert_eq!(meta["expires"], (Value::Null, 1893456000.into()));
     assert_eq!(meta["version"], ("1.2.0".into(), "1.3.0".into()));
     assert_eq!(meta["created"], (1700000000.into(), 1700086400.into()));
     assert_eq!(meta["labels.stage"], (Value::Null, "fine-tuned".into()));
@@ -163,6 +177,8 @@ fn two_revisions_of_a_keras_model_differ_as_numpy_says() {
         "{out}"
     );
     assert!(out.contains("  + labels.stage: \"fine-tuned\"\n"), "{out}");
+    assert!(out.contains("  + expires: 2030-01-01T00:00:00Z\n"), "{out}");
+    assert!(out.contains("  + parent: {\"digest\":\""), "{out}");
     assert!(out.contains("architecture: unchanged (op-set 2,"), "{out}");
     assert!(
         out.contains("tensors: 2 changed in content, 2 unchanged\n"),

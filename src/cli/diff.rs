@@ -1,9 +1,10 @@
 //! `nnsign diff`: what changed between two artifacts, from their signed manifests and digests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nnsign::diff::{self, ArchStatus, Content, Diff, FieldChange, TensorRef};
 use nnsign::keys::hex;
+use nnsign::signature::Checked;
 use nnsign::verify::Authenticated;
 use serde_json::json;
 
@@ -107,18 +108,30 @@ pub fn run(args: Args) -> Result<()> {
     .reported())
 }
 
+/// Who signed: each valid signature's key id with the trust-store file that holds it (none when
+/// trust is not checked), and the signatures that do not count, described.
+fn signatures(
+    auth: &Authenticated,
+    checks_trust: bool,
+) -> (Vec<(String, Option<&Path>)>, Vec<String>) {
+    let mut valid: Vec<(String, Option<&Path>)> = (auth.signers.iter())
+        .map(|s| (s.key.id().to_string(), Some(s.trusted_by.as_path())))
+        .collect();
+    let mut others = Vec::new();
+    for c in &auth.others {
+        match c {
+            Checked::Valid(key) if !checks_trust => valid.push((key.id().to_string(), None)),
+            _ => others.push(nnsign::verify::describe_untrusted(c)),
+        }
+    }
+    (valid, others)
+}
+
 /// One artifact's identity and signers, as reported beside the diff.
 fn side(auth: &Authenticated, checks_trust: bool) -> serde_json::Value {
-    let signers: Vec<serde_json::Value> = (auth.signers.iter())
-        .map(|s| {
-            json!({
-                "key_id": s.key.id().to_string(),
-                "trusted_by": checks_trust.then_some(&s.trusted_by),
-            })
-        })
-        .collect();
-    let others: Vec<String> = (auth.others.iter())
-        .map(nnsign::verify::describe_untrusted)
+    let (valid, others) = signatures(auth, checks_trust);
+    let signers: Vec<serde_json::Value> = (valid.iter())
+        .map(|(id, by)| json!({"key_id": id, "trusted_by": by}))
         .collect();
     json!({
         "artifact": auth.path(),
@@ -130,16 +143,17 @@ fn side(auth: &Authenticated, checks_trust: bool) -> serde_json::Value {
 }
 
 fn signed_by(auth: &Authenticated, checks_trust: bool) -> String {
-    if auth.signers.is_empty() && auth.others.is_empty() {
+    let (valid, others) = signatures(auth, checks_trust);
+    if valid.is_empty() && others.is_empty() {
         return "unsigned".into();
     }
-    let mut who: Vec<String> = (auth.signers.iter())
-        .map(|s| match checks_trust {
-            true => format!("key {} (trusted: {})", s.key.id(), s.trusted_by.display()),
-            false => format!("key {} (valid, trust not checked)", s.key.id()),
+    let mut who: Vec<String> = (valid.iter())
+        .map(|(id, by)| match by {
+            Some(by) => format!("key {id} (trusted: {})", by.display()),
+            None => format!("key {id} (valid, trust not checked)"),
         })
         .collect();
-    who.extend(auth.others.iter().map(nnsign::verify::describe_untrusted));
+    who.extend(others);
     format!("signed by {}", who.join(", "))
 }
 
