@@ -606,7 +606,9 @@ fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
     let mut k = 0;
     while k < steps.len() {
         if matches!(steps[k].op, Op::Conv(_)) {
-            while let Some(j) = sole_user(steps, k, outputs) {
+            // Nothing follows a fused pooling: it changes the output's size.
+            let pooled = |s: &Step| matches!(&s.op, Op::Conv(c) if c.then.last() == Some(&ops::Then::MaxPool2x2));
+            while let Some(j) = sole_user(steps, k, outputs).filter(|_| !pooled(&steps[k])) {
                 let next = &steps[j];
                 let then = match &next.op {
                     Op::BatchNorm { epsilon }
@@ -618,6 +620,7 @@ fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
                     Op::Unary(u) if matches!(&steps[k].op, Op::Conv(c) if !c.then.iter().any(|t| matches!(t, ops::Then::Unary(_)))) => {
                         ops::Then::Unary(*u)
                     }
+                    Op::Pool(p) if p.is_halving() => ops::Then::MaxPool2x2,
                     _ => break,
                 };
                 let next = steps.remove(j);

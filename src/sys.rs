@@ -1,6 +1,6 @@
 //! The only module with `unsafe` code: memory maps of input files, the SGEMM kernel and the
-//! switch to AVX2 code. Each function states why its use is sound; everything outside this
-//! module is safe Rust.
+//! AVX2 kernels of convolution and pooling. Each function states why its use is sound;
+//! everything outside this module is safe Rust.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -289,24 +289,75 @@ unsafe fn conv_row_avx2(
     }
 }
 
-/// Runs `f` compiled for AVX2 when the CPU has it (std detects it once), else for baseline
-/// x86-64. Give it an `#[inline(always)]` closure so that its loops are compiled into each copy:
-/// LLVM then vectorizes them 8 lanes wide instead of 4. Both copies compute the same thing in
-/// the same order (Rust never fuses a multiply and an add), so results are bit-identical on
-/// every x86-64 CPU.
-#[inline]
-pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+/// Max pooling of two input rows by 2x2 windows at stride 2: `out[i]` is the largest of
+/// `r0[2i], r0[2i + 1], r1[2i], r1[2i + 1]`, NaN if any of them is (as onnxruntime's MaxPool).
+/// With AVX2, 8 outputs per step; the same values either way (a maximum is exact).
+pub fn max_pairs(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    assert!(
+        r0.len() >= 2 * n && r1.len() >= 2 * n,
+        "pooling rows shorter than their output"
+    );
+    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the only precondition of a `target_feature` function is that the CPU has the
-        // feature, which was just checked.
-        return unsafe { avx2(f) };
+        // SAFETY: AVX2 is present; the assert proves that `r0` and `r1` hold `2 n` floats and
+        // `out` holds `n`; the AVX2 loop reads and writes only blocks of 8 outputs starting at
+        // most at `n - 8`, and returns how many outputs it did (all, or none when `n < 8`).
+        done = unsafe { max_pairs_avx2(r0, r1, out) };
     }
-    f()
+    for ((o, a), b) in (out[done..].iter_mut())
+        .zip(r0[2 * done..].chunks_exact(2))
+        .zip(r1[2 * done..].chunks_exact(2))
+    {
+        *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
+    }
+}
+
+/// The larger of `a` and `b`, NaN if either is.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pairs_avx2(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    // `nan_max` on 8 lanes: x where x > y or x is NaN, else y.
+    let nan_max = |x: __m256, y: __m256| {
+        let keep = _mm256_or_ps(
+            _mm256_cmp_ps(x, y, _CMP_GT_OQ),
+            _mm256_cmp_ps(x, x, _CMP_UNORD_Q),
+        );
+        _mm256_blendv_ps(y, x, keep)
+    };
+    let n = out.len();
+    if n < 8 {
+        return 0;
+    }
+    // Whole blocks of 8 outputs, the last one moved back to end at `n`: it overlaps the block
+    // before, which is harmless (the same maxima are written again).
+    for b in 0..n.div_ceil(8) {
+        let at = (8 * b).min(n - 8);
+        let (p, q) = (r0.as_ptr().add(2 * at), r1.as_ptr().add(2 * at));
+        let lo = nan_max(_mm256_loadu_ps(p), _mm256_loadu_ps(q));
+        let hi = nan_max(_mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(q.add(8)));
+        // Even and odd columns; within each 128-bit lane, so outputs come out as 0 1 4 5 2 3
+        // 6 7, put in order by moving 64-bit pairs.
+        let even = _mm256_shuffle_ps(lo, hi, 0b10_00_10_00);
+        let odd = _mm256_shuffle_ps(lo, hi, 0b11_01_11_01);
+        let m = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(nan_max(even, odd)),
+            0b11_01_10_00,
+        ));
+        _mm256_storeu_ps(out.as_mut_ptr().add(at), m);
+    }
+    n
 }
 
 #[cfg(test)]

@@ -119,7 +119,25 @@ pub enum Then {
     /// after the Conv's 3 (an omitted bias still counts).
     BatchNorm(f32),
     Unary(Unary),
+    /// A 2x2, stride 2, unpadded MaxPool, always last: each image's output is pooled while
+    /// it is in cache, and the full-size output never exists.
+    MaxPool2x2,
 }
+
+impl Window {
+    /// Output size along `ax` for input `n` and kernel `k`, as checked by inference.
+    fn out_len(&self, ax: usize, n: usize, k: usize) -> usize {
+        let extent = self.dilations[ax] * (k - 1) + 1;
+        (n + self.pads[ax] + self.pads[ax + 2] - extent) / self.strides[ax] + 1
+    }
+}
+
+/// The one pooling a convolution can absorb.
+pub const HALVING: Window = Window {
+    strides: [2, 2],
+    pads: [0; 4],
+    dilations: [1, 1],
+};
 
 impl Conv2d {
     pub(super) fn parse(a: &mut Attrs<'_>) -> Result<Conv2d, String> {
@@ -180,8 +198,17 @@ impl Conv2d {
                 )
             })?;
         }
-        let oh = self.window.out(0, &x.shape[2], &w.shape[2], false)?;
-        let ow = self.window.out(1, &x.shape[3], &w.shape[3], false)?;
+        let mut oh = self.window.out(0, &x.shape[2], &w.shape[2], false)?;
+        let mut ow = self.window.out(1, &x.shape[3], &w.shape[3], false)?;
+        if self.then.last() == Some(&Then::MaxPool2x2) {
+            let two = D::Fixed(2);
+            oh = HALVING
+                .out(0, &oh, &two, true)
+                .map_err(|e| format!("fused MaxPool: {e}"))?;
+            ow = HALVING
+                .out(1, &ow, &two, true)
+                .map_err(|e| format!("fused MaxPool: {e}"))?;
+        }
         Ok(VType::new(
             Elem::F32,
             vec![x.shape[0].clone(), m.clone(), oh, ow],
@@ -198,18 +225,22 @@ impl Conv2d {
     ) -> Tensor {
         let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
         let [m, cg, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
-        let [oh, ow] = [out[2], out[3]];
+        let win = self.window;
+        let pooled = self.then.last() == Some(&Then::MaxPool2x2);
+        let [oh, ow] = match pooled {
+            true => [win.out_len(0, h, kh), win.out_len(1, wd, kw)],
+            false => [out[2], out[3]],
+        };
         let g = self.group;
         let mg = m / g;
         let (plane, oplane, patch) = (h * wd, oh * ow, cg * kh * kw);
-        let mut data = vec![0f32; n * m * oplane];
+        let mut data = vec![0f32; n * m * out[2] * out[3]];
         if data.is_empty() {
             return Tensor {
                 shape: out.to_vec(),
                 data,
             };
         }
-        let win = self.window;
         let pointwise = kh == 1 && kw == 1 && win.strides == [1, 1] && win.pads == [0; 4];
         // Direct convolution when there are enough output channels to fill its blocks half;
         // else (and for pointwise products, already plain SGEMMs) im2col + SGEMM.
@@ -238,6 +269,7 @@ impl Conv2d {
                             );
                         }
                         Then::Unary(u) => act = Some(u),
+                        Then::MaxPool2x2 => {}
                     }
                 }
                 (mul, add)
@@ -247,45 +279,63 @@ impl Conv2d {
         let relu = direct.is_some() && act == Some(Unary::Relu);
         let act = act.filter(|_| !relu);
         // One image per task; with fewer images than cores, each product is split instead.
-        let image = |i: usize, dst: &mut [f32]| {
-            // The staged or unfolded input, in a buffer each thread keeps.
+        let image = |i: usize, out_dst: &mut [f32]| {
+            // The staged or unfolded input, in a buffer each thread keeps; when the output is
+            // pooled, the image's full-size output too.
             let mut buf = COLS.take();
-            for gi in 0..g {
-                let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
-                let dst = &mut dst[gi * mg * oplane..(gi + 1) * mg * oplane];
-                let affine = &affine[gi * mg..(gi + 1) * mg];
-                if let Some(d) = &direct {
-                    d.stage(src, &mut buf);
-                    d.run(&buf, &arranged[gi], affine, relu, dst);
-                    continue;
-                }
-                let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
-                let cols: &[f32] = if pointwise {
-                    src
-                } else {
-                    buf.resize(patch * oplane, 0.0);
-                    im2col(src, [cg, h, wd], [kh, kw], [oh, ow], &win, &mut buf);
-                    &buf
-                };
-                gemm(
-                    1.0,
-                    MatRef::new(wg, mg, patch),
-                    MatRef::new(cols, patch, oplane),
-                    0.0,
-                    dst,
-                );
-                for (row, &(mul, add)) in dst.chunks_mut(oplane).zip(affine) {
-                    if (mul, add) != (1.0, 0.0) {
-                        row.iter_mut().for_each(|v| *v = *v * mul + add);
+            let mut compute = |dst: &mut [f32]| {
+                for gi in 0..g {
+                    let src = &x.data[(i * c + gi * cg) * plane..(i * c + (gi + 1) * cg) * plane];
+                    let dst = &mut dst[gi * mg * oplane..(gi + 1) * mg * oplane];
+                    let affine = &affine[gi * mg..(gi + 1) * mg];
+                    if let Some(d) = &direct {
+                        d.stage(src, &mut buf);
+                        d.run(&buf, &arranged[gi], affine, relu, dst);
+                        continue;
+                    }
+                    let wg = &w.data[gi * mg * patch..(gi + 1) * mg * patch];
+                    let cols: &[f32] = if pointwise {
+                        src
+                    } else {
+                        buf.resize(patch * oplane, 0.0);
+                        im2col(src, [cg, h, wd], [kh, kw], [oh, ow], &win, &mut buf);
+                        &buf
+                    };
+                    gemm(
+                        1.0,
+                        MatRef::new(wg, mg, patch),
+                        MatRef::new(cols, patch, oplane),
+                        0.0,
+                        dst,
+                    );
+                    for (row, &(mul, add)) in dst.chunks_mut(oplane).zip(affine) {
+                        if (mul, add) != (1.0, 0.0) {
+                            row.iter_mut().for_each(|v| *v = *v * mul + add);
+                        }
                     }
                 }
-            }
-            if let Some(u) = act {
-                u.apply(dst);
+                if let Some(u) = act {
+                    u.apply(dst);
+                }
+            };
+            if pooled {
+                let mut full = FULL.take();
+                full.resize(m * oplane, 0.0);
+                compute(&mut full);
+                let pw = out[3];
+                let planes = full
+                    .chunks_exact(oplane)
+                    .zip(out_dst.chunks_exact_mut(out[2] * pw));
+                for (src, to) in planes {
+                    max_2x2(src, ow, to, pw);
+                }
+                FULL.set(full);
+            } else {
+                compute(out_dst);
             }
             COLS.set(buf);
         };
-        chunks(&mut data, m * oplane, spread(n, 2), image);
+        chunks(&mut data, m * out[2] * out[3], spread(n, 2), image);
         Tensor {
             shape: out.to_vec(),
             data,
@@ -296,6 +346,8 @@ impl Conv2d {
 thread_local! {
     /// Each thread's staging or im2col buffer, kept between images and runs.
     static COLS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's buffer for one image's output before pooling.
+    static FULL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Unfolds one image's channels `src` `[c, h, w]` into `cols` `[c * kh * kw, oh * ow]`: row
@@ -373,6 +425,12 @@ impl Pool {
         })
     }
 
+    /// A 2x2, stride 2, unpadded max pooling: the most common, with its own loop, and the one
+    /// a convolution before it can absorb.
+    pub fn is_halving(&self) -> bool {
+        self.average.is_none() && self.kernel == [2, 2] && self.window == HALVING
+    }
+
     pub(super) fn infer(&self, x: &VType) -> Result<VType, String> {
         rank(float(x, "input X")?, 4, "input X [n, c, h, w]")?;
         let [kh, kw] = self.kernel.map(|k| D::Fixed(k as u64));
@@ -406,19 +464,9 @@ impl Pool {
             rows: &rows,
             cols: &cols,
         };
-        let halving = self.average.is_none()
-            && self.kernel == [2, 2]
-            && win
-                == (Window {
-                    strides: [2, 2],
-                    pads: [0; 4],
-                    dilations: [1, 1],
-                });
+        let halving = self.is_halving();
         let plane = |(src, dst): (&[f32], &mut [f32])| match self.average {
-            None if halving => crate::sys::wide(
-                #[inline(always)]
-                || max_2x2(src, w, dst, ow),
-            ),
+            None if halving => max_2x2(src, w, dst, ow),
             // A NaN in a window makes its maximum NaN, as in onnxruntime.
             None => geometry.pool(
                 src,
@@ -446,30 +494,13 @@ impl Pool {
     }
 }
 
-/// The larger of `a` and `b`, NaN if either is (as in onnxruntime's max pooling).
-#[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
-    if a > b || a.is_nan() {
-        a
-    } else {
-        b
-    }
-}
-
 /// Max pooling of one plane `src` (`w` wide) by 2x2 windows at stride 2, the most common
-/// pooling, as a loop the compiler vectorizes.
-#[inline(always)]
+/// pooling.
 fn max_2x2(src: &[f32], w: usize, dst: &mut [f32], ow: usize) {
     for (oy, out) in dst.chunks_exact_mut(ow).enumerate() {
         let r0 = &src[2 * oy * w..][..2 * ow];
         let r1 = &src[(2 * oy + 1) * w..][..2 * ow];
-        for ((o, a), b) in out
-            .iter_mut()
-            .zip(r0.chunks_exact(2))
-            .zip(r1.chunks_exact(2))
-        {
-            *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
-        }
+        crate::sys::max_pairs(r0, r1, out);
     }
 }
 
@@ -650,7 +681,7 @@ mod tests {
             kernel: [2, 2],
             average: None,
         };
-        for [h, w] in [[4, 4], [5, 7], [2, 19], [9, 2]] {
+        for [h, w] in [[4, 4], [5, 7], [2, 19], [9, 2], [2, 16], [3, 41], [4, 64]] {
             let mut data: Vec<f32> = (0..h * w)
                 .map(|i| ((i * 7919) % 23) as f32 - 11.0)
                 .collect();
