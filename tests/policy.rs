@@ -421,6 +421,22 @@ fn policy_files_that_cannot_be_meant_are_refused() {
         ],
     );
     assert_eq!(run.code, 2, "--trust and --policy together: {run:?}");
+    let state = env.s("state.json");
+    let run = env.verify(
+        &art,
+        &[
+            "--trust",
+            &env.s("ci.pub"),
+            "--allow-unsigned",
+            "--state",
+            &state,
+        ],
+    );
+    assert_eq!(
+        run.code, 2,
+        "an unsigned artifact could raise the recorded version: {run:?}"
+    );
+    assert!(!env.path("state.json").exists());
 }
 
 #[test]

@@ -11,12 +11,12 @@ use serde_json::json;
 use nnsign::keys::TrustStore;
 use nnsign::verify::Artifact;
 
+use super::exit::DIFFERENT;
 use super::{key_failure, progress_bar, report, rfc3339, verify_failure, Common, Failure, Result};
 
-/// Exit code when the artifacts differ, or when they cannot be shown identical (an encrypted
-/// payload's content is unknown). diff(1) says 1, but nnsign's 1 is a malformed input file, and
-/// a script must be able to tell a difference from a failure.
-pub const DIFFERENT: u8 = 10;
+// Exit code `exit::DIFFERENT` (10) when the artifacts differ, or when they cannot be shown
+// identical (an encrypted payload's content is unknown). diff(1) says 1, but nnsign's 1 is a
+// malformed input file, and a script must be able to tell a difference from a failure.
 
 /// Show what changed between two artifacts: metadata, architecture, recipients, and which
 /// tensors were added, removed, changed in dtype or shape, or changed in content.

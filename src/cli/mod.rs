@@ -45,14 +45,16 @@ pub mod exit {
     pub const DANGER: u8 = 8;
     /// Expired, too old, below a minimum version, created in the future, or a rollback.
     pub const FRESHNESS: u8 = 9;
+    /// `diff`: the artifacts differ, or encrypted content keeps them from being shown the same.
+    pub const DIFFERENT: u8 = 10;
 }
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 bad input file, 2 usage, 3 I/O, 4 signature or trust,
             5 integrity (damaged or malformed artifact), 6 schema, 7 decryption,
             8 scan found code a file would run, 9 freshness (expired, too old,
-            below the minimum version, or a rollback).
-Docs: README.md, docs/FORMAT.md, docs/SECURITY.md, keys/README.md";
+            below the minimum version, or a rollback), 10 diff found differences.
+Docs: README.md, docs/FORMAT.md, docs/POLICY.md, docs/SECURITY.md, keys/README.md";
 
 #[derive(Parser)]
 #[command(
@@ -108,8 +110,9 @@ pub struct TrustArgs {
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Accept an artifact with no signature at all (digests are still checked). A signed
-    /// artifact still needs a trusted signer.
-    #[arg(long, conflicts_with = "policy")]
+    /// artifact still needs a trusted signer. Not with --policy or --state: anyone can make an
+    /// unsigned artifact, so none may satisfy a rule or raise a recorded version.
+    #[arg(long, conflicts_with_all = ["policy", "state"])]
     pub allow_unsigned: bool,
 }
 

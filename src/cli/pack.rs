@@ -25,10 +25,13 @@ use super::{
 ///   nnsign pack model.safetensors --arch model.json --sign ci.key \
 ///       --name digits --model-version 1.2.0 --label team=vision -o model.nns
 ///
-/// Inputs are recognised by content: safetensors (several files are merged as shards; a tensor
-/// name may appear once), NumPy .npy (the tensor is named after the file) and .npz, and ONNX
-/// (its graph becomes the architecture, its initializers the weights):
+/// Inputs are recognised by content: ONNX and Keras 3 .keras (the graph becomes the
+/// architecture), PyTorch torch.save checkpoints and pickled state dicts, GGUF, safetensors
+/// (several files are merged as shards; a tensor name may appear once), NumPy .npy (the tensor
+/// is named after the file) and .npz. Nothing in them is ever executed:
 ///   nnsign pack model.onnx --sign ci.key -o model.nns
+///   nnsign pack model.keras --sign ci.key --model-version 2.1.0 --expires 90d -o model.nns
+///   nnsign pack tuned.pt --arch arch.json --parent base.nns --sign ci.key -o tuned.nns
 /// Without --sign the artifact is unsigned, and verifiers refuse it unless told
 /// --allow-unsigned.
 #[derive(clap::Args)]
@@ -95,7 +98,7 @@ fn import_failure(e: ImportError) -> Failure {
         ImportError::Io { path, source } => io_failure(&path, &source),
         ImportError::UnknownFormat(ref p) => {
             Failure::new(exit::INPUT, "input", Some(&p.clone()), e.to_string())
-                .hint("pack reads ONNX, safetensors, .npy and .npz; convert other formats first")
+                .hint("pack reads ONNX, Keras .keras, PyTorch (torch.save, pickled state dicts), GGUF, safetensors, .npy and .npz; convert other formats first")
         }
         ImportError::Invalid { ref path, .. } => {
             Failure::new(exit::INPUT, "input", Some(&path.clone()), e.to_string())
