@@ -213,6 +213,16 @@ impl Policy {
                         .map_err(at)?,
                 ),
             };
+            if let Some(list) = &signers {
+                // One key listed twice (by name and by id, say) must not count twice.
+                if let Some(k) = (1..list.len()).find(|&i| list[..i].contains(&list[i])) {
+                    let twice = &keys[list[k]];
+                    return Err(at(format!(
+                        "key {} is listed twice in signers",
+                        twice.label()
+                    )));
+                }
+            }
             let eligible = signers.as_ref().map_or(keys.len(), Vec::len);
             let threshold = r.threshold.unwrap_or(1);
             if threshold == 0 || threshold > eligible {

@@ -377,6 +377,10 @@ fn policy_files_that_cannot_be_meant_are_refused() {
             "neither a key name nor a key id",
         ),
         (
+            "[[rule]]\nmodels = \"*\"\nsigners = [\"ci\", \"ci\"]\nthreshold = 2\n",
+            "listed twice in signers",
+        ),
+        (
             "[[rule]]\nmodels = \"*\"\nmin_version = \"2\"\n",
             "not a semantic version",
         ),
