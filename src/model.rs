@@ -207,7 +207,8 @@ impl Plan {
     }
 
     /// Bytes of the values alive at once while the steps run, at their worst, for the value
-    /// shapes `shapes` (from [`Plan::bind`]); weights are not counted.
+    /// shapes `shapes` (from [`Plan::bind`]), with the working buffers each thread keeps;
+    /// weights are not counted.
     pub fn peak_bytes(&self, shapes: &[Vec<usize>]) -> u64 {
         self.peak(shapes).0
     }
@@ -220,7 +221,20 @@ impl Plan {
                 acc.saturating_mul(d as u64)
             })
         };
-        let mut live: u64 = self.inputs.iter().map(|(s, _)| size(*s)).sum();
+        // Each thread keeps the working buffers of the largest op it ran: count the largest,
+        // once per thread, as alive throughout.
+        let scratch = (self.steps.iter())
+            .map(|step| {
+                let ins: Vec<&[usize]> = (step.inputs.iter())
+                    .map(|s| s.map_or(&[][..], |s| &shapes[s][..]))
+                    .collect();
+                step.op.scratch_bytes(&ins)
+            })
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(rayon::current_num_threads() as u64);
+        let inputs = self.inputs.iter().map(|(s, _)| size(*s));
+        let mut live = inputs.fold(scratch, u64::saturating_add);
         let mut peak = (live, None);
         for (k, step) in self.steps.iter().enumerate() {
             let reused = step.reused_input();

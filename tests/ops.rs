@@ -245,17 +245,20 @@ fn a_bad_architecture_fails_verify_load_with_the_schema_code_naming_the_node() {
     // Over the memory limit: refused at load, before any weight is widened, naming the node
     // where the most memory is needed; and at run time for a batch too large.
     let art = cnn_with_arch(dir.path(), "same", |_| {});
+    // Two threads, whatever the machine: each keeps its own convolution buffers, which count.
+    let trust = test_key("test-a.pub");
     let load = |limit: &str, input: &std::path::Path| {
-        nnsign([
+        let args = [
             "verify-load".as_ref(),
             art.as_os_str(),
             "--trust".as_ref(),
-            test_key("test-a.pub").as_os_str(),
+            trust.as_os_str(),
             "--max-memory".as_ref(),
             limit.as_ref(),
             "--input".as_ref(),
             input.as_os_str(),
-        ])
+        ];
+        nnsign_env(args, &[("RAYON_NUM_THREADS", "2")])
     };
     let run = load("20000", &fixture("onnx_cnn/inputs.npy"));
     assert_eq!(run.code, 6, "{run:?}");
@@ -268,7 +271,25 @@ fn a_bad_architecture_fails_verify_load_with_the_schema_code_naming_the_node() {
         "{}",
         run.stderr
     );
-    // Batch 1 fits in 50 kB; the 8 images of the fixture do not.
+    // Working memory counts too: a stride that leaves a 3x3 output of a padded 200,014-pixel
+    // square would need terabytes to stage its input. Refused at load, not an abort.
+    let wide = cnn_with_arch(dir.path(), "wide", |a| {
+        let attrs = &mut node(a, "Conv_4")["attrs"];
+        attrs["pads"] = serde_json::json!([100000, 100000, 100000, 100000]);
+        attrs["strides"] = serde_json::json!([100000, 100000]);
+    });
+    let run = nnsign([
+        "verify-load".as_ref(),
+        wide.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "--input".as_ref(),
+        fixture("onnx_cnn/inputs.npy").as_os_str(),
+    ]);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(run.stderr.contains("loading needs up to"), "{}", run.stderr);
+    // Batch 1 fits in 120 kB (79,560 bytes: 58,336 of them the two threads' buffers); the 8
+    // images of the fixture do not (139,400).
     let one = dir.path().join("one.npy");
     let bytes = std::fs::read(fixture("onnx_cnn/inputs.npy")).unwrap();
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
@@ -283,8 +304,8 @@ fn a_bad_architecture_fails_verify_load_with_the_schema_code_naming_the_node() {
         .unwrap();
     w.extend(data[..784].iter().copied()).unwrap();
     w.finish().unwrap();
-    assert_eq!(load("50000", &one).code, 0);
-    let run = load("50000", &fixture("onnx_cnn/inputs.npy"));
+    assert_eq!(load("120000", &one).code, 0);
+    let run = load("120000", &fixture("onnx_cnn/inputs.npy"));
     assert_eq!(run.code, 6, "{run:?}");
     assert!(
         run.stderr.contains("for this input") && run.stderr.contains("smaller batch"),

@@ -112,6 +112,15 @@ pub struct Conv2d {
     pub then: Vec<Then>,
 }
 
+/// How a convolution runs: pointwise products are plain SGEMMs on the input; a few output
+/// channels per group go through im2col + SGEMM; more through the direct kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Pointwise,
+    Unfold,
+    Direct,
+}
+
 /// An op fused after a convolution.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Then {
@@ -127,8 +136,8 @@ pub enum Then {
 impl Window {
     /// Output size along `ax` for input `n` and kernel `k`, as checked by inference.
     fn out_len(&self, ax: usize, n: usize, k: usize) -> usize {
-        let extent = self.dilations[ax] * (k - 1) + 1;
-        (n + self.pads[ax] + self.pads[ax + 2] - extent) / self.strides[ax] + 1
+        let extent = self.dilations[ax] * k.saturating_sub(1) + 1;
+        (n + self.pads[ax] + self.pads[ax + 2]).saturating_sub(extent) / self.strides[ax] + 1
     }
 }
 
@@ -153,6 +162,51 @@ impl Conv2d {
             kernel_shape,
             then: Vec::new(),
         })
+    }
+
+    /// Floats of the buffers [`Conv2d::run`] keeps per thread for input `x` and weights `w`
+    /// (shapes that inference accepted): the unfolded or staged input, and one image's output
+    /// before pooling.
+    pub(super) fn scratch_floats(&self, x: &[usize], w: &[usize]) -> u64 {
+        let [h, wd] = [x[2], x[3]].map(|d| d as u64);
+        let [_, cg, kh, kw] = [w[0], w[1], w[2], w[3]].map(|d| d as u64);
+        let win = &self.window;
+        let (oh, ow) = (
+            win.out_len(0, h as usize, kh as usize) as u64,
+            win.out_len(1, wd as usize, kw as usize) as u64,
+        );
+        let input = match self.path(w) {
+            Path::Pointwise => 0,
+            Path::Unfold => cg
+                .saturating_mul(kh * kw)
+                .saturating_mul(oh.saturating_mul(ow)),
+            Path::Direct => {
+                let (sw, dw) = (win.strides[1] as u64, win.dilations[1] as u64);
+                let len = ow.div_ceil(8) * 8 + (kw.saturating_sub(1) * dw) / sw;
+                let rows = h + (win.pads[0] + win.pads[2]) as u64;
+                cg.saturating_mul(rows)
+                    .saturating_mul(sw)
+                    .saturating_mul(len)
+            }
+        };
+        let pooled = match self.then.last() == Some(&Then::MaxPool2x2) {
+            true => (w[0] as u64).saturating_mul(oh.saturating_mul(ow)),
+            false => 0,
+        };
+        input.saturating_add(pooled)
+    }
+
+    /// How [`Conv2d::run`] computes with weights of shape `w`.
+    fn path(&self, w: &[usize]) -> Path {
+        let win = &self.window;
+        if w[2] == 1 && w[3] == 1 && win.strides == [1, 1] && win.pads == [0; 4] {
+            Path::Pointwise
+        } else if w[0] / self.group >= CHANNELS / 2 {
+            // Direct convolution when there are enough output channels to fill its blocks half.
+            Path::Direct
+        } else {
+            Path::Unfold
+        }
     }
 
     pub(super) fn infer(&self, x: &VType, w: &VType, b: Option<&VType>) -> Result<VType, String> {
@@ -241,11 +295,10 @@ impl Conv2d {
                 data,
             };
         }
-        let pointwise = kh == 1 && kw == 1 && win.strides == [1, 1] && win.pads == [0; 4];
-        // Direct convolution when there are enough output channels to fill its blocks half;
-        // else (and for pointwise products, already plain SGEMMs) im2col + SGEMM.
-        let direct = (!pointwise && mg >= CHANNELS / 2)
-            .then(|| Direct::new([cg, h, wd], [kh, kw], [oh, ow], &win));
+        let path = self.path(&w.shape);
+        let pointwise = path == Path::Pointwise;
+        let direct =
+            (path == Path::Direct).then(|| Direct::new([cg, h, wd], [kh, kw], [oh, ow], &win));
         let arranged: Vec<_> = match direct {
             Some(_) => (w.data.chunks_exact(mg * patch))
                 .map(|wg| arrange(wg, mg, patch))

@@ -405,6 +405,17 @@ impl Op {
     }
 
     /// Whether the op can work in the memory of its first input ([`Op::run_owned`]).
+    /// Bytes of working memory one thread holds while running this op on inputs of shapes
+    /// `ins` (and keeps, for the next op of its kind): convolution's unfolded or staged input
+    /// and its pre-pool output. Counted in the memory plan, since the largest of them can
+    /// exceed every value the graph holds.
+    pub fn scratch_bytes(&self, ins: &[&[usize]]) -> u64 {
+        match (self, ins) {
+            (Op::Conv(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
+            _ => 0,
+        }
+    }
+
     pub fn in_place(&self) -> bool {
         matches!(
             self,
