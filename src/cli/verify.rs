@@ -120,17 +120,7 @@ pub fn summary(auth: &Authenticated, gate: &Gate) -> (serde_json::Value, String)
 /// Who an encrypted artifact is for: X25519 key ids, or "a passphrase"; empty when it is not
 /// encrypted.
 pub fn recipient_ids(manifest: &nnsign::format::Manifest) -> Vec<String> {
-    use nnsign::format::RecipientEntry;
-    let Some(enc) = &manifest.encryption else {
-        return Vec::new();
-    };
-    enc.recipients
-        .iter()
-        .map(|r| match r {
-            RecipientEntry::X25519(x) => format!("key {}", hex(&x.kid)),
-            RecipientEntry::Argon2id(_) => "a passphrase".to_owned(),
-        })
-        .collect()
+    nnsign::diff::recipients(manifest).unwrap_or_default()
 }
 
 pub fn run(args: Args) -> Result<()> {
