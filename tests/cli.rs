@@ -807,6 +807,12 @@ fn demo_runs_offline_and_refuses_tampering() {
         .as_str()
         .unwrap()
         .contains("dense/kernel"));
+    let alone = j["cosign"]["refused_alone"].as_str().unwrap();
+    assert!(
+        alone.contains("needs 2 signature(s)") && alone.contains("it has 1"),
+        "{alone}"
+    );
+    assert_eq!(j["cosign"]["signers_after"], 2);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use nnsign::import::{self, SourceTensor};
 use nnsign::keys::{self, hex, SecretKey, TrustStore};
 use nnsign::model::{Graph, DEFAULT_MEMORY_LIMIT};
 use nnsign::pack::{self as packer, PackInput};
+use nnsign::policy::Policy;
 use nnsign::runtime::Tensor;
 use nnsign::verify::{Artifact, VerifyError};
 use serde_json::json;
@@ -26,8 +27,9 @@ const LABELS: &[u8] = include_bytes!("../../tests/fixtures/keras_seed_mlp/labels
 ///   nnsign demo
 ///
 /// Makes a throwaway key pair, packs a trained Keras MLP, verifies, loads and runs it on 32
-/// digits, then shows a tampered copy and an untrusted host refusing it. Everything happens in
-/// a temporary directory that is removed afterwards.
+/// digits, then shows a tampered copy and an untrusted host refusing it, and a release rule
+/// needing two signers passing once a reviewer co-signs. Everything happens in a temporary
+/// directory that is removed afterwards.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -191,6 +193,32 @@ pub fn run(args: Args) -> Result<()> {
         "6. trust      a host that does not trust ci.pub: refused: {untrusted}"
     ));
 
+    // 7. A release rule needing two signers: the build job's signature alone is refused; a
+    // reviewer co-signs the same artifact (nothing repacked) and it passes.
+    let reviewer = SecretKey::generate().map_err(internal)?;
+    let mut store = TrustStore::default();
+    store.insert(key.public(), pub_path.clone());
+    store.insert(reviewer.public(), dir.path().join("reviewer.pub"));
+    let mut policy = Policy::from_trust(&store, Path::new("the release policy"));
+    policy.rules[0].threshold = 2;
+    let admitted = |path: &Path| -> Result<std::result::Result<usize, String>> {
+        let auth = (Artifact::open(path)
+            .and_then(|a| a.authenticate(&policy.trust_store(), false)))
+        .map_err(internal)?;
+        let counted = policy.admit(&auth, nnsign::policy::now());
+        Ok(counted.map(|k| k.len()).map_err(|e| e.to_string()))
+    };
+    let Err(alone) = admitted(&artifact)? else {
+        return Err(internal("one signature passed a rule needing two"));
+    };
+    let cosigned = dir.path().join("digits-cosigned.nns");
+    packer::cosign(&artifact, &reviewer, &cosigned, &|_| {}).map_err(internal)?;
+    let counted = admitted(&cosigned)?.map_err(internal)?;
+    say(format!(
+        "7. co-sign    a rule needing 2 signers refuses the build job's alone ({alone}); \
+         after `nnsign sign` by a reviewer it passes with {counted}"
+    ));
+
     report(
         args.common,
         json!({
@@ -202,6 +230,7 @@ pub fn run(args: Args) -> Result<()> {
             "correct": correct,
             "tampered_refused": refusal,
             "untrusted_refused": untrusted,
+            "cosign": {"refused_alone": alone, "signers_after": counted},
         }),
         || log,
     );
