@@ -44,29 +44,38 @@ fn real_checkpoints_import_with_their_documented_values() {
     assert_eq!(int64s(&t[0]), (1..25).collect::<Vec<i64>>());
 }
 
-#[test]
-fn a_checkpoint_packs_and_unpacks_bit_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let art = dir.path().join("t.nns");
+/// `nnsign pack INPUT --sign test-a`, then `nnsign unpack` trusting test-a, in `dir`: the
+/// verified safetensors file.
+fn pack_and_unpack(dir: &Path, input: &Path) -> std::path::PathBuf {
+    let art = dir.join("packed.nns");
+    let out = dir.join("unpacked.safetensors");
+    let key = test_key("test-a.key");
     let run = nnsign([
         "pack".as_ref(),
-        fixture("torch_real/fortran_tensor_3d.pth").as_os_str(),
+        input.as_os_str(),
         "--sign".as_ref(),
-        test_key("test-a.key").as_os_str(),
+        key.as_os_str(),
         "-o".as_ref(),
         art.as_os_str(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    let out = dir.path().join("t.safetensors");
+    let trust = test_key("test-a.pub");
     let run = nnsign([
         "unpack".as_ref(),
         art.as_os_str(),
         "--trust".as_ref(),
-        test_key("test-a.pub").as_os_str(),
+        trust.as_os_str(),
         "-o".as_ref(),
         out.as_os_str(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
+    out
+}
+
+#[test]
+fn a_checkpoint_packs_and_unpacks_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pack_and_unpack(dir.path(), &fixture("torch_real/fortran_tensor_3d.pth"));
     let bytes = std::fs::read(&out).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor("tensor_fortran").unwrap();
@@ -352,26 +361,7 @@ fn raw_pickles_of_state_dicts_pack_and_unpack_bit_identical() {
         ]
     );
     let dir = tempfile::tempdir().unwrap();
-    let art = dir.path().join("sd.nns");
-    let out = dir.path().join("sd.safetensors");
-    let run = nnsign([
-        "pack".as_ref(),
-        fixture("torch_pickle/state_dict.pkl").as_os_str(),
-        "-o".as_ref(),
-        art.as_os_str(),
-        "--sign".as_ref(),
-        test_key("test-a.key").as_os_str(),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let run = nnsign([
-        "unpack".as_ref(),
-        art.as_os_str(),
-        "--trust".as_ref(),
-        test_key("test-a.pub").as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let out = pack_and_unpack(dir.path(), &fixture("torch_pickle/state_dict.pkl"));
     assert_eq!(values(&load(&out).unwrap()), expected);
     // The same at Python's default protocol (4: bytes as BINBYTES, frames); with the two
     // views' storage pickled once and shared through the memo; and as a big-endian machine
