@@ -456,6 +456,17 @@ fn fortran_to_c(data: &[u8], shape: &[u64], elem: usize) -> Vec<u8> {
     out
 }
 
+/// Opens `file` as a zip archive and checks it with [`check_zip`] before any record is used.
+pub(crate) fn open_zip<'a>(
+    path: &Path,
+    file: &'a File,
+) -> Result<zip::ZipArchive<&'a File>, ImportError> {
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| invalid(path, format!("not a valid zip archive ({e})")))?;
+    check_zip(path, file, &mut zip)?;
+    Ok(zip)
+}
+
 /// Checks a zip archive before any record is used: the central directory lists as many records
 /// as the reader kept (a name listed twice, where which copy counts is each reader's guess, is
 /// refused), no record is encrypted, and each record's local header names it as the central
@@ -550,9 +561,7 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
             source,
         })?
         .len();
-    let mut zip = zip::ZipArchive::new(&file)
-        .map_err(|e| invalid(path, format!("invalid .npz (zip): {e}")))?;
-    check_zip(path, &file, &mut zip)?;
+    let mut zip = open_zip(path, &file)?;
     if zip.len() > MAX_TENSORS {
         return Err(invalid(path, format!("more than {MAX_TENSORS} members")));
     }

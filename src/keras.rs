@@ -45,9 +45,7 @@ pub struct KerasModel {
 /// Reads a `.keras` file.
 pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError> {
     let bad = |why: String| invalid(path, why);
-    let mut zip =
-        zip::ZipArchive::new(&file).map_err(|e| bad(format!("not a valid zip archive ({e})")))?;
-    crate::import::check_zip(path, &file, &mut zip)?;
+    let mut zip = crate::import::open_zip(path, &file)?;
     let mut read = |name: &str, cap: u64| -> Result<Vec<u8>, ImportError> {
         let mut e = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
         let (size, packed) = (e.size(), e.compressed_size());

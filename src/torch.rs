@@ -411,9 +411,7 @@ fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>,
             source,
         })?
         .len();
-    let mut zip =
-        zip::ZipArchive::new(&file).map_err(|e| bad(format!("not a valid zip archive ({e})")))?;
-    crate::import::check_zip(path, &file, &mut zip)?;
+    let mut zip = crate::import::open_zip(path, &file)?;
     let mut prefix: Option<String> = None;
     let mut out = HashMap::new();
     let mut total = 0u64;
