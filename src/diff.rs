@@ -248,7 +248,7 @@ pub struct TensorDiff {
 /// Compares two artifacts from their manifests and signed digests; reads no payload byte.
 pub fn compare(a: &Authenticated, b: &Authenticated) -> Diff {
     let metadata = metadata_changes(&a.manifest, &b.manifest);
-    let mut architecture = arch_diff(&a.manifest, &b.manifest);
+    let mut architecture = arch_diff(a, b);
     let encryption = encryption_diff(&a.manifest, &b.manifest);
     let (tensors, content, content_note) = match (
         a.manifest.is_encrypted(),
@@ -400,7 +400,7 @@ fn diff_json(
     }
 }
 
-fn arch_diff(a: &Manifest, b: &Manifest) -> ArchDiff {
+fn arch_diff(a: &Authenticated, b: &Authenticated) -> ArchDiff {
     let summary = |g: &Graph| ArchSummary {
         opset: g.opset,
         nodes: g.nodes.len(),
@@ -415,7 +415,7 @@ fn arch_diff(a: &Manifest, b: &Manifest) -> ArchDiff {
         inputs_changed: false,
         outputs_changed: false,
     };
-    if a.is_encrypted() || b.is_encrypted() {
+    if a.manifest.is_encrypted() || b.manifest.is_encrypted() {
         d.status = ArchStatus::Unknown;
         return d;
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
 use crate::crypto::{Argon2Costs, Stanza};
-use crate::model::Graph;
+pub use crate::tensor::DType;
 
 /// First 8 bytes of every artifact: a non-ASCII byte, "NNS", then CR LF SUB LF (as in PNG) so that
 /// text-mode transfers that rewrite line endings are caught at once.
@@ -281,104 +281,40 @@ impl Envelope {
     }
 }
 
-/// Element types of tensors, named as in safetensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DType {
-    Bool,
-    U8,
-    I8,
-    F8E4M3,
-    F8E5M2,
-    U16,
-    I16,
-    F16,
-    BF16,
-    U32,
-    I32,
-    F32,
-    U64,
-    I64,
-    F64,
-}
+/// The architecture as it is signed: the deterministic CBOR encoding of the `arch` field, kept
+/// as bytes. The format layer does not read it; it is decoded into a graph
+/// ([`crate::model::Graph::decode`]) only once the manifest is authenticated, which also
+/// checks its structure and text (FORMAT.md section 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arch(Vec<u8>);
 
-impl DType {
-    /// Whether a graph widens this dtype to F32.
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F16 | DType::BF16 | DType::F32 | DType::F64)
+impl Arch {
+    /// Wraps the encoding of an architecture.
+    pub fn from_encoded(bytes: Vec<u8>) -> Arch {
+        Arch(bytes)
     }
 
-    /// Whether a graph widens this dtype to I64.
-    pub fn is_integer(self) -> bool {
-        matches!(
-            self,
-            DType::I8
-                | DType::I16
-                | DType::I32
-                | DType::I64
-                | DType::U8
-                | DType::U16
-                | DType::U32
-                | DType::U64
-        )
-    }
-
-    pub const ALL: [DType; 15] = [
-        DType::Bool,
-        DType::U8,
-        DType::I8,
-        DType::F8E4M3,
-        DType::F8E5M2,
-        DType::U16,
-        DType::I16,
-        DType::F16,
-        DType::BF16,
-        DType::U32,
-        DType::I32,
-        DType::F32,
-        DType::U64,
-        DType::I64,
-        DType::F64,
-    ];
-
-    /// The name used in manifests, architectures and safetensors headers.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::Bool => "BOOL",
-            DType::U8 => "U8",
-            DType::I8 => "I8",
-            DType::F8E4M3 => "F8_E4M3",
-            DType::F8E5M2 => "F8_E5M2",
-            DType::U16 => "U16",
-            DType::I16 => "I16",
-            DType::F16 => "F16",
-            DType::BF16 => "BF16",
-            DType::U32 => "U32",
-            DType::I32 => "I32",
-            DType::F32 => "F32",
-            DType::U64 => "U64",
-            DType::I64 => "I64",
-            DType::F64 => "F64",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> u64 {
-        match self {
-            DType::Bool | DType::U8 | DType::I8 | DType::F8E4M3 | DType::F8E5M2 => 1,
-            DType::U16 | DType::I16 | DType::F16 | DType::BF16 => 2,
-            DType::U32 | DType::I32 | DType::F32 => 4,
-            DType::U64 | DType::I64 | DType::F64 => 8,
-        }
+    /// The deterministic CBOR encoding, as signed.
+    pub fn encoded(&self) -> &[u8] {
+        &self.0
     }
 }
 
-impl std::fmt::Display for DType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+impl Serialize for Arch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let value = cbor::decode(&self.0).map_err(serde::ser::Error::custom)?;
+        value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Arch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Arch, D::Error> {
+        // The manifest's decoder already refused any non-canonical encoding, so this is the
+        // item's signed encoding again, byte for byte.
+        let value = ciborium::value::Value::deserialize(d)?;
+        cbor::encode(&value)
+            .map(Arch)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -401,7 +337,7 @@ pub struct Manifest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub arch: Option<Graph>,
+    pub arch: Option<Arch>,
     /// Present exactly when the payload is encrypted.
     #[serde(
         default,
@@ -486,7 +422,7 @@ pub struct InnerManifest {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub arch: Option<Graph>,
+    pub arch: Option<Arch>,
 }
 
 impl InnerManifest {
@@ -549,9 +485,6 @@ impl InnerManifest {
                 "{after} payload bytes follow the header, which declares {}",
                 inner.length
             )));
-        }
-        if let Some(arch) = &inner.arch {
-            arch.for_each_text(&mut |what, s| check_text(what, s, MAX_NAME_LEN, Lines::One))?;
         }
         let layout = raw_layout(&inner.tensors, inner.length)?;
         Ok((inner, layout))
@@ -1091,9 +1024,6 @@ impl Manifest {
             return Err(unsupported_format(self.format));
         }
         check_model_info(&self.model)?;
-        if let Some(arch) = &self.arch {
-            arch.for_each_text(&mut |what, s| check_text(what, s, MAX_NAME_LEN, Lines::One))?;
-        }
         let p = &self.payload;
         if p.length > MAX_PAYLOAD_LEN {
             return Err(FormatError::invalid(format!(

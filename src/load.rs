@@ -3,7 +3,9 @@
 //! artifacts are verified and decrypted first ([`crate::unseal`]), then go the same way.
 
 use crate::format::Layout;
-use crate::model::{Graph, Plan, SchemaError};
+use crate::memory::{self, OverLimit};
+use crate::model::{Graph, SchemaError};
+use crate::plan::Plan;
 use crate::runtime::{self, Model, RunError};
 use crate::unseal::{self, Unlock, UnsealError};
 use crate::verify::{Authenticated, VerifiedPayload, VerifyError};
@@ -26,14 +28,8 @@ pub enum LoadError {
     #[error("architecture: {0}")]
     Schema(#[from] SchemaError),
     /// Loading would take more memory than allowed.
-    #[error("loading needs up to {need} bytes (the payload, {payload} bytes, while the model is built{model}), more than the limit of {limit}")]
-    TooLarge {
-        need: u64,
-        payload: u64,
-        limit: u64,
-        /// What the model needs, described: empty for weights only.
-        model: String,
-    },
+    #[error(transparent)]
+    TooLarge(OverLimit),
     /// A weight could not be instantiated.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -59,19 +55,7 @@ fn plan(
 }
 
 fn check_memory(payload: u64, plan: Option<&Plan>, limit: u64) -> Result<(), LoadError> {
-    let model = plan.map_or(0, |p| p.memory_need());
-    let need = payload.saturating_add(model);
-    if need > limit {
-        return Err(LoadError::TooLarge {
-            need,
-            payload,
-            limit,
-            model: plan.map_or(String::new(), |p| {
-                format!("; then the model: {}", p.describe_peak())
-            }),
-        });
-    }
-    Ok(())
+    memory::check_load(payload, plan.map(Plan::need), limit).map_err(LoadError::TooLarge)
 }
 
 fn build(
@@ -111,7 +95,7 @@ pub fn load(
     if auth.manifest.is_encrypted() {
         return Err(LoadError::Encrypted);
     }
-    let plan = plan(auth.manifest.arch.as_ref(), &auth.layout, memory_limit)?;
+    let plan = plan(auth.arch.as_ref(), &auth.layout, memory_limit)?;
     let payload = auth.read_payload(progress)?;
     build(plan, payload, memory_limit)
 }

@@ -139,6 +139,14 @@ pub fn pack(
     if let Some(arch) = &input.arch {
         arch.validate(&raw.tensors)?;
     }
+    // Signed as its CBOR encoding, which must decode as a reader will decode it (its text
+    // checked as every manifest text is).
+    let arch = (input.arch.as_ref())
+        .map(|g| {
+            let signed = g.encode();
+            Graph::decode(&signed).map(|_| signed)
+        })
+        .transpose()?;
 
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -157,7 +165,7 @@ pub fn pack(
     let payload = match &input.encrypt {
         None => {
             manifest.tensors = entries;
-            manifest.arch = input.arch;
+            manifest.arch = arch;
             Payload::Raw
         }
         Some(to) => {
@@ -177,7 +185,7 @@ pub fn pack(
             let header = InnerManifest {
                 tensors: entries,
                 length: raw_len,
-                arch: input.arch,
+                arch,
             }
             .header_block();
             let plaintext_len = header.len() as u64 + raw_len;

@@ -1,6 +1,6 @@
 //! CPU inference for validated plans: float32 and int64 values, ops on every core.
 //!
-//! A [`Model`] is built only from a [`Plan`] that passed [`crate::model::Graph::validate`] and
+//! A [`Model`] is built only from a [`Plan`] that passed [`crate::model::Graph::validate`] ([`crate::plan`]) and
 //! from tensor bytes whose digests matched; this module never sees an unverified byte. Before
 //! each run, the symbols of the graph are bound from the inputs, every value's shape is inferred
 //! again with those sizes, and the memory the run needs is checked: an input that does not fit
@@ -10,85 +10,12 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::format::{DType, TensorInfo};
-use crate::model::{Dim, Plan, ValueInfo};
-use crate::ops::{Elem, VType, D};
-
-/// A dense tensor in row-major order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor<T = f32> {
-    pub shape: Vec<usize>,
-    pub data: Vec<T>,
-}
-
-/// A value the graph computes with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    F32(Tensor<f32>),
-    I64(Tensor<i64>),
-}
-
-impl Value {
-    pub fn elem(&self) -> Elem {
-        match self {
-            Value::F32(_) => Elem::F32,
-            Value::I64(_) => Elem::I64,
-        }
-    }
-
-    pub fn shape(&self) -> &[usize] {
-        match self {
-            Value::F32(t) => &t.shape,
-            Value::I64(t) => &t.shape,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Value::F32(t) => t.data.len(),
-            Value::I64(t) => t.data.len(),
-        }
-    }
-
-    /// The float tensor; inference guarantees the dtype wherever this is called.
-    pub fn f32(&self) -> &Tensor<f32> {
-        match self {
-            Value::F32(t) => t,
-            Value::I64(_) => unreachable!("inference checked that this value is F32"),
-        }
-    }
-
-    /// The integer tensor; inference guarantees the dtype wherever this is called.
-    pub fn i64(&self) -> &Tensor<i64> {
-        match self {
-            Value::I64(t) => t,
-            Value::F32(_) => unreachable!("inference checked that this value is I64"),
-        }
-    }
-
-    /// The same elements under another shape of the same size.
-    pub fn with_shape(mut self, shape: Vec<usize>) -> Value {
-        match &mut self {
-            Value::F32(t) => t.shape = shape,
-            Value::I64(t) => t.shape = shape,
-        }
-        self
-    }
-
-    /// A float32 value; an integer one is refused.
-    pub fn into_f32(self) -> Option<Tensor<f32>> {
-        match self {
-            Value::F32(t) => Some(t),
-            Value::I64(_) => None,
-        }
-    }
-}
-
-impl From<Tensor<f32>> for Value {
-    fn from(t: Tensor<f32>) -> Value {
-        Value::F32(t)
-    }
-}
+use crate::format::TensorInfo;
+use crate::memory::{self, OverLimit};
+use crate::model::{Dim, ValueInfo};
+use crate::ops::{VType, D};
+use crate::plan::Plan;
+pub use crate::tensor::{Tensor, Value};
 
 /// Why a model could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -103,84 +30,19 @@ pub enum RunError {
     #[error("{0}")]
     Node(String),
     /// The run would need more memory than allowed.
-    #[error("this run needs {need} bytes (weights and the values alive at once), more than the limit of {limit}")]
-    TooLarge { need: u64, limit: u64 },
+    #[error(transparent)]
+    TooLarge(OverLimit),
 }
 
 /// Widens a verified tensor to the value a graph computes with: floats to F32, integers to
 /// I64.
 pub fn to_value(info: &TensorInfo, bytes: &[u8]) -> Result<Value, RunError> {
-    let shape: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
-    if info.dtype.is_float() {
-        return Ok(Value::F32(Tensor {
-            shape,
-            data: to_f32(info, bytes)?,
-        }));
-    }
-    macro_rules! ints {
-        ($t:ty, $n:expr) => {
-            bytes
-                .chunks_exact($n)
-                .map(|b| <$t>::from_le_bytes(b.try_into().expect("exact chunks")) as i128)
-                .collect::<Vec<i128>>()
-        };
-    }
-    let wide = match info.dtype {
-        DType::I8 => ints!(i8, 1),
-        DType::U8 => ints!(u8, 1),
-        DType::I16 => ints!(i16, 2),
-        DType::U16 => ints!(u16, 2),
-        DType::I32 => ints!(i32, 4),
-        DType::U32 => ints!(u32, 4),
-        DType::I64 => ints!(i64, 8),
-        DType::U64 => ints!(u64, 8),
-        other => {
-            return Err(RunError::Weight(format!(
-                "tensor {:?} has dtype {other}, which a graph cannot use",
-                info.name
-            )))
-        }
-    };
-    let data = wide
-        .into_iter()
-        .map(i64::try_from)
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(|_| {
-            RunError::Weight(format!(
-                "tensor {:?} holds a U64 value above the I64 range",
-                info.name
-            ))
-        })?;
-    Ok(Value::I64(Tensor { shape, data }))
+    crate::tensor::widen(&info.name, info.dtype, &info.shape, bytes).map_err(RunError::Weight)
 }
 
 /// Widens a verified float tensor to f32.
 pub fn to_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, RunError> {
-    let out = match info.dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        DType::F64 => bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
-            .collect(),
-        other => {
-            return Err(RunError::Weight(format!(
-                "tensor {:?} has dtype {other}, which cannot be used as a float weight",
-                info.name
-            )))
-        }
-    };
-    Ok(out)
+    crate::tensor::widen_f32(&info.name, info.dtype, bytes).map_err(RunError::Weight)
 }
 
 /// A model ready to run.
@@ -252,13 +114,12 @@ impl Model {
             )));
         }
         let shapes = plan.bind(&bound).map_err(RunError::Input)?;
-        let need = plan.weight_bytes.saturating_add(plan.peak_bytes(&shapes));
-        if need > self.memory_limit {
-            return Err(RunError::TooLarge {
-                need,
-                limit: self.memory_limit,
-            });
-        }
+        memory::check_run(
+            plan.weight_bytes,
+            plan.peak_bytes(&shapes),
+            self.memory_limit,
+        )
+        .map_err(RunError::TooLarge)?;
         let names = plan.outputs.iter().map(|(_, info)| info.name.clone());
         // The batch in slices, each slice through the whole graph on one core while its values
         // are in cache; then the outputs joined. Memory stays within what the whole batch
@@ -382,8 +243,11 @@ fn check_input<'a>(
     }
     let shape = v.shape();
     let expected: usize = shape.iter().product();
-    if v.len() != expected {
-        return Err(bad(format!("holds {} values for shape {shape:?}", v.len())));
+    if v.elements() != expected {
+        return Err(bad(format!(
+            "holds {} values for shape {shape:?}",
+            v.elements()
+        )));
     }
     if shape.len() != info.shape.len() {
         return Err(bad(format!(
@@ -418,6 +282,7 @@ fn check_input<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::DType;
 
     #[test]
     fn inputs_whose_data_does_not_fill_their_shape_are_refused() {

@@ -87,6 +87,7 @@ pub fn unseal(
     let len = PayloadCipher::close_up(&mut bytes, plain_len);
     bytes.truncate(len);
     let (inner, layout, start) = InnerManifest::parse(&bytes)?;
+    let arch = inner.arch.as_ref().map(Graph::decode).transpose()?;
     for i in 0..layout.chunks.len() {
         let range = layout.chunk_range(i);
         let chunk = &bytes[start + range.start as usize..start + range.end as usize];
@@ -97,7 +98,7 @@ pub fn unseal(
         })?;
     }
     Ok(Unsealed {
-        arch: inner.arch,
+        arch,
         payload: VerifiedPayload::new(bytes, start, layout),
     })
 }
@@ -188,7 +189,9 @@ impl Stream {
             }
             let (inner, layout) =
                 InnerManifest::parse_header(head, plain_len).map_err(UnsealError::from)?;
-            sink.header(inner.arch.as_ref(), &layout)?;
+            let arch =
+                (inner.arch.as_ref().map(Graph::decode).transpose()).map_err(UnsealError::from)?;
+            sink.header(arch.as_ref(), &layout)?;
             *self = Stream::Body {
                 layout,
                 next: 0,

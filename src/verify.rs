@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::format::{self, Envelope, FormatError, Layout, Manifest, TensorInfo, PRELUDE_LEN};
 use crate::keys::{PublicKey, TrustStore};
+use crate::model::Graph;
 use crate::signature::{self, Checked, SignatureError};
 
 /// Why an artifact failed verification.
@@ -238,10 +239,13 @@ impl Artifact {
         if self.file_len > expected {
             return Err(FormatError::Trailing(self.file_len - expected).into());
         }
+        // Authenticated now: the signed architecture may be decoded.
+        let arch = manifest.arch.as_ref().map(Graph::decode).transpose()?;
         let digest = self.digest();
         Ok(Authenticated {
             artifact: self,
             manifest,
+            arch,
             layout,
             signers,
             others,
@@ -266,6 +270,9 @@ pub fn describe_untrusted(c: &Checked) -> String {
 pub struct Authenticated {
     artifact: Artifact,
     pub manifest: Manifest,
+    /// The manifest's architecture, decoded (none for weights only, or when it is encrypted:
+    /// then [`crate::unseal`] decodes it from the plaintext).
+    pub arch: Option<Graph>,
     pub layout: Layout,
     /// Trusted signers (empty only for an unsigned artifact that was allowed).
     pub signers: Vec<Signer>,

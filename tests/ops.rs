@@ -188,7 +188,7 @@ fn cnn_with_arch(
         serde_json::from_str(&std::fs::read_to_string(fixture("onnx_cnn/arch.json")).unwrap())
             .unwrap();
     edit(&mut arch);
-    m.arch = Some(Graph::from_json(&arch.to_string()).unwrap());
+    m.arch = Some(Graph::from_json(&arch.to_string()).unwrap().encode());
     let key = nnsign::keys::SecretKey::read(&test_key("test-a.key"), || Ok(None)).unwrap();
     let out = dir.join(format!("{name}.nns"));
     std::fs::write(&out, resigned(&m.encode(), &payload, &key)).unwrap();

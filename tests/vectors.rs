@@ -675,7 +675,10 @@ fn build() -> Vec<Vector> {
         let arch_signed = packed(Some(&a), true);
         let (m, _, p) = parts(&arch_signed);
         let mut mm = Manifest::decode(&m).unwrap();
-        mm.arch.as_mut().unwrap().nodes[0].op = "\u{1b}[2JDense".into();
+        let signed = nnsign::cbor::decode(mm.arch.as_ref().unwrap().encoded()).unwrap();
+        let mut graph: nnsign::model::Graph = signed.deserialized().unwrap();
+        graph.nodes[0].op = "\u{1b}[2JDense".into();
+        mm.arch = Some(graph.encode());
         resigned(&mm.encode(), &p, &a)
     };
     out.push(v(

@@ -16,7 +16,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(manifest) = Manifest::decode(&envelope.manifest) else { return };
     let Ok(layout) = manifest.validate() else { return };
-    if let Some(arch) = &manifest.arch {
-        let _ = arch.validate(&layout.tensors);
-    }
+    let Some(Ok(arch)) = manifest.arch.as_ref().map(nnsign::model::Graph::decode) else { return };
+    let _ = arch.validate(&layout.tensors);
 });

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use nnsign::inspect::{inspect, Ancestor, Inspection};
 use nnsign::keys::hex;
 use nnsign::signature::Checked;
-use nnsign::verify::Artifact;
 use serde_json::json;
 
 use super::{report, rfc3339, verify_failure, Common, Result};
@@ -34,11 +34,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let fail = |e| verify_failure(&args.artifact, e);
-    let artifact = Artifact::open(&args.artifact).map_err(fail)?;
-    let checked = artifact.check_signatures().map_err(fail)?;
-    let (manifest, layout) = artifact.manifest_unverified().map_err(fail)?;
-    let (file_len, payload_offset) = artifact.sizes();
+    let found =
+        inspect(&args.artifact, &args.search).map_err(|e| verify_failure(&args.artifact, e))?;
+    let Inspection {
+        signatures: checked,
+        manifest,
+        layout,
+        arch,
+        digest,
+        file_len,
+        payload_offset,
+        lineage,
+    } = found;
     let signers: Vec<serde_json::Value> = checked
         .iter()
         .map(|c| match c {
@@ -47,7 +54,6 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect();
     let m = &manifest.model;
-    let lineage = lineage(&args, &manifest.model);
     let tensors: Vec<serde_json::Value> = layout
         .tensors
         .iter()
@@ -58,15 +64,15 @@ pub fn run(args: Args) -> Result<()> {
         "verified": false,
         "artifact": args.artifact,
         "format": manifest.format,
-        "digest": format!("sha256:{}", hex(&artifact.digest())),
+        "digest": format!("sha256:{}", hex(&digest)),
         "signers": signers,
         "model": {
             "name": m.name, "version": m.version, "description": m.description,
             "created": rfc3339(m.created), "expires": m.expires.map(rfc3339),
             "producer": m.producer, "labels": m.labels,
         },
-        "lineage": lineage.iter().map(Ancestor::json).collect::<Vec<_>>(),
-        "architecture": manifest.arch,
+        "lineage": lineage.iter().map(ancestor_json).collect::<Vec<_>>(),
+        "architecture": arch,
         "encrypted_to": super::verify::recipient_ids(&manifest),
         "tensors": tensors,
         "payload_bytes": layout.length,
@@ -79,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
             args.artifact.display()
         );
         s += &format!("  format      {}\n", manifest.format);
-        s += &format!("  digest      sha256:{}\n", hex(&artifact.digest()));
+        s += &format!("  digest      sha256:{}\n", hex(&digest));
         if checked.is_empty() {
             s += "  signatures  none (unsigned)\n";
         }
@@ -118,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
             s += &format!(
                 "  {:<11} {}\n",
                 if a.depth == 1 { "parent" } else { "ancestor" },
-                a.text()
+                ancestor_text(a)
             );
         }
         let recipients = super::verify::recipient_ids(&manifest);
@@ -138,7 +144,7 @@ pub fn run(args: Args) -> Result<()> {
             );
             return s;
         }
-        match &manifest.arch {
+        match &arch {
             Some(a) => {
                 s += &format!(
                     "  arch        op-set {}, {} nodes: {}\n",
@@ -173,101 +179,34 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Longest lineage chain followed, and most files looked at while following it.
-const MAX_LINEAGE: usize = 64;
-const MAX_SEARCHED: usize = 10_000;
-
-/// One step up the lineage chain: what the child recorded, and the file found for it.
-struct Ancestor {
-    depth: usize,
-    digest: Vec<u8>,
-    name: String,
-    version: Option<String>,
-    /// The artifact with that digest, and its valid signers' key ids, if one was found.
-    found: Option<(PathBuf, Vec<String>)>,
+fn ancestor_json(a: &Ancestor) -> serde_json::Value {
+    json!({
+        "depth": a.depth,
+        "digest": format!("sha256:{}", hex(&a.digest)),
+        "name": a.name,
+        "version": a.version,
+        "file": a.found.as_ref().map(|f| &f.0),
+        "signers": a.found.as_ref().map(|f| &f.1),
+    })
 }
 
-impl Ancestor {
-    fn json(&self) -> serde_json::Value {
-        json!({
-            "depth": self.depth,
-            "digest": format!("sha256:{}", hex(&self.digest)),
-            "name": self.name,
-            "version": self.version,
-            "file": self.found.as_ref().map(|f| &f.0),
-            "signers": self.found.as_ref().map(|f| &f.1),
-        })
+fn ancestor_text(a: &Ancestor) -> String {
+    let what = format!(
+        "{} {} sha256:{}",
+        a.name,
+        a.version.as_deref().unwrap_or("(no version)"),
+        hex(&a.digest)
+    );
+    match &a.found {
+        Some((path, signers)) => format!(
+            "{what}\n              in {}, signed by {}",
+            path.display(),
+            if signers.is_empty() {
+                "nobody".into()
+            } else {
+                signers.join(", ")
+            }
+        ),
+        None => format!("{what} (no such artifact in the folders searched)"),
     }
-
-    fn text(&self) -> String {
-        let what = format!(
-            "{} {} sha256:{}",
-            self.name,
-            self.version.as_deref().unwrap_or("(no version)"),
-            hex(&self.digest)
-        );
-        match &self.found {
-            Some((path, signers)) => format!(
-                "{what}\n              in {}, signed by {}",
-                path.display(),
-                if signers.is_empty() {
-                    "nobody".into()
-                } else {
-                    signers.join(", ")
-                }
-            ),
-            None => format!("{what} (no such artifact in the folders searched)"),
-        }
-    }
-}
-
-/// The chain of parents of `model`, found by digest among the .nns files of the artifact's
-/// folder and the --search folders. Files that are not artifacts are skipped; only the
-/// capped frame of each is read.
-fn lineage(args: &Args, model: &nnsign::format::ModelInfo) -> Vec<Ancestor> {
-    let Some(mut next) = model.parent.clone() else {
-        return Vec::new();
-    };
-    let mut dirs = vec![nnsign::output::parent_dir(&args.artifact).to_owned()];
-    dirs.extend(args.search.iter().cloned());
-    let files = (dirs.iter())
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "nns"))
-        .take(MAX_SEARCHED);
-    let mut known: Vec<([u8; 32], PathBuf, nnsign::format::ModelInfo, Vec<String>)> = Vec::new();
-    for path in files {
-        let Ok(a) = Artifact::open(&path) else {
-            continue;
-        };
-        let (Ok(checked), Ok((manifest, _))) = (a.check_signatures(), a.manifest_unverified())
-        else {
-            continue;
-        };
-        let signers = (checked.iter())
-            .filter_map(|c| match c {
-                Checked::Valid(k) => Some(k.id().to_string()),
-                Checked::Unsupported { .. } => None,
-            })
-            .collect();
-        known.push((a.digest(), path, manifest.model, signers));
-    }
-    let mut chain = Vec::new();
-    for depth in 1..=MAX_LINEAGE {
-        let found = known.iter().find(|k| k.0[..] == next.digest[..]);
-        chain.push(Ancestor {
-            depth,
-            digest: next.digest.clone(),
-            name: next.name.clone(),
-            version: next.version.clone(),
-            found: found.map(|k| (k.1.clone(), k.3.clone())),
-        });
-        match found.and_then(|k| k.2.parent.clone()) {
-            Some(p) => next = p,
-            None => break,
-        }
-    }
-    chain
 }

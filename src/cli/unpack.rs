@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<()> {
                     let p = auth
                         .read_payload(&|n| bar.set_position(n))
                         .map_err(|e| verify_failure(&args.artifact, e))?;
-                    (auth.manifest.arch.clone(), p)
+                    (auth.arch.clone(), p)
                 }
             };
             let tensors: Vec<_> = (payload.tensors().iter())

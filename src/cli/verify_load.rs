@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use nnsign::format::{DType, TensorInfo};
 use nnsign::import::{self, ImportError};
 use nnsign::load::{self, LoadError};
-use nnsign::model::DEFAULT_MEMORY_LIMIT;
+use nnsign::memory::DEFAULT_MEMORY_LIMIT;
 use nnsign::runtime::{self, Value};
 use serde_json::json;
 

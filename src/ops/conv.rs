@@ -4,10 +4,11 @@
 use super::direct::{arrange, Direct, CHANNELS};
 use super::elementwise::Unary;
 use super::linalg::gemm;
-use super::shape::{fmt_shape, same, Elem, VType, D};
+use super::shape::{fmt_shape, same, VType, D};
 use super::{chunks, chunks_with, float, rank, spread, Attrs};
-use crate::runtime::Tensor;
 use crate::sys::MatRef;
+use crate::tensor::Elem;
+use crate::tensor::Tensor;
 
 /// Strides, pads and dilations of a 2-D window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,7 @@ pub struct Conv2d {
     pub group: usize,
     pub kernel_shape: Option<[usize; 2]>,
     /// Ops of the following nodes done on each image's output while it is in cache (set by
-    /// [`crate::model`]'s fusion, never by a graph): the values they read follow the Conv's
+    /// [`crate::plan`]'s fusion, never by a graph): the values they read follow the Conv's
     /// own inputs.
     pub then: Vec<Then>,
 }

@@ -1,8 +1,9 @@
 //! Element-wise arithmetic with NumPy broadcasting, activations, and softmax.
 
-use super::shape::{self, Elem, VType};
+use super::shape::{self, VType};
 use super::{chunks, chunks_with, float, spread, Attrs};
-use crate::runtime::Tensor;
+use crate::tensor::Elem;
+use crate::tensor::Tensor;
 
 /// Elements below which an element-wise op runs on one core: splitting costs more.
 const PAR_MIN: usize = 1 << 15;

@@ -2,10 +2,11 @@
 //! product goes through matrixmultiply's SGEMM; large ones are split by rows over the cores.
 
 use super::elementwise::{self, Unary};
-use super::shape::{self, fmt_shape, same, Elem, VType, D};
+use super::shape::{self, fmt_shape, same, VType, D};
 use super::{chunks, float, rank, spread, Attrs};
-use crate::runtime::Tensor;
 use crate::sys::{sgemm_view, MatRef};
+use crate::tensor::Elem;
+use crate::tensor::Tensor;
 
 /// Multiply-adds below which a product runs on one core.
 const PAR_FLOPS: usize = 1 << 18;

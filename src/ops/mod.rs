@@ -12,8 +12,8 @@ mod norm;
 pub mod shape;
 
 use crate::model::{Attr, Node};
-use crate::runtime::{Tensor, Value};
-pub use shape::{Elem, VType, D};
+use crate::tensor::{Elem, Tensor, Value};
+pub use shape::{VType, D};
 
 pub use conv::{Conv2d, Pool, Then};
 pub use elementwise::{Binary, Unary};

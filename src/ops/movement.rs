@@ -1,9 +1,10 @@
 //! Shape and data movement, for F32 and I64 values alike: Flatten, Reshape, Squeeze and
 //! Unsqueeze (which only relabel the shape), Transpose, Slice, Concat and Gather.
 
-use super::shape::{self, counts_differ, fmt_shape, quotient, same, Elem, VType, D};
+use super::shape::{self, counts_differ, fmt_shape, quotient, same, VType, D};
 use super::Attrs;
-use crate::runtime::{Tensor, Value};
+use crate::tensor::Elem;
+use crate::tensor::{Tensor, Value};
 
 /// The product of some dimensions, as well as it is known.
 fn product(dims: &[D]) -> D {

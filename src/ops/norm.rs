@@ -3,7 +3,7 @@
 
 use super::shape::{self, fmt_shape, same, VType, D};
 use super::{chunks, float, rank, spread};
-use crate::runtime::Tensor;
+use crate::tensor::Tensor;
 
 pub(super) fn infer_batch_norm(ins: &[Option<&VType>]) -> Result<VType, String> {
     let x = float(ins[0].expect("required"), "input X")?;

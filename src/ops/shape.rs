@@ -5,7 +5,9 @@
 //! wrong for every binding of the symbols, and at run time over the bound sizes, where every
 //! dimension is known and every check is exact.
 
+use crate::memory::MAX_ELEMENTS;
 use crate::model::Dim;
+use crate::tensor::Elem;
 
 /// One dimension during inference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,37 +44,6 @@ impl std::fmt::Display for D {
     }
 }
 
-/// Element type of a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Elem {
-    F32,
-    I64,
-}
-
-impl Elem {
-    pub fn name(self) -> &'static str {
-        match self {
-            Elem::F32 => "F32",
-            Elem::I64 => "I64",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Elem> {
-        match s {
-            "F32" => Some(Elem::F32),
-            "I64" => Some(Elem::I64),
-            _ => None,
-        }
-    }
-
-    pub fn size(self) -> u64 {
-        match self {
-            Elem::F32 => 4,
-            Elem::I64 => 8,
-        }
-    }
-}
-
 /// The inferred type of a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VType {
@@ -101,9 +72,6 @@ pub fn fmt_shape(s: &[D]) -> String {
     let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
     format!("[{}]", dims.join(", "))
 }
-
-/// Most elements one value may have: what a `usize` index and an `f32` buffer can address.
-pub const MAX_ELEMENTS: u64 = 1 << 40;
 
 /// Two dimensions that must be equal: an error when both are known and differ; otherwise the
 /// better known of the two (a symbol or derived dimension is checked again at run time).
