@@ -52,6 +52,7 @@
 #![deny(unsafe_code)]
 
 pub mod cbor;
+pub mod clock;
 pub mod crypto;
 pub mod diff;
 pub mod export;
@@ -70,13 +71,12 @@ pub mod output;
 pub mod pack;
 pub mod pickle;
 pub mod plan;
-pub mod policy;
 pub mod runtime;
 pub mod scan;
 pub mod signature;
-pub mod state;
 mod sys;
 pub mod tensor;
 pub mod torch;
+pub mod trust;
 pub mod unseal;
 pub mod verify;

@@ -1,10 +1,15 @@
-//! Opening and verifying artifacts: where the signature is checked, where trust is decided and
-//! where every payload byte is checked against its signed digest.
+//! Opening and verifying artifacts: where the signatures are checked against a trust store
+//! before anything in the manifest is decoded, and where every payload byte is checked against
+//! its signed digest.
 //!
 //! The types enforce the order. [`Artifact::open`] reads only the capped outer frame.
-//! [`Artifact::authenticate`] checks every signature, decides trust, and only then decodes the
-//! manifest, giving an [`Authenticated`] artifact. Payload bytes come out of an `Authenticated`
-//! only through [`Authenticated::check_payload`], [`Authenticated::read_payload`] and
+//! [`Artifact::authenticate`] checks every signature once, needs one by a key of the trust
+//! store it is given, and only then decodes the manifest, giving an [`Authenticated`] artifact.
+//! Whether that artifact may be used here (policy rules, thresholds, revocation, expiry,
+//! rollback) is [`crate::trust`]'s decision, made on top of this one.
+//!
+//! Payload bytes come out of an `Authenticated` only through
+//! [`Authenticated::check_payload`], [`Authenticated::read_payload`] and
 //! [`Authenticated::stream_payload`], each of which hashes the bytes it hands out and compares
 //! them with the signed digests before handing them out.
 
@@ -41,9 +46,10 @@ pub enum VerifyError {
     /// The artifact carries no signature and unsigned artifacts were not allowed.
     #[error("the artifact is unsigned")]
     Unsigned,
-    /// No signature is by a trusted key.
-    #[error("not signed by a trusted key: {0}")]
-    Untrusted(String),
+    /// No signature is by a trusted key. `valid` holds the keys whose signatures verified but
+    /// are not trusted (a policy tells revoked ones apart by them).
+    #[error("not signed by a trusted key: {why}")]
+    Untrusted { why: String, valid: Vec<PublicKey> },
     /// A payload chunk does not match its digest.
     #[error("payload chunk {chunk} ({part}) does not match its signed digest: the file was changed or damaged after signing")]
     Digest { chunk: usize, part: String },
@@ -179,7 +185,16 @@ impl Artifact {
         }
         if signers.is_empty() && !others.is_empty() {
             let why: Vec<String> = others.iter().map(describe_untrusted).collect();
-            return Err(VerifyError::Untrusted(why.join("; ")));
+            let valid = (others.iter())
+                .filter_map(|c| match c {
+                    Checked::Valid(key) => Some(key.clone()),
+                    Checked::Unsupported { .. } => None,
+                })
+                .collect();
+            return Err(VerifyError::Untrusted {
+                why: why.join("; "),
+                valid,
+            });
         }
         self.into_authenticated(signers, others)
     }

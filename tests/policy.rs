@@ -119,7 +119,7 @@ impl Env {
 }
 
 fn now() -> u64 {
-    nnsign::policy::now()
+    nnsign::clock::now()
 }
 
 /// Fails with `code`, one `nnsign: error:` line naming the artifact, holding `fragment`.

@@ -8,8 +8,8 @@ use nnsign::keys::{self, hex, SecretKey, TrustStore};
 use nnsign::memory::DEFAULT_MEMORY_LIMIT;
 use nnsign::model::Graph;
 use nnsign::pack::{self as packer, PackInput};
-use nnsign::policy::Policy;
 use nnsign::runtime::Tensor;
+use nnsign::trust::{Clock, Policy, Reason, Trust};
 use nnsign::verify::{Artifact, VerifyError};
 use serde_json::json;
 
@@ -98,11 +98,15 @@ pub fn run(args: Args) -> Result<()> {
     ));
 
     // 3. The serving host trusts ci.pub only: verify, load, run.
-    let trust = TrustStore::load(std::slice::from_ref(&pub_path)).map_err(internal)?;
-    let auth = Artifact::open(&artifact)
-        .and_then(|a| a.authenticate(&trust, false))
-        .map_err(internal)?;
-    let loaded = nnsign::load::load(&auth, DEFAULT_MEMORY_LIMIT, &|_| {}).map_err(internal)?;
+    let mut store = TrustStore::load(std::slice::from_ref(&pub_path)).map_err(internal)?;
+    let trust = Trust::keys(&store, &pub_path);
+    let admit = |trust: &Trust, path: &Path| {
+        let artifact = Artifact::open(path).map_err(internal)?;
+        Ok(trust.admit(artifact, Clock::System))
+    };
+    let admitted = admit(&trust, &artifact)?.map_err(internal)?;
+    let auth = &admitted.artifact;
+    let loaded = nnsign::load::load(auth, DEFAULT_MEMORY_LIMIT, &|_| {}).map_err(internal)?;
     let model = loaded.model.ok_or_else(|| internal("no architecture"))?;
     say(format!(
         "3. verify     signature by trusted key {}, every digest matches; model loaded",
@@ -170,9 +174,10 @@ pub fn run(args: Args) -> Result<()> {
     let target = payload_offset as usize + 1000;
     bytes[target] ^= 0x01;
     std::fs::write(&tampered, &bytes).map_err(internal)?;
-    let refusal = match Artifact::open(&tampered)
-        .and_then(|a| a.authenticate(&trust, false))
-        .and_then(|auth| auth.check_payload(&|_| {}))
+    let refusal = match admit(&trust, &tampered)?
+        .map_err(internal)?
+        .artifact
+        .check_payload(&|_| {})
     {
         Err(e @ VerifyError::Digest { .. }) => e.to_string(),
         other => {
@@ -185,9 +190,9 @@ pub fn run(args: Args) -> Result<()> {
     say(format!(
         "5. tamper     flipped one bit at byte {target}: refused: {refusal}"
     ));
-    let stranger = TrustStore::default();
-    let untrusted = match Artifact::open(&artifact).and_then(|a| a.authenticate(&stranger, false)) {
-        Err(e @ VerifyError::Untrusted(_)) => e.to_string(),
+    let stranger = Trust::keys(&TrustStore::default(), Path::new("a stranger's keys"));
+    let untrusted = match admit(&stranger, &artifact)?.map_err(|r| r.first()) {
+        Err(e @ Reason::Verify(VerifyError::Untrusted { .. })) => e.to_string(),
         _ => return Err(internal("an untrusted signer was not refused")),
     };
     say(format!(
@@ -197,17 +202,15 @@ pub fn run(args: Args) -> Result<()> {
     // 7. A release rule needing two signers: the build job's signature alone is refused; a
     // reviewer co-signs the same artifact (nothing repacked) and it passes.
     let reviewer = SecretKey::generate().map_err(internal)?;
-    let mut store = TrustStore::default();
-    store.insert(key.public(), pub_path.clone());
     store.insert(reviewer.public(), dir.path().join("reviewer.pub"));
     let mut policy = Policy::from_trust(&store, Path::new("the release policy"));
     policy.rules[0].threshold = 2;
+    let release = Trust::new(policy);
     let admitted = |path: &Path| -> Result<std::result::Result<usize, String>> {
-        let auth = (Artifact::open(path)
-            .and_then(|a| a.authenticate(&policy.trust_store(), false)))
-        .map_err(internal)?;
-        let counted = policy.admit(&auth, nnsign::policy::now());
-        Ok(counted.map(|k| k.len()).map_err(|e| e.to_string()))
+        let verdict = admit(&release, path)?;
+        Ok(verdict
+            .map(|a| a.counted.len())
+            .map_err(|r| r.first().to_string()))
     };
     let Err(alone) = admitted(&artifact)? else {
         return Err(internal("one signature passed a rule needing two"));

@@ -17,9 +17,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nnsign::keys::encryption::EncryptionSecretKey;
-use nnsign::keys::{hex, KeyError, Passphrase, TrustStore};
-use nnsign::policy::{Policy, PolicyError};
-use nnsign::state::{Recorded, State};
+use nnsign::keys::{KeyError, Passphrase, TrustStore};
+use nnsign::trust::{Admitted, Clock, Policy, PolicyError, Reason, Recorded, Trust};
 use nnsign::unseal::Unlock;
 use nnsign::verify::{Artifact, Authenticated, VerifyError};
 use serde_json::json;
@@ -237,7 +236,7 @@ pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
             .hint("the envelope was edited after signing; fetch the artifact again from its source"),
         VerifyError::Unsigned => f(exit::SIGNATURE, "signature", "the artifact is unsigned".into())
             .hint("sign it with `nnsign pack --sign KEY`, or pass --allow-unsigned to accept unsigned artifacts"),
-        VerifyError::Untrusted(why) => f(exit::SIGNATURE, "trust", format!("not signed by a trusted key: {why}"))
+        VerifyError::Untrusted { why, .. } => f(exit::SIGNATURE, "trust", format!("not signed by a trusted key: {why}"))
             .hint("if you trust that signer, add its .pub file to the trust store (see keys/README.md)"),
         err @ (VerifyError::Digest { .. } | VerifyError::Padding(_)) => {
             f(exit::INTEGRITY, "integrity", err.to_string())
@@ -403,142 +402,62 @@ pub fn unseal_failure(path: &Path, e: nnsign::unseal::UnsealError) -> Failure {
     }
 }
 
-/// Opens and authenticates an artifact for the verbs that need trust.
-/// Checks an artifact's signatures and trust, then the policy's rule for its model, its
-/// expiry, and the rollback state; the returned [`Gate`] records the version once the verb
-/// has succeeded.
-pub fn authenticate(path: &Path, args: &TrustArgs) -> Result<(Authenticated, Gate)> {
-    let policy = match &args.policy {
-        Some(p) => Policy::load(p).map_err(|e| policy_failure(p, e))?,
+/// What the trust flags say to trust: `--policy`, or the keys of `--trust` and
+/// `NNSIGN_TRUST`; `--state` over the policy's own; `--allow-unsigned`.
+pub fn trust(args: &TrustArgs) -> Result<Trust> {
+    let trust = match &args.policy {
+        Some(p) => Trust::new(Policy::load(p).map_err(|e| policy_failure(p, e))?),
         None => {
             let store = trust_store(args)?;
-            let source = args
-                .trust
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "NNSIGN_TRUST".into());
-            Policy::from_trust(&store, &source)
+            let source = (args.trust.first().cloned()).unwrap_or_else(|| "NNSIGN_TRUST".into());
+            Trust::keys(&store, &source)
         }
     };
-    let trust = policy.trust_store();
-    if trust.is_empty() && !args.allow_unsigned {
+    let trust = (trust.with_state(args.state.clone())).allowing_unsigned(args.allow_unsigned);
+    if trust.trusts_no_key() && !args.allow_unsigned {
         return Err(Failure::usage(
             "no trusted keys: give --trust PATH (a .pub file or a directory of them), set NNSIGN_TRUST, or give --policy FILE",
         ));
     }
+    Ok(trust)
+}
+
+/// Opens the artifact at `path` and asks the library whether it may be used here
+/// ([`Trust::admit`]); a refusal is reported by its first reason.
+pub fn admit(path: &Path, args: &TrustArgs) -> Result<Admitted> {
+    let trust = trust(args)?;
     let artifact = Artifact::open(path).map_err(|e| verify_failure(path, e))?;
-    refuse_revoked_only(path, &artifact, &policy)?;
-    let auth = (artifact.authenticate(&trust, args.allow_unsigned))
-        .map_err(|e| verify_failure(path, e))?;
-    let now = nnsign::policy::now();
-    let counted = if auth.signers.is_empty() {
-        // Unsigned, and allowed: no rule can apply, but an expiry still does.
-        nnsign::policy::check_times(&auth.manifest.model, now, policy.clock_skew)
-            .map_err(|e| policy_failure(path, e))?;
-        Vec::new()
-    } else {
-        policy
-            .admit(&auth, now)
-            .map_err(|e| policy_failure(path, e))?
-    };
-    let state = args
-        .state
-        .clone()
-        .or(policy.state.clone())
-        .map(|p| State::new(&p));
-    let digest = format!("sha256:{}", hex(&auth.digest));
-    if let Some(state) = &state {
-        let m = &auth.manifest.model;
-        (state.check(&m.name, m.version.as_deref(), &digest))
-            .map_err(|e| policy_failure(path, e))?;
-    }
-    let gate = Gate {
-        artifact: path.to_owned(),
-        state,
-        counted,
-        name: auth.manifest.model.name.clone(),
-        version: auth.manifest.model.version.clone(),
-        digest,
-    };
-    Ok((auth, gate))
-}
-
-/// What a verb must do after it succeeded: record the version in the rollback state.
-pub struct Gate {
-    artifact: PathBuf,
-    state: Option<State>,
-    /// The policy keys that counted towards the rule's threshold.
-    pub counted: Vec<nnsign::policy::PolicyKey>,
-    name: String,
-    version: Option<String>,
-    digest: String,
-}
-
-impl Gate {
-    /// Records the accepted version; adds what happened to the report.
-    pub fn record(&self, value: &mut serde_json::Value, text: &mut String) -> Result<()> {
-        let Some(state) = &self.state else {
-            return Ok(());
-        };
-        let done = state
-            .record(
-                &self.name,
-                self.version.as_deref(),
-                &self.digest,
-                nnsign::policy::now(),
-            )
-            .map_err(|e| policy_failure(&self.artifact, e))?;
-        let version = self.version.as_deref().unwrap_or_default();
-        let (what, line) = match done {
-            Recorded::Same => ("same", format!("version {version} accepted before")),
-            Recorded::Raised { from: None } => {
-                ("first", format!("first version {version} recorded"))
-            }
-            Recorded::Raised { from: Some(old) } => {
-                ("raised", format!("version raised from {old} to {version}"))
-            }
-        };
-        value["state"] = serde_json::json!({"file": state.path(), "update": what});
-        text.push_str(&format!("  state   {line} in {}\n", state.path().display()));
-        Ok(())
-    }
-}
-
-/// An artifact whose only valid signatures are by revoked keys gets a message that says so
-/// (the trust check alone would call them unknown).
-fn refuse_revoked_only(path: &Path, artifact: &Artifact, policy: &Policy) -> Result<()> {
-    use nnsign::signature::Checked;
-    if policy.revoked.is_empty() {
-        return Ok(());
-    }
-    let Ok(checked) = artifact.check_signatures() else {
-        return Ok(()); // authenticate reports it
-    };
-    let valid: Vec<_> = (checked.iter())
-        .filter_map(|c| match c {
-            Checked::Valid(k) => Some(k),
-            Checked::Unsupported { .. } => None,
+    trust
+        .admit(artifact, Clock::System)
+        .map_err(|refused| match refused.first() {
+            Reason::Verify(e) => verify_failure(path, e),
+            e @ Reason::RevokedOnly { .. } => Failure::new(exit::SIGNATURE, "trust", Some(path), e.to_string())
+                .hint("a revoked key may be in an attacker's hands: do not deploy this artifact; ask for one signed by a current key"),
+            Reason::Policy(e) => policy_failure(path, e),
         })
-        .collect();
-    let revoked: Vec<String> = (valid.iter())
-        .filter(|k| policy.revoked.contains(&k.id()))
-        .map(|k| k.id().to_string())
-        .collect();
-    let trusted = policy.trust_store();
-    if revoked.is_empty() || valid.iter().any(|k| trusted.lookup(k).is_some()) {
+}
+
+/// Records the version of an artifact a verb has used in the rollback state (if there is
+/// one), and adds what happened to the report.
+pub fn record(admitted: &Admitted, value: &mut serde_json::Value, text: &mut String) -> Result<()> {
+    let path = admitted.artifact.path();
+    let Some((file, done)) = admitted
+        .record(Clock::System)
+        .map_err(|e| policy_failure(path, e))?
+    else {
         return Ok(());
-    }
-    Err(Failure::new(
-        exit::SIGNATURE,
-        "trust",
-        Some(path),
-        format!(
-            "signed only by revoked key(s) {} (revoked in {})",
-            revoked.join(", "),
-            policy.source.display()
-        ),
-    )
-    .hint("a revoked key may be in an attacker's hands: do not deploy this artifact; ask for one signed by a current key"))
+    };
+    let version = (admitted.artifact.manifest.model.version.as_deref()).unwrap_or_default();
+    let (what, line) = match done {
+        Recorded::Same => ("same", format!("version {version} accepted before")),
+        Recorded::Raised { from: None } => ("first", format!("first version {version} recorded")),
+        Recorded::Raised { from: Some(old) } => {
+            ("raised", format!("version raised from {old} to {version}"))
+        }
+    };
+    value["state"] = serde_json::json!({"file": file, "update": what});
+    text.push_str(&format!("  state   {line} in {}\n", file.display()));
+    Ok(())
 }
 
 /// Maps a policy or rollback-state refusal to what the user is told.

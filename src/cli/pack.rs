@@ -187,13 +187,13 @@ pub fn run(args: Args) -> Result<()> {
     let created = packer::created_now();
     let expires = (args.expires.as_deref())
         .map(|w| {
-            let t = nnsign::policy::parse_when(w, created)
+            let t = nnsign::clock::parse_when(w, created)
                 .map_err(|e| Failure::usage(format!("--expires: {e}")))?;
             match t > created {
                 true => Ok(t),
                 false => Err(Failure::usage(format!(
                     "--expires {w}: {} is not in the future",
-                    nnsign::policy::utc(t)
+                    nnsign::clock::utc(t)
                 ))),
             }
         })

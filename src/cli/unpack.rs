@@ -6,8 +6,8 @@ use nnsign::export::{self, ExportError};
 use serde_json::json;
 
 use super::{
-    authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, DecryptArgs,
-    Failure, Result, TrustArgs,
+    admit, exit, io_failure, progress_bar, report, verify_failure, Common, DecryptArgs, Failure,
+    Result, TrustArgs,
 };
 
 /// Verify an artifact, then write its weights as safetensors (or NumPy .npz, or its graph and
@@ -57,7 +57,8 @@ pub fn run(args: Args) -> Result<()> {
         .chain(&args.trust.trust);
     super::refuse_overwrite(&args.output, reads.map(PathBuf::as_path))?;
     let key = args.decrypt.key()?;
-    let (auth, gate) = authenticate(&args.artifact, &args.trust)?;
+    let admitted = admit(&args.artifact, &args.trust)?;
+    let auth = &admitted.artifact;
     let bar = progress_bar(args.common, auth.layout.length, "unpacking");
     let export_failure = |e| match e {
         ExportError::Io { path, source } => io_failure(&path, &source),
@@ -65,23 +66,23 @@ pub fn run(args: Args) -> Result<()> {
         ExportError::Unseal(u) => super::unseal_failure(&args.artifact, u),
         ExportError::Unsupported(m) => Failure::new(exit::INPUT, "input", Some(&args.artifact), m),
     };
-    let opener = args.decrypt.opener(&auth, key)?;
+    let opener = args.decrypt.opener(auth, key)?;
     match (args.format, opener) {
         (Format::Safetensors, Some(opener)) => {
-            export::write_safetensors_encrypted(&auth, opener.unlock(), &args.output, &|n| {
+            export::write_safetensors_encrypted(auth, opener.unlock(), &args.output, &|n| {
                 bar.set_position(n)
             })
             .map_err(export_failure)?;
         }
         (Format::Safetensors, None) => {
-            export::write_safetensors(&auth, &args.output, &|n| bar.set_position(n))
+            export::write_safetensors(auth, &args.output, &|n| bar.set_position(n))
                 .map_err(export_failure)?;
         }
         (format, opener) => {
             // Whole tensors in memory: NumPy and ONNX files are written in one piece.
             let (arch, payload) = match &opener {
                 Some(o) => {
-                    let u = nnsign::unseal::unseal(&auth, o.unlock(), &|n| bar.set_position(n))
+                    let u = nnsign::unseal::unseal(auth, o.unlock(), &|n| bar.set_position(n))
                         .map_err(|e| super::unseal_failure(&args.artifact, e))?;
                     (u.arch, u.payload)
                 }
@@ -129,8 +130,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let (mut value, mut text) = super::verify::summary(&auth, &gate);
-    gate.record(&mut value, &mut text)?;
+    let (mut value, mut text) = super::verify::summary(&admitted);
+    super::record(&admitted, &mut value, &mut text)?;
     value["ok"] = json!(true);
     value["output"] = json!(args.output);
     report(args.common, value, || {

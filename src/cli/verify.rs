@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use nnsign::keys::hex;
-use nnsign::verify::Authenticated;
+use nnsign::trust::Admitted;
 use serde_json::json;
 
-use super::{authenticate, progress_bar, report, verify_failure, Common, Gate, Result, TrustArgs};
+use super::{admit, progress_bar, record, report, verify_failure, Common, Result, TrustArgs};
 
 /// Check an artifact's signature, that its signer is trusted, and every payload byte.
 ///
@@ -28,14 +28,15 @@ pub struct Args {
 }
 
 /// The facts `verify`, `verify-load` and `unpack` report about a verified artifact.
-pub fn summary(auth: &Authenticated, gate: &Gate) -> (serde_json::Value, String) {
+pub fn summary(admitted: &Admitted) -> (serde_json::Value, String) {
+    let auth = &admitted.artifact;
     let m = &auth.manifest.model;
     let digest = format!("sha256:{}", hex(&auth.digest));
     let signers: Vec<serde_json::Value> = auth
         .signers
         .iter()
         .map(|s| {
-            let policy = gate.counted.iter().find(|k| k.key == s.key);
+            let policy = admitted.counted.iter().find(|k| k.key == s.key);
             json!({
                 "key_id": s.key.id().to_string(),
                 "name": policy.and_then(|k| k.name.clone()),
@@ -73,7 +74,7 @@ pub fn summary(auth: &Authenticated, gate: &Gate) -> (serde_json::Value, String)
         auth.signers
             .iter()
             .map(|s| {
-                let name = gate.counted.iter().find(|k| k.key == s.key);
+                let name = admitted.counted.iter().find(|k| k.key == s.key);
                 let label = name.map_or_else(|| s.key.id().to_string(), |k| k.label());
                 format!("key {label} (trusted: {})", s.trusted_by.display())
             })
@@ -104,7 +105,7 @@ pub fn summary(auth: &Authenticated, gate: &Gate) -> (serde_json::Value, String)
         m.version.as_deref().unwrap_or("(no version)"),
     );
     if let Some(e) = m.expires {
-        text.push_str(&format!("  expires {}\n", nnsign::policy::utc(e)));
+        text.push_str(&format!("  expires {}\n", nnsign::clock::utc(e)));
     }
     if let Some(p) = &m.parent {
         text.push_str(&format!(
@@ -124,13 +125,14 @@ pub fn recipient_ids(manifest: &nnsign::format::Manifest) -> Vec<String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (auth, gate) = authenticate(&args.artifact, &args.trust)?;
+    let admitted = admit(&args.artifact, &args.trust)?;
+    let auth = &admitted.artifact;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
     auth.check_payload(&|n| bar.set_position(n))
         .map_err(|e| verify_failure(&args.artifact, e))?;
     bar.finish_and_clear();
-    let (mut value, mut text) = summary(&auth, &gate);
-    gate.record(&mut value, &mut text)?;
+    let (mut value, mut text) = summary(&admitted);
+    record(&admitted, &mut value, &mut text)?;
     value["ok"] = json!(true);
     report(args.common, value, || {
         format!("verified {}\n{text}", args.artifact.display())

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::DecryptArgs;
 
 use super::{
-    authenticate, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
+    admit, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
     TrustArgs,
 };
 
@@ -112,13 +112,14 @@ pub fn run(args: Args) -> Result<()> {
         super::refuse_overwrite(out, reads.map(PathBuf::as_path))?;
     }
     let key = args.decrypt.key()?;
-    let (auth, gate) = authenticate(&args.artifact, &args.trust)?;
+    let admitted = admit(&args.artifact, &args.trust)?;
+    let auth = &admitted.artifact;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
     let progress = |n| bar.set_position(n);
-    let opener = args.decrypt.opener(&auth, key)?;
+    let opener = args.decrypt.opener(auth, key)?;
     let loaded = match &opener {
-        Some(o) => load::load_encrypted(&auth, o.unlock(), args.max_memory, &progress),
-        None => load::load(&auth, args.max_memory, &progress),
+        Some(o) => load::load_encrypted(auth, o.unlock(), args.max_memory, &progress),
+        None => load::load(auth, args.max_memory, &progress),
     }
     .map_err(|e| match e {
         LoadError::Verify(v) => verify_failure(&args.artifact, v),
@@ -132,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
         LoadError::Run(r) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), r.to_string()),
     })?;
     bar.finish_and_clear();
-    let (mut value, mut text) = super::verify::summary(&auth, &gate);
+    let (mut value, mut text) = super::verify::summary(&admitted);
     value["ok"] = json!(true);
     let Some(model) = loaded.model else {
         if args.input.is_some() {
@@ -141,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
                 .hint("pack it with --arch FILE to make it runnable"));
         }
         value["loaded"] = json!(false);
-        gate.record(&mut value, &mut text)?;
+        super::record(&admitted, &mut value, &mut text)?;
         report(args.common, value, || {
             format!(
                 "verified {}\n{text}  no architecture: weights only, nothing to run\n",
@@ -192,7 +193,7 @@ pub fn run(args: Args) -> Result<()> {
             lines += &format!("  wrote   {}\n", out.display());
         }
     }
-    gate.record(&mut value, &mut lines)?;
+    super::record(&admitted, &mut value, &mut lines)?;
     report(args.common, value, || lines);
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::PolicyError;
 use crate::format::parse_version;
-use crate::policy::PolicyError;
 
 /// Largest state file read, in bytes (about 100,000 models).
 pub const MAX_STATE_LEN: u64 = 16 << 20;
@@ -41,6 +41,7 @@ pub struct Entry {
 }
 
 /// A state file (it need not exist yet).
+#[derive(Debug, Clone)]
 pub struct State {
     path: PathBuf,
 }
@@ -208,7 +209,7 @@ fn judge(
         std::cmp::Ordering::Less => Err(PolicyError::Freshness(format!(
             "rollback refused: model {name:?} version {version} is older than version {} accepted on {} ({})",
             seen.version,
-            crate::policy::utc(seen.accepted),
+            crate::clock::utc(seen.accepted),
             path.display()
         ))),
         std::cmp::Ordering::Equal if seen.digest == digest => Ok(true),

@@ -4,8 +4,9 @@
 //! A policy is applied in two steps, so that nothing in a manifest is decoded before a trusted
 //! key vouched for it. First, [`Policy::trust_store`] gives the keys whose signatures count
 //! (revoked keys removed); [`crate::verify::Artifact::authenticate`] needs one of them before
-//! it decodes the manifest. Then [`Policy::admit`] looks up the rule for the model's name and
+//! it decodes the manifest. Then [`Policy::judge`] looks up the rule for the model's name and
 //! checks the signer threshold, the version and the artifact's age and expiry.
+//! [`super::Trust::admit`] runs both steps and the rollback state.
 //!
 //! Every decision is monotone in the signatures: a signature added can only add a signer, a
 //! signature removed can only remove one, and a signature made twice by one key makes the
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::clock::{parse_duration, span, utc};
 use crate::format::{parse_version, ModelInfo};
 use crate::keys::{KeyId, PublicKey, TrustStore};
 use crate::verify::Authenticated;
@@ -284,18 +286,23 @@ impl Policy {
         self.rules.iter().find(|r| glob(&r.models, name))
     }
 
-    /// Checks an authenticated artifact against the rule for its model's name, at time `now`
+    /// Judges an authenticated artifact by the rule for its model's name, at time `now`
     /// (seconds since the epoch): signers, minimum version, maximum age, expiry and a creation
-    /// time not in the future. Returns the keys that counted.
-    pub fn admit(&self, auth: &Authenticated, now: u64) -> Result<Vec<PolicyKey>, PolicyError> {
+    /// time not in the future. Returns the keys that counted and every refusal, in a fixed
+    /// order (no rule or too few signers first, then the version, the age and the times):
+    /// the artifact passes when there is none.
+    pub fn judge(&self, auth: &Authenticated, now: u64) -> (Vec<PolicyKey>, Vec<PolicyError>) {
         let model = &auth.manifest.model;
-        let rule = self.rule_for(&model.name).ok_or_else(|| {
-            PolicyError::NoRule(format!(
+        let mut refusals = Vec::new();
+        let Some(rule) = self.rule_for(&model.name) else {
+            refusals.push(PolicyError::NoRule(format!(
                 "no rule of {} covers model {:?}",
                 self.source.display(),
                 model.name
-            ))
-        })?;
+            )));
+            refusals.extend(check_times(model, now, self.clock_skew).err());
+            return (Vec::new(), refusals);
+        };
         let eligible: Vec<&PolicyKey> = match &rule.signers {
             Some(list) => list.iter().map(|&i| &self.keys[i]).collect(),
             None => self.keys.iter().collect(),
@@ -337,13 +344,13 @@ impl Policy {
                     revoked.join(", ")
                 ));
             }
-            return Err(PolicyError::Signers(why));
+            refusals.push(PolicyError::Signers(why));
         }
-        self.check_version(rule, model)?;
+        refusals.extend(self.check_version(rule, model).err());
         if let Some(max) = rule.max_age {
             let age = now.saturating_sub(model.created);
             if age > max.saturating_add(self.clock_skew) {
-                return Err(PolicyError::Freshness(format!(
+                refusals.push(PolicyError::Freshness(format!(
                     "model {:?} was packed {} ago, {}; rule models = {:?} of {} allows at most {}",
                     model.name,
                     span(age),
@@ -354,8 +361,8 @@ impl Policy {
                 )));
             }
         }
-        check_times(model, now, self.clock_skew)?;
-        Ok(counted)
+        refusals.extend(check_times(model, now, self.clock_skew).err());
+        (counted, refusals)
     }
 
     fn check_version(&self, rule: &Rule, model: &ModelInfo) -> Result<(), PolicyError> {
@@ -406,56 +413,6 @@ pub fn check_times(model: &ModelInfo, now: u64, skew: u64) -> Result<(), PolicyE
         )));
     }
     Ok(())
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// A duration such as `90d`, `12h`, `2w` or `1h 30m`, in seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    humantime::parse_duration(s.trim())
-        .map(|d| d.as_secs())
-        .map_err(|e| format!("{s:?} is not a duration such as 90d, 12h or 30m: {e}"))
-}
-
-/// A point in time: a duration from `now` (`90d`), a UTC date (`2027-06-30`, its midnight) or
-/// an RFC 3339 UTC time (`2027-06-30T12:00:00Z`).
-pub fn parse_when(s: &str, now: u64) -> Result<u64, String> {
-    let s = s.trim();
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now.saturating_add(d.as_secs()));
-    }
-    let time = if s.len() == 10 {
-        humantime::parse_rfc3339(&format!("{s}T00:00:00Z"))
-    } else {
-        humantime::parse_rfc3339(s)
-    };
-    time.ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .ok_or_else(|| {
-            format!("{s:?} is neither a duration (90d) nor a UTC date (2027-06-30) or time (2027-06-30T12:00:00Z)")
-        })
-}
-
-/// `seconds` since the epoch as an RFC 3339 UTC time.
-pub fn utc(seconds: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.min(253402300799));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// A duration for people, in its largest whole unit.
-fn span(seconds: u64) -> String {
-    match seconds {
-        s if s >= 2 * 86400 => format!("{} days", s / 86400),
-        s if s >= 2 * 3600 => format!("{} hours", s / 3600),
-        s if s >= 120 => format!("{} minutes", s / 60),
-        s => format!("{s} seconds"),
-    }
 }
 
 /// `*` matches any run of characters (none included), `?` exactly one; everything else itself.
@@ -549,20 +506,6 @@ mod tests {
         assert!(!glob("a*b*c", "aXbYbZ"));
         assert!(glob(&"*a".repeat(20), &"a".repeat(40)));
         assert!(!glob(&"*a".repeat(20), &"b".repeat(5000)));
-    }
-
-    #[test]
-    fn times_and_durations() {
-        assert_eq!(parse_duration("90d"), Ok(90 * 86400));
-        assert_eq!(parse_duration("1h 30m"), Ok(5400));
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_when("2d", 100), Ok(100 + 2 * 86400));
-        assert_eq!(parse_when("2027-01-01", 0), Ok(1798761600));
-        assert_eq!(parse_when("2027-01-01T00:00:10Z", 0), Ok(1798761610));
-        assert!(parse_when("01/01/2027", 0).is_err());
-        assert_eq!(utc(1798761600), "2027-01-01T00:00:00Z");
-        assert_eq!(span(90 * 86400 + 3600 + 5), "90 days");
-        assert_eq!(span(7199), "119 minutes");
     }
 
     #[test]
