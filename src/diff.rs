@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::format::{DType, Manifest, RecipientEntry, TensorInfo};
-use crate::keys::hex;
+use crate::keys::{hex, TrustStore};
 use crate::model::Graph;
 use crate::verify::{Artifact, Authenticated, VerifyError};
 
@@ -48,6 +48,16 @@ pub struct ReadError {
 /// algorithm this nnsign does not implement, ends up in [`Authenticated::others`].
 pub fn open_untrusted(path: &Path) -> Result<Authenticated, VerifyError> {
     Artifact::open(path)?.integrity_only()
+}
+
+/// Opens `path` for comparison: with `trust`, it must carry a valid signature by one of its
+/// keys (an unsigned artifact is refused); without, as [`open_untrusted`]. No policy applies:
+/// a diff compares old and new releases whoever signed them and whenever they expire.
+pub fn open(path: &Path, trust: Option<&TrustStore>) -> Result<Authenticated, VerifyError> {
+    match trust {
+        Some(trust) => Artifact::open(path)?.authenticate(trust, false),
+        None => open_untrusted(path),
+    }
 }
 
 /// What is known about the two payloads' content.

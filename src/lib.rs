@@ -78,5 +78,6 @@ mod sys;
 pub mod tensor;
 pub mod torch;
 pub mod trust;
+pub mod unpack;
 pub mod unseal;
 pub mod verify;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::crypto::{self, Argon2Costs, CryptoError, FileKey, PayloadCipher};
 use crate::format::{
     self, EncryptionInfo, Envelope, FormatError, InnerManifest, Layout, Manifest, ModelInfo,
-    PayloadInfo, RawSignature, TensorEntry, CHUNK_SIZE, ENCODING_RAW, ENCODING_STREAM,
+    Parent, PayloadInfo, RawSignature, TensorEntry, CHUNK_SIZE, ENCODING_RAW, ENCODING_STREAM,
     ENC_CHUNK_SIZE, MANIFEST_FORMAT, MAX_PAYLOAD_LEN,
 };
 use crate::import::SourceTensor;
@@ -387,6 +387,20 @@ pub fn digest_chunks(chunks: &[format::Chunk], payload: &[u8]) -> Vec<u8> {
         .iter()
         .flat_map(|c| Sha256::digest(&payload[c.start as usize..c.end as usize]))
         .collect()
+}
+
+/// The lineage record of a parent artifact (`pack --parent`): its digest, name and version.
+/// It must be well-formed with every signature valid; who signed it is for the verifier of the
+/// child to judge, through `inspect`.
+pub fn parent(path: &Path) -> Result<Parent, crate::verify::VerifyError> {
+    let artifact = crate::verify::Artifact::open(path)?;
+    artifact.check_signatures()?;
+    let (manifest, _) = artifact.manifest_unverified()?;
+    Ok(Parent {
+        digest: artifact.digest().to_vec(),
+        name: manifest.model.name,
+        version: manifest.model.version,
+    })
 }
 
 /// Seconds since the Unix epoch now, or `SOURCE_DATE_EPOCH` when set, for reproducible builds.

@@ -9,7 +9,6 @@ use nnsign::verify::Authenticated;
 use serde_json::json;
 
 use nnsign::keys::TrustStore;
-use nnsign::verify::Artifact;
 
 use super::exit::DIFFERENT;
 use super::{key_failure, progress_bar, report, rfc3339, verify_failure, Common, Failure, Result};
@@ -63,11 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     let checks_trust = !args.trust.is_empty();
     let trust = TrustStore::load(&args.trust).map_err(key_failure)?;
     let open = |path: &PathBuf| {
-        match checks_trust {
-            true => Artifact::open(path).and_then(|a| a.authenticate(&trust, false)),
-            false => diff::open_untrusted(path),
-        }
-        .map_err(|e| verify_failure(path, e))
+        diff::open(path, checks_trust.then_some(&trust)).map_err(|e| verify_failure(path, e))
     };
     let a = open(&args.old)?;
     let b = open(&args.new)?;

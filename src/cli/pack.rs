@@ -125,33 +125,10 @@ fn pack_failure(args: &Args, e: PackError) -> Failure {
     }
 }
 
-/// The lineage record of `--parent`: a well-formed artifact whose signatures all verify (who
-/// signed it is for the verifier of the child to judge, through `inspect`).
-fn read_parent(path: &std::path::Path) -> Result<nnsign::format::Parent> {
-    let artifact =
-        nnsign::verify::Artifact::open(path).map_err(|e| super::verify_failure(path, e))?;
-    artifact
-        .check_signatures()
-        .map_err(|e| super::verify_failure(path, e))?;
-    let (manifest, _) = artifact
-        .manifest_unverified()
-        .map_err(|e| super::verify_failure(path, e))?;
-    Ok(nnsign::format::Parent {
-        digest: artifact.digest().to_vec(),
-        name: manifest.model.name,
-        version: manifest.model.version,
-    })
-}
-
 /// Warns (as ssh would refuse) when a private key file is readable by other users: the key may
 /// already have leaked, and the build should not carry on silently.
 pub(super) fn warn_if_exposed(path: &std::path::Path, common: super::Common) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return; // reading the key reports the problem
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 && !common.quiet {
+    if let Some(mode) = nnsign::keys::exposed_mode(path).filter(|_| !common.quiet) {
         eprintln!(
             "nnsign: warning: {}: private key is accessible to other users (mode {mode:04o}); run `chmod 600 {}`",
             path.display(),
@@ -198,7 +175,9 @@ pub fn run(args: Args) -> Result<()> {
             }
         })
         .transpose()?;
-    let parent = args.parent.as_deref().map(read_parent).transpose()?;
+    let parent = (args.parent.as_deref())
+        .map(|p| packer::parent(p).map_err(|e| super::verify_failure(p, e)))
+        .transpose()?;
     // Read the key first: a wrong passphrase should fail before minutes of hashing.
     if let Some(path) = &args.sign {
         warn_if_exposed(path, args.common);

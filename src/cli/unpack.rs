@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use nnsign::export::{self, ExportError};
+use nnsign::export::ExportError;
+use nnsign::unpack::{self, UnpackError};
 use serde_json::json;
 
 use super::{
@@ -67,68 +68,24 @@ pub fn run(args: Args) -> Result<()> {
         ExportError::Unsupported(m) => Failure::new(exit::INPUT, "input", Some(&args.artifact), m),
     };
     let opener = args.decrypt.opener(auth, key)?;
-    match (args.format, opener) {
-        (Format::Safetensors, Some(opener)) => {
-            export::write_safetensors_encrypted(auth, opener.unlock(), &args.output, &|n| {
-                bar.set_position(n)
-            })
-            .map_err(export_failure)?;
-        }
-        (Format::Safetensors, None) => {
-            export::write_safetensors(auth, &args.output, &|n| bar.set_position(n))
-                .map_err(export_failure)?;
-        }
-        (format, opener) => {
-            // Whole tensors in memory: NumPy and ONNX files are written in one piece.
-            let (arch, payload) = match &opener {
-                Some(o) => {
-                    let u = nnsign::unseal::unseal(auth, o.unlock(), &|n| bar.set_position(n))
-                        .map_err(|e| super::unseal_failure(&args.artifact, e))?;
-                    (u.arch, u.payload)
-                }
-                None => {
-                    let p = auth
-                        .read_payload(&|n| bar.set_position(n))
-                        .map_err(|e| verify_failure(&args.artifact, e))?;
-                    (auth.arch.clone(), p)
-                }
-            };
-            let tensors: Vec<_> = (payload.tensors().iter())
-                .map(|t| {
-                    payload
-                        .tensor(&t.name)
-                        .expect("every tensor is in the payload")
-                })
-                .collect();
-            if format == Format::Npz {
-                export::write_npz_tensors(&args.output, &tensors).map_err(export_failure)?;
-            } else {
-                let Some(arch) = arch else {
-                    return Err(Failure::new(
-                        exit::SCHEMA,
-                        "schema",
-                        Some(&args.artifact),
-                        "the artifact holds weights only: there is no graph to write as ONNX",
-                    )
-                    .hint("unpack it as --format safetensors or npz"));
-                };
-                let bytes = nnsign::onnx::export::model(
-                    &arch,
-                    &tensors,
-                    &format!("nnsign {}", env!("CARGO_PKG_VERSION")),
-                )
-                .map_err(|e| {
-                    Failure::new(
-                        exit::SCHEMA,
-                        "schema",
-                        Some(&args.artifact),
-                        format!("no ONNX form: {e}"),
-                    )
-                })?;
-                export::write_bytes(&args.output, &bytes).map_err(export_failure)?;
+    let format = match args.format {
+        Format::Safetensors => unpack::Format::Safetensors,
+        Format::Npz => unpack::Format::Npz,
+        Format::Onnx => unpack::Format::Onnx,
+    };
+    let unlock = opener.as_ref().map(|o| o.unlock());
+    unpack::unpack(auth, unlock, format, &args.output, &|n| bar.set_position(n)).map_err(|e| {
+        match e {
+            UnpackError::Export(e) => export_failure(e),
+            e @ UnpackError::NoGraph => {
+                Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), e.to_string())
+                    .hint("unpack it as --format safetensors or npz")
+            }
+            e @ UnpackError::NoOnnx(_) => {
+                Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), e.to_string())
             }
         }
-    }
+    })?;
     bar.finish_and_clear();
     let (mut value, mut text) = super::verify::summary(&admitted);
     super::record(&admitted, &mut value, &mut text)?;

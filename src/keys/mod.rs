@@ -346,6 +346,14 @@ pub fn pair_paths(prefix: &Path) -> (PathBuf, PathBuf) {
     (PathBuf::from(key), PathBuf::from(public))
 }
 
+/// The permission bits of a private key file that other users can read or write (as ssh would
+/// refuse it), or `None` when only its owner can, or it cannot be read (reading it reports why).
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 /// Writes `PREFIX.key` (mode 0600) and `PREFIX.pub`, never replacing an existing file, each
 /// atomically (complete or absent).
 pub fn write_pair(
