@@ -103,7 +103,8 @@ fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
 
 /// [`pickle_findings`] of a pickle, or of the pickles of a `torch.save` stream. In a raw pickle
 /// of tensors each storage is such a stream, which torch loads with no restriction: those are
-/// read too, one level down (`nested`); a stream nested deeper is not, and is reported.
+/// read too, one level down (`nested`, where only dangers and ambiguous storages are reported:
+/// a note per storage would bury them); a stream nested deeper is not, and is reported.
 fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
     // A legacy torch.save stream opens with a 10-byte integer this reader does not take, and
     // holds four more pickles; what follows is storage bytes, never unpickled.
@@ -113,22 +114,28 @@ fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
     };
     let scan = crate::pickle::scan_all(bytes, most);
     let mut out: Vec<Finding> = (scan.globals.into_iter())
-        .map(|g| {
+        .filter_map(|g| {
             if crate::torch::allowed(&g) {
-                note(format!(
-                    "{what} names {g} (needed to rebuild tensors; nnsign allows it)"
-                ))
+                (!nested).then(|| {
+                    note(format!(
+                        "{what} names {g} (needed to rebuild tensors; nnsign allows it)"
+                    ))
+                })
             } else if !nested && crate::torch::RAW_GLOBALS.contains(&g.as_str()) {
-                note(format!(
+                Some(note(format!(
                     "{what} names {g} (a raw pickle of tensors needs it; the torch.save streams it loads are read too)"
-                ))
+                )))
             } else {
-                danger(format!(
+                Some(danger(format!(
                     "{what} names {g}: loading it with pickle would import and call it"
-                ))
+                )))
             }
         })
         .collect();
+    // Not code, so not a danger: values that depend on the reader (`nnsign pack` refuses them).
+    out.extend(
+        (scan.ambiguous.into_iter()).map(|e| note(format!("{what}: {e} (nnsign pack refuses it)"))),
+    );
     if let Some(e) = scan.error {
         // What follows the point where reading stopped is unknown: it may call anything.
         out.push(danger(format!(
@@ -140,10 +147,9 @@ fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
             "{what} holds {} storages pickled on their own, as torch.save streams, each read too",
             scan.nested.len()
         )));
-        // Only their dangers: a note per storage would bury them.
         for (k, stream) in scan.nested.iter().enumerate() {
             let what = format!("the torch.save stream of storage {k} in {what}");
-            out.extend((stream_findings(&what, stream, true).into_iter()).filter(|f| f.danger));
+            out.extend(stream_findings(&what, stream, true));
         }
     }
     out
