@@ -836,6 +836,23 @@ def _(p):
                   ("model.weights.h5", h5, zipfile.ZIP_DEFLATED)])
 
 
+@case("keras_weights_size_lies.keras",
+      "no code: model.keras with a 100-byte model.weights.h5 whose zip headers claim 4 GiB "
+      "from 100 MiB (40:1, under the zip-bomb ratio): memory reserved for the claim, not "
+      "for the bytes there, would run out under the suite's 4 GB limit")
+def _(p):
+    with zipfile.ZipFile(KERAS_SRC) as z:
+        config, metadata = z.read("config.json"), z.read("metadata.json")
+    write_zip(p, [("metadata.json", metadata), ("config.json", config),
+                  ("model.weights.h5", b"x" * 100, zipfile.ZIP_DEFLATED)])
+
+    def claim(buf):
+        local, central = entry(buf, "model.weights.h5")
+        struct.pack_into("<II", buf, central + 20, 100 << 20, 0xFFFFFFF0)
+        struct.pack_into("<II", buf, local + 18, 100 << 20, 0xFFFFFFF0)
+    patch(p, claim)
+
+
 def _onnx_outside(p):
     from onnx import TensorProto, helper
     w = TensorProto()
@@ -972,6 +989,8 @@ EXPECT = {
     "storage_bytes_iso8859.pkl": refused('_codecs.encode: takes text and "latin1"'),
     "storage_many_views.pkl": refused("add up to more than 8 times the file's"),
     "keras_lambda.keras": refused("a Lambda layer runs arbitrary Python when Keras loads it"),
+    "keras_weights_size_lies.keras": refused(
+        "model.weights.h5: holds 100 bytes, its header says 4294967280"),
     "onnx_external_outside.onnx": refused(
         'external data location "../outside.bin" leaves the model\'s folder'),
 }

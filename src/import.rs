@@ -26,7 +26,8 @@ pub const MAX_NPZ_MEMBER_LEN: u64 = 16 << 30;
 /// is refused too: store it uncompressed (`np.savez`, not `savez_compressed`).
 pub const MAX_ZIP_RATIO: u64 = 200;
 
-/// Most bytes reserved up front for an `.npz` member before any of it has been read.
+/// Most bytes reserved up front for a zip record (an `.npz` member, a Keras record) before any
+/// of it has been read.
 const PREALLOCATE_MAX: u64 = 64 << 20;
 
 /// Why an input could not be imported.
@@ -279,6 +280,16 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
     } else {
         Err(ImportError::UnknownFormat(path.into()))
     }
+}
+
+/// Reads a zip record to its end, but never more than `cap` + 1 bytes (so that a record longer
+/// than its cap shows as such). `size`, what its header claims, only sizes the first
+/// reservation, and at most [`PREALLOCATE_MAX`] of it: a header that lies gets no more memory
+/// than the bytes that are really there. The caller compares the length with `size`.
+pub(crate) fn read_record(record: impl Read, size: u64, cap: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(size.min(PREALLOCATE_MAX) as usize);
+    record.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -600,11 +611,7 @@ fn read_npz(path: &Path, file: File) -> Result<Vec<SourceTensor>, ImportError> {
                 format!("member {member_name:?} expands to {size} bytes from {compressed}, more than {MAX_ZIP_RATIO} times: refused as a zip bomb (store constant arrays uncompressed)"),
             ));
         }
-        let mut bytes = Vec::with_capacity(size.min(PREALLOCATE_MAX) as usize);
-        member
-            .by_ref()
-            .take(size + 1)
-            .read_to_end(&mut bytes)
+        let bytes = read_record(member.by_ref(), size, size)
             .map_err(|e| invalid(path, format!("member {member_name:?}: {e}")))?;
         if bytes.len() as u64 != size {
             return Err(invalid(

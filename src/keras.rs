@@ -9,7 +9,6 @@
 //! never read.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::{Component, Path};
 
 use serde_json::Value as Json;
@@ -54,10 +53,7 @@ pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError>
                 "{name}: {size} bytes ({packed} compressed) is over the limits"
             )));
         }
-        let mut buf = Vec::with_capacity(size as usize);
-        (&mut e)
-            .take(cap + 1)
-            .read_to_end(&mut buf)
+        let buf = crate::import::read_record(&mut e, size, cap)
             .map_err(|e| bad(format!("{name}: {e}")))?;
         if buf.len() as u64 != size {
             return Err(bad(format!(
