@@ -1,6 +1,6 @@
 //! `nnsign scan`: what a model file would execute or reference if a framework loaded it, found
 //! without loading it. Pickles (raw, or inside torch checkpoints and object `.npy` arrays) are
-//! run on [`crate::pickle`] to list the globals they name; Keras configs are searched for
+//! run on [`crate::import::torch::pickle`] to list the globals they name; Keras configs are searched for
 //! `Lambda` layers and classes from outside Keras; ONNX files for external data and custom ops.
 
 use std::io::Read;
@@ -90,7 +90,7 @@ pub fn scan(path: &Path) -> Result<Report, ImportError> {
             findings: Vec::new(),
         });
     }
-    if crate::onnx::looks_like(&magic) {
+    if crate::import::onnx::looks_like(&magic) {
         return scan_onnx(path, &bytes);
     }
     Err(ImportError::UnknownFormat(path.into()))
@@ -108,20 +108,20 @@ fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
 fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
     // A legacy torch.save stream opens with a 10-byte integer this reader does not take, and
     // holds four more pickles; what follows is storage bytes, never unpickled.
-    let (bytes, most) = match crate::torch::legacy_body(bytes) {
-        Some(rest) => (rest, crate::torch::LEGACY_PICKLES),
+    let (bytes, most) = match crate::import::torch::legacy_body(bytes) {
+        Some(rest) => (rest, crate::import::torch::LEGACY_PICKLES),
         None => (bytes, usize::MAX),
     };
-    let scan = crate::pickle::scan_all(bytes, most);
+    let scan = crate::import::torch::pickle::scan_all(bytes, most);
     let mut out: Vec<Finding> = (scan.globals.into_iter())
         .filter_map(|g| {
-            if crate::torch::allowed(&g) {
+            if crate::import::torch::allowed(&g) {
                 (!nested).then(|| {
                     note(format!(
                         "{what} names {g} (needed to rebuild tensors; nnsign allows it)"
                     ))
                 })
-            } else if !nested && crate::torch::RAW_GLOBALS.contains(&g.as_str()) {
+            } else if !nested && crate::import::torch::RAW_GLOBALS.contains(&g.as_str()) {
                 Some(note(format!(
                     "{what} names {g} (a raw pickle of tensors needs it; the torch.save streams it loads are read too)"
                 )))
@@ -213,7 +213,7 @@ fn scan_zip(path: &Path, file: &std::fs::File) -> Result<Report, ImportError> {
             .map_err(|e| bad(format!("{name}: {e}")))?;
         Ok(buf)
     };
-    if crate::torch::is_checkpoint(&names) {
+    if crate::import::torch::is_checkpoint(&names) {
         for n in names
             .iter()
             .filter(|n| n.ends_with("/data.pkl") || n.ends_with(".pkl"))
@@ -297,7 +297,7 @@ fn keras_findings(v: &serde_json::Value, depth: usize, out: &mut Vec<Finding>) {
 }
 
 fn scan_onnx(path: &Path, bytes: &[u8]) -> Result<Report, ImportError> {
-    use crate::onnx::proto;
+    use crate::import::onnx::proto;
     let model = proto::ModelProto::decode(bytes)
         .map_err(|e| invalid(path, format!("not a valid ONNX model ({e})")))?;
     let mut findings = Vec::new();

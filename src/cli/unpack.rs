@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
                     )
                     .hint("unpack it as --format safetensors or npz"));
                 };
-                let bytes = nnsign::onnx::export::model(
+                let bytes = nnsign::export::onnx::model(
                     &arch,
                     &tensors,
                     &format!("nnsign {}", env!("CARGO_PKG_VERSION")),

@@ -17,8 +17,6 @@ use crate::format::{self, DType};
 use crate::import::{Bytes, ImportError, SourceTensor};
 use crate::model::{Attr, Dim, Graph, Node, ValueInfo};
 
-pub mod export;
-
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     include!("proto.rs");

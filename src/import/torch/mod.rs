@@ -2,10 +2,10 @@
 //!
 //! The archive is checked before it is trusted: one top-level folder, only the records
 //! `torch.save` writes, no duplicates, every record stored (not compressed) with a matching
-//! CRC. Its `data.pkl` runs on [`crate::pickle`] with exactly the globals PyTorch's own
+//! CRC. Its `data.pkl` runs on [`pickle`] with exactly the globals PyTorch's own
 //! weights-only loader needs to rebuild tensors and plain containers; any other global stops
 //! it by name, and a storage key named twice must have one class and element count
-//! ([`crate::pickle::StorageKeys`]). Each tensor is then cut out of its storage record with its
+//! ([`pickle::StorageKeys`]). Each tensor is then cut out of its storage record with its
 //! offset and strides (so non-contiguous and Fortran-order tensors come out right, in C order),
 //! byte-swapped if the archive is big-endian.
 //!
@@ -19,7 +19,9 @@ use std::path::Path;
 
 use crate::format::{self, DType};
 use crate::import::{Bytes, ImportError, SourceTensor};
-use crate::pickle::{self, Machine, Made, Obj, Policy, StorageData, StorageKeys};
+
+pub mod pickle;
+use pickle::{Machine, Made, Obj, Policy, StorageData, StorageKeys};
 
 /// Largest `data.pkl`: a state dict's pickle is small; its weights are separate records.
 pub const MAX_PICKLE_LEN: u64 = 256 << 20;

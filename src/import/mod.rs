@@ -1,6 +1,6 @@
 //! Reading models for `pack`: safetensors (one file or shards), NumPy `.npy` and `.npz`, ONNX
-//! (graph and initializers, [`crate::onnx`]) and PyTorch checkpoints and pickles of tensors
-//! ([`crate::torch`]).
+//! (graph and initializers, [`onnx`]) and PyTorch checkpoints and pickles of tensors
+//! ([`torch`]).
 //!
 //! The format is recognised by content, never by extension. Every length in a header is checked
 //! against the file before anything is allocated for it; nothing here can run code (pickled
@@ -15,6 +15,11 @@ use std::sync::Arc;
 use crate::format::{self, DType, MAX_TENSORS};
 use crate::model::Graph;
 use crate::sys::Map;
+
+pub mod gguf;
+pub mod keras;
+pub mod onnx;
+pub mod torch;
 
 /// Largest `.npy` header accepted (numpy's own loader stops at 10,000 bytes by default).
 pub const MAX_NPY_HEADER_LEN: usize = 65536;
@@ -198,7 +203,7 @@ type One = (Vec<SourceTensor>, BTreeMap<String, String>);
 /// What a file held.
 enum Found {
     Weights(Vec<SourceTensor>, BTreeMap<String, String>),
-    Model(crate::onnx::OnnxModel),
+    Model(onnx::OnnxModel),
 }
 
 fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
@@ -230,21 +235,18 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
                     .collect()
             })
             .unwrap_or_default();
-        if crate::keras::is_keras(&names) {
+        if keras::is_keras(&names) {
             let file = File::open(path).map_err(io)?;
-            let m = crate::keras::read(path, file)?;
-            return Ok(Found::Model(crate::onnx::OnnxModel {
+            let m = keras::read(path, file)?;
+            return Ok(Found::Model(onnx::OnnxModel {
                 tensors: m.tensors,
                 arch: Some(m.arch),
                 labels: m.labels,
             }));
         }
-        if crate::torch::is_checkpoint(&names) {
+        if torch::is_checkpoint(&names) {
             let file = File::open(path).map_err(io)?;
-            return Ok(Found::Weights(
-                crate::torch::read(path, file)?,
-                BTreeMap::new(),
-            ));
+            return Ok(Found::Weights(torch::read(path, file)?, BTreeMap::new()));
         }
         Ok(Found::Weights(read_npz(path, file)?, BTreeMap::new()))
     } else if n == 9 && magic[8] == b'{' {
@@ -254,29 +256,25 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
         // A pickle: a legacy torch.save file, or a raw pickle of tensors if it names torch's
         // globals (any other is refused as what it is).
         let map = Map::new(&file).map_err(io)?;
-        let tensors = if crate::torch::is_legacy(magic) {
-            crate::torch::read_legacy(path, &map)?
+        let tensors = if torch::is_legacy(magic) {
+            torch::read_legacy(path, &map)?
         } else {
-            crate::torch::read_raw(path, &map)?
+            torch::read_raw(path, &map)?
         };
         Ok(Found::Weights(tensors, BTreeMap::new()))
-    } else if crate::gguf::looks_like(magic) {
+    } else if gguf::looks_like(magic) {
         let map = Arc::new(Map::new(&file).map_err(io)?);
-        let (tensors, labels) = crate::gguf::read(path, map)?;
+        let (tensors, labels) = gguf::read(path, map)?;
         Ok(Found::Weights(tensors, labels))
-    } else if crate::onnx::looks_like(magic) {
-        if meta.len() > crate::onnx::MAX_ONNX_LEN {
+    } else if onnx::looks_like(magic) {
+        if meta.len() > onnx::MAX_ONNX_LEN {
             return Err(invalid(
                 path,
                 "over 2 GiB, protobuf's limit for an ONNX model",
             ));
         }
         let map = Map::new(&file).map_err(io)?;
-        Ok(Found::Model(crate::onnx::read(
-            path,
-            &map,
-            options.weights_only,
-        )?))
+        Ok(Found::Model(onnx::read(path, &map, options.weights_only)?))
     } else {
         Err(ImportError::UnknownFormat(path.into()))
     }
