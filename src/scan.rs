@@ -1,7 +1,8 @@
 //! `nnsign scan`: what a model file would execute or reference if a framework loaded it, found
 //! without loading it. Pickles (raw, or inside torch checkpoints and object `.npy` arrays) are
-//! run on [`crate::import::torch::pickle`] to list the globals they name; Keras configs are searched for
-//! `Lambda` layers and classes from outside Keras; ONNX files for external data and custom ops.
+//! run on [`crate::import::torch::pickle`] to list the globals they name; Keras configs are
+//! searched for `Lambda` layers and classes from outside Keras; ONNX files for external data
+//! and custom ops.
 
 use std::io::Read;
 use std::path::{Component, Path};
@@ -190,7 +191,7 @@ fn scan_zip(path: &Path, file: &std::fs::File) -> Result<Report, ImportError> {
         .filter_map(|n| Some(n.ok()?.into_owned()))
         .collect();
     let mut findings = Vec::new();
-    if let Err(e) = crate::import::check_zip(path, file, &mut zip) {
+    if let Err(e) = crate::import::source::check_zip(path, file, &mut zip) {
         findings.push(danger(format!(
             "the archive is ambiguous or hides records from some readers: {e}"
         )));

@@ -129,7 +129,8 @@ fn random_bytes_never_panic_the_decoders() {
         if cut {
             n.truncate(rng.below(n.len()));
         }
-        let npy_refused = nnsign::import::parse_npy(std::path::Path::new("x.npy"), "x", n).is_err();
+        let npy_refused =
+            nnsign::import::npy::parse_npy(std::path::Path::new("x.npy"), "x", n).is_err();
         // Cut short, its data no longer fills its shape; a changed data byte is another float32.
         if cut {
             assert!(npy_refused, "a .npy cut short was accepted");

@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
+use super::source::{invalid, Bytes, ImportError, SourceTensor, Zip};
 use crate::format::{self, DType};
-use crate::import::{Bytes, ImportError, SourceTensor};
 
 pub mod pickle;
 use pickle::{Machine, Made, Obj, Policy, StorageData, StorageKeys};
@@ -31,13 +31,6 @@ const MAX_DEPTH: usize = 64;
 /// (tied weights) each copy it out; without a cap, a small file of many views of one storage
 /// would claim any amount of memory.
 pub const MAX_TENSOR_BYTES_PER_BYTE: u64 = 8;
-
-fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
-    ImportError::Invalid {
-        path: path.into(),
-        why: why.into(),
-    }
-}
 
 /// The element type of a storage class, as `torch.save` names them.
 fn storage_dtype(class: &str) -> Option<DType> {
@@ -410,16 +403,12 @@ pub fn is_checkpoint(names: &[String]) -> bool {
 }
 
 /// The records of a checkpoint, checked: name (without the folder) to bytes.
-fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>, ImportError> {
+fn records(path: &Path, zip: Zip<'_>) -> Result<HashMap<String, Vec<u8>>, ImportError> {
     let bad = |why: String| invalid(path, why);
-    let size = file
-        .metadata()
-        .map_err(|source| ImportError::Io {
-            path: path.into(),
-            source,
-        })?
-        .len();
-    let mut zip = crate::import::open_zip(path, &file)?;
+    let Zip {
+        archive: mut zip,
+        file_len: size,
+    } = zip;
     let mut prefix: Option<String> = None;
     let mut out = HashMap::new();
     let mut total = 0u64;
@@ -483,10 +472,13 @@ fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>,
     Ok(out)
 }
 
-/// The tensors of a `torch.save` checkpoint, named by their keys (nested dicts joined by `.`).
-pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, ImportError> {
+/// The tensors of a `torch.save` checkpoint (opened and checked by [`open_zip`]), named by their
+/// keys (nested dicts joined by `.`).
+///
+/// [`open_zip`]: super::source::open_zip
+pub fn read(path: &Path, zip: Zip<'_>) -> Result<Vec<SourceTensor>, ImportError> {
     let bad = |why: String| invalid(path, why);
-    let records = records(path, file)?;
+    let records = records(path, zip)?;
     let big_endian = match records.get("byteorder").map(|b| b.as_slice()) {
         None | Some(b"little") => false,
         Some(b"big") => true,
