@@ -2,7 +2,7 @@
 //! never by extension, and read by its module: [`safetensors`] (one file or shards), NumPy `.npy`
 //! and `.npz` ([`npy`]), ONNX (graph and initializers, [`onnx`]), Keras 3 ([`keras`]), PyTorch
 //! checkpoints and pickles of tensors ([`torch`]) and GGUF ([`gguf`]); the inputs are then
-//! merged, each tensor name once.
+//! merged, each tensor name once. [`data`] reads the arrays a model runs on.
 //!
 //! What the format modules share is in [`source`]; they use nothing else of this module, nor
 //! each other. Every length in a header is checked against the file before anything is
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::format::{self, MAX_TENSORS};
 use crate::sys::Map;
 
+pub mod data;
 pub mod gguf;
 pub mod keras;
 pub mod npy;
