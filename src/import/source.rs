@@ -23,7 +23,7 @@ pub const MAX_ZIP_RATIO: u64 = 200;
 
 /// Most bytes reserved up front for a zip record (an `.npz` member, a Keras record) before any
 /// of it has been read.
-const PREALLOCATE_MAX: u64 = 64 << 20;
+pub const PREALLOCATE_MAX: u64 = 64 << 20;
 
 /// Why an input could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +217,7 @@ pub fn read_record(record: impl Read, size: u64, cap: u64) -> std::io::Result<Ve
 /// as the reader kept (a name listed twice, where which copy counts is each reader's guess, is
 /// refused), no record is encrypted, and each record's local header names it as the central
 /// directory does (a mismatch shows different names to different tools).
-pub(crate) fn check_zip(
+pub fn check_zip(
     path: &Path,
     file: &File,
     zip: &mut zip::ZipArchive<&File>,
