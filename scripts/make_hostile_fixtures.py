@@ -103,18 +103,23 @@ def tup(*items):
 STOP = b"."
 
 
-def state_dict_body(name="test", storage="LongStorage", key="0", numel=8, offset=0,
-                    size=(2, 4), stride=(4, 1)):
-    """Pushes OrderedDict({name: tensor}) as torch.save writes it (memo 0 is OrderedDict); the
-    defaults are test.pt's own tensor. No PROTO, no STOP: payloads go after it."""
-    return (g("collections", "OrderedDict") + b"q\x00" + b")R"
-            + s(name)
+def tensor_item(name="test", storage="LongStorage", key="0", numel=8, offset=0,
+                size=(2, 4), stride=(4, 1)):
+    """Sets dict[name] = tensor, as torch.save writes it, on the dict at the top of the stack
+    (memo 0 must be OrderedDict); the defaults are test.pt's own tensor."""
+    return (s(name)
             + g("torch._utils", "_rebuild_tensor_v2")
             + b"("
             + tup(s("storage"), g("torch", storage), s(key), s("cpu"), i(numel)) + b"Q"
             + i(offset) + tup(*map(i, size)) + tup(*map(i, stride))
             + b"\x89" + b"h\x00)R"  # requires_grad False, backward hooks OrderedDict()
             + b"t" + b"R" + b"s")
+
+
+def state_dict_body(**kw):
+    """Pushes OrderedDict({name: tensor}) as torch.save writes it (memo 0 is OrderedDict), the
+    tensor as tensor_item(**kw) makes it. No PROTO, no STOP: payloads go after it."""
+    return g("collections", "OrderedDict") + b"q\x00" + b")R" + tensor_item(**kw)
 
 
 def state_dict(**kw):
@@ -367,6 +372,23 @@ ckpt("tensor_storage_key_traversal.pt",
      state_dict(key="../../../../etc/passwd"), None)
 
 
+# Two tensors on one storage key that disagree on what the storage is. torch.load types a
+# storage by the first persistent id naming its key and hands that storage to the later ones;
+# torch.save refuses to write views of one storage with two dtypes.
+ckpt("tensor_storage_two_dtypes.pt",
+     "no code: tensor 'a' views storage '0' as FloatStorage (16 elements), tensor 'b' as "
+     "DoubleStorage (8 elements): both fit data/0's 64 bytes; torch.load reads both as float32",
+     proto(2) + state_dict_body(name="a", storage="FloatStorage", numel=16, size=(16,),
+                                stride=(1,))
+     + tensor_item(name="b", storage="DoubleStorage", numel=8, size=(8,), stride=(1,)) + STOP,
+     None)
+ckpt("tensor_storage_two_sizes.pt",
+     "no code: test.pt's tensor on storage '0' of 8 int64, then tensor 'head' on storage '0' "
+     "of 4 int64: torch.load loads the storage with the first count",
+     proto(2) + state_dict_body()
+     + tensor_item(name="head", numel=4, size=(4,), stride=(1,)) + STOP, None)
+
+
 # 5. Zip tricks.
 @case("zip_duplicate_data_pkl.pt",
       "test.pt plus a second test/data.pkl (os.system) after it: readers disagree on which copy counts",
@@ -598,6 +620,25 @@ case("legacy_payload_after_storages.pt",
      ("pickle", MALICIOUS))(lambda p: open(p, "wb").write(legacy(tail=MALICIOUS)))
 
 
+def _legacy_two_dtypes():
+    """legacy.pt's object pickle plus tensor 'w_int', a view of w's FloatStorage '140001' as
+    an IntStorage of the same 6 elements (memo 3: _rebuild_tensor_v2, 4: 'storage', 6:
+    '140001', 7: 'cpu')."""
+    parts, _ = legacy_parts()
+    obj = parts[3]
+    assert obj.endswith(b"u" + STOP)
+    w_int = (s("w_int") + b"h\x03" + b"(" + b"(h\x04" + g("torch", "IntStorage") + b"h\x06h\x07"
+             + i(6) + b"Nt" + b"Q" + i(0) + tup(i(6)) + tup(i(1)) + b"\x89h\x00)R" + b"t"
+             + b"R")
+    return legacy({3: obj[:-2] + w_int + b"u" + STOP})
+
+
+file_case("legacy_storage_two_dtypes.pt",
+          "no code: legacy torch.save file with a second tensor that views w's FloatStorage "
+          "'140001' as an IntStorage (torch.load reads both as float32)",
+          _legacy_two_dtypes, verify=False)
+
+
 def _legacy_huge_count():
     parts, storages = legacy_parts()
     return b"".join(parts) + struct.pack("<q", 1 << 61) + storages[8:]
@@ -682,6 +723,14 @@ file_case("storage_stream_nested_twice.pkl",
           "a storage whose torch.save stream holds a storage loaded from a second stream, "
           "which calls os.system (torch.load recurses; a scanner reading one level misses it)",
           lambda: raw_state_dict(args=tup(pbytes(nested_twice()))))
+file_case("storage_stream_two_dtypes.pkl",
+          "no code: a storage whose torch.save stream names its key '0' first as a FloatStorage "
+          "of 16 elements (dropped), then as the LongStorage of 8 it returns: torch.load returns "
+          "the first, a FloatStorage",
+          lambda: raw_state_dict(args=tup(pbytes(storage_stream(
+              obj=proto(2) + tup(s("storage"), g("torch", "FloatStorage"), s("0"), s("cpu"),
+                                 i(16), b"N") + b"Q" + b"0" + storage_pid() + STOP)))),
+          verify=False)
 file_case("storage_stream_not_torch.pkl",
           "no code: _load_from_bytes of a plain pickle ({}), not a torch.save stream",
           lambda: raw_state_dict(args=tup(pbytes(proto(2) + b"}" + STOP))), verify=False)
@@ -787,6 +836,23 @@ def _(p):
                   ("model.weights.h5", h5, zipfile.ZIP_DEFLATED)])
 
 
+@case("keras_weights_size_lies.keras",
+      "no code: model.keras with a 100-byte model.weights.h5 whose zip headers claim 4 GiB "
+      "from 100 MiB (40:1, under the zip-bomb ratio): memory reserved for the claim, not "
+      "for the bytes there, would run out under the suite's 4 GB limit")
+def _(p):
+    with zipfile.ZipFile(KERAS_SRC) as z:
+        config, metadata = z.read("config.json"), z.read("metadata.json")
+    write_zip(p, [("metadata.json", metadata), ("config.json", config),
+                  ("model.weights.h5", b"x" * 100, zipfile.ZIP_DEFLATED)])
+
+    def claim(buf):
+        local, central = entry(buf, "model.weights.h5")
+        struct.pack_into("<II", buf, central + 20, 100 << 20, 0xFFFFFFF0)
+        struct.pack_into("<II", buf, local + 18, 100 << 20, 0xFFFFFFF0)
+    patch(p, claim)
+
+
 def _onnx_outside(p):
     from onnx import TensorProto, helper
     w = TensorProto()
@@ -865,6 +931,12 @@ EXPECT = {
     "tensor_zero_stride_expansion.pt": refused("more than its storage's 8 (an expanded view)"),
     "tensor_storage_key_traversal.pt": refused(
         "its storage record data/../../../../etc/passwd is missing"),
+    "tensor_storage_two_dtypes.pt": refused(
+        'storage "0" is used as FloatStorage and as DoubleStorage; torch.load would read it '
+        'as one type, so its values are ambiguous'),
+    "tensor_storage_two_sizes.pt": refused(
+        'storage "0" is used with 8 elements and with 4; torch.load would read it at one '
+        'size, so its values are ambiguous'),
     "zip_duplicate_data_pkl.pt": refused("a record appears twice"),
     "zip_traversal_extra_record.pt": refused("is not inside a plain folder"),
     "zip_traversal_folder.pt": refused('record "../data.pkl" is not inside a plain folder'),
@@ -887,6 +959,9 @@ EXPECT = {
     "legacy_payload_in_object.pt": refused("the object: " + GLOBAL % "posix.system"),
     "legacy_payload_in_storage_keys.pt": refused("storage keys: " + GLOBAL % "posix.system"),
     "legacy_payload_after_storages.pt": refused("56 bytes follow the last storage"),
+    "legacy_storage_two_dtypes.pt": refused(
+        'the object: persistent id: storage "140001" is used as FloatStorage and as '
+        'IntStorage; torch.load would read it as one type'),
     "legacy_storage_count_huge.pt": refused(
         '"140001": 2305843009213693952 elements run past the end of the stream'),
     "raw_state_dict_payload.pkl": refused(GLOBAL % "posix.system"),
@@ -895,6 +970,9 @@ EXPECT = {
         "_load_from_bytes: its torch.save stream: the object: " + GLOBAL % "posix.system"),
     "storage_stream_nested_twice.pkl": refused(
         "its torch.save stream: the object: " + GLOBAL % "torch.storage._load_from_bytes"),
+    "storage_stream_two_dtypes.pkl": refused(
+        'its torch.save stream: the object: persistent id: storage "0" is used as '
+        'FloatStorage and as LongStorage; torch.load would read it as one type'),
     "storage_stream_not_torch.pkl": refused(
         "its torch.save stream: it does not start with torch's magic number"),
     "storage_stream_short_view.pkl": refused("reaches element 6 of a storage of 6"),
@@ -911,6 +989,8 @@ EXPECT = {
     "storage_bytes_iso8859.pkl": refused('_codecs.encode: takes text and "latin1"'),
     "storage_many_views.pkl": refused("add up to more than 8 times the file's"),
     "keras_lambda.keras": refused("a Lambda layer runs arbitrary Python when Keras loads it"),
+    "keras_weights_size_lies.keras": refused(
+        "model.weights.h5: holds 100 bytes, its header says 4294967280"),
     "onnx_external_outside.onnx": refused(
         'external data location "../outside.bin" leaves the model\'s folder'),
 }

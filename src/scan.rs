@@ -1,7 +1,8 @@
 //! `nnsign scan`: what a model file would execute or reference if a framework loaded it, found
 //! without loading it. Pickles (raw, or inside torch checkpoints and object `.npy` arrays) are
-//! run on [`crate::pickle`] to list the globals they name; Keras configs are searched for
-//! `Lambda` layers and classes from outside Keras; ONNX files for external data and custom ops.
+//! run on [`crate::import::torch::pickle`] to list the globals they name; Keras configs are
+//! searched for `Lambda` layers and classes from outside Keras; ONNX files for external data
+//! and custom ops.
 
 use std::io::Read;
 use std::path::{Component, Path};
@@ -90,7 +91,7 @@ pub fn scan(path: &Path) -> Result<Report, ImportError> {
             findings: Vec::new(),
         });
     }
-    if crate::onnx::looks_like(&magic) {
+    if crate::import::onnx::looks_like(&magic) {
         return scan_onnx(path, &bytes);
     }
     Err(ImportError::UnknownFormat(path.into()))
@@ -103,32 +104,39 @@ fn pickle_findings(what: &str, bytes: &[u8]) -> Vec<Finding> {
 
 /// [`pickle_findings`] of a pickle, or of the pickles of a `torch.save` stream. In a raw pickle
 /// of tensors each storage is such a stream, which torch loads with no restriction: those are
-/// read too, one level down (`nested`); a stream nested deeper is not, and is reported.
+/// read too, one level down (`nested`, where only dangers and ambiguous storages are reported:
+/// a note per storage would bury them); a stream nested deeper is not, and is reported.
 fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
     // A legacy torch.save stream opens with a 10-byte integer this reader does not take, and
     // holds four more pickles; what follows is storage bytes, never unpickled.
-    let (bytes, most) = match crate::torch::legacy_body(bytes) {
-        Some(rest) => (rest, crate::torch::LEGACY_PICKLES),
+    let (bytes, most) = match crate::import::torch::legacy_body(bytes) {
+        Some(rest) => (rest, crate::import::torch::LEGACY_PICKLES),
         None => (bytes, usize::MAX),
     };
-    let scan = crate::pickle::scan_all(bytes, most);
+    let scan = crate::import::torch::pickle::scan_all(bytes, most);
     let mut out: Vec<Finding> = (scan.globals.into_iter())
-        .map(|g| {
-            if crate::torch::allowed(&g) {
-                note(format!(
-                    "{what} names {g} (needed to rebuild tensors; nnsign allows it)"
-                ))
-            } else if !nested && crate::torch::RAW_GLOBALS.contains(&g.as_str()) {
-                note(format!(
+        .filter_map(|g| {
+            if crate::import::torch::allowed(&g) {
+                (!nested).then(|| {
+                    note(format!(
+                        "{what} names {g} (needed to rebuild tensors; nnsign allows it)"
+                    ))
+                })
+            } else if !nested && crate::import::torch::RAW_GLOBALS.contains(&g.as_str()) {
+                Some(note(format!(
                     "{what} names {g} (a raw pickle of tensors needs it; the torch.save streams it loads are read too)"
-                ))
+                )))
             } else {
-                danger(format!(
+                Some(danger(format!(
                     "{what} names {g}: loading it with pickle would import and call it"
-                ))
+                )))
             }
         })
         .collect();
+    // Not code, so not a danger: values that depend on the reader (`nnsign pack` refuses them).
+    out.extend(
+        (scan.ambiguous.into_iter()).map(|e| note(format!("{what}: {e} (nnsign pack refuses it)"))),
+    );
     if let Some(e) = scan.error {
         // What follows the point where reading stopped is unknown: it may call anything.
         out.push(danger(format!(
@@ -140,10 +148,9 @@ fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
             "{what} holds {} storages pickled on their own, as torch.save streams, each read too",
             scan.nested.len()
         )));
-        // Only their dangers: a note per storage would bury them.
         for (k, stream) in scan.nested.iter().enumerate() {
             let what = format!("the torch.save stream of storage {k} in {what}");
-            out.extend((stream_findings(&what, stream, true).into_iter()).filter(|f| f.danger));
+            out.extend(stream_findings(&what, stream, true));
         }
     }
     out
@@ -184,7 +191,7 @@ fn scan_zip(path: &Path, file: &std::fs::File) -> Result<Report, ImportError> {
         .filter_map(|n| Some(n.ok()?.into_owned()))
         .collect();
     let mut findings = Vec::new();
-    if let Err(e) = crate::import::check_zip(path, file, &mut zip) {
+    if let Err(e) = crate::import::source::check_zip(path, file, &mut zip) {
         findings.push(danger(format!(
             "the archive is ambiguous or hides records from some readers: {e}"
         )));
@@ -207,7 +214,7 @@ fn scan_zip(path: &Path, file: &std::fs::File) -> Result<Report, ImportError> {
             .map_err(|e| bad(format!("{name}: {e}")))?;
         Ok(buf)
     };
-    if crate::torch::is_checkpoint(&names) {
+    if crate::import::torch::is_checkpoint(&names) {
         for n in names
             .iter()
             .filter(|n| n.ends_with("/data.pkl") || n.ends_with(".pkl"))
@@ -291,7 +298,7 @@ fn keras_findings(v: &serde_json::Value, depth: usize, out: &mut Vec<Finding>) {
 }
 
 fn scan_onnx(path: &Path, bytes: &[u8]) -> Result<Report, ImportError> {
-    use crate::onnx::proto;
+    use crate::import::onnx::proto;
     let model = proto::ModelProto::decode(bytes)
         .map_err(|e| invalid(path, format!("not a valid ONNX model ({e})")))?;
     let mut findings = Vec::new();

@@ -74,7 +74,7 @@ pub fn unpack(
     }
     let arch = arch.ok_or(UnpackError::NoGraph)?;
     let producer = format!("nnsign {}", env!("CARGO_PKG_VERSION"));
-    let bytes = crate::onnx::export::model(&arch, &tensors, &producer)
+    let bytes = crate::export::onnx::model(&arch, &tensors, &producer)
         .map_err(|e| UnpackError::NoOnnx(e.to_string()))?;
     export::write_bytes(out, &bytes)?;
     Ok(())

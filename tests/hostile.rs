@@ -1,7 +1,8 @@
 //! The hostile-input suite (tests/fixtures/hostile, made by scripts/make_hostile_fixtures.py
 //! with Python's own pickle, pickletools and zipfile): forbidden globals through every opcode
 //! that imports or calls, payloads hidden before and after a state dict, memo, stack and clone
-//! bombs, lying lengths, tensors reaching past their storage, zip tricks, pickles under other
+//! bombs, lying lengths, tensors reaching past their storage, storage keys used with two dtypes
+//! or sizes (in checkpoints, legacy files and storage streams), zip tricks, pickles under other
 //! names, raw pickles of state dicts whose storages' `torch.save` streams hide code or lie, a
 //! Keras Lambda and ONNX external data that leaves its folder. Each is refused with
 //! its message, under a 4 GB address-space limit, and the canary that any of the payloads

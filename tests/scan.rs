@@ -96,6 +96,38 @@ fn code_inside_a_storage_stream_is_named() {
 }
 
 #[test]
+fn a_storage_key_used_with_two_dtypes_or_sizes_is_a_note() {
+    // Values that depend on the reader, not code: `pack` refuses these files (exit 1), while
+    // `scan`, which reports what loading would run or reference, notes them and goes on
+    // (exit 0 when nothing else is found), in a checkpoint, a legacy torch.save file and a
+    // raw pickle's storage stream alike.
+    let files = [
+        fixture("hostile/tensor_storage_two_dtypes.pt"),
+        fixture("hostile/tensor_storage_two_sizes.pt"),
+        fixture("hostile/legacy_storage_two_dtypes.pt"),
+        fixture("hostile/storage_stream_two_dtypes.pkl"),
+    ];
+    let run = scan(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    assert_eq!(run.code, 0, "{run:?}");
+    let j = run.json();
+    for (i, what) in [
+        "test/data.pkl: storage \"0\" is used as FloatStorage and as DoubleStorage; torch.load would read it as one type, so its values are ambiguous (nnsign pack refuses it)",
+        "test/data.pkl: storage \"0\" is used with 8 elements and with 4; torch.load would read it at one size, so its values are ambiguous (nnsign pack refuses it)",
+        "the pickle: storage \"140001\" is used as FloatStorage and as IntStorage",
+        "the torch.save stream of storage 0 in the pickle: storage \"0\" is used as FloatStorage and as LongStorage",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = &j["files"][i];
+        let found = (file["findings"].as_array().unwrap().iter())
+            .filter(|f| f["danger"] == false && f["what"].as_str().unwrap().contains(what))
+            .count();
+        assert!(found == 1 && file["dangerous"] == false, "{what}: {file}");
+    }
+}
+
+#[test]
 fn code_a_file_would_run_is_named_with_exit_8() {
     let dir = tempfile::tempdir().unwrap();
     // A checkpoint whose data.pkl calls os.system.

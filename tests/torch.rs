@@ -391,7 +391,7 @@ fn hostile_raw_pickles_are_refused_each_with_its_message() {
             file.starts_with("raw_state_dict_") || file.starts_with("storage_")
         })
         .collect();
-    assert_eq!(raw.len(), 14);
+    assert_eq!(raw.len(), 15);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.nns");
     for case in raw {
@@ -417,6 +417,51 @@ fn hostile_raw_pickles_are_refused_each_with_its_message() {
                 && run.stderr.contains(&format!("{}: ", path.display()))
                 && run.stderr.contains(message),
             "{run:?}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn a_storage_key_used_with_two_dtypes_or_sizes_is_refused() {
+    // scripts/make_hostile_fixtures.py: torch.load types a storage by the first persistent id
+    // that names its key, so a second use with another dtype or element count would read its
+    // bytes differently here than in torch. In a checkpoint, a legacy torch.save file and a
+    // raw pickle's storage stream, `pack` refuses it by the key and both uses, one line naming
+    // the file.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.nns");
+    for (file, message) in [
+        (
+            "tensor_storage_two_dtypes.pt",
+            "data.pkl: persistent id: storage \"0\" is used as FloatStorage and as DoubleStorage; torch.load would read it as one type, so its values are ambiguous",
+        ),
+        (
+            "tensor_storage_two_sizes.pt",
+            "data.pkl: persistent id: storage \"0\" is used with 8 elements and with 4; torch.load would read it at one size, so its values are ambiguous",
+        ),
+        (
+            "legacy_storage_two_dtypes.pt",
+            "legacy torch.save file: the object: persistent id: storage \"140001\" is used as FloatStorage and as IntStorage; torch.load would read it as one type",
+        ),
+        (
+            "storage_stream_two_dtypes.pkl",
+            "its torch.save stream: the object: persistent id: storage \"0\" is used as FloatStorage and as LongStorage; torch.load would read it as one type",
+        ),
+    ] {
+        let path = fixture("hostile").join(file);
+        let run = nnsign([
+            "pack".as_ref(),
+            path.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.lines().count() == 1
+                && run.stderr.contains(&format!("{}: ", path.display()))
+                && run.stderr.contains(message),
+            "{file}: {message}: {run:?}"
         );
         assert!(!out.exists());
     }

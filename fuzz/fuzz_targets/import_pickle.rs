@@ -5,6 +5,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = nnsign::torch::load_pickle(data);
-    let _ = nnsign::pickle::scan_all(data, usize::MAX);
+    let _ = nnsign::import::torch::load_pickle(data);
+    let _ = nnsign::import::torch::pickle::scan_all(data, usize::MAX);
 });

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = nnsign::import::parse_npy(std::path::Path::new("fuzz.npy"), "fuzz", data.to_vec());
+    let _ = nnsign::import::npy::parse_npy(std::path::Path::new("fuzz.npy"), "fuzz", data.to_vec());
 });

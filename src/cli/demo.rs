@@ -43,7 +43,8 @@ fn internal(msg: impl std::fmt::Display) -> Failure {
 }
 
 fn npy(name: &str, bytes: &[u8]) -> Result<SourceTensor> {
-    import::parse_npy(Path::new(name), name, bytes.to_vec()).map_err(internal)
+    let array = import::npy::parse_npy(Path::new(name), name, bytes.to_vec()).map_err(internal)?;
+    Ok(array.into_tensor(Path::new(name)))
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -59,13 +59,13 @@ fn input_failure(path: &Path, msg: impl Into<String>) -> Failure {
 /// Reads `--input` as named values for the model's inputs: floats for F32 inputs, integers for
 /// I64 ones.
 fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(String, Value)>> {
-    let imported = import::import(&[path.to_owned()]).map_err(|e| match e {
+    let arrays = import::data::read_arrays(path).map_err(|e| match e {
         ImportError::Io { path, source } => io_failure(&path, &source),
         other => input_failure(path, other.to_string()),
     })?;
-    let single = imported.tensors.len() == 1 && model_inputs.len() == 1;
+    let single = arrays.len() == 1 && model_inputs.len() == 1;
     let mut out = Vec::new();
-    for t in imported.tensors {
+    for t in arrays {
         // A lone .npy feeds the lone model input whatever the file is called.
         let name = if single {
             model_inputs[0].0.clone()

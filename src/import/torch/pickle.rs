@@ -85,6 +85,44 @@ pub enum StorageData {
     },
 }
 
+/// The storages that persistent ids name, by key. `torch.load` types a storage by the first
+/// persistent id that names its key and hands that same storage to every later one (zip and
+/// legacy formats alike); `torch.save` never names one key with two classes or element counts.
+/// A reader that took each at its word would see other values than torch does, so a second use
+/// that disagrees with the first is refused.
+#[derive(Debug, Default)]
+pub struct StorageKeys {
+    /// Class (`torch.FloatStorage`, ...) and element count of each key's first use.
+    first: HashMap<String, (String, u64)>,
+}
+
+impl StorageKeys {
+    /// Records a use of storage `key` as `class` with `numel` elements; a use that disagrees
+    /// with the key's first one is an error naming both.
+    pub fn check(&mut self, key: &str, class: &str, numel: u64) -> Result<(), String> {
+        let Some((first, count)) = self.first.get(key) else {
+            self.first.insert(key.to_owned(), (class.to_owned(), numel));
+            return Ok(());
+        };
+        fn short(class: &str) -> &str {
+            class.strip_prefix("torch.").unwrap_or(class)
+        }
+        if first != class {
+            Err(format!(
+                "storage {key:?} is used as {} and as {}; torch.load would read it as one type, so its values are ambiguous",
+                short(first),
+                short(class)
+            ))
+        } else if *count != numel {
+            Err(format!(
+                "storage {key:?} is used with {count} elements and with {numel}; torch.load would read it at one size, so its values are ambiguous"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// What a pickle may name and what its calls make.
 pub trait Policy {
     /// Whether `module.name` may be referred to. A refusal stops the machine.
@@ -531,6 +569,9 @@ pub struct Scan {
     /// The bytes given to `torch.storage._load_from_bytes` (each object once): `torch.save`
     /// streams that loading the pickle would unpickle in turn.
     pub nested: Vec<Vec<u8>>,
+    /// Storage keys named again with another class or element count (see [`StorageKeys`]),
+    /// one message per key.
+    pub ambiguous: Vec<String>,
 }
 
 /// Every global the pickles at the start of `data` name, without running them (what `nnsign
@@ -557,6 +598,7 @@ pub fn scan_all(data: &[u8], most: usize) -> Scan {
         globals: r.globals,
         error,
         nested: r.nested,
+        ambiguous: r.ambiguous,
     }
 }
 
@@ -567,6 +609,10 @@ struct Record {
     nested: Vec<Vec<u8>>,
     /// Bytes objects kept, by index: one loaded again and again is kept once.
     seen: HashSet<usize>,
+    keys: StorageKeys,
+    ambiguous: Vec<String>,
+    /// Keys already in `ambiguous`.
+    reported: HashSet<String>,
 }
 
 impl Policy for Record {
@@ -599,7 +645,21 @@ impl Policy for Record {
             _ => Ok(empty),
         }
     }
-    fn persistent(&mut self, _: &mut Machine<'_>, _: usize) -> Result<Obj, String> {
+    // A storage's persistent id, `('storage', class, key, location, numel, ...)`, is checked
+    // against the key's earlier uses; anything else is passed over.
+    fn persistent(&mut self, m: &mut Machine<'_>, pid: usize) -> Result<Obj, String> {
+        if let Some(&[tag, class, key, _, numel, ..]) = m.items(pid) {
+            let numel = m.int(numel).and_then(|v| u64::try_from(v).ok());
+            if let (Some("storage"), Obj::Global(class), Some(key), Some(numel)) =
+                (m.str(tag), m.get(class), m.str(key), numel)
+            {
+                if let Err(e) = self.keys.check(key, class, numel) {
+                    if self.reported.insert(key.to_owned()) {
+                        self.ambiguous.push(e);
+                    }
+                }
+            }
+        }
         Ok(Obj::None)
     }
 }

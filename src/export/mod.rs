@@ -13,6 +13,8 @@ use crate::runtime::Value;
 use crate::unseal::{self, PlainSink, Unlock, UnsealError};
 use crate::verify::{Authenticated, VerifyError};
 
+pub mod onnx;
+
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

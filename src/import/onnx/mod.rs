@@ -13,11 +13,9 @@ use std::path::{Component, Path};
 
 use prost::Message;
 
+use super::source::{invalid, Bytes, ImportError, SourceTensor};
 use crate::format::{self, DType};
-use crate::import::{Bytes, ImportError, SourceTensor};
 use crate::model::{Attr, Dim, Graph, Node, ValueInfo};
-
-pub mod export;
 
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
@@ -47,13 +45,6 @@ pub struct OnnxModel {
 /// `Dense`, which ONNX does not have.
 fn same_op(op: &str) -> bool {
     op != "Dense" && crate::ops::OPSET_2.contains(&op)
-}
-
-fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
-    ImportError::Invalid {
-        path: path.into(),
-        why: why.into(),
-    }
 }
 
 /// Whether `bytes` start like an ONNX model: a ModelProto's first field, `ir_version`, as a

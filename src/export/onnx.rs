@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use prost::Message;
 
-use super::proto;
 use crate::format::{DType, TensorInfo};
+use crate::import::onnx::proto;
 use crate::model::{Attr, Dim, Graph, Node, ValueInfo};
 
 /// Why a graph has no ONNX form.

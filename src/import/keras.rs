@@ -9,26 +9,18 @@
 //! never read.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::{Component, Path};
 
 use serde_json::Value as Json;
 
+use super::source::{invalid, over_zip_ratio, read_record, Bytes, ImportError, SourceTensor, Zip};
 use crate::format::DType;
-use crate::import::{Bytes, ImportError, SourceTensor};
 use crate::model::{Attr, Dim, Graph, Node, ValueInfo};
 
 /// Largest `config.json` or `metadata.json`.
 const MAX_CONFIG_LEN: u64 = 64 << 20;
 /// Largest weights file.
 const MAX_WEIGHTS_LEN: u64 = 16 << 30;
-
-fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
-    ImportError::Invalid {
-        path: path.into(),
-        why: why.into(),
-    }
-}
 
 /// Whether a zip's records are a `.keras` model's.
 pub fn is_keras(names: &[String]) -> bool {
@@ -42,23 +34,21 @@ pub struct KerasModel {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Reads a `.keras` file.
-pub fn read(path: &Path, file: std::fs::File) -> Result<KerasModel, ImportError> {
+/// Reads a `.keras` file, opened and checked by [`open_zip`].
+///
+/// [`open_zip`]: super::source::open_zip
+pub fn read(path: &Path, zip: Zip<'_>) -> Result<KerasModel, ImportError> {
     let bad = |why: String| invalid(path, why);
-    let mut zip = crate::import::open_zip(path, &file)?;
+    let mut zip = zip.archive;
     let mut read = |name: &str, cap: u64| -> Result<Vec<u8>, ImportError> {
         let mut e = zip.by_name(name).map_err(|e| bad(format!("{name}: {e}")))?;
         let (size, packed) = (e.size(), e.compressed_size());
-        if size > cap || (size > 1 << 20 && size / packed.max(1) > crate::import::MAX_ZIP_RATIO) {
+        if size > cap || over_zip_ratio(size, packed) {
             return Err(bad(format!(
                 "{name}: {size} bytes ({packed} compressed) is over the limits"
             )));
         }
-        let mut buf = Vec::with_capacity(size as usize);
-        (&mut e)
-            .take(cap + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| bad(format!("{name}: {e}")))?;
+        let buf = read_record(&mut e, size, cap).map_err(|e| bad(format!("{name}: {e}")))?;
         if buf.len() as u64 != size {
             return Err(bad(format!(
                 "{name}: holds {} bytes, its header says {size}",

@@ -2,11 +2,12 @@
 //!
 //! The archive is checked before it is trusted: one top-level folder, only the records
 //! `torch.save` writes, no duplicates, every record stored (not compressed) with a matching
-//! CRC. Its `data.pkl` runs on [`crate::pickle`] with exactly the globals PyTorch's own
+//! CRC. Its `data.pkl` runs on [`pickle`] with exactly the globals PyTorch's own
 //! weights-only loader needs to rebuild tensors and plain containers; any other global stops
-//! it by name. Each tensor is then cut out of its storage record with its offset and strides
-//! (so non-contiguous and Fortran-order tensors come out right, in C order), byte-swapped if
-//! the archive is big-endian.
+//! it by name, and a storage key named twice must have one class and element count
+//! ([`pickle::StorageKeys`]). Each tensor is then cut out of its storage record with its
+//! offset and strides (so non-contiguous and Fortran-order tensors come out right, in C order),
+//! byte-swapped if the archive is big-endian.
 //!
 //! The same machine reads legacy (pre-1.6) `torch.save` files and raw pickles of state dicts
 //! (`pickle.dump(model.state_dict(), f)`), where each storage is pickled on its own as a
@@ -16,9 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
+use super::source::{invalid, Bytes, ImportError, SourceTensor, Zip};
 use crate::format::{self, DType};
-use crate::import::{Bytes, ImportError, SourceTensor};
-use crate::pickle::{self, Machine, Made, Obj, Policy, StorageData};
+
+pub mod pickle;
+use pickle::{Machine, Made, Obj, Policy, StorageData, StorageKeys};
 
 /// Largest `data.pkl`: a state dict's pickle is small; its weights are separate records.
 pub const MAX_PICKLE_LEN: u64 = 256 << 20;
@@ -28,13 +31,6 @@ const MAX_DEPTH: usize = 64;
 /// (tied weights) each copy it out; without a cap, a small file of many views of one storage
 /// would claim any amount of memory.
 pub const MAX_TENSOR_BYTES_PER_BYTE: u64 = 8;
-
-fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
-    ImportError::Invalid {
-        path: path.into(),
-        why: why.into(),
-    }
-}
 
 /// The element type of a storage class, as `torch.save` names them.
 fn storage_dtype(class: &str) -> Option<DType> {
@@ -79,6 +75,8 @@ struct StateDict {
     stream_budget: Option<usize>,
     /// Whether a global of torch's was named: a raw pickle that names none is not of tensors.
     named_torch: bool,
+    /// Each storage key's class and element count, as its first persistent id gave them.
+    keys: StorageKeys,
 }
 
 impl StateDict {
@@ -86,7 +84,7 @@ impl StateDict {
     fn raw(data: &[u8]) -> Self {
         StateDict {
             stream_budget: Some(data.len()),
-            named_torch: false,
+            ..StateDict::default()
         }
     }
 }
@@ -195,11 +193,14 @@ impl Policy for StateDict {
             m.str(*key),
             m.int(*numel).and_then(|v| u64::try_from(v).ok()),
         ) {
-            (Some("storage"), Some(key), Some(numel)) => Ok(Obj::Made(Made::Storage {
-                class,
-                numel,
-                data: StorageData::Key(key.to_owned()),
-            })),
+            (Some("storage"), Some(key), Some(numel)) => {
+                self.keys.check(key, &class, numel)?;
+                Ok(Obj::Made(Made::Storage {
+                    class,
+                    numel,
+                    data: StorageData::Key(key.to_owned()),
+                }))
+            }
             _ => Err("not a ('storage', type, key, location, numel) tuple".into()),
         }
     }
@@ -402,16 +403,12 @@ pub fn is_checkpoint(names: &[String]) -> bool {
 }
 
 /// The records of a checkpoint, checked: name (without the folder) to bytes.
-fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>, ImportError> {
+fn records(path: &Path, zip: Zip<'_>) -> Result<HashMap<String, Vec<u8>>, ImportError> {
     let bad = |why: String| invalid(path, why);
-    let size = file
-        .metadata()
-        .map_err(|source| ImportError::Io {
-            path: path.into(),
-            source,
-        })?
-        .len();
-    let mut zip = crate::import::open_zip(path, &file)?;
+    let Zip {
+        archive: mut zip,
+        file_len: size,
+    } = zip;
     let mut prefix: Option<String> = None;
     let mut out = HashMap::new();
     let mut total = 0u64;
@@ -475,10 +472,13 @@ fn records(path: &Path, file: std::fs::File) -> Result<HashMap<String, Vec<u8>>,
     Ok(out)
 }
 
-/// The tensors of a `torch.save` checkpoint, named by their keys (nested dicts joined by `.`).
-pub fn read(path: &Path, file: std::fs::File) -> Result<Vec<SourceTensor>, ImportError> {
+/// The tensors of a `torch.save` checkpoint (opened and checked by [`open_zip`]), named by their
+/// keys (nested dicts joined by `.`).
+///
+/// [`open_zip`]: super::source::open_zip
+pub fn read(path: &Path, zip: Zip<'_>) -> Result<Vec<SourceTensor>, ImportError> {
     let bad = |why: String| invalid(path, why);
-    let records = records(path, file)?;
+    let records = records(path, zip)?;
     let big_endian = match records.get("byteorder").map(|b| b.as_slice()) {
         None | Some(b"little") => false,
         Some(b"big") => true,
@@ -679,6 +679,46 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The persistent id `('storage', torch.<class>, "0", "cpu", numel)`.
+    fn storage_pid(class: &str, numel: u8) -> Vec<u8> {
+        let tuple: [&[u8]; 5] = [
+            b"(X\x07\x00\x00\x00storagectorch\n",
+            class.as_bytes(),
+            b"\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK",
+            &[numel],
+            b"tQ",
+        ];
+        tuple.concat()
+    }
+
+    #[test]
+    fn a_storage_key_used_with_two_types_or_sizes_is_refused() {
+        let float = storage_pid("FloatStorage", 16);
+        for (second, message) in [
+            (
+                storage_pid("DoubleStorage", 8),
+                "storage \"0\" is used as FloatStorage and as DoubleStorage; torch.load would read it as one type, so its values are ambiguous",
+            ),
+            (
+                storage_pid("FloatStorage", 8),
+                "storage \"0\" is used with 16 elements and with 8; torch.load would read it at one size, so its values are ambiguous",
+            ),
+            (float.clone(), ""),
+        ] {
+            // A list of the two storages, as a checkpoint's data.pkl would name them.
+            let p = [&b"\x80\x02]("[..], &float, &second, b"e."].concat();
+            let loaded = load_whole(&p, &mut StateDict::default());
+            match loaded {
+                Err(e) => assert!(!message.is_empty() && e.contains(message), "{e}"),
+                Ok(_) => assert!(message.is_empty(), "{message}"),
+            }
+            // The scanner names the same, once.
+            let found = pickle::scan_all(&p, 1).ambiguous;
+            assert_eq!(found.len(), usize::from(!message.is_empty()), "{found:?}");
+            assert!(found.iter().all(|f| f == message), "{found:?}");
+        }
+    }
 
     #[test]
     fn strided_views_come_out_in_c_order() {

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::source::{invalid, Bytes, ImportError, SourceTensor};
 use crate::format::{self, DType};
-use crate::import::{Bytes, ImportError, SourceTensor};
 use crate::sys::Map;
 
 /// Most metadata entries.
@@ -24,13 +24,6 @@ const MAX_ARRAY: u64 = 1 << 26;
 const MAX_NESTING: usize = 4;
 /// Longest metadata value kept as a label.
 const MAX_LABEL_VALUE: usize = 1024;
-
-fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
-    ImportError::Invalid {
-        path: path.into(),
-        why: why.into(),
-    }
-}
 
 /// Whether a file starts like GGUF.
 pub fn looks_like(magic: &[u8]) -> bool {
