@@ -90,14 +90,19 @@ fn raw_string_start(s: &str) -> Option<usize> {
 /// The first path segment after every `crate::` in `code`: `crate::a::b` and
 /// `crate::{a::{x, y}, b}` give `a` (and `b`).
 fn crate_uses(code: &str) -> BTreeSet<String> {
+    uses_after(code, "crate::")
+}
+
+/// The first path segment after every `prefix` (`crate::`, `super::`) in `code`.
+fn uses_after(code: &str, prefix: &str) -> BTreeSet<String> {
     let mut uses = BTreeSet::new();
-    for (at, _) in code.match_indices("crate::") {
+    for (at, _) in code.match_indices(prefix) {
         // `nnsign_crate::` or `my_crate::` are other paths.
         let before = code[..at].chars().next_back();
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue;
         }
-        let rest = code[at + "crate::".len()..].trim_start();
+        let rest = code[at + prefix.len()..].trim_start();
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 0;
             let mut part = String::new();
@@ -213,6 +218,49 @@ fn no_module_uses_one_listed_above_it() {
         }
     }
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+/// docs/ARCHITECTURE.md, "Folders": an importer uses the shared part of `src/import/` and the
+/// layers below, never the dispatcher (`mod.rs`) or another format; `data.rs`, the `--input`
+/// reader, reads through `npy.rs`. Only the file's own top-level `use super::` lines count
+/// (test modules inside a file say `super::` of the file itself).
+#[test]
+fn importers_use_only_the_shared_part() {
+    let dir = Path::new(ROOT).join("src/import");
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let (name, file) = match path.extension() {
+            Some(e) if e == "rs" => (path.file_stem().unwrap().to_owned(), path.clone()),
+            None if path.is_dir() => (path.file_name().unwrap().to_owned(), path.join("mod.rs")),
+            _ => continue,
+        };
+        let name = name.to_str().unwrap();
+        if name == "mod" || name == "source" {
+            continue;
+        }
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        let top: String = (code.lines())
+            .filter(|l| l.starts_with("use super::") || l.starts_with("pub use super::"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let allowed: &[&str] = match name {
+            "data" => &["source", "npy"],
+            _ => &["source"],
+        };
+        for used in uses_after(&top, "super::") {
+            if !allowed.contains(&used.as_str()) {
+                wrong.push(format!("src/import/{name}: uses super::{used}"));
+            }
+        }
+        if !crate_uses(&code).is_disjoint(&BTreeSet::from(["import".to_owned()])) {
+            wrong.push(format!("src/import/{name}: uses crate::import"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} importers found");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]

@@ -63,8 +63,6 @@ pub fn run(args: Args) -> Result<()> {
     let bar = progress_bar(args.common, auth.layout.length, "unpacking");
     let export_failure = |e| match e {
         ExportError::Io { path, source } => io_failure(&path, &source),
-        ExportError::Verify(v) => verify_failure(&args.artifact, v),
-        ExportError::Unseal(u) => super::unseal_failure(&args.artifact, u),
         ExportError::Unsupported(m) => Failure::new(exit::INPUT, "input", Some(&args.artifact), m),
     };
     let opener = args.decrypt.opener(auth, key)?;
@@ -77,6 +75,8 @@ pub fn run(args: Args) -> Result<()> {
     unpack::unpack(auth, unlock, format, &args.output, &|n| bar.set_position(n)).map_err(|e| {
         match e {
             UnpackError::Export(e) => export_failure(e),
+            UnpackError::Verify(v) => verify_failure(&args.artifact, v),
+            UnpackError::Unseal(u) => super::unseal_failure(&args.artifact, u),
             e @ UnpackError::NoGraph => {
                 Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), e.to_string())
                     .hint("unpack it as --format safetensors or npz")

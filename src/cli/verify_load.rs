@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nnsign::format::{DType, TensorInfo};
+use nnsign::format::DType;
 use nnsign::import::{self, ImportError};
 use nnsign::load::{self, LoadError};
 use nnsign::memory::DEFAULT_MEMORY_LIMIT;
@@ -73,13 +73,6 @@ fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(St
             t.name.clone()
         };
         let want = (model_inputs.iter().find(|(n, _)| *n == name)).map(|(_, d)| d.as_str());
-        let info = TensorInfo {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            offset: 0,
-            length: t.bytes.len() as u64,
-        };
         let fits = match want {
             Some("I64") => t.dtype.is_integer(),
             Some(_) => matches!(t.dtype, DType::F32 | DType::F64 | DType::F16),
@@ -96,8 +89,8 @@ fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(St
                 ),
             ));
         }
-        let value =
-            runtime::to_value(&info, &t.bytes).map_err(|e| input_failure(path, e.to_string()))?;
+        let value = nnsign::tensor::widen(&t.name, t.dtype, &t.shape, &t.bytes)
+            .map_err(|e| input_failure(path, e))?;
         out.push((name, value));
     }
     Ok(out)

@@ -5,13 +5,9 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::format::Layout;
-use crate::keys::hex;
-use crate::model::Graph;
+use crate::format::TensorInfo;
 use crate::output::Output;
-use crate::runtime::Value;
-use crate::unseal::{self, PlainSink, Unlock, UnsealError};
-use crate::verify::{Authenticated, VerifyError};
+use crate::tensor::Value;
 
 pub mod onnx;
 
@@ -23,48 +19,19 @@ pub enum ExportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The payload failed verification while it was being written; the output was discarded.
-    #[error(transparent)]
-    Verify(#[from] VerifyError),
-    /// An encrypted payload did not open; the output was discarded.
-    #[error(transparent)]
-    Unseal(#[from] UnsealError),
     #[error("{0}")]
     Unsupported(String),
 }
 
-/// The `__metadata__` written with the weights: the model's labels as they are, plus its signed
-/// metadata and provenance under `nnsign.` keys.
-pub fn safetensors_metadata(auth: &Authenticated) -> HashMap<String, String> {
-    let m = &auth.manifest.model;
-    let mut out: HashMap<String, String> = m.labels.clone().into_iter().collect();
-    out.insert("nnsign.name".into(), m.name.clone());
-    if let Some(v) = &m.version {
-        out.insert("nnsign.version".into(), v.clone());
-    }
-    if let Some(d) = &m.description {
-        out.insert("nnsign.description".into(), d.clone());
-    }
-    out.insert(
-        "nnsign.artifact_digest".into(),
-        format!("sha256:{}", hex(&auth.digest)),
-    );
-    // Always written, empty when unsigned, so that nothing else can stand in for it.
-    let ids: Vec<String> = auth
-        .signers
-        .iter()
-        .map(|s| s.key.id().to_string())
-        .collect();
-    out.insert("nnsign.signers".into(), ids.join(","));
-    out
-}
-
-/// The safetensors header (length prefix included) for the tensors of `layout`, stored
-/// back to back in payload order.
-fn safetensors_header(auth: &Authenticated, layout: &Layout) -> Result<Vec<u8>, ExportError> {
-    let mut infos = Vec::with_capacity(layout.tensors.len());
+/// The safetensors header (length prefix included) for `tensors`, stored back to back in
+/// their order, with `metadata` as its `__metadata__`.
+pub fn safetensors_header(
+    tensors: &[TensorInfo],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, ExportError> {
+    let mut infos = Vec::with_capacity(tensors.len());
     let mut offset = 0usize;
-    for t in &layout.tensors {
+    for t in tensors {
         let dtype: safetensors::Dtype =
             serde_json::from_value(serde_json::Value::String(t.dtype.name().into())).map_err(
                 |_| ExportError::Unsupported(format!("dtype {} has no safetensors name", t.dtype)),
@@ -80,7 +47,7 @@ fn safetensors_header(auth: &Authenticated, layout: &Layout) -> Result<Vec<u8>, 
         ));
         offset = end;
     }
-    let meta = safetensors::tensor::Metadata::new(Some(safetensors_metadata(auth)), infos)
+    let meta = safetensors::tensor::Metadata::new(Some(metadata), infos)
         .map_err(|e| ExportError::Unsupported(format!("safetensors header: {e}")))?;
     let mut json = serde_json::to_vec(&meta)
         .map_err(|e| ExportError::Unsupported(format!("safetensors header: {e}")))?;
@@ -89,91 +56,6 @@ fn safetensors_header(auth: &Authenticated, layout: &Layout) -> Result<Vec<u8>, 
     let mut header = (json.len() as u64).to_le_bytes().to_vec();
     header.extend_from_slice(&json);
     Ok(header)
-}
-
-/// Streams the verified payload into a safetensors file at `out`, every tensor bit-identical.
-/// Each chunk is checked before its bytes are written; on any failure the output is discarded.
-pub fn write_safetensors(
-    auth: &Authenticated,
-    out: &Path,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), ExportError> {
-    if auth.manifest.is_encrypted() {
-        return Err(ExportError::Unsupported(
-            "the artifact is encrypted; give the recipient key that opens it (--decrypt-with KEY)"
-                .into(),
-        ));
-    }
-    let io = |source| ExportError::Io {
-        path: out.into(),
-        source,
-    };
-    let header = safetensors_header(auth, &auth.layout)?;
-    let mut output = Output::create(out).map_err(io)?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, output.file_mut());
-        w.write_all(&header).map_err(io)?;
-        let layout = &auth.layout;
-        // A failed write is the output's fault and is reported against it, not the artifact.
-        auth.stream_payload(progress, |i, chunk| {
-            w.write_all(&chunk[..layout.chunk_data_len(i)]).map_err(io)
-        })?;
-        w.flush().map_err(io)?;
-    }
-    output.commit().map_err(io)?;
-    Ok(())
-}
-
-/// Verifies and decrypts an encrypted payload into a safetensors file at `out`, streaming:
-/// memory stays at a few digest windows per core whatever the model's size. Nothing is left at
-/// `out` unless every window matched its digest and every STREAM chunk authenticated.
-pub fn write_safetensors_encrypted(
-    auth: &Authenticated,
-    unlock: Unlock<'_>,
-    out: &Path,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), ExportError> {
-    let io = |source| ExportError::Io {
-        path: out.into(),
-        source,
-    };
-    let mut output = Output::create(out).map_err(io)?;
-    {
-        let mut sink = SafetensorsSink {
-            auth,
-            out,
-            writer: BufWriter::with_capacity(1 << 20, output.file_mut()),
-        };
-        unseal::unseal_stream(auth, unlock, progress, &mut sink)?;
-        sink.writer.flush().map_err(io)?;
-    }
-    output.commit().map_err(io)?;
-    Ok(())
-}
-
-/// Writes decrypted tensors as they arrive.
-struct SafetensorsSink<'a, W: Write> {
-    auth: &'a Authenticated,
-    out: &'a Path,
-    writer: W,
-}
-
-impl<W: Write> PlainSink for SafetensorsSink<'_, W> {
-    type Error = ExportError;
-
-    fn header(&mut self, _arch: Option<&Graph>, layout: &Layout) -> Result<(), ExportError> {
-        let header = safetensors_header(self.auth, layout)?;
-        self.data(&header)
-    }
-
-    fn data(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
-        self.writer
-            .write_all(bytes)
-            .map_err(|source| ExportError::Io {
-                path: self.out.into(),
-                source,
-            })
-    }
 }
 
 /// The NumPy `descr` of a dtype NumPy has.
