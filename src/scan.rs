@@ -19,6 +19,10 @@ const MAX_SCAN_LEN: u64 = 256 << 20;
 pub struct Finding {
     /// Whether loading the file with its framework would run code (or read files) it names.
     pub danger: bool,
+    /// Not code, but values that depend on the reader (a torch storage used with two dtypes or
+    /// sizes): `nnsign pack` refuses the file, and `scan` fails on it (exit 1) unless a danger
+    /// outranks it.
+    pub refused: bool,
     pub what: String,
 }
 
@@ -33,15 +37,33 @@ impl Report {
     pub fn dangerous(&self) -> bool {
         self.findings.iter().any(|f| f.danger)
     }
+
+    /// The first finding that makes `pack` refuse the file, if any.
+    pub fn refusal(&self) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.refused)
+    }
 }
 
 fn danger(what: String) -> Finding {
-    Finding { danger: true, what }
+    Finding {
+        danger: true,
+        refused: false,
+        what,
+    }
 }
 
 fn note(what: String) -> Finding {
     Finding {
         danger: false,
+        refused: false,
+        what,
+    }
+}
+
+fn refusal(what: String) -> Finding {
+    Finding {
+        danger: false,
+        refused: true,
         what,
     }
 }
@@ -135,7 +157,8 @@ fn stream_findings(what: &str, bytes: &[u8], nested: bool) -> Vec<Finding> {
         .collect();
     // Not code, so not a danger: values that depend on the reader (`nnsign pack` refuses them).
     out.extend(
-        (scan.ambiguous.into_iter()).map(|e| note(format!("{what}: {e} (nnsign pack refuses it)"))),
+        (scan.ambiguous.into_iter())
+            .map(|e| refusal(format!("{what}: {e} (nnsign pack refuses it)"))),
     );
     if let Some(e) = scan.error {
         // What follows the point where reading stopped is unknown: it may call anything.

@@ -96,20 +96,21 @@ fn code_inside_a_storage_stream_is_named() {
 }
 
 #[test]
-fn a_storage_key_used_with_two_dtypes_or_sizes_is_a_note() {
-    // Values that depend on the reader, not code: `pack` refuses these files (exit 1), while
-    // `scan`, which reports what loading would run or reference, notes them and goes on
-    // (exit 0 when nothing else is found), in a checkpoint, a legacy torch.save file and a
-    // raw pickle's storage stream alike.
+fn a_storage_key_used_with_two_dtypes_or_sizes_fails_the_scan_with_exit_1() {
+    // Values that depend on the reader, not code: `pack` refuses these files (exit 1), and so
+    // does `scan`, after reporting every file, in a checkpoint, a legacy torch.save file and a
+    // raw pickle's storage stream alike. A danger in any file outranks it (exit 8).
     let files = [
         fixture("hostile/tensor_storage_two_dtypes.pt"),
         fixture("hostile/tensor_storage_two_sizes.pt"),
         fixture("hostile/legacy_storage_two_dtypes.pt"),
         fixture("hostile/storage_stream_two_dtypes.pkl"),
     ];
-    let run = scan(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
-    assert_eq!(run.code, 0, "{run:?}");
+    let paths: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    let run = scan(&paths);
+    assert_eq!(run.code, 1, "{run:?}");
     let j = run.json();
+    assert_eq!(j["ok"], false, "{j}");
     for (i, what) in [
         "test/data.pkl: storage \"0\" is used as FloatStorage and as DoubleStorage; torch.load would read it as one type, so its values are ambiguous (nnsign pack refuses it)",
         "test/data.pkl: storage \"0\" is used with 8 elements and with 4; torch.load would read it at one size, so its values are ambiguous (nnsign pack refuses it)",
@@ -121,10 +122,30 @@ fn a_storage_key_used_with_two_dtypes_or_sizes_is_a_note() {
     {
         let file = &j["files"][i];
         let found = (file["findings"].as_array().unwrap().iter())
-            .filter(|f| f["danger"] == false && f["what"].as_str().unwrap().contains(what))
+            .filter(|f| {
+                f["danger"] == false
+                    && f["refused"] == true
+                    && f["what"].as_str().unwrap().contains(what)
+            })
             .count();
         assert!(found == 1 && file["dangerous"] == false, "{what}: {file}");
     }
+    // Without --json: every file reported on stdout, then one error line naming the first.
+    let mut args = vec!["scan".to_owned()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let text = nnsign(&args);
+    assert_eq!(text.code, 1, "{text:?}");
+    assert_eq!(text.stdout.matches("  refuse ").count(), 4, "{text:?}");
+    let first = text.stderr.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("nnsign: error: {}: ", files[0].display()))
+            && first.contains("storage \"0\" is used as FloatStorage and as DoubleStorage"),
+        "{text:?}"
+    );
+    // A payload in another file is what matters most.
+    let payload = fixture("hostile/legacy_payload_in_object.pt");
+    let both = scan(&[paths[0], payload.as_path()]);
+    assert_eq!(both.code, 8, "{both:?}");
 }
 
 #[test]

@@ -14,7 +14,8 @@ use super::{exit, io_failure, report, Common, Failure, Result};
 /// Example:
 ///   nnsign scan downloaded/*.pt model.keras model.onnx --json
 ///
-/// Exit code 8 when any file holds something dangerous, 0 when none does.
+/// Exit code 8 when any file holds something dangerous; else 1 when pack would refuse a file
+/// whose values depend on the reader (a PyTorch storage used with two dtypes or sizes); else 0.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -30,6 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut entries = Vec::new();
     let mut text = String::new();
     let mut dangerous = 0;
+    let mut refused = None;
     for path in &args.files {
         let r = nnsign::scan::scan(path).map_err(|e| match e {
             ImportError::Io { path, source } => io_failure(&path, &source),
@@ -37,6 +39,9 @@ pub fn run(args: Args) -> Result<()> {
         })?;
         let bad = r.findings.iter().filter(|f| f.danger).count();
         dangerous += usize::from(bad > 0);
+        if let (None, Some(f)) = (&refused, r.refusal()) {
+            refused = Some((path.clone(), f.what.clone()));
+        }
         text += &format!(
             "{}: {} ({})\n",
             path.display(),
@@ -50,7 +55,11 @@ pub fn run(args: Args) -> Result<()> {
         for f in &r.findings {
             text += &format!(
                 "  {} {}\n",
-                if f.danger { "danger" } else { "note  " },
+                match (f.danger, f.refused) {
+                    (true, _) => "danger",
+                    (false, true) => "refuse",
+                    (false, false) => "note  ",
+                },
                 f.what
             );
         }
@@ -60,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     report(
         args.common,
-        json!({"ok": dangerous == 0, "files": entries}),
+        json!({"ok": dangerous == 0 && refused.is_none(), "files": entries}),
         || text,
     );
     if dangerous > 0 {
@@ -72,6 +81,12 @@ pub fn run(args: Args) -> Result<()> {
         )
         .hint("do not load them with their framework; `nnsign pack` imports PyTorch and ONNX files without running them")
         .reported());
+    }
+    if let Some((path, what)) = refused {
+        // Checked after every file, so that a refusal never hides a danger in a later one.
+        return Err(Failure::new(exit::INPUT, "input", Some(&path), what)
+            .hint("torch.load would read those bytes as the storage's first use; save the model again with torch.save from a loaded copy")
+            .reported());
     }
     Ok(())
 }
