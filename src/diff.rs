@@ -14,10 +14,11 @@
 //! guessed. Two encrypted artifacts are known to hold the same content only when their
 //! ciphertext, recipients and associated data are identical.
 //!
-//! Trust is the caller's choice: [`open_untrusted`] checks what `inspect` checks (every
-//! signature cryptographically valid) and what `verify` checks of the frame and manifest, and
-//! decides no trust; the CLI can authenticate against a trust store instead. Either way the
-//! payload is read only through the digest-checking reader ([`compare_values`]).
+//! Trust is the caller's choice ([`open`]): without a trust store, an artifact is checked as
+//! `inspect` checks it (every signature cryptographically valid) and as `verify` checks its
+//! frame and manifest, and no trust is decided; with one, it must carry a signature by one of
+//! its keys. Either way the payload is read only through the digest-checking reader
+//! ([`compare_values`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -46,13 +47,14 @@ pub struct ReadError {
 /// must decode and validate, and the file must be exactly as long as the manifest says. An
 /// unsigned artifact is accepted, as `inspect` accepts it. Every signature, valid or of an
 /// algorithm this nnsign does not implement, ends up in [`Authenticated::others`].
-pub fn open_untrusted(path: &Path) -> Result<Authenticated, VerifyError> {
+fn open_untrusted(path: &Path) -> Result<Authenticated, VerifyError> {
     Artifact::open(path)?.integrity_only()
 }
 
 /// Opens `path` for comparison: with `trust`, it must carry a valid signature by one of its
-/// keys (an unsigned artifact is refused); without, as [`open_untrusted`]. No policy applies:
-/// a diff compares old and new releases whoever signed them and whenever they expire.
+/// keys (an unsigned artifact is refused); without, every signature must be valid but none is
+/// trusted. No policy applies: a diff compares old and new releases whoever signed them and
+/// whenever they expire.
 pub fn open(path: &Path, trust: Option<&TrustStore>) -> Result<Authenticated, VerifyError> {
     match trust {
         Some(trust) => Artifact::open(path)?.authenticate(trust, false),

@@ -312,6 +312,17 @@ impl<'de> Deserialize<'de> for Arch {
         // The manifest's decoder already refused any non-canonical encoding, so this is the
         // item's signed encoding again, byte for byte.
         let value = ciborium::value::Value::deserialize(d)?;
+        if !value.is_map() {
+            // Refused as the graph's own decoding refuses it, with the same words.
+            let err = value
+                .deserialized::<BTreeMap<String, ciborium::value::Value>>()
+                .err()
+                .map_or_else(
+                    || "expected map".to_owned(),
+                    |ciborium::value::Error::Custom(m)| m,
+                );
+            return Err(serde::de::Error::custom(err));
+        }
         cbor::encode(&value)
             .map(Arch)
             .map_err(serde::de::Error::custom)
@@ -1314,6 +1325,39 @@ mod manifest_tests {
         };
         entries.push((key, Value::Null));
         cbor::encode(&Value::Map(entries)).unwrap()
+    }
+
+    fn with_arch(arch: Value) -> Vec<u8> {
+        let Value::Map(mut entries) = cbor::decode(&sample().encode()).unwrap() else {
+            unreachable!("a manifest is a map")
+        };
+        entries.push((Value::Text("arch".into()), arch));
+        cbor::encode(&Value::Map(entries)).unwrap()
+    }
+
+    #[test]
+    fn the_architecture_stays_its_signed_bytes_and_must_be_a_map() {
+        // As when the graph was decoded with the manifest: absent is absent, null and other
+        // types are refused with the graph's own words.
+        for (arch, got) in [
+            (Value::Null, "invalid type: null, expected map"),
+            (
+                Value::Integer(5.into()),
+                "invalid type: integer `5`, expected map",
+            ),
+            (Value::Array(vec![]), "invalid type: sequence, expected map"),
+        ] {
+            let err = Manifest::decode(&with_arch(arch)).unwrap_err().to_string();
+            assert_eq!(err, format!("malformed manifest: {got}"));
+        }
+        // A map is kept as it was signed, byte for byte, whatever it holds (the graph decodes
+        // it, after authentication).
+        let map = Value::Map(vec![
+            (Value::Text("opset".into()), Value::Integer(2.into())),
+            (Value::Text("z".into()), Value::Float(0.5)),
+        ]);
+        let m = Manifest::decode(&with_arch(map.clone())).unwrap();
+        assert_eq!(m.arch.unwrap().encoded(), cbor::encode(&map).unwrap());
     }
 
     #[test]

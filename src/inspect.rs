@@ -47,8 +47,7 @@ pub struct Ancestor {
 pub fn inspect(path: &Path, search: &[PathBuf]) -> Result<Inspection, VerifyError> {
     let artifact = Artifact::open(path)?;
     let signatures = artifact.check_signatures()?;
-    let (manifest, layout) = artifact.manifest_unverified()?;
-    let arch = manifest.arch.as_ref().map(Graph::decode).transpose()?;
+    let (manifest, arch, layout) = artifact.manifest_unverified()?;
     let (file_len, payload_offset) = artifact.sizes();
     let mut dirs = vec![crate::output::parent_dir(path).to_owned()];
     dirs.extend(search.iter().cloned());
@@ -83,7 +82,7 @@ fn lineage(model: &ModelInfo, dirs: &[PathBuf]) -> Vec<Ancestor> {
         let Ok(a) = Artifact::open(&path) else {
             continue;
         };
-        let (Ok(checked), Ok((manifest, _))) = (a.check_signatures(), a.manifest_unverified())
+        let (Ok(checked), Ok((manifest, _, _))) = (a.check_signatures(), a.manifest_unverified())
         else {
             continue;
         };

@@ -395,7 +395,7 @@ pub fn digest_chunks(chunks: &[format::Chunk], payload: &[u8]) -> Vec<u8> {
 pub fn parent(path: &Path) -> Result<Parent, crate::verify::VerifyError> {
     let artifact = crate::verify::Artifact::open(path)?;
     artifact.check_signatures()?;
-    let (manifest, _) = artifact.manifest_unverified()?;
+    let (manifest, _, _) = artifact.manifest_unverified()?;
     Ok(Parent {
         digest: artifact.digest().to_vec(),
         name: manifest.model.name,

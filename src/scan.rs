@@ -21,7 +21,8 @@ pub struct Finding {
     pub danger: bool,
     /// Not code, but values that depend on the reader (a torch storage used with two dtypes or
     /// sizes): `nnsign pack` refuses the file, and `scan` fails on it (exit 1) unless a danger
-    /// outranks it.
+    /// outranks it. Written to JSON only when set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
     pub what: String,
 }

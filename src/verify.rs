@@ -217,12 +217,16 @@ impl Artifact {
         &self.envelope.manifest
     }
 
-    /// Decodes and validates the manifest without checking who signed it, for `inspect`. The
-    /// result must not be used to trust anything.
-    pub fn manifest_unverified(&self) -> Result<(Manifest, Layout), VerifyError> {
+    /// Decodes and validates the manifest and its architecture without checking who signed
+    /// it: for `inspect` and lineage records, and for [`Artifact::authenticate`] once it has.
+    /// The result must not be used to trust anything.
+    pub fn manifest_unverified(&self) -> Result<(Manifest, Option<Graph>, Layout), VerifyError> {
         let manifest = Manifest::decode(&self.envelope.manifest)?;
+        // Before the manifest's own rules, as when the graph was part of its decoding: a
+        // malformed architecture is reported first.
+        let arch = manifest.arch.as_ref().map(Graph::decode).transpose()?;
         let layout = manifest.validate()?;
-        Ok((manifest, layout))
+        Ok((manifest, arch, layout))
     }
 
     /// SHA-256 of the manifest bytes: the artifact digest, which names the content (metadata,
@@ -241,7 +245,7 @@ impl Artifact {
         signers: Vec<Signer>,
         others: Vec<Checked>,
     ) -> Result<Authenticated, VerifyError> {
-        let (manifest, layout) = self.manifest_unverified()?;
+        let (manifest, arch, layout) = self.manifest_unverified()?;
         let expected = self.payload_offset + layout.length;
         if self.file_len < expected {
             return Err(FormatError::Truncated(format!(
@@ -254,8 +258,6 @@ impl Artifact {
         if self.file_len > expected {
             return Err(FormatError::Trailing(self.file_len - expected).into());
         }
-        // Authenticated now: the signed architecture may be decoded.
-        let arch = manifest.arch.as_ref().map(Graph::decode).transpose()?;
         let digest = self.digest();
         Ok(Authenticated {
             artifact: self,

@@ -87,45 +87,81 @@ fn raw_string_start(s: &str) -> Option<usize> {
     s[hashes..].starts_with('"').then_some(hashes)
 }
 
-/// The first path segment after every `crate::` in `code`: `crate::a::b` and
-/// `crate::{a::{x, y}, b}` give `a` (and `b`).
-fn crate_uses(code: &str) -> BTreeSet<String> {
-    uses_after(code, "crate::")
-}
-
-/// The first path segment after every `prefix` (`crate::`, `super::`) in `code`.
-fn uses_after(code: &str, prefix: &str) -> BTreeSet<String> {
-    let mut uses = BTreeSet::new();
-    for (at, _) in code.match_indices(prefix) {
-        // `nnsign_crate::` or `my_crate::` are other paths.
+/// Every module path `code` names through `crate::` or `super::`, resolved: `module` is the
+/// file's own module path (`src/import/torch/pickle.rs` is `import::torch::pickle`), and a
+/// `super::` inside an inline `mod tests { .. }` counts from that inline module. Each result
+/// goes one segment past what the path resolves to: `crate::a::b` gives `[a]`, a `super::x`
+/// in `import::keras` gives `[import, x]`; `crate::{a::{x, y}, b}` gives `[a]` and `[b]`.
+/// A `super::` that climbs out of the crate gives an empty path.
+fn resolved_uses(module: &[String], code: &str) -> Vec<Vec<String>> {
+    let inline = inline_modules(code);
+    let mut out = Vec::new();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    for (at, _) in code.match_indices("crate::") {
+        // `my_crate::`, `$crate::` (macros) and `a::crate::` are other paths.
         let before = code[..at].chars().next_back();
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+        if before.is_some_and(|c| is_ident(c) || c == '$' || c == ':') {
             continue;
         }
-        let rest = code[at + prefix.len()..].trim_start();
-        if let Some(group) = rest.strip_prefix('{') {
-            let mut depth = 0;
-            let mut part = String::new();
-            for c in group.chars() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => {
-                        uses.extend(first_segment(&part));
-                        part.clear();
-                        continue;
-                    }
-                    _ => {}
-                }
-                part.push(c);
-            }
-            uses.extend(first_segment(&part));
-        } else {
-            uses.extend(first_segment(rest));
+        for segment in segments(&code[at + "crate::".len()..]) {
+            out.push(vec![segment]);
         }
     }
-    uses
+    for (at, _) in code.match_indices("super::") {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| is_ident(c) || c == ':') {
+            continue; // inside a chain counted from its start
+        }
+        let mut rest = &code[at..];
+        let mut climbs = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            climbs += 1;
+            rest = r.trim_start();
+        }
+        let mut context: Vec<String> = module.to_vec();
+        context.extend(
+            (inline.iter())
+                .filter(|(start, end, _)| (*start..*end).contains(&at))
+                .map(|(_, _, name)| name.clone()),
+        );
+        if climbs > context.len() {
+            out.push(Vec::new());
+            continue;
+        }
+        let base = &context[..context.len() - climbs];
+        for segment in segments(rest) {
+            let mut path = base.to_vec();
+            path.push(segment);
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The first segment of the path `rest` starts with, or of each path of a `{..}` group.
+fn segments(rest: &str) -> Vec<String> {
+    let rest = rest.trim_start();
+    let Some(group) = rest.strip_prefix('{') else {
+        return first_segment(rest).into_iter().collect();
+    };
+    let mut out = Vec::new();
+    let (mut depth, mut part) = (0, String::new());
+    for c in group.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.extend(first_segment(&part));
+                part.clear();
+                continue;
+            }
+            _ => {}
+        }
+        part.push(c);
+    }
+    out.extend(first_segment(&part));
+    out
 }
 
 fn first_segment(path: &str) -> Option<String> {
@@ -133,6 +169,40 @@ fn first_segment(path: &str) -> Option<String> {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .collect();
     (!name.is_empty() && name != "self").then_some(name)
+}
+
+/// The inline modules of `code` (`mod name { .. }`): where each body starts and ends, and its
+/// name.
+fn inline_modules(code: &str) -> Vec<(usize, usize, String)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("mod ") {
+        if at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
+            continue;
+        }
+        let rest = &code[at + 4..];
+        let name: String = (rest.trim_start().chars())
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let after = rest.trim_start()[name.len()..].trim_start();
+        if name.is_empty() || !after.starts_with('{') {
+            continue; // `mod name;`: a file of its own
+        }
+        let open = code.len() - after.len();
+        let mut depth = 0;
+        let close = (code[open..].char_indices())
+            .find(|&(_, c)| {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map_or(code.len(), |(i, _)| open + i);
+        out.push((open, close, name));
+    }
+    out
 }
 
 /// Every `.rs` file under `dir`.
@@ -147,16 +217,35 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file of `src/` belongs to (`cli` for the binary's `main.rs`), and
-/// `None` for `lib.rs`, which only declares them.
-fn module_of(src: &Path, file: &Path) -> Option<String> {
+/// The module path a file of `src/` stands for (`src/a/b.rs` and `src/a/b/mod.rs`: `[a, b]`);
+/// `None` for the crate roots `lib.rs` and `main.rs`.
+fn module_of(src: &Path, file: &Path) -> Option<Vec<String>> {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next()?.as_os_str().to_str()?;
-    match first {
-        "lib.rs" => None,
-        "main.rs" => Some("cli".into()),
-        f => Some(f.trim_end_matches(".rs").to_owned()),
+    if rel == Path::new("lib.rs") || rel == Path::new("main.rs") {
+        return None;
     }
+    let mut path: Vec<String> = (rel.with_extension("").components())
+        .map(|c| c.as_os_str().to_str().unwrap().to_owned())
+        .collect();
+    if path.last().is_some_and(|l| l == "mod") {
+        path.pop();
+    }
+    Some(path)
+}
+
+/// Every file of `src/` with its module path and its code (comments and strings left out).
+fn sources() -> Vec<(PathBuf, Vec<String>, String)> {
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    (files.into_iter())
+        .filter_map(|path| {
+            let module = module_of(&src, &path)?;
+            let code = code_only(&std::fs::read_to_string(&path).unwrap());
+            Some((path.strip_prefix(ROOT).unwrap().to_owned(), module, code))
+        })
+        .collect()
 }
 
 #[test]
@@ -175,39 +264,51 @@ fn no_module_uses_one_listed_above_it() {
         list.windows(2).all(|w| w[0].0 >= w[1].0),
         "layers must go down the list: {list:?}"
     );
-    let src = Path::new(ROOT).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
-    let mut modules = BTreeSet::new();
+    let mut modules = BTreeSet::from(["cli".to_owned()]);
     let mut wrong = Vec::new();
-    for path in &files {
-        let file = path.strip_prefix(ROOT).unwrap();
-        let Some(module) = module_of(&src, path) else {
-            continue;
-        };
-        let Some(&own) = rank.get(module.as_str()) else {
+    for (file, module, code) in sources() {
+        let own = &module[0];
+        let Some(&own_rank) = rank.get(own.as_str()) else {
             wrong.push(format!(
-                "{}: module {module} is not in docs/ARCHITECTURE.md's list",
+                "{}: module {own} is not in docs/ARCHITECTURE.md's list",
                 file.display()
             ));
             continue;
         };
-        modules.insert(module.clone());
-        let code = code_only(&std::fs::read_to_string(path).unwrap());
-        for used in crate_uses(&code) {
+        modules.insert(own.clone());
+        if own == "cli" {
+            continue; // the binary: its `crate::` is itself, and it reaches the library by name
+        }
+        // Another name for the crate root would hide every path below it.
+        for alias in ["crate as", "extern crate self"] {
+            if code.contains(alias) {
+                wrong.push(format!(
+                    "{}: `{alias}` hides paths from this test",
+                    file.display()
+                ));
+            }
+        }
+        for path in resolved_uses(&module, &code) {
+            let Some(used) = path.first() else {
+                wrong.push(format!(
+                    "{}: a super:: path climbs out of the crate",
+                    file.display()
+                ));
+                continue;
+            };
             match rank.get(used.as_str()) {
-                Some(&r) if r > own => {}
-                Some(_) if used == module => {}
-                Some(_) => wrong.push(format!(
-                    "{}: {module} (layer {}) uses {used} (layer {}), which is not below it",
+                _ if used == own => {}
+                Some(&r) if r > own_rank => {}
+                Some(&r) => wrong.push(format!(
+                    "{}: {own} (layer {}) uses {used} (layer {}), which is not below it",
                     file.display(),
-                    list[own].0,
-                    list[rank[used.as_str()]].0,
+                    list[own_rank].0,
+                    list[r].0,
                 )),
                 None => wrong.push(format!(
-                    "{}: {module} uses crate::{used}, which is not in the list",
-                    file.display()
+                    "{}: {own} uses {}, which is not a module of the list",
+                    file.display(),
+                    path.join("::")
                 )),
             }
         }
@@ -222,44 +323,48 @@ fn no_module_uses_one_listed_above_it() {
 
 /// docs/ARCHITECTURE.md, "Folders": an importer uses the shared part of `src/import/` and the
 /// layers below, never the dispatcher (`mod.rs`) or another format; `data.rs`, the `--input`
-/// reader, reads through `npy.rs`. Only the file's own top-level `use super::` lines count
-/// (test modules inside a file say `super::` of the file itself).
+/// reader, reads through `npy.rs` and `safetensors.rs`. Every file of a format's folder counts.
 #[test]
 fn importers_use_only_the_shared_part() {
-    let dir = Path::new(ROOT).join("src/import");
     let mut wrong = Vec::new();
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let (name, file) = match path.extension() {
-            Some(e) if e == "rs" => (path.file_stem().unwrap().to_owned(), path.clone()),
-            None if path.is_dir() => (path.file_name().unwrap().to_owned(), path.join("mod.rs")),
-            _ => continue,
+    let mut formats = BTreeSet::new();
+    for (file, module, code) in sources() {
+        let (Some("import"), Some(own)) = (module.first().map(String::as_str), module.get(1))
+        else {
+            continue; // not an importer, or the dispatcher
         };
-        let name = name.to_str().unwrap();
-        if name == "mod" || name == "source" {
-            continue;
-        }
-        let code = code_only(&std::fs::read_to_string(&file).unwrap());
-        let top: String = (code.lines())
-            .filter(|l| l.starts_with("use super::") || l.starts_with("pub use super::"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let allowed: &[&str] = match name {
-            "data" => &["source", "npy"],
+        formats.insert(own.clone());
+        let allowed: &[&str] = match own.as_str() {
+            "source" => &[],
+            "data" => &["source", "npy", "safetensors"],
             _ => &["source"],
         };
-        for used in uses_after(&top, "super::") {
-            if !allowed.contains(&used.as_str()) {
-                wrong.push(format!("src/import/{name}: uses super::{used}"));
+        for path in resolved_uses(&module, &code) {
+            if path.first().map(String::as_str) != Some("import") {
+                continue;
+            }
+            match path.get(1) {
+                Some(used) if used == own || allowed.contains(&used.as_str()) => {}
+                Some(used) => wrong.push(format!("{}: uses import::{used}", file.display())),
+                None => wrong.push(format!("{}: uses the import dispatcher", file.display())),
             }
         }
-        if !crate_uses(&code).is_disjoint(&BTreeSet::from(["import".to_owned()])) {
-            wrong.push(format!("src/import/{name}: uses crate::import"));
-        }
-        checked += 1;
     }
-    assert!(checked >= 7, "only {checked} importers found");
+    let expected = [
+        "data",
+        "gguf",
+        "keras",
+        "npy",
+        "onnx",
+        "safetensors",
+        "source",
+        "torch",
+    ];
+    assert_eq!(
+        formats.iter().collect::<Vec<_>>(),
+        expected,
+        "src/import/ changed"
+    );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
@@ -274,6 +379,36 @@ fn paths_in_comments_and_strings_do_not_count_but_nested_groups_do() {
         let c = '"'; let q = '\''; fn f<'a>(x: &'a str) {}
         let v = crate::tensor::Value::F32; let w = my_crate::x; use crate::model;"##,
     );
-    let uses: Vec<String> = crate_uses(&code).into_iter().collect();
-    assert_eq!(uses, ["format", "keys", "model", "tensor"]);
+    let uses: BTreeSet<Vec<String>> = resolved_uses(&["verify".into()], &code)
+        .into_iter()
+        .collect();
+    let names: Vec<&str> = uses.iter().map(|p| p[0].as_str()).collect();
+    assert_eq!(names, ["format", "keys", "model", "tensor"]);
+}
+
+#[test]
+fn super_paths_resolve_from_the_file_and_its_inline_modules() {
+    let module: Vec<String> = ["import", "torch", "pickle"].map(String::from).to_vec();
+    let code = code_only(
+        "use super::{Machine, source};\n\
+         fn f() { super::super::keras::is_keras(); }\n\
+         mod tests { use super::*; fn g() { super::super::super::super::trust::X; } }\n\
+         fn h() { super::super::super::super::x(); }",
+    );
+    let uses: Vec<String> = (resolved_uses(&module, &code).iter())
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            "import::torch::Machine",
+            "import::torch::source",
+            "import::keras",
+            "trust",
+            "" // out of the crate
+        ]
+    );
+    // In a top-level file, `super::` is the crate root.
+    let top = resolved_uses(&["verify".into()], "use super::trust::Trust;");
+    assert_eq!(top, [vec!["trust".to_owned()]]);
 }

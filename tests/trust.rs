@@ -34,6 +34,17 @@ impl Env {
 
     /// An artifact of model "digits" at `version`, created at `created`, signed by ci.
     fn pack(&self, out: &str, version: &str, created: u64, expires: Option<u64>) -> PathBuf {
+        self.pack_by(out, version, created, expires, Some(&self.ci))
+    }
+
+    fn pack_by(
+        &self,
+        out: &str,
+        version: &str,
+        created: u64,
+        expires: Option<u64>,
+        signer: Option<&SecretKey>,
+    ) -> PathBuf {
         let model = ModelInfo {
             name: "digits".into(),
             version: Some(version.into()),
@@ -55,7 +66,7 @@ impl Env {
             model,
             arch: None,
             tensors,
-            signer: Some(&self.ci),
+            signer,
             encrypt: None,
         };
         pack::pack(input, &self.path(out), &|_| {}).unwrap();
@@ -208,4 +219,38 @@ fn admitting_records_nothing_until_the_artifact_is_used() {
         .record(Clock::At(T0))
         .unwrap()
         .is_none());
+}
+
+#[test]
+fn an_allowed_unsigned_artifact_satisfies_no_rule_and_raises_no_state() {
+    let env = Env::new();
+    let art = env.pack_by("u.nns", "9.0.0", T0, None, None);
+    let store = keys::TrustStore::load(&[env.path("ci.pub")]).unwrap();
+    let keys_only = Trust::keys(&store, &env.path("ci.pub")).allowing_unsigned(true);
+    let admitted = keys_only.admit(open(&art), Clock::At(T0)).unwrap();
+    assert!(admitted.counted.is_empty() && admitted.artifact.signers.is_empty());
+    // Not allowed, it is refused as unsigned.
+    let strict = Trust::keys(&store, &env.path("ci.pub"));
+    let refused = strict.admit(open(&art), Clock::At(T0)).err().unwrap();
+    assert!(matches!(
+        refused.reasons[..],
+        [Reason::Verify(VerifyError::Unsigned)]
+    ));
+    // A state it could raise, or a rule asking for more than a signature, refuses it.
+    let state = env.path("state.json");
+    let with_state = Trust::keys(&store, &env.path("ci.pub"))
+        .with_state(Some(state.clone()))
+        .allowing_unsigned(true);
+    let refused = with_state.admit(open(&art), Clock::At(T0)).err().unwrap();
+    let m = messages(&refused.reasons);
+    assert_eq!(m.len(), 1, "{m:#?}");
+    assert!(m[0].starts_with("the artifact is unsigned: unsigned artifacts are allowed, but"));
+    assert!(!state.exists());
+    let two = Trust::new(env.policy("[[rule]]\nmodels = \"*\"\nmin_version = \"1.0.0\"\n"))
+        .allowing_unsigned(true);
+    let refused = two.admit(open(&art), Clock::At(T0)).err().unwrap();
+    assert!(matches!(
+        refused.reasons[..],
+        [Reason::Policy(PolicyError::Signers(_))]
+    ));
 }

@@ -38,7 +38,8 @@ pub struct Args {
     trust: TrustArgs,
     #[command(flatten)]
     decrypt: DecryptArgs,
-    /// Run the model on this input: .npy (a model with one input) or .npz (inputs by name).
+    /// Run the model on this input: .npy (a model with one input), or .npz or safetensors
+    /// (inputs by name).
     #[arg(long, value_name = "X.npy|X.npz")]
     input: Option<PathBuf>,
     /// Write the model's outputs here: .npy (a model with one output) or .npz (outputs by

@@ -5,7 +5,8 @@
 //! [`Trust::admit`] takes an opened [`Artifact`] and returns one verdict: an [`Admitted`]
 //! artifact, whose payload can then be verified, loaded or unpacked, or a [`Refused`] one with
 //! every reason that applies. Each signature is verified once ([`Artifact::authenticate`]);
-//! nothing in the manifest is decoded before a trusted, non-revoked key vouched for it.
+//! nothing in the manifest is decoded before a trusted, non-revoked key vouched for it (or,
+//! when unsigned artifacts are allowed, before it proved to carry no signature at all).
 //!
 //! ```no_run
 //! use nnsign::trust::{Clock, Policy, Trust};
@@ -127,8 +128,10 @@ impl Trust {
     }
 
     /// Lets an artifact with no signature at all pass (its digests are still checked). A
-    /// signed artifact still needs a trusted signer. Not with rules that count signers or with
-    /// a rollback state: anyone can make an unsigned artifact.
+    /// signed artifact still needs a trusted signer. Anyone can make an unsigned artifact, so
+    /// [`Trust::admit`] still refuses one when a rule asks more than one signature by any
+    /// listed key (a threshold, chosen signers, a minimum version or a maximum age) or when
+    /// there is a rollback state, whose recorded versions it could otherwise raise.
     pub fn allowing_unsigned(mut self, allow: bool) -> Trust {
         self.allow_unsigned = allow;
         self
@@ -166,8 +169,16 @@ impl Trust {
         let model = &auth.manifest.model;
         let (counted, mut refusals) = if auth.signers.is_empty() {
             // Unsigned, and allowed: no rule can apply, but an expiry still does.
+            let mut refusals = Vec::new();
+            if self.policy.asks_more_than_a_signature() || self.state.is_some() {
+                refusals.push(PolicyError::Signers(format!(
+                    "the artifact is unsigned: unsigned artifacts are allowed, but {} asks for signatures by chosen keys or keeps a rollback state, which an unsigned artifact cannot satisfy or raise",
+                    self.policy.source.display()
+                )));
+            }
             let times = policy::check_times(model, now, self.policy.clock_skew);
-            (Vec::new(), times.err().into_iter().collect())
+            refusals.extend(times.err());
+            (Vec::new(), refusals)
         } else {
             self.policy.judge(&auth, now)
         };

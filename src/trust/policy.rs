@@ -281,6 +281,14 @@ impl Policy {
         store
     }
 
+    /// Whether a rule asks more of an artifact than one signature by any listed key: a
+    /// threshold above one, chosen signers, a minimum version or a maximum age.
+    pub fn asks_more_than_a_signature(&self) -> bool {
+        (self.rules.iter()).any(|r| {
+            r.threshold > 1 || r.signers.is_some() || r.min_version.is_some() || r.max_age.is_some()
+        })
+    }
+
     /// The first rule whose pattern matches `name`.
     pub fn rule_for(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| glob(&r.models, name))

@@ -336,7 +336,7 @@ fn legacy(bytes: &[u8]) -> Result<Legacy<'_>, String> {
     })
 }
 
-/// Reads a legacy (pre-1.6) `torch.save` file (see [`legacy`]).
+/// Reads a legacy (pre-1.6) `torch.save` file (the layout is described in the `legacy` module).
 pub fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<SourceTensor>, ImportError> {
     let l = legacy(bytes).map_err(|e| invalid(path, format!("legacy torch.save file: {e}")))?;
     tensors_of(path, bytes.len(), &l.object, l.root, false, |key| {
