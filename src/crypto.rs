@@ -2,8 +2,8 @@
 //! for each X25519 recipient or for a passphrase, and the payload encrypted with
 //! ChaCha20-Poly1305 in the STREAM construction.
 //!
-//! Nothing here is wired into the artifact format yet; this module is the part of the design
-//! that does not depend on it, tested on its own.
+//! The artifact format places these (docs/FORMAT.md section 11); this module knows nothing of
+//! it. [`backends`] says which code paths of the crypto crates run on this CPU.
 //!
 //! - File key: 32 random bytes, never stored in the clear.
 //! - Payload key: HKDF-SHA256(ikm = file key, salt = a 16-byte random nonce stored with the
@@ -477,6 +477,43 @@ pub fn unwrap_passphrase(stanzas: &[Stanza], passphrase: &[u8]) -> Result<FileKe
     };
     let wrap_key = argon2_key(passphrase, salt, *costs)?;
     open_key(&wrap_key, sealed).ok_or_else(|| CryptoError::WrongKey("the passphrase".into()))
+}
+
+/// Which code each crypto crate runs on this CPU: `(primitive, backend)` for SHA-256,
+/// ChaCha20 and Poly1305. The crates choose at run time, with the same CPU checks made here
+/// (their `cpufeatures` tests): SHA-256 uses the x86 SHA extensions when the CPU has SHA and
+/// SSE4.1; ChaCha20 uses AVX-512 when this build has the crate's `chacha20_avx512` cfg
+/// (.cargo/config.toml) and the CPU has AVX-512F and AVX-512VL, else AVX2, else SSE2; Poly1305
+/// uses AVX2 when the CPU has it.
+pub fn backends() -> [(&'static str, &'static str); 3] {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let sha = if has!("sha") && has!("sse4.1") {
+            "x86 SHA extensions (SHA-NI)"
+        } else {
+            "portable"
+        };
+        let chacha = if cfg!(chacha20_avx512) && has!("avx512f") && has!("avx512vl") {
+            "AVX-512"
+        } else if has!("avx2") {
+            "AVX2"
+        } else if has!("sse2") {
+            "SSE2"
+        } else {
+            "portable"
+        };
+        let poly = if has!("avx2") { "AVX2" } else { "portable" };
+        [("SHA-256", sha), ("ChaCha20", chacha), ("Poly1305", poly)]
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        [
+            ("SHA-256", "portable or the CPU's own, as sha2 picks"),
+            ("ChaCha20", "as chacha20 picks"),
+            ("Poly1305", "portable"),
+        ]
+    }
 }
 
 #[cfg(test)]

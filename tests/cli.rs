@@ -1426,3 +1426,40 @@ fn passphrase_encryption_round_trips_and_each_mistake_has_its_own_error() {
     assert!(run.stderr.contains("needs a terminal"), "{}", run.stderr);
     assert!(!env.path("m.nns").exists());
 }
+
+#[test]
+fn version_verbose_names_the_crypto_backends() {
+    let run = nnsign(["--version", "--verbose"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], format!("nnsign {}", env!("CARGO_PKG_VERSION")));
+    let backend = |name: &str| {
+        let line = lines.iter().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..].trim().to_owned()
+    };
+    let sha = backend("SHA-256");
+    assert!(
+        ["x86 SHA extensions (SHA-NI)", "portable"].contains(&sha.as_str()),
+        "{sha}"
+    );
+    let chacha = backend("ChaCha20");
+    assert!(
+        ["AVX-512", "AVX2", "SSE2", "portable"].contains(&chacha.as_str()),
+        "{chacha}"
+    );
+    let poly = backend("Poly1305");
+    assert!(["AVX2", "portable"].contains(&poly.as_str()), "{poly}");
+    // Plain --version is one line, as before; --verbose alone is a usage error.
+    assert_eq!(
+        nnsign(["--version"]).stdout,
+        run.stdout.lines().next().unwrap().to_owned() + "\n"
+    );
+    assert_eq!(nnsign(["--verbose"]).code, 2);
+    // No command at all: the help on stderr, exit 2, as before.
+    let bare = nnsign(Vec::<&str>::new());
+    assert_eq!(bare.code, 2);
+    assert!(
+        bare.stderr.contains("Commands:") && bare.stdout.is_empty(),
+        "{bare:?}"
+    );
+}

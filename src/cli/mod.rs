@@ -59,12 +59,34 @@ Docs: README.md, docs/FORMAT.md, docs/POLICY.md, docs/SECURITY.md, keys/README.m
 #[command(
     name = "nnsign",
     version,
+    disable_version_flag = true,
     about = "Sign, verify and safely load ML model artifacts (no code runs from a model file)",
     after_help = AFTER_HELP
 )]
 struct Cli {
+    /// Print version (with --verbose: also the code each crypto primitive runs on this CPU)
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// With --version: which SHA-256, ChaCha20 and Poly1305 code paths this build runs here.
+    #[arg(long, requires = "version")]
+    verbose: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// `nnsign --version [--verbose]`.
+fn version(verbose: bool) {
+    let mut out = format!("nnsign {}\n", env!("CARGO_PKG_VERSION"));
+    if verbose {
+        for (primitive, backend) in nnsign::crypto::backends() {
+            out += &format!("{primitive:<9} {backend}\n");
+        }
+        out += &format!(
+            "threads   {} (RAYON_NUM_THREADS overrides)\n",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
 }
 
 #[derive(Subcommand)]
@@ -578,7 +600,17 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    let (json_mode, result) = match cli.command {
+    if cli.version {
+        version(cli.verbose);
+        return ExitCode::from(exit::OK);
+    }
+    let Some(command) = cli.command else {
+        // As clap does for a missing subcommand: the help, on stderr.
+        let help = <Cli as clap::CommandFactory>::command().render_help();
+        let _ = write!(std::io::stderr().lock(), "{help}");
+        return ExitCode::from(exit::USAGE);
+    };
+    let (json_mode, result) = match command {
         Command::Keygen(a) => (a.common.json, keygen::run(a)),
         Command::Pack(a) => (a.common.json, pack::run(a)),
         Command::Verify(a) => (a.common.json, verify::run(a)),
