@@ -2,13 +2,16 @@
 //! signed tensor table, read and check every payload byte, then instantiate. Encrypted
 //! artifacts are verified and decrypted first ([`crate::unseal`]), then go the same way.
 
+use std::collections::HashMap;
+
 use crate::format::Layout;
 use crate::memory::{self, OverLimit};
 use crate::model::{Graph, SchemaError};
 use crate::plan::Plan;
 use crate::runtime::{self, Model, RunError};
+use crate::runtime::{Tensor, Value};
 use crate::unseal::{self, Unlock, UnsealError};
-use crate::verify::{Authenticated, VerifiedPayload, VerifyError};
+use crate::verify::{Authenticated, TensorBuf, VerifiedPayload, VerifyError};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +89,10 @@ fn build(
 }
 
 /// Validates, verifies and instantiates. The architecture is checked first, since it needs only
-/// the signed manifest: a bad one fails before gigabytes of weights are read.
+/// the signed manifest: a bad one fails before gigabytes of weights are read. With an
+/// architecture, every tensor is read straight into its own buffer and F32 weights are used
+/// as read ([`Authenticated::read_tensors`]): loading takes the tensors, the weights widened
+/// from other dtypes and the values of a run, never the payload a second time.
 pub fn load(
     auth: &Authenticated,
     memory_limit: u64,
@@ -95,9 +101,41 @@ pub fn load(
     if auth.manifest.is_encrypted() {
         return Err(LoadError::Encrypted);
     }
-    let plan = plan(auth.arch.as_ref(), &auth.layout, memory_limit)?;
-    let payload = auth.read_payload(progress)?;
-    build(plan, payload, memory_limit)
+    let Some(arch) = &auth.arch else {
+        check_memory(auth.layout.length, None, memory_limit)?;
+        let payload = auth.read_payload(progress)?;
+        return build(None, payload, memory_limit);
+    };
+    let plan = arch.validate(&auth.layout.tensors)?;
+    memory::check_load(
+        auth.layout.length,
+        Some(plan.need_beyond_tensors()),
+        memory_limit,
+    )
+    .map_err(LoadError::TooLarge)?;
+    let mut tensors: HashMap<&str, TensorBuf> = (auth.layout.tensors.iter())
+        .map(|t| t.name.as_str())
+        .zip(auth.read_tensors(progress)?)
+        .collect();
+    let model = Model::new(
+        plan,
+        |info| match tensors.remove(info.name.as_str()) {
+            Some(TensorBuf::F32(data)) => Ok(Value::F32(Tensor {
+                shape: info.shape.iter().map(|&d| d as usize).collect(),
+                data,
+            })),
+            Some(TensorBuf::Bytes(bytes)) => runtime::to_value(info, &bytes),
+            None => Err(RunError::Weight(format!(
+                "tensor {:?} is not in the payload, or is used twice",
+                info.name
+            ))),
+        },
+        memory_limit,
+    )?;
+    Ok(Loaded {
+        model: Some(model),
+        payload: None,
+    })
 }
 
 /// [`load`] for an encrypted artifact: verify, decrypt with `unlock`, then validate and build

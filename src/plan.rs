@@ -171,8 +171,35 @@ impl Plan {
         }
     }
 
+    /// What the built model needs beyond its weight tensors as they were read: the weights
+    /// that are widened (every dtype but F32 becomes a new F32 or I64 buffer; F32 tensors are
+    /// used as read) and the values alive at once, for the check at load when the tensors are
+    /// read straight into their place ([`crate::load`]).
+    pub fn need_beyond_tensors(&self) -> crate::memory::ModelNeed {
+        let in_place = |t: &TensorInfo| t.dtype == DType::F32 && cfg!(target_endian = "little");
+        let widened = (self.weights.iter())
+            .filter(|(_, t)| !in_place(t))
+            .map(|(slot, _)| self.types[*slot].bytes_at_one())
+            .fold(0, u64::saturating_add);
+        crate::memory::ModelNeed {
+            bytes: widened.saturating_add(self.peak_bytes_at_one),
+            described: format!(
+                "widened weights {widened} bytes; {}",
+                self.describe_values()
+            ),
+        }
+    }
+
     /// Where a run with every symbol at 1 needs the most memory, for messages.
     pub fn describe_peak(&self) -> String {
+        format!(
+            "weights {} bytes; {}",
+            self.weight_bytes,
+            self.describe_values()
+        )
+    }
+
+    fn describe_values(&self) -> String {
         let at = match self.peak_step_at_one {
             Some(k) => format!(
                 "after node {:?} ({})",
@@ -181,8 +208,8 @@ impl Plan {
             None => "with its inputs".into(),
         };
         format!(
-            "weights {} bytes; values alive at once, at most {} bytes per batch of 1, {at}",
-            self.weight_bytes, self.peak_bytes_at_one
+            "values alive at once, at most {} bytes per batch of 1, {at}",
+            self.peak_bytes_at_one
         )
     }
 }

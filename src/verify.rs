@@ -423,6 +423,63 @@ impl Authenticated {
         Ok(VerifiedPayload::new(bytes, 0, self.layout.clone()))
     }
 
+    /// Reads every tensor straight into a buffer of its own, each chunk by whichever core is
+    /// free, checking its digest and padding there. An F32 tensor lands as the f32 values a
+    /// graph uses as they are (on a little-endian host), other dtypes as bytes to be widened:
+    /// memory is the tensors and nothing else, and no byte is read twice. Nothing is returned
+    /// unless every chunk matched; the bytes are copied out of the file as they are hashed, so
+    /// a file changed afterwards cannot change what was checked.
+    pub fn read_tensors(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Vec<TensorBuf>, VerifyError> {
+        let layout = &self.layout;
+        let mut bufs: Vec<TensorBuf> = (layout.tensors.iter()).map(TensorBuf::for_tensor).collect();
+        {
+            let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(TensorBuf::bytes_mut).collect();
+            let mut slots = Vec::with_capacity(layout.chunks.len());
+            for i in 0..layout.chunks.len() {
+                let Some(t) = layout.chunks[i].tensor else {
+                    return Err(
+                        FormatError::Invalid("an encrypted payload has no tensors".into()).into(),
+                    );
+                };
+                let view = std::mem::take(&mut views[t]);
+                let (slot, rest) = view.split_at_mut(layout.chunk_data_len(i));
+                views[t] = rest;
+                slots.push((i, slot));
+            }
+            let done = std::sync::atomic::AtomicU64::new(0);
+            slots.into_par_iter().try_for_each(|(i, slot)| {
+                let range = layout.chunk_range(i);
+                let at = self.artifact.payload_offset + range.start;
+                let mut padding = vec![0u8; (range.end - range.start) as usize - slot.len()];
+                (self.artifact.file.read_exact_at(slot, at))
+                    .and_then(|()| {
+                        let after = at + slot.len() as u64;
+                        self.artifact.file.read_exact_at(&mut padding, after)
+                    })
+                    .map_err(read_error)?;
+                let digest: [u8; 32] = Sha256::new()
+                    .chain_update(&slot[..])
+                    .chain_update(&padding)
+                    .finalize()
+                    .into();
+                if digest != layout.digests[i] {
+                    return Err(self.digest_error(i));
+                }
+                if let Some(p) = padding.iter().position(|&b| b != 0) {
+                    let offset = range.start + (slot.len() + p) as u64;
+                    return Err(VerifyError::Padding(offset));
+                }
+                let len = range.end - range.start;
+                progress(len + done.fetch_add(len, std::sync::atomic::Ordering::Relaxed));
+                Ok(())
+            })?;
+        }
+        Ok(bufs)
+    }
+
     /// Calls `sink` with each payload chunk, in order, once its digest and padding have been
     /// checked. A failing chunk stops the stream before `sink` sees it.
     pub fn stream_payload<E: From<VerifyError> + Send>(
@@ -496,33 +553,77 @@ impl Authenticated {
         self.artifact
             .file
             .read_exact_at(buf, self.artifact.payload_offset + range.start)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => VerifyError::Format(FormatError::Truncated(
-                    "the file shrank while it was being read".into(),
-                )),
-                _ => VerifyError::Io(e),
-            })?;
+            .map_err(read_error)?;
         let digest: [u8; 32] = Sha256::digest(&buf[..]).into();
         if digest != self.layout.digests[i] {
-            let part = match self.layout.chunk_tensor(i) {
-                None => format!(
-                    "bytes {}..{} of the encrypted payload",
-                    range.start, range.end
-                ),
-                Some(t) if self.layout.chunk_data_len(i) == 0 => {
-                    format!("padding after tensor {:?}", t.name)
-                }
-                Some(t) => format!(
-                    "bytes {}..{} of tensor {:?}",
-                    range.start - t.offset,
-                    (range.end - t.offset).min(t.length),
-                    t.name
-                ),
-            };
-            return Err(VerifyError::Digest { chunk: i, part });
+            return Err(self.digest_error(i));
         }
         self.layout
             .check_padding(i, buf)
             .map_err(VerifyError::Padding)
+    }
+
+    /// The error for chunk `i` not matching its digest, naming what it holds.
+    fn digest_error(&self, i: usize) -> VerifyError {
+        let range = self.layout.chunk_range(i);
+        let part = match self.layout.chunk_tensor(i) {
+            None => format!(
+                "bytes {}..{} of the encrypted payload",
+                range.start, range.end
+            ),
+            Some(t) if self.layout.chunk_data_len(i) == 0 => {
+                format!("padding after tensor {:?}", t.name)
+            }
+            Some(t) => format!(
+                "bytes {}..{} of tensor {:?}",
+                range.start - t.offset,
+                (range.end - t.offset).min(t.length),
+                t.name
+            ),
+        };
+        VerifyError::Digest { chunk: i, part }
+    }
+}
+
+/// A read of the payload that failed: a file that shrank under us is a truncated artifact.
+fn read_error(e: std::io::Error) -> VerifyError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => VerifyError::Format(FormatError::Truncated(
+            "the file shrank while it was being read".into(),
+        )),
+        _ => VerifyError::Io(e),
+    }
+}
+
+/// A verified tensor in a buffer of its own ([`Authenticated::read_tensors`]).
+pub enum TensorBuf {
+    /// An F32 tensor, as the values a graph computes with.
+    F32(Vec<f32>),
+    /// Any other dtype (or F32 on a big-endian host), as stored.
+    Bytes(Vec<u8>),
+}
+
+impl TensorBuf {
+    fn for_tensor(t: &TensorInfo) -> TensorBuf {
+        if t.dtype == crate::format::DType::F32 && cfg!(target_endian = "little") {
+            TensorBuf::F32(vec![0.0; (t.length / 4) as usize])
+        } else {
+            TensorBuf::Bytes(vec![0; t.length as usize])
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            TensorBuf::F32(v) => bytemuck::cast_slice_mut(v),
+            TensorBuf::Bytes(v) => v,
+        }
+    }
+
+    /// The stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            TensorBuf::F32(v) => bytemuck::cast_slice(v),
+            TensorBuf::Bytes(v) => v,
+        }
     }
 }
