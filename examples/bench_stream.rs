@@ -48,5 +48,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gbps(sha),
         digests.len()
     );
+    // What an encrypted verify-load cannot beat with these crates: every ciphertext byte
+    // hashed, then decrypted, on every core, with nothing read or copied.
+    let bound = (sha + dec) * (1024.0 / mib as f64);
+    println!(
+        "in-memory bound of an encrypted load (SHA-256 + decryption, {} threads): {:.3} s per GiB; bound_s_per_gib={bound:.4}",
+        rayon::current_num_threads(),
+        bound
+    );
+    println!(
+        "backends: {}",
+        nnsign::crypto::backends()
+            .iter()
+            .map(|(p, b)| format!("{p} {b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }

@@ -347,6 +347,10 @@ impl VerifiedPayload {
     }
 }
 
+/// Bytes read into a tensor's buffer and hashed before the next are read: small enough to be
+/// hashed from the core's cache, large enough that the reads cost little.
+const HASH_PIECE: usize = 256 << 10;
+
 /// Chunks read and hashed at once per thread: enough to keep every core busy between the
 /// in-order hand-overs, few enough to bound memory.
 const CHUNKS_PER_THREAD: usize = 2;
@@ -402,6 +406,7 @@ impl Authenticated {
     ) -> Result<VerifiedPayload, E> {
         // Every chunk is read straight into its place, by whichever core is free.
         let mut bytes = Zeroizing::new(vec![0u8; self.layout.length as usize]);
+        crate::sys::prefer_huge_pages(&mut bytes);
         let mut slots = Vec::with_capacity(self.layout.chunks.len());
         let mut rest = &mut bytes[..];
         for c in &self.layout.chunks {
@@ -454,17 +459,16 @@ impl Authenticated {
                 let range = layout.chunk_range(i);
                 let at = self.artifact.payload_offset + range.start;
                 let mut padding = vec![0u8; (range.end - range.start) as usize - slot.len()];
-                (self.artifact.file.read_exact_at(slot, at))
-                    .and_then(|()| {
-                        let after = at + slot.len() as u64;
-                        self.artifact.file.read_exact_at(&mut padding, after)
-                    })
-                    .map_err(read_error)?;
-                let digest: [u8; 32] = Sha256::new()
-                    .chain_update(&slot[..])
-                    .chain_update(&padding)
-                    .finalize()
-                    .into();
+                // Read and hashed in pieces that stay in the core's cache between the two.
+                let mut hasher = Sha256::new();
+                let mut piece_at = at;
+                for piece in slot.chunks_mut(HASH_PIECE) {
+                    (self.artifact.file.read_exact_at(piece, piece_at)).map_err(read_error)?;
+                    hasher.update(&piece[..]);
+                    piece_at += piece.len() as u64;
+                }
+                (self.artifact.file.read_exact_at(&mut padding, piece_at)).map_err(read_error)?;
+                let digest: [u8; 32] = hasher.chain_update(&padding).finalize().into();
                 if digest != layout.digests[i] {
                     return Err(self.digest_error(i));
                 }
@@ -550,11 +554,17 @@ impl Authenticated {
     /// padding.
     fn read_chunk_into(&self, i: usize, buf: &mut [u8]) -> Result<(), VerifyError> {
         let range = self.layout.chunk_range(i);
-        self.artifact
-            .file
-            .read_exact_at(buf, self.artifact.payload_offset + range.start)
-            .map_err(read_error)?;
-        let digest: [u8; 32] = Sha256::digest(&buf[..]).into();
+        let mut hasher = Sha256::new();
+        let mut at = self.artifact.payload_offset + range.start;
+        for piece in buf.chunks_mut(HASH_PIECE) {
+            self.artifact
+                .file
+                .read_exact_at(piece, at)
+                .map_err(read_error)?;
+            hasher.update(&piece[..]);
+            at += piece.len() as u64;
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
         if digest != self.layout.digests[i] {
             return Err(self.digest_error(i));
         }
@@ -605,11 +615,13 @@ pub enum TensorBuf {
 
 impl TensorBuf {
     fn for_tensor(t: &TensorInfo) -> TensorBuf {
-        if t.dtype == crate::format::DType::F32 && cfg!(target_endian = "little") {
+        let mut buf = if t.dtype == crate::format::DType::F32 && cfg!(target_endian = "little") {
             TensorBuf::F32(vec![0.0; (t.length / 4) as usize])
         } else {
             TensorBuf::Bytes(vec![0; t.length as usize])
-        }
+        };
+        crate::sys::prefer_huge_pages(buf.bytes_mut());
+        buf
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
