@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use zeroize::Zeroize;
+
 use crate::format::Layout;
 use crate::memory::{self, OverLimit};
 use crate::model::{Graph, SchemaError};
@@ -45,46 +47,16 @@ pub struct Loaded {
     pub payload: Option<VerifiedPayload>,
 }
 
-/// Validates the architecture against `layout` and checks the memory loading will take: the
-/// payload held while the model is built from it, and the model.
-fn plan(
-    arch: Option<&Graph>,
-    layout: &Layout,
-    memory_limit: u64,
-) -> Result<Option<Plan>, LoadError> {
-    let plan = arch.map(|a| a.validate(&layout.tensors)).transpose()?;
-    check_memory(layout.length, plan.as_ref(), memory_limit)?;
-    Ok(plan)
+/// Checks that the payload, held whole for a weights-only artifact, fits the limit.
+fn check_payload(payload: u64, limit: u64) -> Result<(), LoadError> {
+    memory::check_load(payload, None, limit).map_err(LoadError::TooLarge)
 }
 
-fn check_memory(payload: u64, plan: Option<&Plan>, limit: u64) -> Result<(), LoadError> {
-    memory::check_load(payload, plan.map(Plan::need), limit).map_err(LoadError::TooLarge)
-}
-
-fn build(
-    plan: Option<Plan>,
-    payload: VerifiedPayload,
-    memory_limit: u64,
-) -> Result<Loaded, LoadError> {
-    let Some(plan) = plan else {
-        return Ok(Loaded {
-            model: None,
-            payload: Some(payload),
-        });
-    };
-    let model = Model::new(
-        plan,
-        |info| {
-            let (info, bytes) = payload
-                .tensor(&info.name)
-                .expect("validation checked every weight exists");
-            runtime::to_value(info, bytes)
-        },
-        memory_limit,
-    )?;
+/// A weights-only artifact loaded: its verified payload.
+fn weights_only(payload: VerifiedPayload) -> Result<Loaded, LoadError> {
     Ok(Loaded {
-        model: Some(model),
-        payload: None,
+        model: None,
+        payload: Some(payload),
     })
 }
 
@@ -102,9 +74,8 @@ pub fn load(
         return Err(LoadError::Encrypted);
     }
     let Some(arch) = &auth.arch else {
-        check_memory(auth.layout.length, None, memory_limit)?;
-        let payload = auth.read_payload(progress)?;
-        return build(None, payload, memory_limit);
+        check_payload(auth.layout.length, memory_limit)?;
+        return weights_only(auth.read_payload(progress)?);
     };
     let plan = arch.validate(&auth.layout.tensors)?;
     memory::check_load(
@@ -113,9 +84,21 @@ pub fn load(
         memory_limit,
     )
     .map_err(LoadError::TooLarge)?;
-    let mut tensors: HashMap<&str, TensorBuf> = (auth.layout.tensors.iter())
+    let tensors = auth.read_tensors(progress)?;
+    build_in_place(plan, &auth.layout, tensors, memory_limit)
+}
+
+/// The model of `plan` from tensors read into buffers of their own: F32 weights are moved in
+/// as they are, others widened; the tensors the graph does not use are wiped and dropped.
+fn build_in_place(
+    plan: Plan,
+    layout: &Layout,
+    tensors: Vec<TensorBuf>,
+    memory_limit: u64,
+) -> Result<Loaded, LoadError> {
+    let mut tensors: HashMap<&str, TensorBuf> = (layout.tensors.iter())
         .map(|t| t.name.as_str())
-        .zip(auth.read_tensors(progress)?)
+        .zip(tensors)
         .collect();
     let model = Model::new(
         plan,
@@ -124,35 +107,75 @@ pub fn load(
                 shape: info.shape.iter().map(|&d| d as usize).collect(),
                 data,
             })),
-            Some(TensorBuf::Bytes(bytes)) => runtime::to_value(info, &bytes),
+            Some(mut t @ TensorBuf::Bytes(_)) => {
+                let value = runtime::to_value(info, t.bytes());
+                t.bytes_mut().zeroize();
+                value
+            }
             None => Err(RunError::Weight(format!(
                 "tensor {:?} is not in the payload, or is used twice",
                 info.name
             ))),
         },
         memory_limit,
-    )?;
+    );
+    // Decrypted weights the graph did not take are not left in freed memory.
+    for t in tensors.values_mut() {
+        t.bytes_mut().zeroize();
+    }
     Ok(Loaded {
-        model: Some(model),
+        model: Some(model?),
         payload: None,
     })
 }
 
-/// [`load`] for an encrypted artifact: verify, decrypt with `unlock`, then validate and build
-/// from what the ciphertext held.
+/// [`load`] for an encrypted artifact: verify and decrypt with `unlock`, window by window on
+/// every core. With an architecture, the hidden header is opened first (the graph is validated
+/// and the memory checked before any tensor is allocated) and every tensor is decrypted
+/// straight into its own buffer ([`unseal::unseal_tensors`]): no second copy of the payload.
+/// Weights only, the payload is opened whole, as it is what is wanted.
 pub fn load_encrypted(
     auth: &Authenticated,
     unlock: Unlock<'_>,
     memory_limit: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Loaded, LoadError> {
-    // The ciphertext is decrypted in place: its size bounds the payload held in memory.
-    check_memory(auth.layout.length, None, memory_limit)?;
-    let unsealed = unseal::unseal(auth, unlock, progress)?;
-    let plan = plan(
-        unsealed.arch.as_ref(),
-        unsealed.payload.layout(),
-        memory_limit,
-    )?;
-    build(plan, unsealed.payload, memory_limit)
+    /// Why the tensors were not decrypted in place.
+    enum Stop {
+        Failed(LoadError),
+        WeightsOnly,
+    }
+    impl From<UnsealError> for Stop {
+        fn from(e: UnsealError) -> Stop {
+            Stop::Failed(e.into())
+        }
+    }
+    let mut planned = None;
+    let admit = |arch: Option<&Graph>, layout: &Layout| {
+        let arch = arch.ok_or(Stop::WeightsOnly)?;
+        let plan = arch
+            .validate(&layout.tensors)
+            .map_err(|e| Stop::Failed(e.into()))?;
+        memory::check_load(
+            layout.length,
+            Some(plan.need_beyond_tensors()),
+            memory_limit,
+        )
+        .map_err(|e| Stop::Failed(LoadError::TooLarge(e)))?;
+        planned = Some(plan);
+        Ok(())
+    };
+    let opened = unseal::open(auth, unlock)?;
+    match unseal::unseal_tensors(auth, &opened, progress, admit) {
+        Ok(unsealed) => {
+            let plan = planned.expect("admit planned the graph it passed");
+            build_in_place(plan, &unsealed.layout, unsealed.tensors, memory_limit)
+        }
+        Err(Stop::Failed(e)) => Err(e),
+        Err(Stop::WeightsOnly) => {
+            // The ciphertext is decrypted in place: its size bounds the payload held.
+            check_payload(auth.layout.length, memory_limit)?;
+            weights_only(unseal::unseal_opened(auth, &opened, progress)?.payload)
+        }
+    }
 }

@@ -7,9 +7,9 @@
 //! this module bounds what a *verified* model needs once it is instantiated and run, which the
 //! signer chose and the serving host may refuse.
 
-/// Default cap on the memory loading may take: the verified payload, held while the model is
-/// built, plus the model's weights widened to F32/I64 and the values alive at once at batch 1.
-/// `verify-load --max-memory` raises it.
+/// Default cap on the memory loading may take: the tensors as read (F32 weights are used as
+/// read), the weights widened from other dtypes and the values alive at once at batch 1; for a
+/// weights-only artifact, its payload. `verify-load --max-memory` raises it.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 8 << 30;
 
 /// Most elements one value may have: what a `usize` index and an `f32` buffer can address.
@@ -19,8 +19,8 @@ pub const MAX_ELEMENTS: u64 = 1 << 40;
 /// A model that needs more memory than the host allows.
 #[derive(Debug, thiserror::Error)]
 pub enum OverLimit {
-    /// Loading: the payload and the model built from it.
-    #[error("loading needs up to {need} bytes (the payload, {payload} bytes, while the model is built{model}), more than the limit of {limit}")]
+    /// Loading: the tensors as read, and what the model built from them adds.
+    #[error("loading needs up to {need} bytes (the payload, {payload} bytes, as read{model}), more than the limit of {limit}")]
     Load {
         need: u64,
         payload: u64,
@@ -33,15 +33,15 @@ pub enum OverLimit {
     Run { need: u64, limit: u64 },
 }
 
-/// What a model needs once built: its widened weights and the values alive at once at batch 1,
-/// with where that peak is reached (for messages).
+/// What a model needs beyond its tensors as read: the weights widened from other dtypes and
+/// the values alive at once at batch 1, with where that peak is reached (for messages).
 pub struct ModelNeed {
     pub bytes: u64,
     pub described: String,
 }
 
-/// The check at load: `payload` bytes held while the model is built, then the model (`None`:
-/// weights only, nothing is built).
+/// The check at load: the `payload` bytes read, and what the model adds (`None`: weights only,
+/// nothing is built).
 pub fn check_load(payload: u64, model: Option<ModelNeed>, limit: u64) -> Result<(), OverLimit> {
     let need = payload.saturating_add(model.as_ref().map_or(0, |m| m.bytes));
     if need > limit {
@@ -119,7 +119,7 @@ mod tests {
             described: "weights 1 bytes".into(),
         };
         let e = check_load(10, Some(need), 10).unwrap_err().to_string();
-        assert_eq!(e, "loading needs up to 11 bytes (the payload, 10 bytes, while the model is built; then the model: weights 1 bytes), more than the limit of 10");
+        assert_eq!(e, "loading needs up to 11 bytes (the payload, 10 bytes, as read; then the model: weights 1 bytes), more than the limit of 10");
         assert!(check_run(4, 6, 10).is_ok());
         assert!(matches!(
             check_run(5, 6, 10),

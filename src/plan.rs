@@ -163,14 +163,6 @@ impl Plan {
         crate::memory::peak(scratch, inputs, steps)
     }
 
-    /// What the built model needs, for the check at load ([`crate::memory::check_load`]).
-    pub fn need(&self) -> crate::memory::ModelNeed {
-        crate::memory::ModelNeed {
-            bytes: self.memory_need(),
-            described: self.describe_peak(),
-        }
-    }
-
     /// What the built model needs beyond its weight tensors as they were read: the weights
     /// that are widened (every dtype but F32 becomes a new F32 or I64 buffer; F32 tensors are
     /// used as read) and the values alive at once, for the check at load when the tensors are
@@ -191,14 +183,6 @@ impl Plan {
     }
 
     /// Where a run with every symbol at 1 needs the most memory, for messages.
-    pub fn describe_peak(&self) -> String {
-        format!(
-            "weights {} bytes; {}",
-            self.weight_bytes,
-            self.describe_values()
-        )
-    }
-
     fn describe_values(&self) -> String {
         let at = match self.peak_step_at_one {
             Some(k) => format!(

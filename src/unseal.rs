@@ -7,14 +7,17 @@
 //! plaintext is handed out unless every STREAM chunk authenticates; only then is the inner
 //! manifest decoded, as strictly as an outer one.
 
-use zeroize::Zeroizing;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{self, CryptoError, PayloadCipher, STREAM_CHUNK, TAG_LEN};
 use crate::format::{self, FormatError, InnerManifest, Layout};
 use crate::keys::encryption::EncryptionSecretKey;
 use crate::keys::Passphrase;
 use crate::model::Graph;
-use crate::verify::{Authenticated, VerifiedPayload, VerifyError};
+use crate::verify::{Authenticated, TensorBuf, VerifiedPayload, VerifyError};
 
 /// What opens an encrypted artifact.
 pub enum Unlock<'a> {
@@ -45,8 +48,24 @@ pub struct Unsealed {
     pub payload: VerifiedPayload,
 }
 
+/// An encrypted payload's cipher, its file key unwrapped ([`open`]): the key or passphrase
+/// work is done once, whichever way the payload is then read.
+pub struct Opened {
+    cipher: PayloadCipher,
+    plain_len: u64,
+}
+
+/// Unwraps the file key of `auth` with `unlock` (for a passphrase, the Argon2id work).
+pub fn open(auth: &Authenticated, unlock: Unlock<'_>) -> Result<Opened, UnsealError> {
+    let (cipher, plain_len) = open_cipher(auth, unlock)?;
+    Ok(Opened { cipher, plain_len })
+}
+
 /// The payload cipher of `auth`, opened with `unlock`, and the plaintext length.
-fn open(auth: &Authenticated, unlock: Unlock<'_>) -> Result<(PayloadCipher, u64), UnsealError> {
+fn open_cipher(
+    auth: &Authenticated,
+    unlock: Unlock<'_>,
+) -> Result<(PayloadCipher, u64), UnsealError> {
     let encryption = auth
         .manifest
         .encryption
@@ -74,7 +93,17 @@ pub fn unseal(
     unlock: Unlock<'_>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Unsealed, UnsealError> {
-    let (cipher, plain_len) = open(auth, unlock)?;
+    unseal_opened(auth, &open(auth, unlock)?, progress)
+}
+
+/// [`unseal`] with the file key already unwrapped.
+pub fn unseal_opened(
+    auth: &Authenticated,
+    opened: &Opened,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Unsealed, UnsealError> {
+    let Opened { cipher, plain_len } = opened;
+    let plain_len = *plain_len;
     let total = PayloadCipher::chunk_count(plain_len) as usize;
     // No window is decrypted before its digest matched, and nothing is handed out before every
     // window opened.
@@ -103,6 +132,171 @@ pub fn unseal(
     })
 }
 
+/// A decrypted payload read straight into a buffer per tensor, and the architecture hidden
+/// with it ([`unseal_tensors`]).
+pub struct UnsealedTensors {
+    pub arch: Option<Graph>,
+    pub layout: Layout,
+    pub tensors: Vec<TensorBuf>,
+}
+
+/// Verifies and decrypts the payload of `auth` straight into a buffer per tensor (an F32 tensor
+/// as the f32 values a graph uses), window by window on every core: each window is read into a
+/// buffer of the core's own and hashed there, checked against its signed digest, opened while
+/// it is in cache, and its plaintext copied to the tensors it belongs to; the padding between
+/// tensors must be zero. Memory: the tensors and a window per core, never the payload whole.
+///
+/// The windows that hold the hidden header are opened first, one after another; `admit` then
+/// sees the architecture and the tensor table before any tensor buffer is allocated (to
+/// validate the graph and check the memory it will take). Nothing is returned unless every
+/// window matched its digest and every STREAM chunk authenticated; on failure, the plaintext
+/// already placed is wiped.
+pub fn unseal_tensors<E: From<UnsealError> + Send>(
+    auth: &Authenticated,
+    opened: &Opened,
+    progress: &(dyn Fn(u64) + Sync),
+    admit: impl FnOnce(Option<&Graph>, &Layout) -> Result<(), E>,
+) -> Result<UnsealedTensors, E> {
+    let Opened { cipher, plain_len } = opened;
+    let plain_len = *plain_len;
+    let total = PayloadCipher::chunk_count(plain_len) as usize;
+    let windows = auth.layout.chunks.len();
+    let done = AtomicU64::new(0);
+    // Reads, checks and opens window `w` into `buf`; returns its plaintext, at the start of
+    // `buf`, the tags squeezed out.
+    let open_window = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
+        auth.read_chunk(w, buf)?;
+        cipher.decrypt_window(w * CHUNKS_PER_WINDOW, total, buf)?;
+        let n = buf.len() as u64;
+        progress(n + done.fetch_add(n, Ordering::Relaxed));
+        let plain = window_plain_len(w, plain_len);
+        PayloadCipher::close_up(buf, plain as u64);
+        Ok(plain)
+    };
+    // The header, from the first windows.
+    let mut head = Zeroizing::new(Vec::new());
+    let mut buf = Zeroizing::new(Vec::new());
+    let mut next = 0;
+    let start = loop {
+        let want = match head.len() {
+            0..4 => None,
+            _ => Some(InnerManifest::header_len(&head).map_err(UnsealError::from)?),
+        };
+        if want.is_some_and(|w| head.len() >= w) {
+            break want.expect("checked just above");
+        }
+        if next == windows {
+            return Err(UnsealError::from(FormatError::Invalid(
+                "encrypted payload: shorter than its header".into(),
+            ))
+            .into());
+        }
+        let n = open_window(next, &mut buf)?;
+        head.extend_from_slice(&buf[..n]);
+        next += 1;
+    };
+    let (inner, layout) =
+        InnerManifest::parse_header(&head[..start], plain_len).map_err(UnsealError::from)?;
+    let arch = (inner.arch.as_ref().map(Graph::decode).transpose()).map_err(UnsealError::from)?;
+    admit(arch.as_ref(), &layout)?;
+    let mut tensors: Vec<TensorBuf> = layout.tensors.iter().map(TensorBuf::for_tensor).collect();
+    let placed = (|| {
+        // Every window's share of every tensor, split off in payload order, so that the cores
+        // write to disjoint places.
+        let mut views: Vec<&mut [u8]> = tensors.iter_mut().map(TensorBuf::bytes_mut).collect();
+        let raw = |w: usize| (w * WINDOW_PLAIN) as u64;
+        let mut shares = |from: u64, to: u64| take_shares(&layout, &mut views, from, to);
+        let first_raw = (head.len() - start) as u64;
+        let head_share = shares(0, first_raw);
+        scatter(&layout, 0, &head[start..], head_share)?;
+        let mut work = Vec::with_capacity(windows - next);
+        for w in next..windows {
+            let from = raw(w) - start as u64;
+            let to = from + window_plain_len(w, plain_len) as u64;
+            work.push((w, from, shares(from, to)));
+        }
+        work.into_par_iter().try_for_each_init(
+            || Zeroizing::new(Vec::new()),
+            |buf, (w, from, share)| {
+                let n = open_window(w, buf)?;
+                scatter(&layout, from, &buf[..n], share)
+            },
+        )
+    })();
+    if let Err(e) = placed {
+        for t in &mut tensors {
+            t.bytes_mut().zeroize();
+        }
+        return Err(e.into());
+    }
+    Ok(UnsealedTensors {
+        arch,
+        layout,
+        tensors,
+    })
+}
+
+/// Plaintext bytes in one window of whole STREAM chunks.
+const WINDOW_PLAIN: usize = CHUNKS_PER_WINDOW * STREAM_CHUNK;
+
+/// Plaintext bytes in window `w` of a payload of `plain_len` bytes.
+fn window_plain_len(w: usize, plain_len: u64) -> usize {
+    (plain_len as usize)
+        .saturating_sub(w * WINDOW_PLAIN)
+        .min(WINDOW_PLAIN)
+}
+
+/// The parts of the tensors that raw payload bytes `from..to` fill, cut from the front of each
+/// tensor's remaining `views` (raw payload offset, place); windows must be taken in order.
+fn take_shares<'a>(
+    layout: &Layout,
+    views: &mut [&'a mut [u8]],
+    from: u64,
+    to: u64,
+) -> Vec<(u64, &'a mut [u8])> {
+    let mut out = Vec::new();
+    for (k, t) in layout.tensors.iter().enumerate() {
+        let (a, b) = (from.max(t.offset), to.min(t.offset + t.length));
+        if a < b {
+            let view = std::mem::take(&mut views[k]);
+            let (share, rest) = view.split_at_mut((b - a) as usize);
+            views[k] = rest;
+            out.push((a, share));
+        }
+    }
+    out
+}
+
+/// Copies the raw payload bytes `plain` (starting at raw offset `from`) to their places
+/// `shares`; every byte between them is padding and must be zero.
+fn scatter(
+    layout: &Layout,
+    from: u64,
+    plain: &[u8],
+    shares: Vec<(u64, &mut [u8])>,
+) -> Result<(), UnsealError> {
+    let padding = |a: u64, b: u64| match plain[(a - from) as usize..(b - from) as usize]
+        .iter()
+        .position(|&x| x != 0)
+    {
+        Some(p) => Err(UnsealError::from(FormatError::Invalid(format!(
+            "encrypted payload: padding byte at offset {} is not zero",
+            a + p as u64
+        )))),
+        None => Ok(()),
+    };
+    let mut at = from;
+    for (offset, place) in shares {
+        padding(at, offset)?;
+        let s = (offset - from) as usize;
+        place.copy_from_slice(&plain[s..s + place.len()]);
+        at = offset + place.len() as u64;
+    }
+    let end = from + plain.len() as u64;
+    debug_assert!(end <= layout.length);
+    padding(at, end)
+}
+
 /// Where [`unseal_stream`] delivers a decrypted payload, in order.
 pub trait PlainSink {
     type Error: From<UnsealError> + From<VerifyError> + Send;
@@ -126,7 +320,7 @@ pub fn unseal_stream<S: PlainSink + Send>(
     progress: &(dyn Fn(u64) + Sync),
     sink: &mut S,
 ) -> Result<(), S::Error> {
-    let (cipher, plain_len) = open(auth, unlock)?;
+    let (cipher, plain_len) = open_cipher(auth, unlock)?;
     let total = PayloadCipher::chunk_count(plain_len) as usize;
     let mut state = Stream::Head(Zeroizing::new(Vec::new()));
     auth.stream_payload_then(

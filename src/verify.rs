@@ -544,7 +544,7 @@ impl Authenticated {
     }
 
     /// Reads chunk `i` into `buf`, resized to fit, and checks it.
-    fn read_chunk(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), VerifyError> {
+    pub(crate) fn read_chunk(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), VerifyError> {
         let range = self.layout.chunk_range(i);
         buf.resize((range.end - range.start) as usize, 0);
         self.read_chunk_into(i, buf)
@@ -614,7 +614,7 @@ pub enum TensorBuf {
 }
 
 impl TensorBuf {
-    fn for_tensor(t: &TensorInfo) -> TensorBuf {
+    pub(crate) fn for_tensor(t: &TensorInfo) -> TensorBuf {
         let mut buf = if t.dtype == crate::format::DType::F32 && cfg!(target_endian = "little") {
             TensorBuf::F32(vec![0.0; (t.length / 4) as usize])
         } else {
@@ -624,7 +624,7 @@ impl TensorBuf {
         buf
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             TensorBuf::F32(v) => bytemuck::cast_slice_mut(v),
             TensorBuf::Bytes(v) => v,

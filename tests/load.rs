@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 
 use nnsign::format::{DType, Layout, Manifest, ModelInfo};
 use nnsign::import::{Bytes, SourceTensor};
+use nnsign::keys::encryption::EncryptionSecretKey;
 use nnsign::keys::{SecretKey, TrustStore};
 use nnsign::load::{self, LoadError};
 use nnsign::memory::DEFAULT_MEMORY_LIMIT;
 use nnsign::model::Graph;
 use nnsign::pack::{self, PackInput};
 use nnsign::runtime::Tensor;
+use nnsign::unseal::{Unlock, UnsealError};
 use nnsign::verify::{Artifact, VerifyError};
 
 /// y = x · w + b: w an F32 [k, 2] matrix used as read, b stored as F16 and widened to F32.
@@ -39,6 +41,15 @@ fn tensor(name: &str, dtype: DType, shape: &[u64], bytes: Vec<u8>) -> SourceTens
 /// An artifact of the graph above with `rows` rows of w (w[r] = [r, -r] / 1000) and b as F16
 /// [0.5, -1.5]; signed by `key`.
 fn artifact(dir: &Path, key: &SecretKey, rows: u64) -> PathBuf {
+    artifact_to(dir, key, rows, None)
+}
+
+fn artifact_to(
+    dir: &Path,
+    key: &SecretKey,
+    rows: u64,
+    encrypt_to: Option<&EncryptionSecretKey>,
+) -> PathBuf {
     let w: Vec<u8> = (0..rows)
         .flat_map(|r| [r as f32 / 1000.0, -(r as f32) / 1000.0])
         .flat_map(f32::to_le_bytes)
@@ -67,7 +78,10 @@ fn artifact(dir: &Path, key: &SecretKey, rows: u64) -> PathBuf {
             tensor("b", DType::F16, &[2], b),
         ],
         signer: Some(key),
-        encrypt: None,
+        encrypt: encrypt_to.map(|r| pack::EncryptTo {
+            recipients: vec![r.public()],
+            passphrase: None,
+        }),
     };
     pack::pack(input, &out, &|_| {}).unwrap();
     out
@@ -80,14 +94,34 @@ fn load(path: &Path, key: &SecretKey) -> Result<load::Loaded, LoadError> {
     load::load(&auth, DEFAULT_MEMORY_LIMIT, &|_| {})
 }
 
+fn load_sealed(
+    path: &Path,
+    key: &SecretKey,
+    with: &EncryptionSecretKey,
+) -> Result<load::Loaded, LoadError> {
+    let mut trust = TrustStore::default();
+    trust.insert(key.public(), "key.pub");
+    let auth = Artifact::open(path)?.authenticate(&trust, false)?;
+    load::load_encrypted(&auth, Unlock::Key(with), DEFAULT_MEMORY_LIMIT, &|_| {})
+}
+
 #[test]
 fn tensors_read_in_place_run_as_numpy_computes() {
     let dir = tempfile::tempdir().unwrap();
     let key = SecretKey::generate().unwrap();
-    // 600,000 rows: w is 4.6 MiB, over one digest chunk.
+    // 600,000 rows: w is 4.6 MiB, over one digest chunk (and over one encrypted window).
     let rows = 600_000u64;
-    let path = artifact(dir.path(), &key, rows);
-    let model = load(&path, &key).unwrap().model.unwrap();
+    let edge = EncryptionSecretKey::generate().unwrap();
+    let plain = artifact(dir.path(), &key, rows);
+    let sealed_dir = tempfile::tempdir().unwrap();
+    let sealed = artifact_to(sealed_dir.path(), &key, rows, Some(&edge));
+    let from_sealed = load_sealed(&sealed, &key, &edge).unwrap().model.unwrap();
+    check_sums(from_sealed, rows);
+    let model = load(&plain, &key).unwrap().model.unwrap();
+    check_sums(model, rows);
+}
+
+fn check_sums(model: nnsign::runtime::Model, rows: u64) {
     let x = Tensor {
         shape: vec![1, rows as usize],
         data: vec![1.0f32; rows as usize],
@@ -98,6 +132,35 @@ fn tensors_read_in_place_run_as_numpy_computes() {
     let got = &y[0].1.f32().data;
     assert!((got[0] as f64 - (sum + 0.5)).abs() / sum < 1e-5, "{got:?}");
     assert!((got[1] as f64 + sum + 1.5).abs() / sum < 1e-5, "{got:?}");
+}
+
+#[test]
+fn an_encrypted_model_is_refused_by_window_and_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let edge = EncryptionSecretKey::generate().unwrap();
+    let path = artifact_to(dir.path(), &key, 600_000, Some(&edge));
+    let good = std::fs::read(&path).unwrap();
+    let (_, payload_offset) = Artifact::open(&path).unwrap().sizes();
+    // A byte of the first window (the hidden header's) and of the second.
+    for (at, what) in [(100, "chunk 0 "), ((4 << 20) + 100_000, "chunk 1 ")] {
+        let mut bad = good.clone();
+        bad[payload_offset as usize + at] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        match load_sealed(&path, &key, &edge) {
+            Err(LoadError::Unseal(UnsealError::Verify(e @ VerifyError::Digest { .. }))) => {
+                assert!(e.to_string().contains(what), "{at}: {e}")
+            }
+            Err(e) => panic!("{at}: {e}"),
+            Ok(_) => panic!("{at}: a changed ciphertext byte was loaded"),
+        }
+    }
+    std::fs::write(&path, &good).unwrap();
+    let stranger = EncryptionSecretKey::generate().unwrap();
+    assert!(matches!(
+        load_sealed(&path, &key, &stranger),
+        Err(LoadError::Unseal(UnsealError::Crypto(_)))
+    ));
 }
 
 #[test]
