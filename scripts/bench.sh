@@ -3,6 +3,8 @@
 # single-core `openssl dgst -sha256` on the same artifact, measured in the same run.
 #
 #   scripts/bench.sh [SIZE_MIB]        (default 1024; needs openssl and /usr/bin/time)
+#   scripts/bench.sh memory [SIZE_MIB] (default 8192: peak RSS at scale)
+#   scripts/bench.sh runtime           (inference against onnxruntime)
 #
 # Goals: verify >= 2.5x single-core openssl SHA-256 throughput on 2 cores, with peak RSS under
 # 64 MiB whatever the model size (issues 2, 12); verify-load of a runnable model of the same
@@ -55,8 +57,41 @@ runtime_bench() {
   done
 }
 
+# Memory at scale (issue 12): `scripts/bench.sh memory [SIZE_MIB]` (default 8192) packs a
+# generated MLP of that size, plain and encrypted, and reports the peak RSS of pack and unpack
+# (bounded), verify (bounded, goal <= 64 MiB) and verify-load (goal <= 1.1x the model), one run
+# each.
+memory_bench() {
+  local size=${1:-8192} bin=target/release/nnsign
+  cargo build --release --quiet --bin nnsign --example gen_model
+  target/release/examples/gen_model "$work/mlp.safetensors" "$size" "$work/mlp.json" 2>/dev/null
+  "$bin" keygen -o "$work/ci" --quiet
+  "$bin" keygen --encryption -o "$work/edge" --quiet
+  local model; model=$(stat -c %s "$work/mlp.safetensors")
+  run() { # label, command...: seconds and peak RSS, against the model's size
+    local label=$1; shift
+    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null
+    read -r s m <"$work/time"
+    echo "$label: ${s}s, peak RSS $((m / 1024)) MiB = $(awk "BEGIN{printf \"%.3f\", $m*1024/$model}")x the model"
+  }
+  echo "MLP of $((model >> 20)) MiB of float32 weights, $(nproc) cores, one run each"
+  run "pack --sign" "$bin" pack "$work/mlp.safetensors" --arch "$work/mlp.json" --sign "$work/ci.key" -o "$work/mlp.nns" --quiet
+  run "encrypted pack --sign" "$bin" pack "$work/mlp.safetensors" --arch "$work/mlp.json" --sign "$work/ci.key" --encrypt-to "$work/edge.pub" -o "$work/enc.nns" --quiet
+  rm "$work/mlp.safetensors"
+  run "unpack (streams safetensors)" "$bin" unpack "$work/mlp.nns" --trust "$work/ci.pub" -o "$work/out.safetensors" --quiet
+  rm "$work/out.safetensors"
+  run "verify" "$bin" verify "$work/mlp.nns" --trust "$work/ci.pub" --quiet
+  run "verify-load (ready to run)" "$bin" verify-load "$work/mlp.nns" --trust "$work/ci.pub" --max-memory 1099511627776 --quiet
+  run "encrypted verify (no key)" "$bin" verify "$work/enc.nns" --trust "$work/ci.pub" --quiet
+  run "encrypted verify-load" "$bin" verify-load "$work/enc.nns" --trust "$work/ci.pub" --decrypt-with "$work/edge.key" --max-memory 1099511627776 --quiet
+}
+
 if [ "${1:-}" = runtime ]; then
   runtime_bench
+  exit 0
+fi
+if [ "${1:-}" = memory ]; then
+  memory_bench "${2:-8192}"
   exit 0
 fi
 size=${1:-1024}
