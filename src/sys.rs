@@ -5,6 +5,11 @@
 
 use std::fs::File;
 
+/// Most bytes one page fault may map around the faulting page: Linux maps the cached pages of a
+/// `fault_around_bytes` block (64 KiB), and on kernels whose page cache holds large folios, a
+/// whole folio, up to a 2 MiB huge page.
+const FAULT_AROUND: usize = 2 << 20;
+
 /// A read-only memory map of a whole file.
 pub struct Map(memmap2::Mmap);
 
@@ -28,16 +33,25 @@ impl Map {
     /// Drops the pages of `range` from this process's resident set once they have been read, so
     /// that packing a model larger than memory does not hold all of it. Best effort: an error
     /// only means the pages stay resident.
+    ///
+    /// The range is widened to whole [`FAULT_AROUND`] blocks: a page fault maps the cached pages
+    /// around it, so a core reading the start of one range maps the end of the range before it,
+    /// which another core may have released already; widened, the last core to touch a block
+    /// releases all of it (a page released too early is faulted in again, unchanged). Without
+    /// it, encrypted packs, whose ranges are not aligned, kept 7% of a 4 GiB model resident
+    /// (287 MiB; 30 MiB with it, as much as a plain pack).
     pub fn release(&self, range: std::ops::Range<usize>) {
+        let start = range.start - range.start % FAULT_AROUND;
+        let end = range.end.next_multiple_of(FAULT_AROUND).min(self.0.len());
+        if start >= end {
+            return;
+        }
         // SAFETY: MADV_DONTNEED on a read-only private file mapping that was never written only
         // unmaps the pages; a later access faults them in again from the file, with the same
         // contents, so no reference into the map can observe a change.
         let _ = unsafe {
-            self.0.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                range.start,
-                range.end - range.start,
-            )
+            self.0
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
         };
     }
 }
