@@ -105,16 +105,32 @@ pub fn unseal_opened(
     let Opened { cipher, plain_len } = opened;
     let plain_len = *plain_len;
     let total = PayloadCipher::chunk_count(plain_len) as usize;
-    // No window is decrypted before its digest matched, and nothing is handed out before every
-    // window opened.
-    let verified = auth.read_payload_then(progress, |i, window| {
-        cipher
-            .decrypt_window(i * CHUNKS_PER_WINDOW, total, window)
-            .map_err(UnsealError::from)
-    })?;
-    let mut bytes: Zeroizing<Vec<u8>> = verified.into_bytes();
-    let len = PayloadCipher::close_up(&mut bytes, plain_len);
-    bytes.truncate(len);
+    // Each window is read into a buffer of its core's own, hashed and checked there, opened
+    // while it is in cache and its plaintext copied to its place: the ciphertext is never held
+    // whole. No window is decrypted before its digest matched, and nothing is handed out
+    // before every window opened.
+    let mut bytes = Zeroizing::new(vec![0u8; plain_len as usize]);
+    crate::sys::prefer_huge_pages(&mut bytes);
+    let windows = auth.layout.chunks.len();
+    let mut places: Vec<&mut [u8]> = bytes.chunks_mut(WINDOW_PLAIN).collect();
+    // An empty payload still has one window: its last chunk authenticates the end.
+    places.resize_with(windows.max(places.len()), Default::default);
+    if places.len() != windows {
+        return Err(CryptoError::Length(auth.layout.length).into());
+    }
+    let done = AtomicU64::new(0);
+    places.into_par_iter().enumerate().try_for_each_init(
+        || Zeroizing::new(Vec::new()),
+        |buf, (w, place)| {
+            auth.read_chunk(w, buf)?;
+            cipher.decrypt_window(w * CHUNKS_PER_WINDOW, total, buf)?;
+            let n = buf.len() as u64;
+            progress(n + done.fetch_add(n, Ordering::Relaxed));
+            PayloadCipher::close_up(buf, place.len() as u64);
+            place.copy_from_slice(&buf[..place.len()]);
+            Ok::<(), UnsealError>(())
+        },
+    )?;
     let (inner, layout, start) = InnerManifest::parse(&bytes)?;
     let arch = inner.arch.as_ref().map(Graph::decode).transpose()?;
     for i in 0..layout.chunks.len() {

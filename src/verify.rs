@@ -340,11 +340,6 @@ impl VerifiedPayload {
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
-
-    /// The stored payload bytes (ciphertext, for an encrypted artifact).
-    pub(crate) fn into_bytes(self) -> Zeroizing<Vec<u8>> {
-        self.bytes
-    }
 }
 
 /// Bytes read into a tensor's buffer and hashed before the next are read: small enough to be
