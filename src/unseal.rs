@@ -180,12 +180,18 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
     let done = AtomicU64::new(0);
     // Reads, checks and opens window `w` into `buf`; returns its plaintext, at the start of
     // `buf`, the tags squeezed out.
-    let open_window = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
+    // Reads, checks and opens window `w` in `buf`; each chunk's plaintext is left at the start
+    // of its sealed slot. Returns the window's plaintext length.
+    let decrypt = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
         auth.read_chunk(w, buf)?;
         cipher.decrypt_window(w * CHUNKS_PER_WINDOW, total, buf)?;
         let n = buf.len() as u64;
         progress(n + done.fetch_add(n, Ordering::Relaxed));
-        let plain = window_plain_len(w, plain_len);
+        Ok(window_plain_len(w, plain_len))
+    };
+    // [`decrypt`], with the tags squeezed out: the plaintext at the start of `buf`.
+    let open_window = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
+        let plain = decrypt(w, buf)?;
         PayloadCipher::close_up(buf, plain as u64);
         Ok(plain)
     };
@@ -224,7 +230,7 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
         let mut shares = |from: u64, to: u64| take_shares(&layout, &mut views, from, to);
         let first_raw = (head.len() - start) as u64;
         let head_share = shares(0, first_raw);
-        scatter(&layout, 0, &head[start..], head_share)?;
+        scatter(&layout, 0, std::iter::once(&head[start..]), head_share)?;
         let mut work = Vec::with_capacity(windows - next);
         for w in next..windows {
             let from = raw(w) - start as u64;
@@ -234,8 +240,12 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
         work.into_par_iter().try_for_each_init(
             || Zeroizing::new(Vec::new()),
             |buf, (w, from, share)| {
-                let n = open_window(w, buf)?;
-                scatter(&layout, from, &buf[..n], share)
+                let n = decrypt(w, buf)?;
+                // Straight from each chunk's slot, with no pass to squeeze the tags out.
+                let slots = (buf.chunks(STREAM_CHUNK + TAG_LEN))
+                    .zip((0..n).step_by(STREAM_CHUNK))
+                    .map(|(slot, at)| &slot[..STREAM_CHUNK.min(n - at)]);
+                scatter(&layout, from, slots, share)
             },
         )
     })();
@@ -283,34 +293,63 @@ fn take_shares<'a>(
     out
 }
 
-/// Copies the raw payload bytes `plain` (starting at raw offset `from`) to their places
-/// `shares`; every byte between them is padding and must be zero.
-fn scatter(
+/// What [`scatter`] does with each run of bytes: copy it to its place, or check it is padding.
+type Place<'a> = dyn FnMut(&[u8], u64) -> Result<(), UnsealError> + 'a;
+
+/// Copies raw payload bytes, given as consecutive `parts` starting at raw offset `from`, to
+/// their places `shares`; every byte between them is padding and must be zero.
+fn scatter<'a>(
     layout: &Layout,
     from: u64,
-    plain: &[u8],
+    parts: impl Iterator<Item = &'a [u8]>,
     shares: Vec<(u64, &mut [u8])>,
 ) -> Result<(), UnsealError> {
-    let padding = |a: u64, b: u64| match plain[(a - from) as usize..(b - from) as usize]
-        .iter()
-        .position(|&x| x != 0)
-    {
+    let mut parts = parts.peekable();
+    let mut at = from;
+    // Hands the next `n` bytes to `each`, part by part.
+    let mut take = |n: u64, at: &mut u64, each: &mut Place<'_>| {
+        let mut left = n;
+        while left > 0 {
+            let Some(part) = parts.peek_mut() else {
+                return Err(UnsealError::from(FormatError::Invalid(
+                    "encrypted payload: shorter than its tensor table".into(),
+                )));
+            };
+            let k = (part.len() as u64).min(left) as usize;
+            let (now, rest) = part.split_at(k);
+            each(now, *at)?;
+            *part = rest;
+            if part.is_empty() {
+                parts.next();
+            }
+            left -= k as u64;
+            *at += k as u64;
+        }
+        Ok(())
+    };
+    let mut zero = |bytes: &[u8], at: u64| match bytes.iter().position(|&x| x != 0) {
         Some(p) => Err(UnsealError::from(FormatError::Invalid(format!(
             "encrypted payload: padding byte at offset {} is not zero",
-            a + p as u64
+            at + p as u64
         )))),
         None => Ok(()),
     };
-    let mut at = from;
     for (offset, place) in shares {
-        padding(at, offset)?;
-        let s = (offset - from) as usize;
-        place.copy_from_slice(&plain[s..s + place.len()]);
-        at = offset + place.len() as u64;
+        take(offset - at, &mut at, &mut zero)?;
+        let mut filled = 0;
+        take(place.len() as u64, &mut at, &mut |bytes, _| {
+            place[filled..filled + bytes.len()].copy_from_slice(bytes);
+            filled += bytes.len();
+            Ok(())
+        })?;
     }
-    let end = from + plain.len() as u64;
-    debug_assert!(end <= layout.length);
-    padding(at, end)
+    // What is left of the window is padding up to the next tensor, or the payload's end.
+    for part in parts {
+        zero(part, at)?;
+        at += part.len() as u64;
+    }
+    debug_assert!(at <= layout.length);
+    Ok(())
 }
 
 /// Where [`unseal_stream`] delivers a decrypted payload, in order.

@@ -218,3 +218,40 @@ fn a_wrong_key_fails_before_the_sink_sees_anything() {
     );
     assert!(sink.layout.is_none() && sink.data.is_empty());
 }
+
+#[test]
+fn tensors_decrypted_into_their_own_buffers_are_the_packed_ones() {
+    // Five tensors: over two windows, empty, one byte, exactly a window; the hidden header
+    // comes first, so the first window is opened before the others and split between them.
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticated(&dir, &sealed());
+    let key = key();
+    let opened = unseal::open(&auth, Unlock::Key(&key)).unwrap();
+    let mut seen = None;
+    let got = unseal::unseal_tensors(&auth, &opened, &|_| {}, |arch, layout| {
+        seen = Some((arch.is_some(), layout.tensors.len()));
+        Ok::<(), UnsealError>(())
+    })
+    .unwrap();
+    assert_eq!(seen, Some((false, SIZES.len())));
+    for (t, buf) in tensors().iter().zip(&got.tensors) {
+        assert!(buf.bytes() == &t.bytes[..], "tensor {}", t.name);
+    }
+    // A forged chunk in the last window fails, and nothing comes out.
+    let full = STREAM_CHUNK + TAG_LEN;
+    let bad = forged(&sealed(), |c| c[130 * full + 5] ^= 1);
+    let auth = authenticated(&dir, &bad);
+    let opened = unseal::open(&auth, Unlock::Key(&key)).unwrap();
+    let result = unseal::unseal_tensors(&auth, &opened, &|_| {}, |_, _| Ok::<(), UnsealError>(()));
+    assert!(
+        matches!(result, Err(UnsealError::Crypto(CryptoError::Chunk(130)))),
+        "{:?}",
+        result.err()
+    );
+    // The caller refuses the header: no window after it is opened.
+    let opened = unseal::open(&auth, Unlock::Key(&key)).unwrap();
+    let refused = unseal::unseal_tensors(&auth, &opened, &|_| {}, |_, _| {
+        Err(UnsealError::NotEncrypted)
+    });
+    assert!(matches!(refused, Err(UnsealError::NotEncrypted)));
+}
