@@ -89,7 +89,8 @@ pub fn load(
 }
 
 /// The model of `plan` from tensors read into buffers of their own: F32 weights are moved in
-/// as they are, others widened; the tensors the graph does not use are wiped and dropped.
+/// as they are, others widened; the tensors the graph does not use are wiped and dropped, and
+/// so is everything when a weight cannot be widened (decrypted weights never linger).
 fn build_in_place(
     plan: Plan,
     layout: &Layout,
@@ -100,9 +101,10 @@ fn build_in_place(
         .map(|t| t.name.as_str())
         .zip(tensors)
         .collect();
-    let model = Model::new(
-        plan,
-        |info| match tensors.remove(info.name.as_str()) {
+    let mut weights: HashMap<String, Value> = HashMap::with_capacity(plan.weights.len());
+    let mut failed = None;
+    for (_, info) in &plan.weights {
+        let value = match tensors.remove(info.name.as_str()) {
             Some(TensorBuf::F32(data)) => Ok(Value::F32(Tensor {
                 shape: info.shape.iter().map(|&d| d as usize).collect(),
                 data,
@@ -116,17 +118,45 @@ fn build_in_place(
                 "tensor {:?} is not in the payload, or is used twice",
                 info.name
             ))),
-        },
-        memory_limit,
-    );
-    // Decrypted weights the graph did not take are not left in freed memory.
+        };
+        match value {
+            Ok(v) => {
+                weights.insert(info.name.clone(), v);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // The tensors the graph does not take are not left in freed memory.
     for t in tensors.values_mut() {
         t.bytes_mut().zeroize();
     }
+    if let Some(e) = failed {
+        weights.values_mut().for_each(wipe);
+        return Err(e.into());
+    }
+    let model = Model::new(
+        plan,
+        |info| {
+            (weights.remove(&info.name))
+                .ok_or_else(|| RunError::Weight(format!("tensor {:?} is used twice", info.name)))
+        },
+        memory_limit,
+    )?;
     Ok(Loaded {
-        model: Some(model?),
+        model: Some(model),
         payload: None,
     })
+}
+
+/// Overwrites a value's elements with zeros.
+fn wipe(v: &mut Value) {
+    match v {
+        Value::F32(t) => t.data.zeroize(),
+        Value::I64(t) => t.data.zeroize(),
+    }
 }
 
 /// [`load`] for an encrypted artifact: verify and decrypt with `unlock`, window by window on

@@ -23,7 +23,7 @@ impl Map {
     /// did not hash), and a truncation kills the process with SIGBUS. Do not pack files that
     /// another process is still writing.
     pub fn new(file: &File) -> std::io::Result<Map> {
-        // SAFETY: see above; the map is private to this process and read-only.
+        // SAFETY: see above; the map is read-only (a shared file mapping nobody here writes).
         let map = unsafe { memmap2::Mmap::map(file)? };
         Ok(Map(map))
     }
@@ -46,7 +46,7 @@ impl Map {
         if start >= end {
             return;
         }
-        // SAFETY: MADV_DONTNEED on a read-only private file mapping that was never written only
+        // SAFETY: MADV_DONTNEED on a read-only file mapping that this process never writes only
         // unmaps the pages; a later access faults them in again from the file, with the same
         // contents, so no reference into the map can observe a change.
         let _ = unsafe {

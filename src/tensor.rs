@@ -225,15 +225,18 @@ pub fn widen(name: &str, dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<Va
             data: widen_f32(name, dtype, bytes)?,
         }));
     }
+    // Each element straight to i64: no wider copy of the tensor on the way.
     macro_rules! ints {
         ($t:ty, $n:expr) => {
             bytes
                 .chunks_exact($n)
-                .map(|b| <$t>::from_le_bytes(b.try_into().expect("exact chunks")) as i128)
-                .collect::<Vec<i128>>()
+                .map(|b| {
+                    i64::try_from(<$t>::from_le_bytes(b.try_into().expect("exact chunks"))).ok()
+                })
+                .collect::<Option<Vec<i64>>>()
         };
     }
-    let wide = match dtype {
+    let data = match dtype {
         DType::I8 => ints!(i8, 1),
         DType::U8 => ints!(u8, 1),
         DType::I16 => ints!(i16, 2),
@@ -247,12 +250,8 @@ pub fn widen(name: &str, dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<Va
                 "tensor {name:?} has dtype {other}, which a graph cannot use"
             ))
         }
-    };
-    let data = wide
-        .into_iter()
-        .map(i64::try_from)
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(|_| format!("tensor {name:?} holds a U64 value above the I64 range"))?;
+    }
+    .ok_or_else(|| format!("tensor {name:?} holds a U64 value above the I64 range"))?;
     Ok(Value::I64(Tensor { shape, data }))
 }
 

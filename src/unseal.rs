@@ -2,10 +2,11 @@
 //! tensor table, architecture and weights.
 //!
 //! Order: the signature and trust were checked by [`Authenticated`]; the file key is opened
-//! (a wrong key fails here, before the payload is read); every ciphertext chunk is read and
-//! checked against its signed digest; the whole payload is decrypted on every core, and no
-//! plaintext is handed out unless every STREAM chunk authenticates; only then is the inner
-//! manifest decoded, as strictly as an outer one.
+//! (a wrong key fails here, before the payload is read); every ciphertext window is read and
+//! checked against its signed digest before it is decrypted, on every core; no plaintext is
+//! handed out unless every STREAM chunk authenticates; the inner manifest is decoded as
+//! strictly as an outer one. [`unseal_tensors`] opens the header's windows first, so that a
+//! caller can refuse the architecture or its memory need before the rest is decrypted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -180,8 +181,6 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
     let total = PayloadCipher::chunk_count(plain_len) as usize;
     let windows = auth.layout.chunks.len();
     let done = AtomicU64::new(0);
-    // Reads, checks and opens window `w` into `buf`; returns its plaintext, at the start of
-    // `buf`, the tags squeezed out.
     // Reads, checks and opens window `w` in `buf`; each chunk's plaintext is left at the start
     // of its sealed slot. Returns the window's plaintext length.
     let decrypt = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
@@ -216,6 +215,12 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
             .into());
         }
         let n = open_window(next, &mut buf)?;
+        if head.is_empty() && n >= 4 {
+            // Room for the whole header's windows at once: a growing buffer would leave copies
+            // of decrypted bytes behind, unwiped.
+            let len = InnerManifest::header_len(&buf[..n]).map_err(UnsealError::from)?;
+            head.reserve_exact(len.next_multiple_of(WINDOW_PLAIN));
+        }
         head.extend_from_slice(&buf[..n]);
         next += 1;
     };
@@ -232,24 +237,36 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
         let mut shares = |from: u64, to: u64| take_shares(&layout, &mut views, from, to);
         let first_raw = (head.len() - start) as u64;
         let head_share = shares(0, first_raw);
-        scatter(&layout, 0, std::iter::once(&head[start..]), head_share)?;
+        let head_placed = scatter(&layout, 0, std::iter::once(&head[start..]), head_share);
         let mut work = Vec::with_capacity(windows - next);
         for w in next..windows {
             let from = raw(w) - start as u64;
             let to = from + window_plain_len(w, plain_len) as u64;
             work.push((w, from, shares(from, to)));
         }
-        work.into_par_iter().try_for_each_init(
+        // Every window is opened even after another's plaintext broke a rule, so that a
+        // ciphertext that fails its digest or does not authenticate is reported as such first,
+        // as when the payload is opened whole; then the first rule broken, in payload order.
+        let opened: Vec<(Result<(), UnsealError>, Result<(), UnsealError>)> = (work
+            .into_par_iter())
+        .map_init(
             || Zeroizing::new(Vec::new()),
-            |buf, (w, from, share)| {
-                let n = decrypt(w, buf)?;
-                // Straight from each chunk's slot, with no pass to squeeze the tags out.
-                let slots = (buf.chunks(STREAM_CHUNK + TAG_LEN))
-                    .zip((0..n).step_by(STREAM_CHUNK))
-                    .map(|(slot, at)| &slot[..STREAM_CHUNK.min(n - at)]);
-                scatter(&layout, from, slots, share)
+            |buf, (w, from, share)| match decrypt(w, buf) {
+                Err(e) => (Err(e), Ok(())),
+                Ok(n) => {
+                    // Straight from each chunk's slot, with no pass to squeeze the tags out.
+                    let slots = (buf.chunks(STREAM_CHUNK + TAG_LEN))
+                        .zip((0..n).step_by(STREAM_CHUNK))
+                        .map(|(slot, at)| &slot[..STREAM_CHUNK.min(n - at)]);
+                    (Ok(()), scatter(&layout, from, slots, share))
+                }
             },
         )
+        .collect();
+        let (crypto, rules): (Vec<_>, Vec<_>) = opened.into_iter().unzip();
+        crypto.into_iter().collect::<Result<(), _>>()?;
+        head_placed?;
+        rules.into_iter().collect::<Result<(), _>>()
     })();
     if let Err(e) = placed {
         for t in &mut tensors {

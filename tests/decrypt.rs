@@ -255,3 +255,134 @@ fn tensors_decrypted_into_their_own_buffers_are_the_packed_ones() {
     });
     assert!(matches!(refused, Err(UnsealError::NotEncrypted)));
 }
+
+/// Many tensors with long names, so that the hidden header spans two windows; empty, tiny and
+/// unaligned tensors, and one of 5 MB across windows.
+fn many_tensors() -> Vec<SourceTensor> {
+    let mut state = 0x1234_5678_9abc_def1u64;
+    (0..5200usize)
+        .map(|i| {
+            let n = match (i, i % 7) {
+                (4000, _) => 5_000_001,
+                (_, 0) => 0,
+                (_, 1) => 1,
+                (_, 2) => 63,
+                (_, 3) => 64,
+                (_, 4) => 65,
+                (_, 5) => 1000,
+                _ => 3,
+            };
+            let bytes: Vec<u8> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8 | 1
+                })
+                .collect();
+            SourceTensor {
+                name: format!("{i:05}{}", "x".repeat(1000)),
+                dtype: DType::U8,
+                shape: vec![n as u64],
+                bytes: Bytes::Owned(bytes.into()),
+                origin: "test".into(),
+            }
+        })
+        .collect()
+}
+
+/// `artifact` with its plaintext edited, encrypted again under the same key, and its digests
+/// recomputed: a key holder's forgery that still verifies and decrypts.
+fn replain(artifact: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let (manifest, _, payload) = parts(artifact);
+    let mut m = Manifest::decode(&manifest).unwrap();
+    let enc = m.encryption.clone().unwrap();
+    let (nonce, stanzas) = enc.stanzas().unwrap();
+    let file_key = nnsign::crypto::unwrap_x25519(&stanzas, &key()).unwrap();
+    let ad = nnsign::format::encryption_ad(&m.model, &enc);
+    let cipher = nnsign::crypto::PayloadCipher::new(&file_key, &nonce, &ad);
+    let mut plain = cipher.decrypt(&payload).unwrap().to_vec();
+    edit(&mut plain);
+    let sealed = cipher.encrypt(&plain).unwrap();
+    m.payload.length = sealed.len() as u64;
+    m.payload.digests = pack::digest_chunks(&Layout::cipher_chunks(m.payload.length), &sealed);
+    pack::assemble(&m.encode(), Vec::new(), &sealed)
+}
+
+#[test]
+fn a_header_over_two_windows_and_a_forged_chunk_outranking_bad_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = many_tensors();
+    let good = {
+        let out = dir.path().join("many.nns");
+        let model = ModelInfo {
+            name: "many".into(),
+            version: None,
+            description: None,
+            created: 0,
+            producer: "test".into(),
+            labels: Default::default(),
+            expires: None,
+            parent: None,
+        };
+        let input = PackInput {
+            model,
+            arch: None,
+            tensors: many_tensors(),
+            signer: None,
+            encrypt: Some(EncryptTo {
+                recipients: vec![key().public()],
+                passphrase: None,
+            }),
+        };
+        pack::pack(input, &out, &|_| {}).unwrap();
+        std::fs::read(out).unwrap()
+    };
+    let key = key();
+    let open = |bytes: &[u8]| {
+        let auth = authenticated(&dir, bytes);
+        let opened = unseal::open(&auth, Unlock::Key(&key)).unwrap();
+        let got = unseal::unseal_tensors(&auth, &opened, &|_| {}, |_, _| Ok::<(), UnsealError>(()));
+        let whole = unseal::unseal(&auth, Unlock::Key(&key), &|_| {}).err();
+        (got, whole)
+    };
+    let (got, _) = open(&good);
+    let got = got.unwrap();
+    assert_eq!(got.tensors.len(), tensors.len());
+    for (t, buf) in tensors.iter().zip(&got.tensors) {
+        assert!(buf.bytes() == &t.bytes[..], "tensor {}", &t.name[..5]);
+    }
+    // A non-zero padding byte just after the header's windows' first tensors, and a forged
+    // last window: the forgery is reported, whichever core finishes first, as when the
+    // payload is opened whole.
+    let header = std::cell::Cell::new(0);
+    replain(&good, |p| {
+        header.set(nnsign::format::InnerManifest::header_len(p).unwrap())
+    });
+    assert!(header.get() > 4 << 20, "the header spans two windows");
+    let padded = replain(&good, |p| p[header.get() + 2] = 7); // tensor 00000 is empty
+    let (manifest, _, mut sealed) = parts(&padded);
+    let n = sealed.len();
+    sealed[n - 100] ^= 1;
+    let mut m = Manifest::decode(&manifest).unwrap();
+    m.payload.digests = pack::digest_chunks(&Layout::cipher_chunks(m.payload.length), &sealed);
+    let bad = pack::assemble(&m.encode(), Vec::new(), &sealed);
+    for _ in 0..3 {
+        let (got, whole) = open(&bad);
+        let (got, whole) = (got.err().unwrap(), whole.unwrap());
+        assert!(
+            matches!(got, UnsealError::Crypto(CryptoError::Chunk(_))),
+            "{got}"
+        );
+        assert_eq!(got.to_string(), whole.to_string());
+    }
+    // The padding alone is refused by its offset.
+    let (got, whole) = open(&padded);
+    let (got, whole) = (got.err().unwrap(), whole.unwrap());
+    assert!(
+        got.to_string()
+            .contains("padding byte at offset 2 is not zero"),
+        "{got}"
+    );
+    assert_eq!(got.to_string(), whole.to_string());
+}
