@@ -1,6 +1,7 @@
 //! From an authenticated artifact to a runnable model: validate the architecture against the
-//! signed tensor table, read and check every payload byte, then instantiate. Encrypted
-//! artifacts are verified and decrypted first ([`crate::unseal`]), then go the same way.
+//! signed tensor table and check the memory it will take, read every tensor straight into its
+//! own buffer while checking every payload byte against its digest, then instantiate. Encrypted
+//! artifacts are decrypted window by window into the same buffers ([`crate::unseal`]).
 
 use std::collections::HashMap;
 
@@ -10,8 +11,7 @@ use crate::format::Layout;
 use crate::memory::{self, OverLimit};
 use crate::model::{Graph, SchemaError};
 use crate::plan::Plan;
-use crate::runtime::{self, Model, RunError};
-use crate::runtime::{Tensor, Value};
+use crate::runtime::{self, Model, RunError, Tensor, Value};
 use crate::unseal::{self, Unlock, UnsealError};
 use crate::verify::{Authenticated, TensorBuf, VerifiedPayload, VerifyError};
 
@@ -40,8 +40,8 @@ pub enum LoadError {
     Run(#[from] RunError),
 }
 
-/// What loading made: the model, when the artifact has an architecture (its payload is then
-/// dropped once the weights are widened), or else the verified weights.
+/// What loading made: the model, when the artifact has an architecture (built from its tensors,
+/// which are not kept apart), or else the verified weights.
 pub struct Loaded {
     pub model: Option<Model>,
     pub payload: Option<VerifiedPayload>,
