@@ -52,6 +52,15 @@ fn check_payload(payload: u64, limit: u64) -> Result<(), LoadError> {
     memory::check_load(payload, None, limit).map_err(LoadError::TooLarge)
 }
 
+/// Validates `arch` against the tensors of `layout` and checks what loading them in place will
+/// take: the tensors as read, the weights widened from other dtypes and a run's values.
+fn plan_in_place(arch: &Graph, layout: &Layout, limit: u64) -> Result<Plan, LoadError> {
+    let plan = arch.validate(&layout.tensors)?;
+    memory::check_load(layout.length, Some(plan.need_beyond_tensors()), limit)
+        .map_err(LoadError::TooLarge)?;
+    Ok(plan)
+}
+
 /// A weights-only artifact loaded: its verified payload.
 fn weights_only(payload: VerifiedPayload) -> Result<Loaded, LoadError> {
     Ok(Loaded {
@@ -77,13 +86,7 @@ pub fn load(
         check_payload(auth.layout.length, memory_limit)?;
         return weights_only(auth.read_payload(progress)?);
     };
-    let plan = arch.validate(&auth.layout.tensors)?;
-    memory::check_load(
-        auth.layout.length,
-        Some(plan.need_beyond_tensors()),
-        memory_limit,
-    )
-    .map_err(LoadError::TooLarge)?;
+    let plan = plan_in_place(arch, &auth.layout, memory_limit)?;
     let tensors = auth.read_tensors(progress)?;
     build_in_place(plan, &auth.layout, tensors, memory_limit)
 }
@@ -183,16 +186,7 @@ pub fn load_encrypted(
     let mut planned = None;
     let admit = |arch: Option<&Graph>, layout: &Layout| {
         let arch = arch.ok_or(Stop::WeightsOnly)?;
-        let plan = arch
-            .validate(&layout.tensors)
-            .map_err(|e| Stop::Failed(e.into()))?;
-        memory::check_load(
-            layout.length,
-            Some(plan.need_beyond_tensors()),
-            memory_limit,
-        )
-        .map_err(|e| Stop::Failed(LoadError::TooLarge(e)))?;
-        planned = Some(plan);
+        planned = Some(plan_in_place(arch, layout, memory_limit).map_err(Stop::Failed)?);
         Ok(())
     };
     let opened = unseal::open(auth, unlock)?;

@@ -103,9 +103,7 @@ pub fn unseal_opened(
     opened: &Opened,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Unsealed, UnsealError> {
-    let Opened { cipher, plain_len } = opened;
-    let plain_len = *plain_len;
-    let total = PayloadCipher::chunk_count(plain_len) as usize;
+    let plain_len = opened.plain_len;
     // Each window is read into a buffer of its core's own, hashed and checked there, opened
     // while it is in cache and its plaintext copied to its place: the ciphertext is never held
     // whole. No window is decrypted before its digest matched, and nothing is handed out
@@ -121,15 +119,11 @@ pub fn unseal_opened(
     if places.len() != windows {
         return Err(CryptoError::Length(auth.layout.length).into());
     }
-    let done = AtomicU64::new(0);
+    let opener = Windows::new(auth, opened, progress);
     places.into_par_iter().enumerate().try_for_each_init(
         || Zeroizing::new(Vec::new()),
         |buf, (w, place)| {
-            auth.read_chunk(w, buf)?;
-            cipher.decrypt_window(w * CHUNKS_PER_WINDOW, total, buf)?;
-            let n = buf.len() as u64;
-            progress(n + done.fetch_add(n, Ordering::Relaxed));
-            PayloadCipher::close_up(buf, place.len() as u64);
+            opener.open(w, buf)?;
             place.copy_from_slice(&buf[..place.len()]);
             Ok::<(), UnsealError>(())
         },
@@ -176,26 +170,9 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
     progress: &(dyn Fn(u64) + Sync),
     admit: impl FnOnce(Option<&Graph>, &Layout) -> Result<(), E>,
 ) -> Result<UnsealedTensors, E> {
-    let Opened { cipher, plain_len } = opened;
-    let plain_len = *plain_len;
-    let total = PayloadCipher::chunk_count(plain_len) as usize;
+    let plain_len = opened.plain_len;
     let windows = auth.layout.chunks.len();
-    let done = AtomicU64::new(0);
-    // Reads, checks and opens window `w` in `buf`; each chunk's plaintext is left at the start
-    // of its sealed slot. Returns the window's plaintext length.
-    let decrypt = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
-        auth.read_chunk(w, buf)?;
-        cipher.decrypt_window(w * CHUNKS_PER_WINDOW, total, buf)?;
-        let n = buf.len() as u64;
-        progress(n + done.fetch_add(n, Ordering::Relaxed));
-        Ok(window_plain_len(w, plain_len))
-    };
-    // [`decrypt`], with the tags squeezed out: the plaintext at the start of `buf`.
-    let open_window = |w: usize, buf: &mut Vec<u8>| -> Result<usize, UnsealError> {
-        let plain = decrypt(w, buf)?;
-        PayloadCipher::close_up(buf, plain as u64);
-        Ok(plain)
-    };
+    let opener = Windows::new(auth, opened, progress);
     // The header, from the first windows.
     let mut head = Zeroizing::new(Vec::new());
     let mut buf = Zeroizing::new(Vec::new());
@@ -214,7 +191,7 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
             ))
             .into());
         }
-        let n = open_window(next, &mut buf)?;
+        let n = opener.open(next, &mut buf)?;
         if head.is_empty() && n >= 4 {
             // Room for the whole header's windows at once: a growing buffer would leave copies
             // of decrypted bytes behind, unwiped.
@@ -251,7 +228,7 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
             .into_par_iter())
         .map_init(
             || Zeroizing::new(Vec::new()),
-            |buf, (w, from, share)| match decrypt(w, buf) {
+            |buf, (w, from, share)| match opener.decrypt(w, buf) {
                 Err(e) => (Err(e), Ok(())),
                 Ok(n) => {
                     // Straight from each chunk's slot, with no pass to squeeze the tags out.
@@ -279,6 +256,50 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
         layout,
         tensors,
     })
+}
+
+/// Opens the windows of one payload, on whichever core asks, reporting progress.
+struct Windows<'a> {
+    auth: &'a Authenticated,
+    opened: &'a Opened,
+    total: usize,
+    progress: &'a (dyn Fn(u64) + Sync),
+    done: AtomicU64,
+}
+
+impl<'a> Windows<'a> {
+    fn new(
+        auth: &'a Authenticated,
+        opened: &'a Opened,
+        progress: &'a (dyn Fn(u64) + Sync),
+    ) -> Windows<'a> {
+        let total = PayloadCipher::chunk_count(opened.plain_len) as usize;
+        Windows {
+            auth,
+            opened,
+            total,
+            progress,
+            done: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads window `w` into `buf`, checks it against its digest, then opens it in place: each
+    /// chunk's plaintext is left at the start of its sealed slot. Returns the window's
+    /// plaintext length.
+    fn decrypt(&self, w: usize, buf: &mut Vec<u8>) -> Result<usize, UnsealError> {
+        self.auth.read_chunk(w, buf)?;
+        (self.opened.cipher).decrypt_window(w * CHUNKS_PER_WINDOW, self.total, buf)?;
+        let n = buf.len() as u64;
+        (self.progress)(n + self.done.fetch_add(n, Ordering::Relaxed));
+        Ok(window_plain_len(w, self.opened.plain_len))
+    }
+
+    /// [`Windows::decrypt`], with the tags squeezed out: the plaintext at the start of `buf`.
+    fn open(&self, w: usize, buf: &mut Vec<u8>) -> Result<usize, UnsealError> {
+        let plain = self.decrypt(w, buf)?;
+        PayloadCipher::close_up(buf, plain as u64);
+        Ok(plain)
+    }
 }
 
 /// Plaintext bytes in one window of whole STREAM chunks.

@@ -454,16 +454,10 @@ impl Authenticated {
                 let range = layout.chunk_range(i);
                 let at = self.artifact.payload_offset + range.start;
                 let mut padding = vec![0u8; (range.end - range.start) as usize - slot.len()];
-                // Read and hashed in pieces that stay in the core's cache between the two.
                 let mut hasher = Sha256::new();
-                let mut piece_at = at;
-                for piece in slot.chunks_mut(HASH_PIECE) {
-                    (self.artifact.file.read_exact_at(piece, piece_at)).map_err(read_error)?;
-                    hasher.update(&piece[..]);
-                    piece_at += piece.len() as u64;
-                }
-                (self.artifact.file.read_exact_at(&mut padding, piece_at)).map_err(read_error)?;
-                let digest: [u8; 32] = hasher.chain_update(&padding).finalize().into();
+                self.read_hashed(slot, at, &mut hasher)?;
+                self.read_hashed(&mut padding, at + slot.len() as u64, &mut hasher)?;
+                let digest: [u8; 32] = hasher.finalize().into();
                 if digest != layout.digests[i] {
                     return Err(self.digest_error(i));
                 }
@@ -545,20 +539,24 @@ impl Authenticated {
         self.read_chunk_into(i, buf)
     }
 
+    /// Reads the file's bytes at `at` into `buf`, feeding them to `hasher` in pieces that stay
+    /// in the core's cache between the read and the hash.
+    fn read_hashed(&self, buf: &mut [u8], at: u64, hasher: &mut Sha256) -> Result<(), VerifyError> {
+        let mut at = at;
+        for piece in buf.chunks_mut(HASH_PIECE) {
+            (self.artifact.file.read_exact_at(piece, at)).map_err(read_error)?;
+            hasher.update(&piece[..]);
+            at += piece.len() as u64;
+        }
+        Ok(())
+    }
+
     /// Reads chunk `i` into `buf`, which has exactly its length, and checks its digest and
     /// padding.
     fn read_chunk_into(&self, i: usize, buf: &mut [u8]) -> Result<(), VerifyError> {
         let range = self.layout.chunk_range(i);
         let mut hasher = Sha256::new();
-        let mut at = self.artifact.payload_offset + range.start;
-        for piece in buf.chunks_mut(HASH_PIECE) {
-            self.artifact
-                .file
-                .read_exact_at(piece, at)
-                .map_err(read_error)?;
-            hasher.update(&piece[..]);
-            at += piece.len() as u64;
-        }
+        self.read_hashed(buf, self.artifact.payload_offset + range.start, &mut hasher)?;
         let digest: [u8; 32] = hasher.finalize().into();
         if digest != self.layout.digests[i] {
             return Err(self.digest_error(i));
