@@ -57,12 +57,17 @@ fn sealed() -> Vec<u8> {
 }
 
 fn seal() -> Vec<u8> {
+    seal_as("streamed", tensors())
+}
+
+/// An unsigned artifact of model `name` holding `tensors`, encrypted to [`key`], as bytes.
+fn seal_as(name: &str, tensors: Vec<SourceTensor>) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s.nns");
     pack::pack(
         PackInput {
             model: ModelInfo {
-                name: "streamed".into(),
+                name: name.into(),
                 version: None,
                 description: None,
                 created: 0,
@@ -72,7 +77,7 @@ fn seal() -> Vec<u8> {
                 parent: None,
             },
             arch: None,
-            tensors: tensors(),
+            tensors,
             signer: None,
             encrypt: Some(EncryptTo {
                 recipients: vec![key().public()],
@@ -313,31 +318,7 @@ fn replain(artifact: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
 fn a_header_over_two_windows_and_a_forged_chunk_outranking_bad_padding() {
     let dir = tempfile::tempdir().unwrap();
     let tensors = many_tensors();
-    let good = {
-        let out = dir.path().join("many.nns");
-        let model = ModelInfo {
-            name: "many".into(),
-            version: None,
-            description: None,
-            created: 0,
-            producer: "test".into(),
-            labels: Default::default(),
-            expires: None,
-            parent: None,
-        };
-        let input = PackInput {
-            model,
-            arch: None,
-            tensors: many_tensors(),
-            signer: None,
-            encrypt: Some(EncryptTo {
-                recipients: vec![key().public()],
-                passphrase: None,
-            }),
-        };
-        pack::pack(input, &out, &|_| {}).unwrap();
-        std::fs::read(out).unwrap()
-    };
+    let good = seal_as("many", many_tensors());
     let key = key();
     let open = |bytes: &[u8]| {
         let auth = authenticated(&dir, bytes);

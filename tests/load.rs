@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use nnsign::format::{DType, Layout, Manifest, ModelInfo};
-use nnsign::import::{Bytes, SourceTensor};
 use nnsign::keys::encryption::EncryptionSecretKey;
 use nnsign::keys::{SecretKey, TrustStore};
 use nnsign::load::{self, LoadError};
@@ -27,16 +26,6 @@ const ARCH: &str = r#"{"opset": 2,
     {"op": "MatMul", "name": "mm", "inputs": ["x", "w"], "outputs": ["xw"]},
     {"op": "Add", "name": "add", "inputs": ["xw", "b"], "outputs": ["y"]}
   ]}"#;
-
-fn tensor(name: &str, dtype: DType, shape: &[u64], bytes: Vec<u8>) -> SourceTensor {
-    SourceTensor {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-        bytes: Bytes::Owned(bytes.into()),
-        origin: "memory".into(),
-    }
-}
 
 /// An artifact of the graph above with `rows` rows of w (w[r] = [r, -r] / 1000) and b as F16
 /// [0.5, -1.5]; signed by `key`.
@@ -74,8 +63,8 @@ fn artifact_to(
         model,
         arch: Some(Graph::from_json(&arch).unwrap()),
         tensors: vec![
-            tensor("w", DType::F32, &[rows, 2], w),
-            tensor("b", DType::F16, &[2], b),
+            common::tensor("w", DType::F32, &[rows, 2], w),
+            common::tensor("b", DType::F16, &[2], b),
         ],
         signer: Some(key),
         encrypt: encrypt_to.map(|r| pack::EncryptTo {

@@ -405,21 +405,27 @@ fn hostile_raw_pickles_are_refused_each_with_its_message() {
             }
             other => panic!("{}: {:?}", path.display(), other.map(|t| t.len())),
         }
-        let run = nnsign([
-            "pack".as_ref(),
-            path.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ]);
-        assert_eq!(run.code, 1, "{run:?}");
-        assert!(
-            run.stderr.lines().count() == 1
-                && run.stderr.contains(&format!("{}: ", path.display()))
-                && run.stderr.contains(message),
-            "{run:?}"
-        );
-        assert!(!out.exists());
+        pack_is_refused(&path, &out, message);
     }
+}
+
+/// `pack PATH -o OUT` exits 1 with one error line naming the file and holding `message`, and
+/// writes nothing.
+fn pack_is_refused(path: &Path, out: &Path, message: &str) {
+    let run = nnsign([
+        "pack".as_ref(),
+        path.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.lines().count() == 1
+            && run.stderr.contains(&format!("{}: ", path.display()))
+            && run.stderr.contains(message),
+        "{message}: {run:?}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]
@@ -449,21 +455,7 @@ fn a_storage_key_used_with_two_dtypes_or_sizes_is_refused() {
             "its torch.save stream: the object: persistent id: storage \"0\" is used as FloatStorage and as LongStorage; torch.load would read it as one type",
         ),
     ] {
-        let path = fixture("hostile").join(file);
-        let run = nnsign([
-            "pack".as_ref(),
-            path.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ]);
-        assert_eq!(run.code, 1, "{run:?}");
-        assert!(
-            run.stderr.lines().count() == 1
-                && run.stderr.contains(&format!("{}: ", path.display()))
-                && run.stderr.contains(message),
-            "{file}: {message}: {run:?}"
-        );
-        assert!(!out.exists());
+        pack_is_refused(&fixture("hostile").join(file), &out, message);
     }
 }
 

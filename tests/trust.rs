@@ -2,10 +2,11 @@
 //! clock and the rollback state have against an artifact, in the order the checks run, or an
 //! admitted artifact whose version is recorded only once it has been used.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use nnsign::format::{DType, ModelInfo};
-use nnsign::import::{Bytes, SourceTensor};
 use nnsign::keys::{self, SecretKey};
 use nnsign::pack::{self, PackInput};
 use nnsign::trust::{Clock, Policy, PolicyError, Reason, Recorded, Trust};
@@ -55,13 +56,7 @@ impl Env {
             labels: Default::default(),
             parent: None,
         };
-        let tensors = vec![SourceTensor {
-            name: "w".into(),
-            dtype: DType::F32,
-            shape: vec![2],
-            bytes: Bytes::Owned(vec![0u8; 8].into()),
-            origin: "memory".into(),
-        }];
+        let tensors = vec![common::tensor("w", DType::F32, &[2], vec![0u8; 8])];
         let input = PackInput {
             model,
             arch: None,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use ciborium::value::Value;
 use common::*;
 use nnsign::format::{self, DType, Layout, Manifest, TensorInfo};
-use nnsign::import::{Bytes, SourceTensor};
+use nnsign::import::SourceTensor;
 use nnsign::keys::encryption::{EncryptionPublicKey, EncryptionSecretKey};
 use nnsign::keys::{self, SecretKey};
 use nnsign::pack::{self, assemble, PackInput};
@@ -29,16 +29,6 @@ const SEED_A: [u8; 32] = [0xa1; 32];
 const SEED_B: [u8; 32] = [0xb2; 32];
 /// 2026-01-01T00:00:00Z.
 const CREATED: u64 = 1_767_225_600;
-
-fn tensor(name: &str, dtype: DType, shape: &[u64], bytes: Vec<u8>) -> SourceTensor {
-    SourceTensor {
-        name: name.into(),
-        dtype,
-        shape: shape.to_vec(),
-        bytes: Bytes::Owned(bytes.into()),
-        origin: "vector".into(),
-    }
-}
 
 fn tensors() -> Vec<SourceTensor> {
     let w: Vec<u8> = [0.5f32, -1.0, 2.0, 3.25, 0.0, 1e-3]

@@ -163,3 +163,19 @@ pub fn with_prefix(
         })
         .collect()
 }
+
+/// A tensor to pack, held in memory.
+pub fn tensor(
+    name: &str,
+    dtype: nnsign::format::DType,
+    shape: &[u64],
+    bytes: Vec<u8>,
+) -> nnsign::import::SourceTensor {
+    nnsign::import::SourceTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+        bytes: nnsign::import::Bytes::Owned(bytes.into()),
+        origin: "test".into(),
+    }
+}
