@@ -159,6 +159,7 @@ fn wipe(v: &mut Value) {
     match v {
         Value::F32(t) => t.data.zeroize(),
         Value::I64(t) => t.data.zeroize(),
+        Value::Bool(t) => t.data.zeroize(),
     }
 }
 

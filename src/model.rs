@@ -14,7 +14,7 @@ use crate::format::{check_text, Arch, FormatError, Lines, MAX_NAME_LEN};
 
 /// Highest op-set this nnsign implements (docs/SCHEMA.md). A graph with a higher one is refused
 /// by its op-set.
-pub const OPSET: u64 = 2;
+pub const OPSET: u64 = 3;
 /// Most nodes in one graph.
 pub const MAX_NODES: usize = 65536;
 /// Most graph inputs or outputs.

@@ -24,12 +24,18 @@ pub struct Step {
     pub op: Op,
     /// Value slots of the inputs (`None`: an omitted optional input).
     pub inputs: Vec<Option<usize>>,
-    pub output: usize,
+    /// Value slots of the outputs, in the op's order (most ops have one).
+    pub outputs: Vec<usize>,
     /// Values whose last use is this step: freed after it.
     pub free: Vec<usize>,
 }
 
 impl Step {
+    /// The first output's slot (the only one of most ops).
+    pub fn output(&self) -> usize {
+        self.outputs[0]
+    }
+
     /// The first input's slot, when the op runs in its memory: an in-place op at that
     /// value's last use (and taking it once).
     pub fn reused_input(&self) -> Option<usize> {
@@ -91,11 +97,13 @@ impl Plan {
             let ins: Vec<Option<&VType>> = (step.inputs.iter())
                 .map(|s| s.map(|s| types[s].as_ref().expect("steps are in order")))
                 .collect();
-            let out = step
+            let outs = step
                 .op
-                .infer(&ins)
+                .infer_all(&ins)
                 .map_err(|e| format!("node {:?} ({}): {e}", step.node, step.op_name))?;
-            types[step.output] = Some(out);
+            for (&slot, t) in step.outputs.iter().zip(outs) {
+                types[slot] = Some(t);
+            }
         }
         let shapes = (types.iter().enumerate())
             .map(|(slot, t)| match t {
@@ -153,7 +161,14 @@ impl Plan {
         let steps = self.steps.iter().map(|step| {
             let reused = step.reused_input();
             crate::memory::StepUse {
-                allocates: reused.is_none().then(|| size(step.output)),
+                allocates: match reused {
+                    Some(_) => None,
+                    None => Some(
+                        (step.outputs.iter())
+                            .map(|&s| size(s))
+                            .fold(0, u64::saturating_add),
+                    ),
+                },
                 frees: (step.free.iter())
                     .filter(|&&s| Some(s) != reused)
                     .map(|&s| size(s))
@@ -228,7 +243,10 @@ fn batching(plan: &Plan) -> Option<Batching> {
         let ins: Vec<Option<ops::BatchIn<'_>>> = (step.inputs.iter())
             .map(|s| s.map(|s| (axes[s], &plan.types[s])))
             .collect();
-        axes[step.output] = step.op.batch_axis(&ins).ok()?;
+        if step.outputs.len() != 1 {
+            return None;
+        }
+        axes[step.output()] = step.op.batch_axis(&ins).ok()?;
     }
     let outputs = (plan.outputs.iter())
         .map(|(slot, _)| axes[*slot])
@@ -243,6 +261,8 @@ fn batching(plan: &Plan) -> Option<Batching> {
 fn weight_type(info: &TensorInfo) -> VType {
     let elem = if info.dtype.is_float() {
         Elem::F32
+    } else if info.dtype == DType::Bool {
+        Elem::Bool
     } else {
         Elem::I64
     };
@@ -290,7 +310,9 @@ impl Graph {
             )));
         }
         if self.opset == 0 {
-            return Err(invalid("architecture op-set 0 does not exist; use 2"));
+            return Err(invalid(format!(
+                "architecture op-set 0 does not exist; use 1 to {OPSET}"
+            )));
         }
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return Err(invalid("graph needs at least one input and one output"));
@@ -326,7 +348,7 @@ impl Graph {
         // Who defines each value: a graph input, a weight, or exactly one node.
         let mut b = Builder::default();
         for input in &self.inputs {
-            let elem = check_value_info("graph input", input)?;
+            let elem = check_value_info("graph input", input, self.opset)?;
             if weights.contains_key(input.name.as_str()) {
                 return Err(invalid(format!(
                     "graph input {:?} has the name of a weight tensor",
@@ -339,18 +361,19 @@ impl Graph {
         }
         let mut producer: HashMap<&str, usize> = HashMap::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            let out = &node.outputs[0];
-            if out.is_empty() {
-                return Err(at(node, "its output has an empty name".into()));
+            for out in &node.outputs {
+                if out.is_empty() {
+                    return Err(at(node, "an output has an empty name".into()));
+                }
+                if weights.contains_key(out.as_str()) {
+                    return Err(at(
+                        node,
+                        format!("output {out:?} has the name of a weight tensor"),
+                    ));
+                }
+                b.define(out, &format!("node {:?}", node.name), None)?;
+                producer.insert(out, i);
             }
-            if weights.contains_key(out.as_str()) {
-                return Err(at(
-                    node,
-                    format!("output {out:?} has the name of a weight tensor"),
-                ));
-            }
-            b.define(out, &format!("node {:?}", node.name), None)?;
-            producer.insert(out, i);
         }
         // Inputs that are weights get a slot; anything else undefined is an error.
         let mut weight_slots = Vec::new();
@@ -364,8 +387,10 @@ impl Graph {
                         "input {name:?} is not defined: not a graph input, a weight tensor or any node's output"
                     )));
                 };
-                if info.dtype == DType::Bool || !(info.dtype.is_float() || info.dtype.is_integer())
-                {
+                let usable = info.dtype.is_float()
+                    || info.dtype.is_integer()
+                    || (info.dtype == DType::Bool && self.opset >= 3);
+                if !usable {
                     return Err(at(
                         node,
                         format!(
@@ -387,7 +412,7 @@ impl Graph {
             let types: Vec<Option<&VType>> = (ins.iter())
                 .map(|s| s.map(|s| b.types[s].as_ref().expect("defined before use")))
                 .collect();
-            let out = parsed[i].infer(&types).map_err(|e| {
+            let outs = parsed[i].infer_all(&types).map_err(|e| {
                 let given: Vec<String> = (node.inputs.iter().zip(&types))
                     .filter_map(|(n, t)| {
                         Some(format!(
@@ -398,14 +423,18 @@ impl Graph {
                     .collect();
                 at(node, format!("{e} (its inputs: {})", given.join(", ")))
             })?;
-            let slot = b.slots[node.outputs[0].as_str()];
-            b.types[slot] = Some(out);
+            let slots: Vec<usize> = (node.outputs.iter())
+                .map(|o| b.slots[o.as_str()])
+                .collect();
+            for (&slot, t) in slots.iter().zip(outs) {
+                b.types[slot] = Some(t);
+            }
             b.steps.push(Step {
                 node: node.name.clone(),
                 op_name: node.op.clone(),
                 op: parsed[i].clone(),
                 inputs: ins,
-                output: slot,
+                outputs: slots,
                 free: Vec::new(),
             });
         }
@@ -420,7 +449,7 @@ impl Graph {
                 b.outputs.push((slot, output.clone()));
                 continue;
             }
-            let elem = check_value_info("graph output", output)?;
+            let elem = check_value_info("graph output", output, self.opset)?;
             let inferred = b.types[slot].as_ref().expect("every value is typed");
             let agree = inferred.elem == elem
                 && inferred.shape.len() == output.shape.len()
@@ -449,6 +478,7 @@ impl Graph {
                 last_use.insert(*s, k);
             }
         }
+        let read: HashSet<usize> = last_use.keys().copied().collect();
         let keep: HashSet<usize> = (b.outputs.iter().map(|(s, _)| *s))
             .chain(weight_slots.iter().map(|(s, _)| *s))
             .collect();
@@ -456,6 +486,13 @@ impl Graph {
             if !keep.contains(&slot) {
                 b.steps[k].free.push(slot);
             }
+        }
+        // An output nothing reads (an LSTM's last cell state, say) is freed as soon as made.
+        for step in &mut b.steps {
+            let unread: Vec<usize> = (step.outputs.iter().copied())
+                .filter(|s| !keep.contains(s) && !read.contains(s))
+                .collect();
+            step.free.extend(unread);
         }
         let weight_bytes = (weight_slots.iter())
             .map(|(s, _)| b.types[*s].as_ref().expect("typed").bytes_at_one())
@@ -521,7 +558,7 @@ fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
                 let next = &steps[j];
                 let then = match &next.op {
                     Op::BatchNorm { epsilon }
-                        if next.inputs[0] == Some(steps[k].output)
+                        if next.inputs[0] == Some(steps[k].output())
                             && !matches!(&steps[k].op, Op::Conv(c) if !c.then.is_empty()) =>
                     {
                         ops::Then::BatchNorm(*epsilon)
@@ -544,7 +581,7 @@ fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
                 c.then.push(then);
                 conv.node = format!("{}+{}", conv.node, next.node);
                 conv.op_name = format!("{}+{}", conv.op_name, next.op_name);
-                conv.output = next.output;
+                conv.outputs = next.outputs;
             }
         }
         k += 1;
@@ -554,7 +591,7 @@ fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
 /// The one step after `k` that reads step `k`'s output, when its output is not a graph output
 /// and nothing else reads it.
 fn sole_user(steps: &[Step], k: usize, outputs: &HashSet<usize>) -> Option<usize> {
-    let out = steps[k].output;
+    let out = steps[k].output();
     if outputs.contains(&out) {
         return None;
     }
@@ -569,16 +606,18 @@ fn at(node: &Node, msg: String) -> SchemaError {
     invalid(format!("node {:?} ({}): {msg}", node.name, node.op))
 }
 
-fn check_value_info(what: &str, v: &ValueInfo) -> Result<Elem, SchemaError> {
+fn check_value_info(what: &str, v: &ValueInfo, opset: u64) -> Result<Elem, SchemaError> {
     if v.name.is_empty() || v.name.len() > MAX_NAME_LEN {
         return Err(invalid(format!("a {what} has an empty or over-long name")));
     }
-    let elem = Elem::from_name(&v.dtype).ok_or_else(|| {
-        invalid(format!(
-            "{what} {:?} has dtype {:?}; graphs compute with F32 and I64 values",
-            v.name, v.dtype
-        ))
-    })?;
+    let elem = Elem::from_name(&v.dtype)
+        .filter(|e| *e != Elem::Bool || opset >= 3)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what} {:?} has dtype {:?}; graphs compute with F32 and I64 values (and BOOL from op-set 3)",
+                v.name, v.dtype
+            ))
+        })?;
     if v.shape.len() > MAX_RANK {
         return Err(invalid(format!(
             "{what} {:?} has more than {MAX_RANK} dimensions",
@@ -717,8 +756,8 @@ mod tests {
             weights(),
         );
         assert!(msg.contains("unknown activation \"swish\""), "{msg}");
-        let msg = rejection(|g| g.opset = 3, weights());
-        assert!(msg.contains("needs op-set 3"), "{msg}");
+        let msg = rejection(|g| g.opset = 4, weights());
+        assert!(msg.contains("needs op-set 4"), "{msg}");
         let msg = rejection(
             |g| {
                 g.nodes[0]
@@ -810,7 +849,7 @@ mod tests {
         let names: Vec<&str> = plan.steps.iter().map(|s| s.node.as_str()).collect();
         assert_eq!(names, vec!["c+bn+r", "g", "f", "sm"]);
         assert_eq!(plan.steps[0].inputs.len(), 7);
-        assert_eq!(plan.values[plan.steps[0].output], "a3");
+        assert_eq!(plan.values[plan.steps[0].output()], "a3");
     }
 
     #[test]

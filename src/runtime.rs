@@ -196,14 +196,16 @@ impl Model {
             let ins: Vec<Option<&Value>> = (step.inputs.iter())
                 .map(|s| s.and_then(|s| values[s].as_ref().or(self.weights[s].as_ref())))
                 .collect();
-            let out = &shapes[step.output];
-            let v = match owned {
-                Some(x) => Ok(step.op.run_owned(x, &ins, out)),
-                None => step.op.run(&ins, out),
+            let outs: Vec<&[usize]> = step.outputs.iter().map(|&s| &shapes[s][..]).collect();
+            let made = match owned {
+                Some(x) => Ok(vec![step.op.run_owned(x, &ins, outs[0])]),
+                None => step.op.run_all(&ins, &outs),
             }
             .map_err(|e| RunError::Node(format!("node {:?} ({}): {e}", step.node, step.op_name)))?;
-            debug_assert_eq!(v.shape(), &out[..], "node {}", step.node);
-            values[step.output] = Some(v);
+            for (&slot, v) in step.outputs.iter().zip(made) {
+                debug_assert_eq!(v.shape(), &shapes[slot][..], "node {}", step.node);
+                values[slot] = Some(v);
+            }
             for &s in &step.free {
                 values[s] = None;
             }
@@ -320,6 +322,74 @@ mod tests {
         assert_eq!(out[0].1.f32().data, vec![1.0, 5.0]);
     }
 
+    /// What `torch.onnx.export` writes for `x.view(x.size(0), -1)` with a dynamic batch.
+    const FLATTEN_BY_SHAPE: &str = r#"{"opset": 3,
+        "inputs": [{"name": "x", "dtype": "F32", "shape": ["batch", 3, 2, 2]}],
+        "outputs": [{"name": "y", "dtype": "F32", "shape": ["batch", 12]}],
+        "nodes": [
+          {"op": "Shape", "name": "shape", "inputs": ["x"], "outputs": ["s"]},
+          {"op": "Constant", "name": "zero", "inputs": [], "outputs": ["z"], "attrs": {"value_int": 0}},
+          {"op": "Gather", "name": "batch", "inputs": ["s", "z"], "outputs": ["b"]},
+          {"op": "Unsqueeze", "name": "list", "inputs": ["b"], "outputs": ["b1"], "attrs": {"axes": [0]}},
+          {"op": "Constant", "name": "rest", "inputs": [], "outputs": ["m"], "attrs": {"value_ints": [-1]}},
+          {"op": "Concat", "name": "target", "inputs": ["b1", "m"], "outputs": ["t"], "attrs": {"axis": 0}},
+          {"op": "Reshape", "name": "flatten", "inputs": ["x", "t"], "outputs": ["y"]}
+        ]}"#;
+
+    #[test]
+    fn shapes_computed_in_the_graph_are_known_before_it_runs() {
+        let plan = crate::model::Graph::from_json(FLATTEN_BY_SHAPE)
+            .unwrap()
+            .validate(&[])
+            .unwrap();
+        let y = plan.values.iter().position(|v| v == "y").unwrap();
+        assert_eq!(plan.types[y].shape, vec![D::Sym("batch".into()), D::Fixed(12)]);
+        // Every value's size is in the plan at batch 1: the worst is after the Gather, with x
+        // (48 bytes), the shape (32), the index and the batch size (8 each) alive; the Reshape
+        // makes y in x's memory.
+        assert_eq!(plan.peak_bytes_at_one, 48 + 32 + 8 + 8);
+        let model = Model::new(plan, |_| unreachable!("no weights"), u64::MAX).unwrap();
+        for batch in [1, 3] {
+            let x = Tensor {
+                shape: vec![batch, 3, 2, 2],
+                data: (0..batch * 12).map(|i| i as f32).collect(),
+            };
+            let out = model.run(vec![("x".into(), x.clone().into())]).unwrap();
+            assert_eq!(out[0].1.shape(), &[batch, 12]);
+            assert_eq!(out[0].1.f32().data, x.data);
+        }
+    }
+
+    #[test]
+    fn a_shape_computed_from_data_is_refused_naming_the_node() {
+        let graph = FLATTEN_BY_SHAPE
+            .replace(
+                r#"{"name": "x", "dtype": "F32", "shape": ["batch", 3, 2, 2]}"#,
+                r#"{"name": "x", "dtype": "F32", "shape": ["batch", 3, 2, 2]},
+                   {"name": "n", "dtype": "I64", "shape": [2]}"#,
+            )
+            .replace(r#""inputs": ["x", "t"]"#, r#""inputs": ["x", "n"]"#);
+        let err = crate::model::Graph::from_json(&graph)
+            .unwrap()
+            .validate(&[])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node \"flatten\" (Reshape): input \"shape\" is computed from data at run time; \
+             nnsign needs it to follow from constants and shapes, so that every shape is known \
+             before the model runs (its inputs: \"x\" [batch, 3, 2, 2], \"n\" [2])"
+        );
+        let old = FLATTEN_BY_SHAPE.replace(r#""opset": 3"#, r#""opset": 2"#);
+        let err = crate::model::Graph::from_json(&old)
+            .unwrap()
+            .validate(&[])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node \"shape\" (Shape): op \"Shape\" needs op-set 3, and the graph declares op-set 2"
+        );
+    }
+
     #[test]
     fn widening_keeps_values() {
         let info = |dtype| TensorInfo {
@@ -345,6 +415,11 @@ mod tests {
         assert_eq!(v.i64().data, vec![-3, 7]);
         let big = u64::MAX.to_le_bytes().repeat(2);
         assert!(to_value(&info(DType::U64), &big).is_err());
-        assert!(to_value(&info(DType::Bool), &[0, 1]).is_err());
+        let v = to_value(&info(DType::Bool), &[0, 1]).unwrap();
+        assert_eq!(v.bool().data, vec![false, true]);
+        assert_eq!(
+            to_value(&info(DType::Bool), &[0, 2]).unwrap_err().to_string(),
+            "tensor \"w\" is BOOL but holds the byte 0x02; BOOL bytes are 0x00 or 0x01"
+        );
     }
 }

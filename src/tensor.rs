@@ -111,6 +111,8 @@ impl std::fmt::Display for DType {
 pub enum Elem {
     F32,
     I64,
+    /// Op-set 3: comparisons, masks, `Where` conditions.
+    Bool,
 }
 
 impl Elem {
@@ -118,6 +120,7 @@ impl Elem {
         match self {
             Elem::F32 => "F32",
             Elem::I64 => "I64",
+            Elem::Bool => "BOOL",
         }
     }
 
@@ -125,6 +128,7 @@ impl Elem {
         match s {
             "F32" => Some(Elem::F32),
             "I64" => Some(Elem::I64),
+            "BOOL" => Some(Elem::Bool),
             _ => None,
         }
     }
@@ -133,6 +137,7 @@ impl Elem {
         match self {
             Elem::F32 => 4,
             Elem::I64 => 8,
+            Elem::Bool => 1,
         }
     }
 }
@@ -149,13 +154,28 @@ pub struct Tensor<T = f32> {
 pub enum Value {
     F32(Tensor<f32>),
     I64(Tensor<i64>),
+    Bool(Tensor<bool>),
 }
+
+/// Evaluates `$body` with `$t` bound to the tensor of value `$v`, whatever its element type,
+/// and wraps the result in the same variant.
+macro_rules! each_value {
+    ($v:expr, $t:ident => $body:expr) => {
+        match $v {
+            $crate::tensor::Value::F32($t) => $crate::tensor::Value::F32($body),
+            $crate::tensor::Value::I64($t) => $crate::tensor::Value::I64($body),
+            $crate::tensor::Value::Bool($t) => $crate::tensor::Value::Bool($body),
+        }
+    };
+}
+pub(crate) use each_value;
 
 impl Value {
     pub fn elem(&self) -> Elem {
         match self {
             Value::F32(_) => Elem::F32,
             Value::I64(_) => Elem::I64,
+            Value::Bool(_) => Elem::Bool,
         }
     }
 
@@ -163,6 +183,7 @@ impl Value {
         match self {
             Value::F32(t) => &t.shape,
             Value::I64(t) => &t.shape,
+            Value::Bool(t) => &t.shape,
         }
     }
 
@@ -171,6 +192,7 @@ impl Value {
         match self {
             Value::F32(t) => t.data.len(),
             Value::I64(t) => t.data.len(),
+            Value::Bool(t) => t.data.len(),
         }
     }
 
@@ -178,7 +200,7 @@ impl Value {
     pub fn f32(&self) -> &Tensor<f32> {
         match self {
             Value::F32(t) => t,
-            Value::I64(_) => unreachable!("inference checked that this value is F32"),
+            _ => unreachable!("inference checked that this value is F32"),
         }
     }
 
@@ -186,7 +208,15 @@ impl Value {
     pub fn i64(&self) -> &Tensor<i64> {
         match self {
             Value::I64(t) => t,
-            Value::F32(_) => unreachable!("inference checked that this value is I64"),
+            _ => unreachable!("inference checked that this value is I64"),
+        }
+    }
+
+    /// The boolean tensor; inference guarantees the dtype wherever this is called.
+    pub fn bool(&self) -> &Tensor<bool> {
+        match self {
+            Value::Bool(t) => t,
+            _ => unreachable!("inference checked that this value is BOOL"),
         }
     }
 
@@ -195,6 +225,7 @@ impl Value {
         match &mut self {
             Value::F32(t) => t.shape = shape,
             Value::I64(t) => t.shape = shape,
+            Value::Bool(t) => t.shape = shape,
         }
         self
     }
@@ -203,7 +234,7 @@ impl Value {
     pub fn into_f32(self) -> Option<Tensor<f32>> {
         match self {
             Value::F32(t) => Some(t),
-            Value::I64(_) => None,
+            _ => None,
         }
     }
 }
@@ -215,10 +246,23 @@ impl From<Tensor<f32>> for Value {
 }
 
 /// Widens the stored bytes of tensor `name` (little-endian, as verified) to the value a graph
-/// computes with: floats to F32, integers to I64. Other dtypes, and U64 values above the I64
-/// range, are refused with a message naming the tensor.
+/// computes with: floats to F32, integers to I64, BOOL to booleans. Other dtypes, U64 values
+/// above the I64 range and BOOL bytes other than 0 and 1 are refused with a message naming the
+/// tensor.
 pub fn widen(name: &str, dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<Value, String> {
     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if dtype == DType::Bool {
+        let data = (bytes.iter())
+            .map(|&b| match b {
+                0 => Ok(false),
+                1 => Ok(true),
+                other => Err(format!(
+                    "tensor {name:?} is BOOL but holds the byte {other:#04x}; BOOL bytes are 0x00 or 0x01"
+                )),
+            })
+            .collect::<Result<Vec<bool>, String>>()?;
+        return Ok(Value::Bool(Tensor { shape, data }));
+    }
     if dtype.is_float() {
         return Ok(Value::F32(Tensor {
             shape,

@@ -58,7 +58,7 @@ fn input_failure(path: &Path, msg: impl Into<String>) -> Failure {
 }
 
 /// Reads `--input` as named values for the model's inputs: floats for F32 inputs, integers for
-/// I64 ones.
+/// I64 ones, booleans for BOOL ones.
 fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(String, Value)>> {
     let arrays = import::data::read_arrays(path).map_err(|e| match e {
         ImportError::Io { path, source } => io_failure(&path, &source),
@@ -76,6 +76,7 @@ fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(St
         let want = (model_inputs.iter().find(|(n, _)| *n == name)).map(|(_, d)| d.as_str());
         let fits = match want {
             Some("I64") => t.dtype.is_integer(),
+            Some("BOOL") => t.dtype == DType::Bool,
             Some(_) => matches!(t.dtype, DType::F32 | DType::F64 | DType::F16),
             None => true, // the model reports an input it does not have, by name
         };

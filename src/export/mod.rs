@@ -144,7 +144,7 @@ pub fn write_bytes(out: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Writes one array as `.npy` (format 1.0, little-endian, C order): `<f4` or `<i8`.
+/// Writes one array as `.npy` (format 1.0, little-endian, C order): `<f4`, `<i8` or `|b1`.
 pub fn write_npy(out: &Path, v: &Value) -> Result<(), ExportError> {
     let io = |source| ExportError::Io {
         path: out.into(),
@@ -190,6 +190,8 @@ fn npy_bytes(v: &Value, w: impl Write) -> std::io::Result<()> {
     match v {
         Value::F32(t) => npy_of(&t.data, &shape, w),
         Value::I64(t) => npy_of(&t.data, &shape, w),
+        // NumPy's `|b1`: one byte, 0 or 1.
+        Value::Bool(t) => npy_of(&t.data, &shape, w),
     }
 }
 

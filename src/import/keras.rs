@@ -102,6 +102,7 @@ pub fn read(path: &Path, zip: Zip<'_>) -> Result<KerasModel, ImportError> {
         outputs,
         nodes: b.nodes,
     };
+    arch.opset = crate::ops::lowest_opset(&arch);
     let infos: Vec<crate::format::TensorInfo> = b.tensors.iter().map(SourceTensor::info).collect();
     arch.declare_outputs(&infos)
         .map_err(|e| bad(format!("config.json: {e}")))?;

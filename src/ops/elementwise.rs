@@ -29,6 +29,16 @@ impl Binary {
         }
     }
 
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "Add",
+            Binary::Sub => "Sub",
+            Binary::Mul => "Mul",
+            Binary::Div => "Div",
+            Binary::Pow => "Pow",
+        }
+    }
+
     pub(super) fn run(self, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor {
         match self {
             Binary::Add => broadcast_with(a, b, out, |x, y| x + y),

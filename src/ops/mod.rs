@@ -6,6 +6,7 @@
 mod conv;
 mod direct;
 mod elementwise;
+mod known;
 mod linalg;
 mod movement;
 mod norm;
@@ -13,7 +14,7 @@ pub mod shape;
 
 use crate::model::{Attr, Node};
 use crate::tensor::{Elem, Tensor, Value};
-pub use shape::{VType, D};
+pub use shape::{VType, D, K};
 
 pub use conv::{Conv2d, Pool, Then};
 pub use elementwise::{Binary, Unary};
@@ -49,8 +50,9 @@ pub enum Op {
     Flatten {
         axis: i64,
     },
+    /// `shape` is `None` when given as the second input (op-set 3).
     Reshape {
-        shape: Vec<i64>,
+        shape: Option<Vec<i64>>,
     },
     Transpose {
         perm: Option<Vec<i64>>,
@@ -62,11 +64,21 @@ pub enum Op {
         axis: i64,
     },
     Slice(Slice),
+    /// `axes` is `None` when given as the second input (op-set 3) or, if that is absent too,
+    /// when every axis of size 1 goes.
     Squeeze {
         axes: Option<Vec<i64>>,
     },
+    /// `axes` is `None` when given as the second input (op-set 3).
     Unsqueeze {
-        axes: Vec<i64>,
+        axes: Option<Vec<i64>>,
+    },
+    /// `Slice` with its parameters as inputs 1 to 4 (op-set 3).
+    SliceInputs,
+    /// The shape of its input, dimensions `start..end` (op-set 3).
+    Shape {
+        start: i64,
+        end: Option<i64>,
     },
     Constant(Value),
 }
@@ -109,6 +121,38 @@ pub const OPSET_2: &[&str] = &[
     "Unsqueeze",
     "Constant",
 ];
+
+/// The ops op-set 3 adds to op-set 2.
+pub const OPSET_3_ADDED: &[&str] = &["Shape"];
+
+/// The ops of op-set `opset` (1 to [`crate::model::OPSET`]), in the order the schema lists
+/// them.
+pub fn ops_of(opset: u64) -> Vec<&'static str> {
+    match opset {
+        0 => Vec::new(),
+        1 => OPSET_1.to_vec(),
+        2 => OPSET_2.to_vec(),
+        _ => OPSET_2.iter().chain(OPSET_3_ADDED).copied().collect(),
+    }
+}
+
+/// The lowest op-set from 2 in which every node of `g` parses and its inputs and outputs have
+/// their dtypes: what importers declare, so that an artifact stays readable by every nnsign
+/// that can run it.
+pub fn lowest_opset(g: &crate::model::Graph) -> u64 {
+    let io_bool = (g.inputs.iter().chain(&g.outputs)).any(|v| v.dtype == "BOOL");
+    (2..=crate::model::OPSET)
+        .find(|&o| (o >= 3 || !io_bool) && g.nodes.iter().all(|n| Op::parse(n, o).is_ok()))
+        .unwrap_or(crate::model::OPSET)
+}
+
+/// Ops whose parameters op-set 2 takes as attributes and op-set 3 also as inputs.
+const PARAMETERS_AS_INPUTS: &[&str] = &["Reshape", "Slice", "Squeeze", "Unsqueeze"];
+
+/// Most outputs an op makes; a node lists from one to that many.
+fn max_outputs(_op: &str) -> usize {
+    1
+}
 
 /// A node's attributes, read one by one; whatever is left unread at the end is an error.
 pub(crate) struct Attrs<'a> {
@@ -242,8 +286,10 @@ fn arity(op: &str) -> Option<(usize, usize)> {
     Some(match op {
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "MatMul" => (2, 2),
         "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Erf" | "Gelu" | "Softmax"
-        | "Identity" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "Flatten" | "Reshape"
-        | "Transpose" | "Slice" | "Squeeze" | "Unsqueeze" => (1, 1),
+        | "Identity" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "Flatten"
+        | "Transpose" | "Shape" => (1, 1),
+        "Reshape" | "Squeeze" | "Unsqueeze" => (1, 2),
+        "Slice" => (1, 5),
         "Dropout" => (1, 3),
         "Gemm" | "Conv" | "Dense" => (2, 3),
         "LayerNormalization" => (2, 3),
@@ -259,16 +305,28 @@ impl Op {
     /// Parses and checks `node`'s op, arity and attributes for a graph of op-set `opset`.
     pub fn parse(node: &Node, opset: u64) -> Result<Op, String> {
         let name = node.op.as_str();
-        let Some((min, max)) = arity(name) else {
+        let Some((min, mut max)) = arity(name) else {
             return Err(format!(
                 "unknown op {name:?} (op-set {opset} has: {})",
-                if opset == 1 { OPSET_1 } else { OPSET_2 }.join(", ")
+                ops_of(opset).join(", ")
             ));
         };
-        if opset < 2 && !OPSET_1.contains(&name) {
-            return Err(format!(
-                "op {name:?} needs op-set 2, and the graph declares op-set {opset}"
-            ));
+        if let Some(needs) = (1..=crate::model::OPSET).find(|&o| ops_of(o).contains(&name)) {
+            if opset < needs {
+                return Err(format!(
+                    "op {name:?} needs op-set {needs}, and the graph declares op-set {opset}"
+                ));
+            }
+        }
+        if opset < 3 && PARAMETERS_AS_INPUTS.contains(&name) {
+            if node.inputs.len() > 1 {
+                return Err(format!(
+                    "takes 1 input in op-set {opset}, {} given (its parameters are attributes \
+                     there; op-set 3 also takes them as inputs)",
+                    node.inputs.len()
+                ));
+            }
+            max = 1;
         }
         let given = node.inputs.len();
         if given < min || given > max {
@@ -283,12 +341,21 @@ impl Op {
         if let Some(i) = node.inputs[..required].iter().position(String::is_empty) {
             return Err(format!("input {i} is required"));
         }
-        if node.outputs.len() != 1 {
-            return Err(format!(
-                "has {} outputs; nnsign computes only the first output of {name}, so list exactly one",
-                node.outputs.len()
-            ));
+        let outputs = max_outputs(name);
+        if node.outputs.is_empty() || node.outputs.len() > outputs {
+            return Err(match outputs {
+                1 => format!(
+                    "has {} outputs; {name} makes one, so list exactly one",
+                    node.outputs.len()
+                ),
+                n => format!(
+                    "has {} outputs; {name} makes 1 to {n}",
+                    node.outputs.len()
+                ),
+            });
         }
+        // A parameter is an attribute or an input, never both.
+        let as_input = node.inputs.len() > 1 && PARAMETERS_AS_INPUTS.contains(&name);
         let mut a = Attrs::new(node);
         let op = match name {
             "Add" | "Sub" | "Mul" | "Div" | "Pow" => Op::Binary(Binary::from_name(name)),
@@ -329,10 +396,15 @@ impl Op {
             },
             "Reshape" => {
                 a.only_int("allowzero", 0)?;
-                let shape = a
-                    .ints("shape")?
-                    .ok_or("attribute \"shape\" is required (nnsign takes it as an attribute, not an input)")?;
-                movement::check_reshape(&shape)?;
+                let shape = a.ints("shape")?;
+                match (&shape, as_input) {
+                    (Some(_), true) => return Err(both("shape")),
+                    (None, false) => {
+                        return Err("attribute \"shape\" or a second input is required".into())
+                    }
+                    (Some(s), false) => movement::check_reshape(s)?,
+                    (None, true) => {}
+                }
                 Op::Reshape { shape }
             }
             "Transpose" => Op::Transpose {
@@ -344,14 +416,39 @@ impl Op {
             "Gather" => Op::Gather {
                 axis: a.int("axis", 0)?,
             },
+            "Slice" if as_input => {
+                if node.inputs.len() < 3 || node.inputs[1].is_empty() || node.inputs[2].is_empty() {
+                    return Err("inputs \"starts\" and \"ends\" are required".into());
+                }
+                for key in ["starts", "ends", "axes", "steps"] {
+                    if a.ints(key)?.is_some() {
+                        return Err(both(key));
+                    }
+                }
+                Op::SliceInputs
+            }
             "Slice" => Op::Slice(Slice::parse(&mut a)?),
-            "Squeeze" => Op::Squeeze {
-                axes: a.ints("axes")?,
-            },
-            "Unsqueeze" => Op::Unsqueeze {
-                axes: a
-                    .ints("axes")?
-                    .ok_or("attribute \"axes\" is required (nnsign takes it as an attribute, not an input)")?,
+            "Squeeze" => {
+                let axes = a.ints("axes")?;
+                if axes.is_some() && as_input {
+                    return Err(both("axes"));
+                }
+                Op::Squeeze { axes }
+            }
+            "Unsqueeze" => {
+                let axes = a.ints("axes")?;
+                match (&axes, as_input) {
+                    (Some(_), true) => return Err(both("axes")),
+                    (None, false) => {
+                        return Err("attribute \"axes\" or a second input is required".into())
+                    }
+                    _ => {}
+                }
+                Op::Unsqueeze { axes }
+            }
+            "Shape" => Op::Shape {
+                start: a.int("start", 0)?,
+                end: a.int_opt("end")?,
             },
             "Constant" => Op::Constant(constant(&mut a)?),
             _ => unreachable!("arity() knows exactly these ops"),
@@ -364,7 +461,11 @@ impl Op {
     pub fn infer(&self, ins: &[Option<&VType>]) -> Result<VType, String> {
         let x = || ins[0].expect("parse checked the required inputs");
         match self {
-            Op::Binary(_) => elementwise::infer_binary(x(), req(ins, 1)),
+            Op::Binary(b) => {
+                let t = elementwise::infer_binary(x(), req(ins, 1))?;
+                let known = known::arithmetic(b.name(), x(), req(ins, 1));
+                Ok(t.with_known(known))
+            }
             Op::Unary(_) | Op::Softmax { .. } => {
                 let t = float(x(), "input")?;
                 if let Op::Softmax { axis } = self {
@@ -384,24 +485,65 @@ impl Op {
                 norm::infer_layer_norm(*axis, x(), req(ins, 1), opt(ins, 2))
             }
             Op::Flatten { axis } => movement::infer_flatten(*axis, x()),
-            Op::Reshape { shape } => movement::infer_reshape(shape, x()),
+            Op::Reshape { shape: Some(s) } => movement::infer_reshape(s, x()),
+            Op::Reshape { shape: None } => {
+                let spec = known::param(opt(ins, 1), "input \"shape\"")?;
+                movement::infer_reshape_to(&spec.expect("parse checked the input"), x())
+            }
             Op::Transpose { perm } => movement::infer_transpose(perm.as_deref(), x()),
             Op::Concat { axis } => {
                 let all: Vec<&VType> = ins
                     .iter()
                     .map(|t| t.expect("Concat inputs are required"))
                     .collect();
-                movement::infer_concat(*axis, &all)
+                let t = movement::infer_concat(*axis, &all)?;
+                Ok(t.with_known(known::concat(&all)))
             }
-            Op::Gather { axis } => movement::infer_gather(*axis, x(), req(ins, 1)),
+            Op::Gather { axis } => {
+                let t = movement::infer_gather(*axis, x(), req(ins, 1))?;
+                let known = (*axis == 0).then(|| known::gather(x(), req(ins, 1)));
+                Ok(t.with_known(known.flatten()))
+            }
             Op::Slice(s) => s.infer(x()),
-            Op::Squeeze { axes } => movement::infer_squeeze(axes.as_deref(), x()),
-            Op::Unsqueeze { axes } => movement::infer_unsqueeze(axes, x()),
-            Op::Constant(v) => Ok(VType::new(
-                v.elem(),
-                v.shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
-            )),
+            Op::SliceInputs => Slice::infer_inputs(x(), [1, 2, 3, 4].map(|i| opt(ins, i))),
+            Op::Squeeze { axes } => {
+                let given = known::param_ints(opt(ins, 1), "input \"axes\"")?;
+                movement::infer_squeeze(axes.as_deref().or(given.as_deref()), x())
+            }
+            Op::Unsqueeze { axes } => {
+                let given = known::param_ints(opt(ins, 1), "input \"axes\"")?;
+                let axes = axes.as_deref().or(given.as_deref());
+                movement::infer_unsqueeze(axes.expect("parse checked the axes are given"), x())
+            }
+            Op::Shape { start, end } => {
+                let dims = &x().shape[shape_range(*start, *end, x().rank())];
+                Ok(
+                    VType::new(Elem::I64, vec![D::Fixed(dims.len() as u64)])
+                        .with_known(Some(known::dims(dims))),
+                )
+            }
+            Op::Constant(v) => {
+                let t = VType::new(
+                    v.elem(),
+                    v.shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
+                );
+                Ok(match v {
+                    Value::I64(c) => t.with_known(known::of_ints(&c.data)),
+                    _ => t,
+                })
+            }
         }
+    }
+
+    /// The output types of every output the op makes, in order ([`Op::infer`] for most ops,
+    /// which make one).
+    pub fn infer_all(&self, ins: &[Option<&VType>]) -> Result<Vec<VType>, String> {
+        Ok(vec![self.infer(ins)?])
+    }
+
+    /// Runs the op, making every output of shapes `outs` (what [`Op::infer_all`] inferred).
+    pub fn run_all(&self, ins: &[Option<&Value>], outs: &[&[usize]]) -> Result<Vec<Value>, String> {
+        Ok(vec![self.run(ins, outs[0])?])
     }
 
     /// Whether the op can work in the memory of its first input ([`Op::run_owned`]).
@@ -465,6 +607,28 @@ impl Op {
                 movement::gather(x(), ins[1].expect("required").i64(), *axis, out)?
             }
             Op::Slice(s) => s.run(x(), out),
+            Op::SliceInputs => {
+                let param = |i: usize| ins.get(i).copied().flatten().map(Value::i64);
+                let s = Slice::of_inputs([1, 2, 3, 4].map(param))?;
+                let planned = s.infer(&VType::new(
+                    x().elem(),
+                    x().shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
+                ))?;
+                if planned.shape.iter().map(D::fixed).ne(out.iter().map(|&d| Some(d as u64))) {
+                    return Err(format!(
+                        "its parameters at run time make shape {}, not the {out:?} inferred before the run",
+                        shape::fmt_shape(&planned.shape)
+                    ));
+                }
+                s.run(x(), out)
+            }
+            Op::Shape { start, end } => {
+                let dims = &x().shape()[shape_range(*start, *end, x().shape().len())];
+                Value::I64(Tensor {
+                    shape: out.to_vec(),
+                    data: dims.iter().map(|&d| d as i64).collect(),
+                })
+            }
             Op::Constant(v) => v.clone(),
             _ => unreachable!("in-place ops return above"),
         })
@@ -561,7 +725,10 @@ impl Op {
                 let a = if *a < 0 { *a + rank as i64 } else { *a };
                 ok(only_first && axis == 0 && a >= 1, 0)
             }
-            Op::Reshape { shape } => ok(only_first && axis == 0 && shape.first() == Some(&0), 0),
+            Op::Reshape { shape } => ok(
+                only_first && axis == 0 && shape.as_ref().and_then(|s| s.first()) == Some(&0),
+                0,
+            ),
             Op::Transpose { perm } => {
                 let perm: Vec<usize> = match perm {
                     Some(p) => p.iter().map(|&a| a as usize).collect(),
@@ -608,7 +775,13 @@ impl Op {
                     axis - axes.iter().filter(|&&x| x < axis).count(),
                 )
             }
-            Op::Unsqueeze { axes } => {
+            Op::Unsqueeze { axes: None } | Op::SliceInputs => Err(()),
+            // The batch's size itself: a graph that computes with it is not run in slices.
+            Op::Shape { start, end } => match shape_range(*start, *end, rank).contains(&axis) {
+                true => Err(()),
+                false => Ok(None),
+            },
+            Op::Unsqueeze { axes: Some(axes) } => {
                 let out_rank = rank + axes.len();
                 let axes: Vec<usize> = axes
                     .iter()
@@ -639,16 +812,10 @@ pub fn rows(v: &Value, start: usize, len: usize) -> Value {
     let inner: usize = shape[1..].iter().product();
     let mut out = shape.to_vec();
     out[0] = len;
-    match v {
-        Value::F32(t) => Value::F32(Tensor {
-            shape: out,
-            data: t.data[start * inner..(start + len) * inner].to_vec(),
-        }),
-        Value::I64(t) => Value::I64(Tensor {
-            shape: out,
-            data: t.data[start * inner..(start + len) * inner].to_vec(),
-        }),
-    }
+    crate::tensor::each_value!(v, t => Tensor {
+        shape: out,
+        data: t.data[start * inner..(start + len) * inner].to_vec(),
+    })
 }
 
 thread_local! {
@@ -741,6 +908,20 @@ pub(crate) fn rank<'a>(t: &'a VType, rank: usize, what: &str) -> Result<&'a VTyp
         ));
     }
     Ok(t)
+}
+
+/// `Shape`'s dimensions `start..end` of a rank-`rank` value, counted from the end when
+/// negative and clamped, as ONNX does.
+fn shape_range(start: i64, end: Option<i64>, rank: usize) -> std::ops::Range<usize> {
+    let r = rank as i64;
+    let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (a, b) = (fix(start), fix(end.unwrap_or(r)));
+    a..b.max(a)
+}
+
+/// The error for a parameter given both ways.
+fn both(key: &str) -> String {
+    format!("{key:?} is given both as an attribute and as an input; give one")
 }
 
 fn positive(v: f32, what: &str) -> Result<f32, String> {

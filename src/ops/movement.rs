@@ -1,7 +1,7 @@
 //! Shape and data movement, for F32 and I64 values alike: Flatten, Reshape, Squeeze and
 //! Unsqueeze (which only relabel the shape), Transpose, Slice, Concat and Gather.
 
-use super::shape::{self, counts_differ, fmt_shape, quotient, same, VType, D};
+use super::shape::{self, counts_differ, fmt_shape, quotient, same, VType, D, K};
 use super::Attrs;
 use crate::tensor::Elem;
 use crate::tensor::{Tensor, Value};
@@ -25,7 +25,7 @@ pub(super) fn infer_flatten(axis: i64, x: &VType) -> Result<VType, String> {
         ));
     }
     let (a, b) = x.shape.split_at(ax as usize);
-    Ok(VType::new(x.elem, vec![product(a), product(b)]))
+    Ok(VType::new(x.elem, vec![product(a), product(b)]).with_known(x.known.clone()))
 }
 
 pub(super) fn check_reshape(shape: &[i64]) -> Result<(), String> {
@@ -47,27 +47,56 @@ pub(super) fn check_reshape(shape: &[i64]) -> Result<(), String> {
 }
 
 pub(super) fn infer_reshape(spec: &[i64], x: &VType) -> Result<VType, String> {
+    let spec: Vec<K> = spec.iter().map(|&d| K::Int(d)).collect();
+    infer_reshape_to(&spec, x)
+}
+
+/// `Reshape` to a target that may hold symbols (a shape computed in the graph): 0 copies the
+/// input's dimension, -1 takes what is left, a symbol or derived size stands for itself.
+pub(super) fn infer_reshape_to(spec: &[K], x: &VType) -> Result<VType, String> {
+    let shown = || {
+        let parts: Vec<String> = spec.iter().map(K::to_string).collect();
+        format!("[{}]", parts.join(", "))
+    };
+    if spec.len() > crate::format::MAX_RANK {
+        return Err(format!(
+            "the target shape has more than {} dimensions",
+            crate::format::MAX_RANK
+        ));
+    }
+    if spec.iter().filter(|&d| *d == K::Int(-1)).count() > 1 {
+        return Err(format!("the target shape {} holds more than one -1", shown()));
+    }
     let mut out = Vec::with_capacity(spec.len());
-    for (i, &d) in spec.iter().enumerate() {
+    for (i, d) in spec.iter().enumerate() {
         out.push(match d {
-            0 => x.shape.get(i).cloned().ok_or_else(|| {
+            K::Int(0) => x.shape.get(i).cloned().ok_or_else(|| {
                 format!(
-                    "shape {spec:?} copies dimension {i} (a 0), but the input {} has rank {}",
+                    "shape {} copies dimension {i} (a 0), but the input {} has rank {}",
+                    shown(),
                     fmt_shape(&x.shape),
                     x.rank()
                 )
             })?,
-            -1 => D::Any, // filled below
-            n => D::Fixed(n as u64),
+            K::Int(-1) => D::Any, // filled below
+            K::Int(n) if *n > 0 => D::Fixed(*n as u64),
+            K::Int(n) => {
+                return Err(format!(
+                    "the target shape {} holds {n}; only -1 (inferred), 0 (copied) and sizes are allowed",
+                    shown()
+                ))
+            }
+            K::Sym(s) => D::Sym(s.clone()),
+            K::Any => D::Any,
         });
     }
-    if let Some(i) = spec.iter().position(|&d| d == -1) {
+    if let Some(i) = spec.iter().position(|d| *d == K::Int(-1)) {
         let known: Vec<D> = (out.iter().enumerate())
             .filter(|&(j, _)| j != i)
             .map(|(_, d)| d.clone())
             .collect();
         out[i] = quotient(&x.shape, &known)
-            .map_err(|e| format!("cannot reshape {} to {spec:?}: {e}", fmt_shape(&x.shape)))?;
+            .map_err(|e| format!("cannot reshape {} to {}: {e}", fmt_shape(&x.shape), shown()))?;
     } else if counts_differ(&x.shape, &out) {
         return Err(format!(
             "cannot reshape {} to {}: the element count changes",
@@ -75,7 +104,7 @@ pub(super) fn infer_reshape(spec: &[i64], x: &VType) -> Result<VType, String> {
             fmt_shape(&out)
         ));
     }
-    Ok(VType::new(x.elem, out))
+    Ok(VType::new(x.elem, out).with_known(x.known.clone()))
 }
 
 fn normalize_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, String> {
@@ -121,7 +150,7 @@ pub(super) fn infer_squeeze(axes: Option<&[i64]>, x: &VType) -> Result<VType, St
         .filter(|i| !drop.contains(i))
         .map(|i| x.shape[i].clone())
         .collect();
-    Ok(VType::new(x.elem, shape))
+    Ok(VType::new(x.elem, shape).with_known(x.known.clone()))
 }
 
 pub(super) fn infer_unsqueeze(axes: &[i64], x: &VType) -> Result<VType, String> {
@@ -143,7 +172,7 @@ pub(super) fn infer_unsqueeze(axes: &[i64], x: &VType) -> Result<VType, String> 
             }
         })
         .collect();
-    Ok(VType::new(x.elem, shape))
+    Ok(VType::new(x.elem, shape).with_known(x.known.clone()))
 }
 
 fn permutation(perm: Option<&[i64]>, rank: usize) -> Result<Vec<usize>, String> {
@@ -222,20 +251,11 @@ fn strided<T: Copy + Send + Sync + Default>(
     data
 }
 
-macro_rules! each {
-    ($v:expr, $t:ident => $body:expr) => {
-        match $v {
-            Value::F32($t) => Value::F32($body),
-            Value::I64($t) => Value::I64($body),
-        }
-    };
-}
-
 pub(super) fn transpose(x: &Value, perm: Option<&[i64]>, out: &[usize]) -> Value {
     let perm = permutation(perm, x.shape().len()).expect("inference checked the permutation");
     let st = strides(x.shape());
     let step: Vec<isize> = perm.iter().map(|&a| st[a] as isize).collect();
-    each!(x, t => Tensor { shape: out.to_vec(), data: strided(&t.data, 0, &step, out) })
+    crate::tensor::each_value!(x, t => Tensor { shape: out.to_vec(), data: strided(&t.data, 0, &step, out) })
 }
 
 /// `Slice`'s attributes.
@@ -250,27 +270,31 @@ pub struct Slice {
 impl Slice {
     pub(super) fn parse(a: &mut Attrs<'_>) -> Result<Slice, String> {
         let starts = a.ints("starts")?.ok_or(
-            "attribute \"starts\" is required (nnsign takes it as an attribute, not an input)",
+            "attribute \"starts\" is required (or, in op-set 3, inputs starts and ends)",
         )?;
         let ends = a.ints("ends")?.ok_or("attribute \"ends\" is required")?;
-        let axes = a.ints("axes")?;
-        let steps = a.ints("steps")?;
-        let n = starts.len();
-        if ends.len() != n
-            || axes.as_ref().is_some_and(|x| x.len() != n)
-            || steps.as_ref().is_some_and(|x| x.len() != n)
+        let s = Slice {
+            starts,
+            ends,
+            axes: a.ints("axes")?,
+            steps: a.ints("steps")?,
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let n = self.starts.len();
+        if self.ends.len() != n
+            || self.axes.as_ref().is_some_and(|x| x.len() != n)
+            || self.steps.as_ref().is_some_and(|x| x.len() != n)
         {
             return Err("starts, ends, axes and steps must have the same length".into());
         }
-        if steps.as_ref().is_some_and(|s| s.contains(&0)) {
+        if self.steps.as_ref().is_some_and(|s| s.contains(&0)) {
             return Err("a step of 0 is not allowed".into());
         }
-        Ok(Slice {
-            starts,
-            ends,
-            axes,
-            steps,
-        })
+        Ok(())
     }
 
     /// Per axis of a value of rank `rank`: `(axis, start, end, step)`.
@@ -294,14 +318,77 @@ impl Slice {
 
     pub(super) fn infer(&self, x: &VType) -> Result<VType, String> {
         let mut shape = x.shape.clone();
+        let mut known = None;
         for (ax, start, end, step) in self.plan(x.rank())? {
             shape[ax] = match x.shape[ax].fixed() {
-                Some(d) => D::Fixed(clamp(d, start, end, step).1),
+                Some(d) => {
+                    let (first, count) = clamp(d, start, end, step);
+                    if x.rank() == 1 {
+                        known = super::known::slice(x, first, step, count);
+                    }
+                    D::Fixed(count)
+                }
                 None if start == 0 && step == 1 && end >= i32::MAX as i64 => x.shape[ax].clone(),
                 None => D::Any,
             };
         }
+        let known = if self.starts.is_empty() { x.known.clone() } else { known };
+        Ok(VType::new(x.elem, shape).with_known(known))
+    }
+
+    /// `Slice` with its parameters as inputs (op-set 3), whose content inference knows:
+    /// starts and ends may hold sizes known only at run time (`x[:, :n]`), which leave the
+    /// dimensions they cut unknown until then.
+    pub(super) fn infer_inputs(x: &VType, params: [Option<&VType>; 4]) -> Result<VType, String> {
+        use super::known::{param, param_ints};
+        let [starts, ends, axes, steps] = params;
+        let starts = param(starts, "input \"starts\"")?.expect("parse checked it is given");
+        let ends = param(ends, "input \"ends\"")?.expect("parse checked it is given");
+        let axes = param_ints(axes, "input \"axes\"")?;
+        let steps = param_ints(steps, "input \"steps\"")?;
+        let ints = |k: &[K]| k.iter().map(K::int).collect::<Option<Vec<i64>>>();
+        let check = |starts, ends| -> Result<Slice, String> {
+            let s = Slice {
+                starts,
+                ends,
+                axes: axes.clone(),
+                steps: steps.clone(),
+            };
+            s.check()?;
+            Ok(s)
+        };
+        if let (Some(s), Some(e)) = (ints(&starts), ints(&ends)) {
+            return check(s, e)?.infer(x);
+        }
+        // Some bound is a size known only at run time: check what can be checked with zeros
+        // there, and leave the axes those bounds cut unknown.
+        let zeros = |k: &[K]| k.iter().map(|k| k.int().unwrap_or(0)).collect();
+        let s = check(zeros(&starts), zeros(&ends))?;
+        let mut shape = x.shape.clone();
+        for (i, (ax, _, _, step)) in s.plan(x.rank())?.into_iter().enumerate() {
+            let whole = starts[i] == K::Int(0)
+                && step == 1
+                && matches!((&ends[i], &x.shape[ax]), (K::Sym(e), D::Sym(d)) if e == d);
+            if !whole && (starts[i].int().is_none() || ends[i].int().is_none()) {
+                shape[ax] = D::Any;
+            } else if !whole {
+                shape[ax] = s.infer(&VType::new(x.elem, x.shape.clone()))?.shape[ax].clone();
+            }
+        }
         Ok(VType::new(x.elem, shape))
+    }
+
+    /// A `Slice` of the parameter values given as inputs at run time.
+    pub(super) fn of_inputs(params: [Option<&Tensor<i64>>; 4]) -> Result<Slice, String> {
+        let [starts, ends, axes, steps] = params.map(|t| t.map(|t| t.data.clone()));
+        let s = Slice {
+            starts: starts.expect("parse checked it is given"),
+            ends: ends.expect("parse checked it is given"),
+            axes,
+            steps,
+        };
+        s.check()?;
+        Ok(s)
     }
 
     pub(super) fn run(&self, x: &Value, out: &[usize]) -> Value {
@@ -314,7 +401,7 @@ impl Slice {
             base += first as isize * st[ax] as isize;
             step[ax] = st[ax] as isize * s as isize;
         }
-        each!(x, t => Tensor { shape: out.to_vec(), data: strided(&t.data, base, &step, out) })
+        crate::tensor::each_value!(x, t => Tensor { shape: out.to_vec(), data: strided(&t.data, base, &step, out) })
     }
 }
 
@@ -400,27 +487,24 @@ pub(super) fn concat(ins: &[&Value], axis: i64, out: &[usize]) -> Value {
     }
     let total: usize = out.iter().product();
     let shape = out.to_vec();
+    macro_rules! join_as {
+        ($variant:ident) => {{
+            let parts = (ins.iter())
+                .map(|v| match v {
+                    Value::$variant(t) => (&t.data[..], v.shape()[ax] * inner),
+                    _ => unreachable!("inference checked that the inputs share a dtype"),
+                })
+                .collect();
+            Value::$variant(Tensor {
+                shape,
+                data: join(parts, outer, total),
+            })
+        }};
+    }
     match ins[0] {
-        Value::F32(_) => {
-            let parts = ins
-                .iter()
-                .map(|v| (&v.f32().data[..], v.shape()[ax] * inner))
-                .collect();
-            Value::F32(Tensor {
-                shape,
-                data: join(parts, outer, total),
-            })
-        }
-        Value::I64(_) => {
-            let parts = ins
-                .iter()
-                .map(|v| (&v.i64().data[..], v.shape()[ax] * inner))
-                .collect();
-            Value::I64(Tensor {
-                shape,
-                data: join(parts, outer, total),
-            })
-        }
+        Value::F32(_) => join_as!(F32),
+        Value::I64(_) => join_as!(I64),
+        Value::Bool(_) => join_as!(Bool),
     }
 }
 
@@ -474,7 +558,7 @@ pub(super) fn gather(
         data
     }
     Ok(
-        each!(data, t => Tensor { shape: out.to_vec(), data: pick(&t.data, &rows, outer, d, inner) }),
+        crate::tensor::each_value!(data, t => Tensor { shape: out.to_vec(), data: pick(&t.data, &rows, outer, d, inner) }),
     )
 }
 

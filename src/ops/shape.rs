@@ -44,16 +44,82 @@ impl std::fmt::Display for D {
     }
 }
 
+/// Most elements of a value whose content inference follows ([`VType::known`]).
+pub const MAX_KNOWN: usize = 1024;
+
+/// One integer of a value known before the model runs: a number, the size a symbol is bound
+/// to, or derived from symbols (known only at run time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum K {
+    Int(i64),
+    Sym(String),
+    Any,
+}
+
+impl K {
+    pub fn from_dim(d: &D) -> K {
+        match d {
+            D::Fixed(n) => i64::try_from(*n).map_or(K::Any, K::Int),
+            D::Sym(s) => K::Sym(s.clone()),
+            D::Any => K::Any,
+        }
+    }
+
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            K::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for K {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            K::Int(v) => write!(f, "{v}"),
+            K::Sym(s) => f.write_str(s),
+            K::Any => f.write_str("?"),
+        }
+    }
+}
+
 /// The inferred type of a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VType {
     pub elem: Elem,
     pub shape: Vec<D>,
+    /// The content of a small I64 or BOOL value (row-major; BOOL as 0 and 1), when it follows
+    /// from constants and shapes alone: what shape-computing subgraphs (`Shape`, `Gather`,
+    /// `Concat`, ...) make, evaluated before the model runs so that the shapes they feed
+    /// (`Reshape`, `Expand`, ...) are known to the memory plan.
+    pub known: Option<Vec<K>>,
 }
 
 impl VType {
     pub fn new(elem: Elem, shape: Vec<D>) -> VType {
-        VType { elem, shape }
+        VType {
+            elem,
+            shape,
+            known: None,
+        }
+    }
+
+    /// The same type with content `known`, kept only for a small integer or boolean value
+    /// whose element count it matches.
+    pub fn with_known(mut self, known: Option<Vec<K>>) -> VType {
+        let fits = |k: &Vec<K>| {
+            self.elem != Elem::F32
+                && k.len() <= MAX_KNOWN
+                && count(&self.shape)
+                    .is_some_and(|c| c.syms.is_empty() && c.coef == k.len() as u64)
+        };
+        self.known = known.filter(fits);
+        self
+    }
+
+    /// The content, when known and every element is a number.
+    pub fn known_ints(&self) -> Option<Vec<i64>> {
+        self.known.as_ref()?.iter().map(K::int).collect()
     }
 
     pub fn rank(&self) -> usize {

@@ -355,20 +355,20 @@ fn graph_of(
             "Squeeze" | "Unsqueeze" => &[(1, "axes")],
             _ => &[],
         };
-        for &(k, key) in fold {
-            let Some(src) = n.input.get(k).filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let t = constants.get(src.as_str()).ok_or_else(|| {
-                at(format!("its {key} ({src:?}) is computed at run time; nnsign needs it constant (an initializer or a Constant node)"))
-            })?;
-            let values = ints(t)
-                .ok_or_else(|| at(format!("its {key} ({src:?}) is not an integer tensor")))?;
-            attrs.insert(key.to_owned(), Attr::Ints(values));
-            folded.insert(src);
-        }
-        if let Some(&(first, _)) = fold.first() {
-            inputs.truncate(first);
+        // Constant parameters become attributes, readable by every op-set; a parameter computed
+        // in the graph (a shape, say) keeps them all inputs, which op-set 3 evaluates before
+        // the model runs.
+        let given = || fold.iter().filter_map(|&(k, key)| Some((n.input.get(k).filter(|s| !s.is_empty())?, key)));
+        let constant = |src: &String| constants.get(src.as_str()).and_then(|t| ints(t));
+        if given().all(|(src, _)| constant(src).is_some()) {
+            for (src, key) in given() {
+                let values = constant(src).expect("checked above");
+                attrs.insert(key.to_owned(), Attr::Ints(values));
+                folded.insert(src);
+            }
+            if let Some(&(first, _)) = fold.first() {
+                inputs.truncate(first);
+            }
         }
         if op == "Constant" {
             if let Some(t) = constant_tensor(n) {
@@ -426,13 +426,47 @@ fn graph_of(
         let out = n.outputs.first().map_or("", String::as_str);
         !(n.op == "Constant" && folded.contains(out) && !still_read.contains(out))
     });
+    // Small integer initializers still read become Constant nodes: their values are part of
+    // the signed architecture, and inference can follow the shapes they help compute.
+    let still_read: HashSet<&str> = (nodes.iter())
+        .flat_map(|n| n.inputs.iter().map(String::as_str))
+        .collect();
+    let mut lifted = Vec::new();
+    for t in &g.initializer {
+        let name = t.name.as_deref().unwrap_or("");
+        let small = dtype(t.data_type.unwrap_or(0)).is_some_and(DType::is_integer)
+            && (t.dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d)))
+                .is_some_and(|n| (0..=crate::ops::shape::MAX_KNOWN as i64).contains(&n))
+            && t.dims.len() <= crate::format::MAX_RANK;
+        let Some(values) = ints(t).filter(|_| small && still_read.contains(name)) else {
+            continue;
+        };
+        let mut node_name = format!("{name}:constant");
+        while !names.insert(node_name.clone()) {
+            node_name.push('_');
+        }
+        let attrs = BTreeMap::from([
+            ("value_ints".to_owned(), Attr::Ints(values)),
+            ("shape".to_owned(), Attr::Ints(t.dims.clone())),
+        ]);
+        lifted.push(Node {
+            op: "Constant".into(),
+            name: node_name,
+            inputs: Vec::new(),
+            outputs: vec![name.to_owned()],
+            attrs,
+        });
+    }
+    nodes.splice(0..0, lifted);
     let _ = opset;
-    Ok(Graph {
+    let mut g = Graph {
         opset: crate::model::OPSET,
         inputs,
         outputs,
         nodes,
-    })
+    };
+    g.opset = crate::ops::lowest_opset(&g);
+    Ok(g)
 }
 
 /// A graph input or output.
