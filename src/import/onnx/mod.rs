@@ -41,10 +41,10 @@ pub struct OnnxModel {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Whether an ONNX op maps onto the nnsign op of the same name: every op of op-set 2 but
+/// Whether an ONNX op maps onto the nnsign op of the same name: every op of the newest op-set but
 /// `Dense`, which ONNX does not have.
 fn same_op(op: &str) -> bool {
-    op != "Dense" && crate::ops::OPSET_2.contains(&op)
+    op != "Dense" && crate::ops::ops_of(crate::model::OPSET).contains(&op)
 }
 
 /// Whether `bytes` start like an ONNX model: a ModelProto's first field, `ir_version`, as a
@@ -391,21 +391,30 @@ fn graph_of(
             }
         }
         // Extra outputs nnsign does not compute (Dropout's mask, MaxPool's indices, training
-        // statistics) are dropped when nothing reads them.
+        // statistics) are dropped when nothing reads them; of an op that makes several (TopK,
+        // Split, LSTM), the outputs up to the last one read are kept, an omitted one named.
         let mut outputs = n.output.clone();
-        if outputs.first().is_none_or(String::is_empty) {
+        if outputs.iter().all(String::is_empty) {
             return Err(at("has no output".into()));
         }
-        if let Some(used) = outputs
-            .iter()
-            .skip(1)
+        let makes = crate::ops::max_outputs(&op);
+        if let Some(used) = (outputs.iter().skip(makes))
             .find(|o| !o.is_empty() && read.contains(o.as_str()))
         {
-            return Err(at(format!(
-                "its output {used:?} is used, and nnsign computes only the first output of {op}"
-            )));
+            return Err(at(match makes {
+                1 => format!("its output {used:?} is used, and nnsign computes only the first output of {op}"),
+                n => format!("its output {used:?} is used, and nnsign computes only the first {n} outputs of {op}"),
+            }));
         }
-        outputs.truncate(1);
+        let keep = (outputs.iter().take(makes))
+            .rposition(|o| !o.is_empty() && (read.contains(o.as_str()) || outputs[0] == *o))
+            .map_or(1, |k| k + 1);
+        outputs.truncate(keep);
+        for (k, o) in outputs.iter_mut().enumerate() {
+            if o.is_empty() {
+                *o = format!("{name}:unused{k}");
+            }
+        }
         if op == "BatchNormalization" {
             attrs.remove("training_mode");
         }
