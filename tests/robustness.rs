@@ -180,10 +180,11 @@ fn mutate_graph(g: &mut serde_json::Value, rng: &mut Rng) {
                 }
             }
         }
-        // Another op with the same wiring.
+        // Another op of the newest op-set with the same wiring, the graph declaring it.
         2 => {
-            let ops = nnsign::ops::OPSET_2;
+            let ops = nnsign::ops::ops_of(nnsign::model::OPSET);
             node["op"] = ops[rng.below(ops.len())].into();
+            g["opset"] = nnsign::model::OPSET.into();
         }
         // An input taken from elsewhere.
         3 => {

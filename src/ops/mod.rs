@@ -355,7 +355,8 @@ impl Op {
             });
         }
         // A parameter is an attribute or an input, never both.
-        let as_input = node.inputs.len() > 1 && PARAMETERS_AS_INPUTS.contains(&name);
+        let as_input = node.inputs.get(1).is_some_and(|i| !i.is_empty())
+            && PARAMETERS_AS_INPUTS.contains(&name);
         let mut a = Attrs::new(node);
         let op = match name {
             "Add" | "Sub" | "Mul" | "Div" | "Pow" => Op::Binary(Binary::from_name(name)),
