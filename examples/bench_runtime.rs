@@ -1,22 +1,36 @@
 //! nnsign's side of the CPU inference benchmark (scripts/bench.sh runs it beside
 //! scripts/bench_runtime.py, which times onnxruntime on the same models and inputs).
 //!
-//!     bench_runtime MODEL_DIR INPUT.npy EXPECTED.npy [ITERS]
+//!     bench_runtime MODEL INPUT EXPECTED.npy [ITERS]
 //!
-//! MODEL_DIR holds `arch.json` and `weights.safetensors`. The model is validated and built as
-//! `verify-load` builds it (from the weights, without an artifact: this measures the runtime),
-//! run 3 times to warm up, then ITERS times (default 20); prints the median wall time of a run
-//! and the largest difference from EXPECTED.npy.
+//! MODEL is a folder holding `arch.json` and `weights.safetensors`, or a model file that nnsign
+//! imports with its graph (ONNX). INPUT is an `.npy` file, fed to the lone graph input, or an
+//! `.npz` archive whose arrays are named after the graph inputs they feed. The model is
+//! validated and built as `verify-load` builds it (from the weights, without an artifact: this
+//! measures the runtime), run 3 times to warm up, then ITERS times (default 20); prints the
+//! median wall time of a run and the largest difference from EXPECTED.npy. A model that nnsign
+//! cannot import, validate or run is reported on stderr with the reason, and the exit code is 1.
 
+use std::path::Path;
 use std::time::Instant;
 
 use nnsign::format::TensorInfo;
 use nnsign::model::Graph;
 use nnsign::runtime::{self, Model, Value};
 
-fn load(path: &std::path::Path) -> Vec<(TensorInfo, Value)> {
-    let imported = nnsign::import::import(&[path.to_owned()]).expect("readable input");
-    (imported.tensors.into_iter())
+fn fail(what: &Path, why: impl std::fmt::Display) -> ! {
+    eprintln!("bench_runtime: {}: {why}", what.display());
+    std::process::exit(1);
+}
+
+/// The tensors of `path` as runtime values, and the graph it carries, if any.
+fn load(path: &Path) -> (Vec<(TensorInfo, Value)>, Option<Graph>) {
+    let imported = nnsign::import::import(&[path.to_owned()]).unwrap_or_else(|e| {
+        // An import error names the file itself.
+        eprintln!("bench_runtime: {e}");
+        std::process::exit(1);
+    });
+    let values = (imported.tensors.into_iter())
         .map(|t| {
             let info = TensorInfo {
                 name: t.name.clone(),
@@ -25,27 +39,34 @@ fn load(path: &std::path::Path) -> Vec<(TensorInfo, Value)> {
                 offset: 0,
                 length: t.bytes.len() as u64,
             };
-            let v = runtime::to_value(&info, &t.bytes).expect("a usable dtype");
+            let v = runtime::to_value(&info, &t.bytes).unwrap_or_else(|e| fail(path, e));
             (info, v)
         })
-        .collect()
+        .collect();
+    (values, imported.arch)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: bench_runtime MODEL_DIR INPUT.npy EXPECTED.npy [ITERS]");
+        eprintln!("usage: bench_runtime MODEL INPUT EXPECTED.npy [ITERS]");
         std::process::exit(2);
     }
-    let dir = std::path::Path::new(&args[1]);
+    let source = Path::new(&args[1]);
     let iters: usize = args
         .get(4)
         .map_or(20, |s| s.parse().expect("ITERS is a number"));
-    let arch = std::fs::read_to_string(dir.join("arch.json")).expect("arch.json");
-    let graph = Graph::from_json(&arch).expect("a valid graph");
-    let weights = load(&dir.join("weights.safetensors"));
+    let (graph, weights) = if source.is_dir() {
+        let arch = std::fs::read_to_string(source.join("arch.json")).expect("arch.json");
+        let graph = Graph::from_json(&arch).expect("a valid graph");
+        (graph, load(&source.join("weights.safetensors")).0)
+    } else {
+        let (weights, graph) = load(source);
+        let graph = graph.unwrap_or_else(|| fail(source, "no graph in the model file"));
+        (graph, weights)
+    };
     let infos: Vec<TensorInfo> = weights.iter().map(|(i, _)| i.clone()).collect();
-    let plan = graph.validate(&infos).expect("the graph fits its weights");
+    let plan = graph.validate(&infos).unwrap_or_else(|e| fail(source, e));
     let model = Model::new(
         plan,
         |info| {
@@ -54,19 +75,24 @@ fn main() {
         },
         u64::MAX,
     )
-    .expect("the weights widen");
-    let input = load(std::path::Path::new(&args[2])).remove(0).1;
-    let expected = load(std::path::Path::new(&args[3])).remove(0).1;
-    let name = model.inputs().next().expect("an input").name.clone();
-    // The input is copied before the clock starts: a caller hands its buffer over.
-    let run = |x: Value| model.run(vec![(name.clone(), x)]).expect("runs");
+    .unwrap_or_else(|e| fail(source, e));
+    let input_path = Path::new(&args[2]);
+    let mut inputs: Vec<(String, Value)> = (load(input_path).0.into_iter())
+        .map(|(info, v)| (info.name, v))
+        .collect();
+    if inputs.len() == 1 && !args[2].ends_with(".npz") {
+        inputs[0].0 = model.inputs().next().expect("an input").name.clone();
+    }
+    let expected = load(Path::new(&args[3])).0.remove(0).1;
+    // The inputs are copied before the clock starts: a caller hands its buffers over.
+    let run = |x: Vec<(String, Value)>| model.run(x).unwrap_or_else(|e| fail(source, e));
     for _ in 0..3 {
-        run(input.clone());
+        run(inputs.clone());
     }
     let mut times = Vec::with_capacity(iters);
     let mut out = None;
     for _ in 0..iters {
-        let x = input.clone();
+        let x = inputs.clone();
         let t = Instant::now();
         out = Some(run(x));
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -78,8 +104,11 @@ fn main() {
         .fold(0f32, f32::max);
     println!(
         "nnsign {} batch={} threads={} median_ms={:.3} max_abs_diff={diff:.2e}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-        input.shape()[0],
+        source
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .unwrap_or("model"),
+        inputs[0].1.shape()[0],
         rayon::current_num_threads(),
         times[times.len() / 2]
     );

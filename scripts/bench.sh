@@ -14,12 +14,13 @@
 # ChaCha20-Poly1305 decryption on every core (examples/bench_stream, same run) (issue 12).
 # Files are written under a temporary directory in $TMPDIR (or /tmp) and removed at the end.
 #
-# CPU inference (issue 4): `scripts/bench.sh runtime` (or the last part of a full run) times
-# the 4-layer width-1024 MLP and tests/fixtures/onnx_cnn at batch 256 in nnsign
+# CPU inference (issues 4, 13): `scripts/bench.sh runtime` (or the last part of a full run) times
+# the 4-layer width-1024 MLP and tests/fixtures/onnx_cnn at batch 256, and the U-Net, BiLSTM
+# and transformer encoder of tests/fixtures/models3 (batches in bench_runtime.py) in nnsign
 # (examples/bench_runtime.rs) and in onnxruntime (scripts/bench_runtime.py, which pip-installs
 # onnx and onnxruntime if they are missing) with the same number of threads, in ROUNDS (default
 # 5) alternating rounds; the ratio is of each side's best median. Goal: nnsign within 1.5x of
-# onnxruntime.
+# onnxruntime. It exits 1, after every other result, when nnsign cannot run one of the models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -29,20 +30,29 @@ runtime_bench() {
   cargo build --release --quiet --example bench_runtime
   python3 -c 'import onnx, onnxruntime, safetensors' 2>/dev/null ||
     python3 -m pip install -q onnx onnxruntime safetensors numpy
-  local threads rounds
+  local threads rounds models="mlp cnn unet bilstm transformer"
   threads=$(nproc)
   rounds=${ROUNDS:-5}
   mkdir -p "$work/rt"
   # Rounds alternate the two runtimes, so that a shared machine's slow spells hit both; the
-  # ratio is of each side's best median over the rounds.
-  declare -A best
+  # ratio is of each side's best median over the rounds. A model that nnsign cannot run yet
+  # (it says why on stderr) is left out of later rounds and reported at the end.
+  declare -A best cannot
   for ((r = 1; r <= rounds; r++)); do
     python3 scripts/bench_runtime.py "$work/rt" --threads "$threads" >"$work/ort.txt"
-    for m in mlp cnn; do
-      local ours theirs
+    for m in $models; do
+      [ -n "${cannot[$m]:-}" ] && continue
+      local ours theirs model input
       theirs=$(sed -n "s/^onnxruntime $m .*median_ms=\([0-9.]*\).*/\1/p" "$work/ort.txt")
-      ours=$(RAYON_NUM_THREADS=$threads target/release/examples/bench_runtime "$work/rt/$m" \
-        "$work/rt/${m}_input.npy" "$work/rt/${m}_expected.npy" 20)
+      # mlp and cnn run from onnx_to_arch's nnsign form, the models3 graphs from their ONNX.
+      model=$work/rt/$m input=$work/rt/${m}_input.npy
+      [ -d "$model" ] || model=$work/rt/$m.onnx input=$work/rt/${m}_input.npz
+      if ! ours=$(RAYON_NUM_THREADS=$threads target/release/examples/bench_runtime "$model" \
+        "$input" "$work/rt/${m}_expected.npy" 20 2>"$work/err.txt"); then
+        cannot[$m]=$(cat "$work/err.txt")
+        echo "round $r $m: onnxruntime $theirs ms, nnsign cannot run it"
+        continue
+      fi
       [ "$r" = 1 ] && echo "$ours"
       ours=$(sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p' <<<"$ours")
       echo "round $r $m: onnxruntime $theirs ms, nnsign $ours ms"
@@ -52,9 +62,14 @@ runtime_bench() {
       done
     done
   done
-  for m in mlp cnn; do
+  for m in $models; do
+    if [ -n "${cannot[$m]:-}" ]; then
+      echo "$m: nnsign cannot run it yet: ${cannot[$m]}"
+      continue
+    fi
     echo "$m: nnsign takes $(awk "BEGIN{printf \"%.2f\", ${best[$m-ours]}/${best[$m-theirs]}}")x onnxruntime's time (best of $rounds alternating rounds: ${best[$m-ours]} vs ${best[$m-theirs]} ms; goal <= 1.5x)"
   done
+  [ ${#cannot[@]} = 0 ]
 }
 
 # Memory at scale (issue 12): `scripts/bench.sh memory [SIZE_MIB]` (default 8192) packs a

@@ -14,18 +14,29 @@ that it computes the same thing:
       (seed 0, scaled by 1/sqrt(1024)); input float32 [256, 1024], batch dimension "batch"
   cnn/{arch.json,weights.safetensors}, cnn_input.npy, cnn_expected.npy
       tests/fixtures/onnx_cnn/model.onnx; input its 8 fixture images tiled to [256, 1, 28, 28]
+  unet.onnx, bilstm.onnx, transformer.onnx, NAME_input.npz, NAME_expected.npy
+      the torch.onnx.export models of tests/fixtures/models3 (issue 13), copied as they are
+      (nnsign imports ONNX itself); random inputs (seed 1) at the batch sizes of MODELS3, in an
+      .npz whose arrays are named after the graph inputs: unet x [16, 3, 64, 64], bilstm ids
+      [256, 16] (int64), transformer x [256, 12, 32] and mask [256, 12] (bool, True = padding,
+      at least one real token a row)
 
 Each model is timed in onnxruntime (intra-op threads THREADS, inter-op 1, sequential, default
-graph optimizations, CPU provider): 3 warm-up runs, then ITERS timed runs; stdout is two lines:
+graph optimizations, CPU provider): 3 warm-up runs, then ITERS timed runs; stdout is a line a
+model:
 
   onnxruntime mlp batch=256 threads=2 median_ms=12.345
   onnxruntime cnn batch=256 threads=2 median_ms=...
+  onnxruntime unet batch=16 threads=2 median_ms=...
 
-Then each written nnsign form is run by onnx_to_arch's NumPy interpreter, which must agree with
-onnxruntime's output (max abs difference <= 1e-5 of the largest output), or the script fails.
+Then each nnsign form written by onnx_to_arch (mlp, cnn) is run by its NumPy interpreter, which
+must agree with onnxruntime's output (max abs difference <= 1e-5 of the largest output), or the
+script fails. The models3 graphs have no such second reference here: their fixtures hold
+PyTorch's own outputs (scripts/make_runtime_models.py).
 """
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -41,7 +52,10 @@ import onnx_to_arch  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 CNN = os.path.join(ROOT, "tests", "fixtures", "onnx_cnn")
+MODELS3 = os.path.join(ROOT, "tests", "fixtures", "models3")
 WIDTH, LAYERS, BATCH = 1024, 4, 256
+# Batch sizes that take onnxruntime some milliseconds on 2 cores.
+MODELS3_BATCH = {"unet": 16, "bilstm": 256, "transformer": 256}
 
 
 def mlp_model(rng):
@@ -77,9 +91,22 @@ def session(path, threads):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def bench(name, onnx_path, x, work, threads, iters):
+def models3_feed(name, n, rng):
+    """Inputs for a models3 graph at batch n, named as its graph inputs."""
+    if name == "unet":
+        return {"x": rng.uniform(0, 1, (n, 3, 64, 64)).astype(np.float32)}
+    if name == "bilstm":
+        return {"ids": rng.integers(0, 1000, (n, 16), dtype=np.int64)}
+    real = rng.integers(1, 13, n)  # real tokens a row, the rest padding
+    return {"x": rng.standard_normal((n, 12, 32)).astype(np.float32),
+            "mask": np.arange(12)[None, :] >= real[:, None]}
+
+
+def bench(name, onnx_path, feed, work, threads, iters):
+    """Times onnxruntime on `feed` (an array for the lone graph input, or a dict by name)."""
     sess = session(onnx_path, threads)
-    feed = {sess.get_inputs()[0].name: x}
+    if not isinstance(feed, dict):
+        feed = {sess.get_inputs()[0].name: feed}
     for _ in range(3):
         (y,) = sess.run(None, feed)
     times = []
@@ -88,7 +115,7 @@ def bench(name, onnx_path, x, work, threads, iters):
         sess.run(None, feed)
         times.append(time.perf_counter() - t)
     np.save(os.path.join(work, f"{name}_expected.npy"), y)
-    print(f"onnxruntime {name} batch={x.shape[0]} threads={threads} "
+    print(f"onnxruntime {name} batch={next(iter(feed.values())).shape[0]} threads={threads} "
           f"median_ms={statistics.median(times) * 1e3:.3f}", flush=True)
     return y
 
@@ -126,6 +153,13 @@ def main():
 
     mlp_y = bench("mlp", mlp_path, mlp_x, work, a.threads, a.iters)
     cnn_y = bench("cnn", cnn_path, cnn_x, work, a.threads, a.iters)
+    rng = np.random.default_rng(1)
+    for name, n in MODELS3_BATCH.items():
+        path = os.path.join(work, f"{name}.onnx")
+        shutil.copyfile(os.path.join(MODELS3, f"{name}.onnx"), path)
+        feed = models3_feed(name, n, rng)
+        np.savez(os.path.join(work, f"{name}_input.npz"), **feed)
+        bench(name, path, feed, work, a.threads, a.iters)
     check("mlp", work, mlp_x, mlp_y)  # after the timings, so that NumPy's threads stay idle
     check("cnn", work, cnn_x, cnn_y)
 
