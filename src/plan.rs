@@ -423,9 +423,7 @@ impl Graph {
                     .collect();
                 at(node, format!("{e} (its inputs: {})", given.join(", ")))
             })?;
-            let slots: Vec<usize> = (node.outputs.iter())
-                .map(|o| b.slots[o.as_str()])
-                .collect();
+            let slots: Vec<usize> = (node.outputs.iter()).map(|o| b.slots[o.as_str()]).collect();
             for (&slot, t) in slots.iter().zip(outs) {
                 b.types[slot] = Some(t);
             }

@@ -343,7 +343,10 @@ mod tests {
             .validate(&[])
             .unwrap();
         let y = plan.values.iter().position(|v| v == "y").unwrap();
-        assert_eq!(plan.types[y].shape, vec![D::Sym("batch".into()), D::Fixed(12)]);
+        assert_eq!(
+            plan.types[y].shape,
+            vec![D::Sym("batch".into()), D::Fixed(12)]
+        );
         // Every value's size is in the plan at batch 1: the worst is after the Gather, with x
         // (48 bytes), the shape (32), the index and the batch size (8 each) alive; the Reshape
         // makes y in x's memory.
@@ -418,7 +421,9 @@ mod tests {
         let v = to_value(&info(DType::Bool), &[0, 1]).unwrap();
         assert_eq!(v.bool().data, vec![false, true]);
         assert_eq!(
-            to_value(&info(DType::Bool), &[0, 2]).unwrap_err().to_string(),
+            to_value(&info(DType::Bool), &[0, 2])
+                .unwrap_err()
+                .to_string(),
             "tensor \"w\" is BOOL but holds the byte 0x02; BOOL bytes are 0x00 or 0x01"
         );
     }

@@ -83,6 +83,7 @@ pub fn read(path: &Path, zip: Zip<'_>) -> Result<KerasModel, ImportError> {
         names: HashSet::new(),
         groups: Default::default(),
         seen: Default::default(),
+        kwargs: BTreeMap::new(),
     };
     let outputs = b.model(&config)?;
     let mut labels = BTreeMap::new();
@@ -124,6 +125,9 @@ struct Builder<'a> {
     groups: std::collections::HashMap<String, String>,
     /// How many layers of each snake-case class name came before.
     seen: std::collections::HashMap<String, usize>,
+    /// The tensor arguments the layer being added was called with by keyword
+    /// (`attention_mask`), by keyword.
+    kwargs: BTreeMap<String, String>,
 }
 
 /// The nnsign op of a Keras activation name, with its attributes.
@@ -212,6 +216,7 @@ impl Builder<'_> {
             };
             *k += 1;
             self.groups.insert(name.clone(), group);
+            self.kwargs = config_kwargs(layer);
             self.layer(class, &name, &config, &inputs)?;
             last = Some(name);
         }
@@ -275,10 +280,22 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The weight `layers/<layer>/vars/<i>`, added as tensor `<layer>/<var>`.
+    /// The weight `layers/<layer>/vars/<i>`, named `<layer>/<var>`.
     fn var(
         &mut self,
         layer: &str,
+        i: usize,
+        var: &str,
+    ) -> Result<(String, Vec<f32>, Vec<u64>), ImportError> {
+        self.var_in(layer, "", i, var)
+    }
+
+    /// The weight `layers/<layer>/<within>/vars/<i>` of a layer that holds others (an RNN
+    /// cell, an attention projection), named `<layer>/<var>`.
+    fn var_in(
+        &mut self,
+        layer: &str,
+        within: &str,
         i: usize,
         var: &str,
     ) -> Result<(String, Vec<f32>, Vec<u64>), ImportError> {
@@ -287,7 +304,10 @@ impl Builder<'_> {
             .get(layer)
             .cloned()
             .unwrap_or_else(|| layer.to_owned());
-        let at = format!("layers/{group}/vars/{i}");
+        let at = match within {
+            "" => format!("layers/{group}/vars/{i}"),
+            w => format!("layers/{group}/{w}/vars/{i}"),
+        };
         let ds = self
             .h5
             .dataset(&at)
@@ -615,14 +635,756 @@ impl Builder<'_> {
                     (true, false) => self.node("Identity", name, vec![g], name, BTreeMap::new()),
                 }
             }
+            "ReLU" => {
+                let slope = config.get("negative_slope").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                let plain = config.get("max_value").is_none_or(Json::is_null)
+                    && config.get("threshold").and_then(|v| v.as_f64()).unwrap_or(0.0) == 0.0;
+                if !plain {
+                    return Err(at("max_value and threshold are not mapped; give a plain ReLU or LeakyReLU".into()));
+                }
+                match slope {
+                    0.0 => self.node("Relu", name, vec![one()?], name, BTreeMap::new()),
+                    a => self.node("LeakyRelu", name, vec![one()?], name, BTreeMap::from([("alpha".to_owned(), Attr::Float(a))])),
+                }
+            }
+            "Conv2DTranspose" => self.conv_transpose(name, config, one()?).map_err(at)?,
+            "UpSampling2D" => self.upsampling(name, config, one()?).map_err(at)?,
+            "LSTM" | "GRU" => {
+                let x = one()?;
+                self.recurrent(name, class, config, "", &x, false).map_err(at)?;
+            }
+            "Bidirectional" => self.bidirectional(name, config, one()?).map_err(at)?,
+            "GlobalAveragePooling1D" => {
+                if text("data_format").unwrap_or("channels_last") != "channels_last" {
+                    return Err(at("channels_first is not mapped".into()));
+                }
+                let keep = config.get("keepdims").and_then(|k| k.as_bool()).unwrap_or(false);
+                let attrs = BTreeMap::from([("axes".to_owned(), Attr::Ints(vec![1])), ("keepdims".to_owned(), Attr::Int(keep as i64))]);
+                self.node("ReduceMean", name, vec![one()?], name, attrs);
+            }
+            "MultiHeadAttention" => self.attention(name, config, inputs).map_err(at)?,
             "Lambda" => return Err(at("a Lambda layer runs arbitrary Python when Keras loads it; nnsign refuses it".into())),
             other => {
                 return Err(at(format!(
-                    "the Keras importer does not map {other} layers yet (it maps InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Activation, Dropout, Flatten, Reshape, Add, Concatenate, LayerNormalization, BatchNormalization, Embedding)"
+                    "the Keras importer does not map {other} layers yet (it maps InputLayer, Dense, Conv2D, Conv2DTranspose, MaxPooling2D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D, UpSampling2D, Activation, ReLU, Dropout, Flatten, Reshape, Add, Concatenate, LayerNormalization, BatchNormalization, Embedding, LSTM, GRU, Bidirectional, MultiHeadAttention)"
                 )))
             }
         }
         Ok(())
+    }
+}
+
+/// Layers of op-set 3.
+impl Builder<'_> {
+    /// A scalar F32 constant, named `name`.
+    fn scalar(&mut self, name: &str, v: f64) -> String {
+        self.node(
+            "Constant",
+            name,
+            Vec::new(),
+            name,
+            BTreeMap::from([("value_float".to_owned(), Attr::Float(v))]),
+        );
+        name.to_owned()
+    }
+
+    /// `x` transposed by `perm`, as value `name`.
+    fn transpose(&mut self, name: &str, x: String, perm: &[i64]) -> String {
+        self.node(
+            "Transpose",
+            name,
+            vec![x],
+            name,
+            BTreeMap::from([("perm".to_owned(), Attr::Ints(perm.to_vec()))]),
+        );
+        name.to_owned()
+    }
+
+    /// `x` reshaped to `shape` (0 copies, -1 infers), as value `name`.
+    fn reshape(&mut self, name: &str, x: String, shape: &[i64]) -> String {
+        self.node(
+            "Reshape",
+            name,
+            vec![x],
+            name,
+            BTreeMap::from([("shape".to_owned(), Attr::Ints(shape.to_vec()))]),
+        );
+        name.to_owned()
+    }
+
+    /// The layer's activation applied to `x`, as value `name`.
+    fn activate(&mut self, name: &str, config: &Json, x: String) -> Result<(), String> {
+        let act = config
+            .get("activation")
+            .and_then(|a| a.as_str())
+            .unwrap_or("linear");
+        match activation(act).ok_or_else(|| format!("activation {act:?} is not one nnsign runs"))? {
+            Some((op, attrs)) => self.node(op, name, vec![x], name, attrs),
+            None => self.node("Identity", name, vec![x], name, BTreeMap::new()),
+        }
+        Ok(())
+    }
+
+    /// Two integers from a config entry given as one or a pair.
+    fn pair(config: &Json, key: &str, default: [u64; 2]) -> Result<[u64; 2], String> {
+        match config.get(key) {
+            None | Some(Json::Null) => Ok(default),
+            Some(Json::Number(n)) => n
+                .as_u64()
+                .map(|v| [v, v])
+                .ok_or_else(|| format!("{key} is not a size")),
+            Some(Json::Array(a)) if a.len() == 2 => match (a[0].as_u64(), a[1].as_u64()) {
+                (Some(p), Some(q)) => Ok([p, q]),
+                _ => Err(format!("{key} holds a non-integer")),
+            },
+            Some(_) => Err(format!("{key} is not one or two integers")),
+        }
+    }
+
+    /// `Conv2DTranspose`: Keras keeps the kernel as `[kh, kw, out, in]`, ONNX's ConvTranspose
+    /// takes `[in, out, kh, kw]`.
+    fn conv_transpose(&mut self, name: &str, config: &Json, x: String) -> Result<(), String> {
+        let kernel = Self::pair(config, "kernel_size", [0, 0])?;
+        let strides = Self::pair(config, "strides", [1, 1])?;
+        if Self::pair(config, "dilation_rate", [1, 1])? != [1, 1] {
+            return Err("dilation_rate other than 1 is not mapped".into());
+        }
+        if !config.get("output_padding").is_none_or(Json::is_null) {
+            return Err("output_padding is not mapped".into());
+        }
+        match config.get("padding").and_then(|p| p.as_str()).unwrap_or("valid") {
+            "valid" => {}
+            // With the kernel the size of the stride, "same" pads nothing.
+            "same" if kernel == strides => {}
+            p => return Err(format!("padding {p:?} with kernel {kernel:?} and strides {strides:?} is not mapped (\"valid\", or \"same\" with kernel = strides)")),
+        }
+        let last = config
+            .get("data_format")
+            .and_then(|d| d.as_str())
+            .unwrap_or("channels_last")
+            == "channels_last";
+        let (wname, w, wshape) = self.var(name, 0, "kernel").map_err(|e| e.to_string())?;
+        let [kh, kw, co, ci] = <[u64; 4]>::try_from(wshape.as_slice())
+            .map_err(|_| format!("kernel has shape {wshape:?}, not 4-D"))?
+            .map(|d| d as usize);
+        if w.len() != kh * kw * co * ci {
+            return Err(format!(
+                "kernel holds {} values for shape {wshape:?}",
+                w.len()
+            ));
+        }
+        let mut moved = vec![0f32; w.len()];
+        for i in 0..kh {
+            for j in 0..kw {
+                for o in 0..co {
+                    for c in 0..ci {
+                        moved[((c * co + o) * kh + i) * kw + j] =
+                            w[((i * kw + j) * co + o) * ci + c];
+                    }
+                }
+            }
+        }
+        self.add_tensor(
+            &wname,
+            &moved,
+            vec![ci as u64, co as u64, kh as u64, kw as u64],
+        );
+        let x = if last {
+            self.transpose(&format!("{name}/to_nchw"), x, &[0, 3, 1, 2])
+        } else {
+            x
+        };
+        let mut ins = vec![x, wname];
+        if config
+            .get("use_bias")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(true)
+        {
+            let (bias, v, s) = self.var(name, 1, "bias").map_err(|e| e.to_string())?;
+            self.add_tensor(&bias, &v, s);
+            ins.push(bias);
+        }
+        let i64s = |v: [u64; 2]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
+        let attrs = BTreeMap::from([
+            ("kernel_shape".to_owned(), i64s(kernel)),
+            ("strides".to_owned(), i64s(strides)),
+        ]);
+        let out = format!("{name}/deconv");
+        self.node("ConvTranspose", &out, ins, &out, attrs);
+        let y = if last {
+            self.transpose(&format!("{name}/to_nhwc"), out, &[0, 2, 3, 1])
+        } else {
+            out
+        };
+        self.activate(name, config, y)
+    }
+
+    /// `UpSampling2D`: nearest repeats each cell (ONNX Resize, asymmetric, floor); bilinear
+    /// interpolates with half-pixel centers, as Keras's `image.resize` does.
+    fn upsampling(&mut self, name: &str, config: &Json, x: String) -> Result<(), String> {
+        let [sh, sw] = Self::pair(config, "size", [2, 2])?;
+        let attrs = match config
+            .get("interpolation")
+            .and_then(|i| i.as_str())
+            .unwrap_or("nearest")
+        {
+            "nearest" => [
+                ("mode", "nearest"),
+                ("coordinate_transformation_mode", "asymmetric"),
+                ("nearest_mode", "floor"),
+            ],
+            "bilinear" => [
+                ("mode", "linear"),
+                ("coordinate_transformation_mode", "half_pixel"),
+                ("nearest_mode", "floor"),
+            ],
+            other => {
+                return Err(format!(
+                    "interpolation {other:?} is not mapped (nearest, bilinear)"
+                ))
+            }
+        };
+        let mut attrs: BTreeMap<String, Attr> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Attr::Text(v.to_string())))
+            .collect();
+        let last = config
+            .get("data_format")
+            .and_then(|d| d.as_str())
+            .unwrap_or("channels_last")
+            == "channels_last";
+        let scales = if last {
+            [1.0, sh as f64, sw as f64, 1.0]
+        } else {
+            [1.0, 1.0, sh as f64, sw as f64]
+        };
+        attrs.insert("scales".into(), Attr::Floats(scales.to_vec()));
+        self.node("Resize", name, vec![x], name, attrs);
+        Ok(())
+    }
+
+    /// An `LSTM` or `GRU` layer (or the half of a `Bidirectional` at `within`), run as ONNX's
+    /// op on `x` `[batch, steps, features]` (layout 1). Returns the weights `(W, R, B)` it
+    /// added, for a `Bidirectional` to stack; with `stacked` false it also adds the node.
+    fn recurrent(
+        &mut self,
+        name: &str,
+        class: &str,
+        config: &Json,
+        within: &str,
+        x: &str,
+        stacked: bool,
+    ) -> Result<Option<[(String, Vec<f32>, Vec<u64>); 3]>, String> {
+        let flag = |k: &str| config.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        for k in ["stateful", "return_state", "unroll"] {
+            if flag(k) {
+                return Err(format!("{k}=True is not mapped"));
+            }
+        }
+        if flag("go_backwards") && !stacked {
+            return Err("go_backwards=True outside Bidirectional is not mapped".into());
+        }
+        let units = config
+            .get("units")
+            .and_then(|u| u.as_u64())
+            .ok_or("has no units")? as usize;
+        let act = |k: &str, default: &str| -> Result<&'static str, String> {
+            match config.get(k).and_then(|a| a.as_str()).unwrap_or(default) {
+                "tanh" => Ok("Tanh"),
+                "sigmoid" => Ok("Sigmoid"),
+                "relu" => Ok("Relu"),
+                other => Err(format!("{k} {other:?} is not mapped (tanh, sigmoid, relu)")),
+            }
+        };
+        let (f, g) = (
+            act("recurrent_activation", "sigmoid")?,
+            act("activation", "tanh")?,
+        );
+        let lstm = class == "LSTM";
+        let gates = if lstm { 4 } else { 3 };
+        let reset_after = !lstm
+            && config
+                .get("reset_after")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
+        let cell = if within.is_empty() {
+            "cell".to_owned()
+        } else {
+            format!("{within}/cell")
+        };
+        let read = |b: &mut Self, i: usize, var: &str| {
+            b.var_in(name, &cell, i, var).map_err(|e| e.to_string())
+        };
+        let (_, k, kshape) = read(self, 0, "kernel")?;
+        let (_, r, rshape) = read(self, 1, "recurrent_kernel")?;
+        let width = gates * units;
+        let input = match kshape.as_slice() {
+            [i, w] if *w as usize == width => *i as usize,
+            s => return Err(format!("kernel has shape {s:?}, not [features, {width}]")),
+        };
+        if rshape != [units as u64, width as u64] {
+            return Err(format!(
+                "recurrent_kernel has shape {rshape:?}, not [{units}, {width}]"
+            ));
+        }
+        // Keras orders gates i, f, c, o (LSTM) and z, r, h (GRU), each a column block of the
+        // kernel [in, gates * units]; ONNX wants i, o, f, c and z, r, h as row blocks.
+        let order: &[usize] = if lstm { &[0, 3, 1, 2] } else { &[0, 1, 2] };
+        let rows = |m: &[f32], cols_in: usize| -> Vec<f32> {
+            let mut out = Vec::with_capacity(m.len());
+            for &gate in order {
+                for u in 0..units {
+                    let col = gate * units + u;
+                    out.extend((0..cols_in).map(|i| m[i * width + col]));
+                }
+            }
+            out
+        };
+        let w = rows(&k, input);
+        let rr = rows(&r, units);
+        let mut bias = vec![0f32; 2 * width];
+        if config
+            .get("use_bias")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(true)
+        {
+            let (_, b, bshape) = read(self, 2, "bias")?;
+            // LSTM and GRU without reset_after: one bias [gates * units] on the input side; GRU
+            // with reset_after: [2, gates * units], input then recurrent.
+            let halves: usize = match (reset_after, bshape.as_slice()) {
+                (false, [n]) if *n as usize == width => 1,
+                (true, [2, n]) if *n as usize == width => 2,
+                (_, s) => return Err(format!("bias has shape {s:?}")),
+            };
+            for h in 0..halves {
+                for (slot, &gate) in order.iter().enumerate() {
+                    for u in 0..units {
+                        bias[h * width + slot * units + u] = b[h * width + gate * units + u];
+                    }
+                }
+            }
+        }
+        let tensors = [
+            (
+                format!(
+                    "{name}{}/W",
+                    if within.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{within}")
+                    }
+                ),
+                w,
+                vec![1, width as u64, input as u64],
+            ),
+            (
+                format!(
+                    "{name}{}/R",
+                    if within.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{within}")
+                    }
+                ),
+                rr,
+                vec![1, width as u64, units as u64],
+            ),
+            (
+                format!(
+                    "{name}{}/B",
+                    if within.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{within}")
+                    }
+                ),
+                bias,
+                vec![1, 2 * width as u64],
+            ),
+        ];
+        if stacked {
+            return Ok(Some(tensors));
+        }
+        let names: Vec<String> = tensors.iter().map(|t| t.0.clone()).collect();
+        for (n, v, s) in tensors {
+            self.add_tensor(&n, &v, s);
+        }
+        let sequences = config
+            .get("return_sequences")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        self.rnn_node(
+            name,
+            class,
+            units,
+            "forward",
+            [f, g],
+            reset_after,
+            x,
+            &names,
+            sequences,
+        );
+        Ok(None)
+    }
+
+    /// `Bidirectional` around an `LSTM` or `GRU`: one ONNX node with `direction`
+    /// bidirectional, the weights of both halves stacked.
+    fn bidirectional(&mut self, name: &str, config: &Json, x: String) -> Result<(), String> {
+        let half = |key: &str| -> Result<(&str, &Json), String> {
+            let layer = config.get(key).ok_or_else(|| format!("has no {key}"))?;
+            let class = layer
+                .get("class_name")
+                .and_then(|c| c.as_str())
+                .unwrap_or("");
+            if !matches!(class, "LSTM" | "GRU") {
+                return Err(format!(
+                    "wraps a {class:?}; nnsign maps Bidirectional LSTM and GRU"
+                ));
+            }
+            if layer
+                .get("module")
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| !m.starts_with("keras"))
+            {
+                return Err(format!("its {key} comes from outside Keras"));
+            }
+            Ok((class, layer.get("config").unwrap_or(&Json::Null)))
+        };
+        let (class, fwd) = half("layer")?;
+        let (back_class, bwd) = half("backward_layer")?;
+        let get = |c: &Json, k: &str| c.get(k).cloned().unwrap_or(Json::Null);
+        if back_class != class
+            || get(fwd, "units") != get(bwd, "units")
+            || get(fwd, "return_sequences") != get(bwd, "return_sequences")
+        {
+            return Err("its two halves differ in class, units or return_sequences".into());
+        }
+        if get(fwd, "go_backwards") == Json::Bool(true)
+            || get(bwd, "go_backwards") != Json::Bool(true)
+        {
+            return Err("its halves must run forward and backward".into());
+        }
+        for k in [
+            "activation",
+            "recurrent_activation",
+            "use_bias",
+            "reset_after",
+        ] {
+            if get(fwd, k) != get(bwd, k) {
+                return Err(format!("its two halves differ in {k}"));
+            }
+        }
+        let [wf, rf, bf] = self
+            .recurrent(name, class, fwd, "forward_layer", &x, true)?
+            .expect("stacked");
+        let [wb, rb, bb] = self
+            .recurrent(name, class, bwd, "backward_layer", &x, true)?
+            .expect("stacked");
+        let mut names = Vec::new();
+        for ((n, mut v, mut shape), (_, v2, _)) in [(wf, wb), (rf, rb), (bf, bb)] {
+            v.extend(v2);
+            shape[0] = 2;
+            let n = n.replace("/forward_layer", "");
+            self.add_tensor(&n, &v, shape);
+            names.push(n);
+        }
+        let units = get(fwd, "units").as_u64().unwrap_or(0) as usize;
+        let act = |k: &str, default: &str| match get(fwd, k).as_str().unwrap_or(default) {
+            "tanh" => "Tanh",
+            "relu" => "Relu",
+            _ => "Sigmoid",
+        };
+        let reset_after = class == "GRU" && get(fwd, "reset_after").as_bool().unwrap_or(true);
+        let sequences = get(fwd, "return_sequences").as_bool().unwrap_or(false);
+        let merge = config
+            .get("merge_mode")
+            .and_then(|m| m.as_str())
+            .unwrap_or("concat");
+        let node = format!("{name}/rnn");
+        self.rnn_node(
+            &node,
+            class,
+            units,
+            "bidirectional",
+            [
+                act("recurrent_activation", "sigmoid"),
+                act("activation", "tanh"),
+            ],
+            reset_after,
+            &x,
+            &names,
+            sequences,
+        );
+        // `{node}` is [batch, (steps,) 2 * units], the directions concatenated.
+        match merge {
+            "concat" => self.node("Identity", name, vec![node], name, BTreeMap::new()),
+            "sum" | "ave" => {
+                let split = self.reshape(
+                    &format!("{name}/directions"),
+                    node,
+                    if sequences {
+                        &[0, 0, 2, -1]
+                    } else {
+                        &[0, 2, -1]
+                    },
+                );
+                let op = if merge == "sum" {
+                    "ReduceSum"
+                } else {
+                    "ReduceMean"
+                };
+                let axis = if sequences { 2 } else { 1 };
+                self.node(
+                    op,
+                    name,
+                    vec![split],
+                    name,
+                    BTreeMap::from([
+                        ("axes".to_owned(), Attr::Ints(vec![axis])),
+                        ("keepdims".to_owned(), Attr::Int(0)),
+                    ]),
+                );
+            }
+            other => {
+                return Err(format!(
+                    "merge_mode {other:?} is not mapped (concat, sum, ave)"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// `MultiHeadAttention` over `[batch, steps, features]` inputs (attention over axis 1):
+    /// projections as MatMul + Add, scores scaled by 1 / sqrt(key_dim), an `attention_mask`
+    /// (kept where > 0.5) applied as Keras's masked softmax does (masked scores set to -1e9
+    /// before the softmax, their probabilities to 0 after).
+    fn attention(&mut self, name: &str, config: &Json, inputs: &[String]) -> Result<(), String> {
+        let int = |k: &str| config.get(k).and_then(|v| v.as_u64());
+        let heads = int("num_heads").ok_or("has no num_heads")? as i64;
+        let key_dim = int("key_dim").ok_or("has no key_dim")? as i64;
+        let value_dim = int("value_dim").unwrap_or(key_dim as u64) as i64;
+        let axes_ok = config
+            .get("attention_axes")
+            .is_none_or(|a| a.is_null() || *a == serde_json::json!([1]));
+        if !axes_ok {
+            return Err("attention_axes other than [1] is not mapped".into());
+        }
+        if !config.get("output_shape").is_none_or(Json::is_null) {
+            return Err("output_shape is not mapped".into());
+        }
+        if config
+            .get("use_gate")
+            .and_then(|g| g.as_bool())
+            .unwrap_or(false)
+            || !config.get("sliding_window").is_none_or(Json::is_null)
+        {
+            return Err("use_gate and sliding_window are not mapped".into());
+        }
+        let (query, value) = match inputs {
+            [q, v] => (q.clone(), v.clone()),
+            [q, v, _] => (q.clone(), v.clone()),
+            _ => {
+                return Err(format!(
+                    "takes query and value (and key), {} given",
+                    inputs.len()
+                ))
+            }
+        };
+        let key = inputs
+            .get(2)
+            .cloned()
+            .or_else(|| self.kwargs.get("key").cloned())
+            .unwrap_or_else(|| value.clone());
+        if let Some(k) = self
+            .kwargs
+            .keys()
+            .find(|k| !matches!(k.as_str(), "key" | "attention_mask"))
+        {
+            return Err(format!("is called with {k}, which is not mapped"));
+        }
+        let bias = config
+            .get("use_bias")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(true);
+        // One projection: x · kernel [features, heads, dim] + bias [heads, dim], split into
+        // heads: [batch, heads, steps, dim].
+        let project = |b: &mut Self, part: &str, x: String, dim: i64| -> Result<String, String> {
+            let (_, w, shape) = b
+                .var_in(name, part, 0, "kernel")
+                .map_err(|e| e.to_string())?;
+            let features = match shape.as_slice() {
+                [f, h, d] if *h as i64 == heads && *d as i64 == dim => *f,
+                s => {
+                    return Err(format!(
+                        "{part} kernel has shape {s:?}, not [features, {heads}, {dim}]"
+                    ))
+                }
+            };
+            let wname = format!("{name}/{part}/kernel");
+            b.add_tensor(&wname, &w, vec![features, (heads * dim) as u64]);
+            let mm = format!("{name}/{part}/matmul");
+            b.node("MatMul", &mm, vec![x, wname], &mm, BTreeMap::new());
+            let mut y = mm;
+            if bias {
+                let (_, v, _) = b.var_in(name, part, 1, "bias").map_err(|e| e.to_string())?;
+                let bname = format!("{name}/{part}/bias");
+                b.add_tensor(&bname, &v, vec![(heads * dim) as u64]);
+                let add = format!("{name}/{part}/add");
+                b.node("Add", &add, vec![y, bname], &add, BTreeMap::new());
+                y = add;
+            }
+            let split = b.reshape(&format!("{name}/{part}/heads"), y, &[0, 0, heads, dim]);
+            Ok(b.transpose(&format!("{name}/{part}/bhsd"), split, &[0, 2, 1, 3]))
+        };
+        let q = project(self, "query_dense", query, key_dim)?;
+        let k = project(self, "key_dense", key, key_dim)?;
+        let v = project(self, "value_dense", value, value_dim)?;
+        let scale = self.scalar(&format!("{name}/scale"), 1.0 / (key_dim as f64).sqrt());
+        let qs = format!("{name}/scaled_query");
+        self.node("Mul", &qs, vec![q, scale], &qs, BTreeMap::new());
+        let kt = self.transpose(&format!("{name}/key_t"), k, &[0, 1, 3, 2]);
+        let scores = format!("{name}/scores");
+        self.node("MatMul", &scores, vec![qs, kt], &scores, BTreeMap::new());
+        let probs = format!("{name}/probs");
+        match self.kwargs.get("attention_mask").cloned() {
+            None => self.node(
+                "Softmax",
+                &probs,
+                vec![scores],
+                &probs,
+                BTreeMap::from([("axis".to_owned(), Attr::Int(-1))]),
+            ),
+            Some(mask) => {
+                // [batch, steps or 1, keys] → [batch, 1, steps or 1, keys], over every head.
+                let m = format!("{name}/mask");
+                self.node(
+                    "Unsqueeze",
+                    &m,
+                    vec![mask],
+                    &m,
+                    BTreeMap::from([("axes".to_owned(), Attr::Ints(vec![1]))]),
+                );
+                let half = self.scalar(&format!("{name}/half"), 0.5);
+                let keep = format!("{name}/keep");
+                self.node("Greater", &keep, vec![m, half], &keep, BTreeMap::new());
+                let low = self.scalar(&format!("{name}/masked_score"), -1e9);
+                let masked = format!("{name}/masked_scores");
+                self.node(
+                    "Where",
+                    &masked,
+                    vec![keep.clone(), scores, low],
+                    &masked,
+                    BTreeMap::new(),
+                );
+                let soft = format!("{name}/softmax");
+                self.node(
+                    "Softmax",
+                    &soft,
+                    vec![masked],
+                    &soft,
+                    BTreeMap::from([("axis".to_owned(), Attr::Int(-1))]),
+                );
+                let zero = self.scalar(&format!("{name}/zero"), 0.0);
+                self.node(
+                    "Where",
+                    &probs,
+                    vec![keep, soft, zero],
+                    &probs,
+                    BTreeMap::new(),
+                );
+            }
+        }
+        let ctx = format!("{name}/context");
+        self.node("MatMul", &ctx, vec![probs, v], &ctx, BTreeMap::new());
+        let t = self.transpose(&format!("{name}/context_bshd"), ctx, &[0, 2, 1, 3]);
+        let merged = self.reshape(
+            &format!("{name}/context_merged"),
+            t,
+            &[0, 0, heads * value_dim],
+        );
+        let (_, w, shape) = self
+            .var_in(name, "output_dense", 0, "kernel")
+            .map_err(|e| e.to_string())?;
+        let out_features = match shape.as_slice() {
+            [h, d, o] if *h as i64 == heads && *d as i64 == value_dim => *o,
+            s => {
+                return Err(format!(
+                    "output_dense kernel has shape {s:?}, not [{heads}, {value_dim}, features]"
+                ))
+            }
+        };
+        let wname = format!("{name}/output_dense/kernel");
+        self.add_tensor(&wname, &w, vec![(heads * value_dim) as u64, out_features]);
+        let mm = format!("{name}/output_dense/matmul");
+        self.node("MatMul", &mm, vec![merged, wname], &mm, BTreeMap::new());
+        if bias {
+            let (_, v, s) = self
+                .var_in(name, "output_dense", 1, "bias")
+                .map_err(|e| e.to_string())?;
+            let bname = format!("{name}/output_dense/bias");
+            self.add_tensor(&bname, &v, s);
+            self.node("Add", name, vec![mm, bname], name, BTreeMap::new());
+        } else {
+            self.node("Identity", name, vec![mm], name, BTreeMap::new());
+        }
+        Ok(())
+    }
+
+    /// The ONNX RNN node and the reshape of its output to Keras's: `[batch, steps, dirs *
+    /// units]` for sequences (the directions concatenated per step), `[batch, dirs * units]`
+    /// for the last state.
+    #[allow(clippy::too_many_arguments)]
+    fn rnn_node(
+        &mut self,
+        name: &str,
+        class: &str,
+        units: usize,
+        direction: &str,
+        [f, g]: [&str; 2],
+        reset_after: bool,
+        x: &str,
+        weights: &[String],
+        sequences: bool,
+    ) {
+        let acts: Vec<String> = if class == "LSTM" {
+            vec![f.into(), g.into(), g.into()]
+        } else {
+            vec![f.into(), g.into()]
+        };
+        let mut attrs = BTreeMap::from([
+            ("hidden_size".to_owned(), Attr::Int(units as i64)),
+            ("direction".to_owned(), Attr::Text(direction.into())),
+            ("layout".to_owned(), Attr::Int(1)),
+        ]);
+        if [f, g] != ["Sigmoid", "Tanh"] {
+            // ONNX's list of names, one per gate function, for every direction.
+            let per_dir = acts.join(",");
+            let all = if direction == "bidirectional" {
+                format!("{per_dir},{per_dir}")
+            } else {
+                per_dir
+            };
+            attrs.insert("activations".into(), Attr::Text(all));
+        }
+        if class == "GRU" {
+            attrs.insert("linear_before_reset".into(), Attr::Int(reset_after as i64));
+        }
+        let (y, yh) = (format!("{name}/Y"), format!("{name}/Y_h"));
+        let mut inputs = vec![x.to_owned()];
+        inputs.extend(weights.iter().cloned());
+        self.nodes.push(Node {
+            op: class.into(),
+            name: format!("{name}/{}", class.to_lowercase()),
+            inputs,
+            outputs: vec![y.clone(), yh.clone()],
+            attrs,
+        });
+        // layout 1: Y [batch, steps, dirs, units], Y_h [batch, dirs, units].
+        if sequences {
+            self.reshape(name, y, &[0, 0, -1]);
+        } else {
+            self.reshape(name, yh, &[0, -1]);
+        }
     }
 }
 
@@ -667,6 +1429,20 @@ fn check_module(path: &Path, obj: &Json, class: &str, name: &str) -> Result<(), 
         return Err(invalid(path, format!("{class} {name:?} is the custom object {r:?}, whose code is not in the file; nnsign refuses it")));
     }
     Ok(())
+}
+
+/// The layer names of the tensors a Functional layer's first call passes by keyword.
+fn config_kwargs(layer: &Json) -> BTreeMap<String, String> {
+    let kwargs = layer
+        .pointer("/inbound_nodes/0/kwargs")
+        .and_then(|k| k.as_object());
+    (kwargs.into_iter().flatten())
+        .filter_map(|(k, v)| {
+            let mut names = Vec::new();
+            collect_history(v, &mut names);
+            (names.len() == 1).then(|| (k.clone(), names.remove(0)))
+        })
+        .collect()
 }
 
 /// The layer names of a Functional layer's inbound tensors, if it lists them.

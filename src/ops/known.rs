@@ -201,8 +201,14 @@ mod tests {
         let a = list(vec![s("b"), K::Int(6)]);
         let one = list(vec![K::Int(1)]);
         let two = list(vec![K::Int(2)]);
-        assert_eq!(arithmetic("Mul", &a, &one).unwrap(), vec![s("b"), K::Int(6)]);
-        assert_eq!(arithmetic("Div", &a, &two).unwrap(), vec![K::Any, K::Int(3)]);
+        assert_eq!(
+            arithmetic("Mul", &a, &one).unwrap(),
+            vec![s("b"), K::Int(6)]
+        );
+        assert_eq!(
+            arithmetic("Div", &a, &two).unwrap(),
+            vec![K::Any, K::Int(3)]
+        );
         assert_eq!(
             arithmetic("Div", &list(vec![K::Int(7)]), &list(vec![K::Int(0)])).unwrap(),
             vec![K::Any]

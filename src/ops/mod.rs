@@ -348,10 +348,7 @@ impl Op {
                     "has {} outputs; {name} makes one, so list exactly one",
                     node.outputs.len()
                 ),
-                n => format!(
-                    "has {} outputs; {name} makes 1 to {n}",
-                    node.outputs.len()
-                ),
+                n => format!("has {} outputs; {name} makes 1 to {n}", node.outputs.len()),
             });
         }
         // A parameter is an attribute or an input, never both.
@@ -518,10 +515,8 @@ impl Op {
             }
             Op::Shape { start, end } => {
                 let dims = &x().shape[shape_range(*start, *end, x().rank())];
-                Ok(
-                    VType::new(Elem::I64, vec![D::Fixed(dims.len() as u64)])
-                        .with_known(Some(known::dims(dims))),
-                )
+                Ok(VType::new(Elem::I64, vec![D::Fixed(dims.len() as u64)])
+                    .with_known(Some(known::dims(dims))))
             }
             Op::Constant(v) => {
                 let t = VType::new(
@@ -615,7 +610,12 @@ impl Op {
                     x().elem(),
                     x().shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
                 ))?;
-                if planned.shape.iter().map(D::fixed).ne(out.iter().map(|&d| Some(d as u64))) {
+                if planned
+                    .shape
+                    .iter()
+                    .map(D::fixed)
+                    .ne(out.iter().map(|&d| Some(d as u64)))
+                {
                     return Err(format!(
                         "its parameters at run time make shape {}, not the {out:?} inferred before the run",
                         shape::fmt_shape(&planned.shape)

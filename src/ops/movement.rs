@@ -65,7 +65,10 @@ pub(super) fn infer_reshape_to(spec: &[K], x: &VType) -> Result<VType, String> {
         ));
     }
     if spec.iter().filter(|&d| *d == K::Int(-1)).count() > 1 {
-        return Err(format!("the target shape {} holds more than one -1", shown()));
+        return Err(format!(
+            "the target shape {} holds more than one -1",
+            shown()
+        ));
     }
     let mut out = Vec::with_capacity(spec.len());
     for (i, d) in spec.iter().enumerate() {
@@ -269,9 +272,9 @@ pub struct Slice {
 
 impl Slice {
     pub(super) fn parse(a: &mut Attrs<'_>) -> Result<Slice, String> {
-        let starts = a.ints("starts")?.ok_or(
-            "attribute \"starts\" is required (or, in op-set 3, inputs starts and ends)",
-        )?;
+        let starts = a
+            .ints("starts")?
+            .ok_or("attribute \"starts\" is required (or, in op-set 3, inputs starts and ends)")?;
         let ends = a.ints("ends")?.ok_or("attribute \"ends\" is required")?;
         let s = Slice {
             starts,
@@ -332,7 +335,11 @@ impl Slice {
                 None => D::Any,
             };
         }
-        let known = if self.starts.is_empty() { x.known.clone() } else { known };
+        let known = if self.starts.is_empty() {
+            x.known.clone()
+        } else {
+            known
+        };
         Ok(VType::new(x.elem, shape).with_known(known))
     }
 

@@ -110,8 +110,7 @@ impl VType {
         let fits = |k: &Vec<K>| {
             self.elem != Elem::F32
                 && k.len() <= MAX_KNOWN
-                && count(&self.shape)
-                    .is_some_and(|c| c.syms.is_empty() && c.coef == k.len() as u64)
+                && count(&self.shape).is_some_and(|c| c.syms.is_empty() && c.coef == k.len() as u64)
         };
         self.known = known.filter(fits);
         self

@@ -358,7 +358,10 @@ fn graph_of(
         // Constant parameters become attributes, readable by every op-set; a parameter computed
         // in the graph (a shape, say) keeps them all inputs, which op-set 3 evaluates before
         // the model runs.
-        let given = || fold.iter().filter_map(|&(k, key)| Some((n.input.get(k).filter(|s| !s.is_empty())?, key)));
+        let given = || {
+            fold.iter()
+                .filter_map(|&(k, key)| Some((n.input.get(k).filter(|s| !s.is_empty())?, key)))
+        };
         let constant = |src: &String| constants.get(src.as_str()).and_then(|t| ints(t));
         if given().all(|(src, _)| constant(src).is_some()) {
             for (src, key) in given() {
@@ -398,8 +401,8 @@ fn graph_of(
             return Err(at("has no output".into()));
         }
         let makes = crate::ops::max_outputs(&op);
-        if let Some(used) = (outputs.iter().skip(makes))
-            .find(|o| !o.is_empty() && read.contains(o.as_str()))
+        if let Some(used) =
+            (outputs.iter().skip(makes)).find(|o| !o.is_empty() && read.contains(o.as_str()))
         {
             return Err(at(match makes {
                 1 => format!("its output {used:?} is used, and nnsign computes only the first output of {op}"),
