@@ -6,12 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The ops of the newest op-set. A new op-set fails here until this names its list.
-fn newest_ops() -> &'static [&'static str] {
-    match nnsign::model::OPSET {
-        2 => nnsign::ops::OPSET_2,
-        n => panic!("nnsign::model::OPSET is {n}: make newest_ops() return nnsign::ops::OPSET_{n}"),
-    }
+/// The ops of the newest op-set.
+fn newest_ops() -> Vec<&'static str> {
+    nnsign::ops::ops_of(nnsign::model::OPSET)
 }
 
 /// Ops of the nnsign schema that ONNX does not have (docs/SCHEMA.md).

@@ -365,6 +365,9 @@ impl Op {
             },
             "Identity" => Op::Identity,
             "Dropout" => {
+                if node.inputs.get(2).is_some_and(|i| !i.is_empty()) {
+                    return Err("its third input (training_mode) is given; nnsign runs inference only, so leave it off".into());
+                }
                 a.ignore("ratio");
                 a.ignore("seed");
                 Op::Identity

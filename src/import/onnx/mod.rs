@@ -30,8 +30,9 @@ use proto::{
 /// Largest ONNX file: protobuf's own limit.
 pub const MAX_ONNX_LEN: u64 = 2 << 30;
 /// Op-sets of the default domain this importer maps: from 13 (where Softmax, Squeeze and
-/// Unsqueeze took their current meaning) on.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=22;
+/// Unsqueeze took their current meaning) to 25 (onnx 1.23's; the versions 23 to 25 of the ops
+/// nnsign maps only add element types).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
 
 /// What an ONNX file holds, for `pack`.
 pub struct OnnxModel {
@@ -418,9 +419,6 @@ fn graph_of(
                 *o = format!("{name}:unused{k}");
             }
         }
-        if op == "BatchNormalization" {
-            attrs.remove("training_mode");
-        }
         nodes.push(Node {
             op,
             name,
@@ -489,12 +487,19 @@ fn value_info(path: &Path, v: &proto::ValueInfoProto) -> Result<ValueInfo, Impor
     else {
         return Err(at("is not a tensor".into()));
     };
-    let dtype = match dtype(t.elem_type.unwrap_or(0)) {
+    let code = t.elem_type.unwrap_or(0);
+    let dtype = match dtype(code) {
         Some(DType::F32) => "F32",
         Some(DType::I64) => "I64",
-        other => {
+        Some(DType::Bool) => "BOOL",
+        Some(other) => {
             return Err(at(format!(
-                "has element type {other:?}; nnsign graphs take F32 and I64"
+                "has element type {other}; nnsign graphs take F32, I64 and BOOL"
+            )))
+        }
+        None => {
+            return Err(at(format!(
+                "has ONNX element type {code}, which nnsign does not know; nnsign graphs take F32, I64 and BOOL"
             )))
         }
     };
