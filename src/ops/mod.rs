@@ -7,9 +7,13 @@ mod conv;
 mod direct;
 mod elementwise;
 mod known;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod layout;
 mod linalg;
 mod movement;
 mod norm;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod resize;
 pub mod shape;
 
 use crate::model::{Attr, Node};

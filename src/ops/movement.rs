@@ -110,7 +110,7 @@ pub(super) fn infer_reshape_to(spec: &[K], x: &VType) -> Result<VType, String> {
     Ok(VType::new(x.elem, out).with_known(x.known.clone()))
 }
 
-fn normalize_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, String> {
+pub(super) fn normalize_axes(axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::with_capacity(axes.len());
     for &a in axes {
         let ax = shape::axis(a, rank, what)?;
@@ -205,7 +205,7 @@ pub(super) fn infer_transpose(perm: Option<&[i64]>, x: &VType) -> Result<VType, 
 }
 
 /// Row-major strides of `shape`.
-fn strides(shape: &[usize]) -> Vec<usize> {
+pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut st = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         st[i] = st[i + 1] * shape[i + 1];
