@@ -293,10 +293,9 @@ conv_t("conv_t_same_upper_output_padding", x, w, b,
 conv_t("conv_t_same_upper_k1_s2_negative_total", f32((1, 2, 3, 3)), f32((2, 1, 1, 1)), None,
        {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
        follows="onnxruntime",
-       why="with total padding -1 (kernel 1, stride 2) the reference pads -1 at the start and "
-           "shifts the image; onnxruntime pads nothing and leaves the last row and column to "
-           "the bias, which keeps the image where the spec's output_shape = input * stride "
-           "puts it")
+       why="with a total padding of -1 (kernel 1, stride 2), onnxruntime and ONNX's shape "
+           "inference pad nothing and give the product's length (5); the reference pads -1 at "
+           "the start to reach input * stride (6), shifting the image")
 conv_t("conv_t_valid", x, w, b, {"strides": [2, 2], "auto_pad": "VALID"})
 conv_t("conv_t_output_shape_odd_total", x, w, b, {"strides": [2, 2], "output_shape": [6, 5]},
        follows="onnxruntime",

@@ -21,7 +21,7 @@ pub struct Window {
 
 /// Largest stride, pad, dilation or kernel size accepted: far beyond any real model, small
 /// enough that no arithmetic on them overflows.
-const MAX_WINDOW: i64 = 1 << 20;
+pub(super) const MAX_WINDOW: i64 = 1 << 20;
 
 fn pair(
     a: &mut Attrs<'_>,

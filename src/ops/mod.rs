@@ -4,6 +4,8 @@
 //! before it runs; and it runs ([`Op::run`]) only on values whose shapes that inference passed.
 
 mod conv;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod conv_transpose;
 mod direct;
 mod elementwise;
 mod known;
