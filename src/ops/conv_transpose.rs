@@ -91,7 +91,7 @@ fn list(
 }
 
 impl ConvTranspose {
-    pub(crate) fn parse(a: &mut Attrs<'_>) -> Result<ConvTranspose, String> {
+    pub(super) fn parse(a: &mut Attrs<'_>) -> Result<ConvTranspose, String> {
         let auto_pad = match a.text("auto_pad")?.unwrap_or("NOTSET") {
             "NOTSET" => AutoPad::NotSet,
             "SAME_UPPER" => AutoPad::SameUpper,
@@ -222,7 +222,7 @@ impl ConvTranspose {
         Ok((D::Fixed(out as u64), Some(geo)))
     }
 
-    pub(crate) fn infer(&self, x: &VType, w: &VType, b: Option<&VType>) -> Result<VType, String> {
+    pub(super) fn infer(&self, x: &VType, w: &VType, b: Option<&VType>) -> Result<VType, String> {
         float(x, "input X")?;
         float(w, "weight W")?;
         let rank = x.rank();
@@ -332,13 +332,13 @@ impl ConvTranspose {
 
     /// Floats of the column buffer [`ConvTranspose::run`] keeps per thread for inputs of shapes
     /// `x` and `w` (accepted by inference).
-    pub(crate) fn scratch_floats(&self, x: &[usize], w: &[usize]) -> u64 {
+    pub(super) fn scratch_floats(&self, x: &[usize], w: &[usize]) -> u64 {
         let geo = self.geometry(x, w);
         let kk: usize = geo.iter().map(|a| a.k).product();
         Self::block(&geo, w[1] * kk).1 as u64
     }
 
-    pub(crate) fn run(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &[usize]) -> Tensor {
+    pub(super) fn run(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &[usize]) -> Tensor {
         let geo = self.geometry(&x.shape, &w.shape);
         let (images, c, m) = (x.shape[0], x.shape[1], out[1]);
         let g = self.group;

@@ -1,8 +1,9 @@
-//! Normalization at inference: BatchNormalization (per channel, with running statistics) and
-//! LayerNormalization (over the trailing axes).
+//! Normalization at inference: BatchNormalization (per channel, with running statistics),
+//! LayerNormalization (over the trailing axes) and InstanceNormalization (per image and
+//! channel, over the spatial axes).
 
 use super::shape::{self, fmt_shape, same, VType, D};
-use super::{chunks, float, rank, spread};
+use super::{chunks, float, positive, rank, spread, Attrs};
 use crate::tensor::Tensor;
 
 pub(super) fn infer_batch_norm(ins: &[Option<&VType>]) -> Result<VType, String> {
@@ -116,6 +117,58 @@ pub(super) fn layer_norm(
     t
 }
 
+/// InstanceNormalization's attribute: its epsilon.
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn parse_instance_norm(a: &mut Attrs<'_>) -> Result<f32, String> {
+    positive(a.float("epsilon", 1e-5)?, "epsilon")
+}
+
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn infer_instance_norm(x: &VType, scale: &VType, b: &VType) -> Result<VType, String> {
+    float(x, "input X")?;
+    if x.rank() < 3 {
+        return Err(format!(
+            "input X {} must have rank 3 or more [n, c, spatial...]",
+            fmt_shape(&x.shape)
+        ));
+    }
+    let c = &x.shape[1];
+    for (p, what) in [(scale, "scale"), (b, "B")] {
+        rank(float(p, what)?, 1, what)?;
+        same(&p.shape[0], c, || {
+            format!("{what} {} does not match {c} channels", fmt_shape(&p.shape))
+        })?;
+    }
+    Ok(x.clone())
+}
+
+/// Normalizes each image's channels of `t` over their spatial axes (mean and variance in f64),
+/// in place.
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn instance_norm(mut t: Tensor, scale: &Tensor, b: &Tensor, epsilon: f32) -> Tensor {
+    let c = t.shape[1];
+    let inner: usize = t.shape[2..].iter().product();
+    if inner == 0 {
+        return t;
+    }
+    let par = spread(t.data.len(), 1 << 15);
+    chunks(&mut t.data, inner, par, |p, plane| {
+        let n = inner as f64;
+        let mean = plane.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = plane
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let k = (scale.data[p % c] as f64 / (var + epsilon as f64).sqrt()) as f32;
+        // Centred first: folding the mean into one multiply-add would cancel badly when the
+        // variance is small and k large.
+        let (mean, add) = (mean as f32, b.data[p % c]);
+        plane.iter_mut().for_each(|v| *v = (*v - mean) * k + add);
+    });
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +203,69 @@ mod tests {
             0.0,
         );
         assert_eq!(r.data, vec![3., 0.]);
+    }
+
+    #[test]
+    fn instance_norm_matches_the_reference_cases() {
+        use super::super::layout::fixture::{self, close, f32s};
+        for case in fixture::cases("InstanceNormalization") {
+            let mut a = Attrs::new(&case.node);
+            let eps = parse_instance_norm(&mut a).unwrap();
+            a.finish().unwrap();
+            let [x, s, b] = [0, 1, 2].map(|i| f32s(case.inputs[i].as_ref().expect("input")));
+            let fixed = |t: &Tensor| {
+                VType::new(
+                    crate::tensor::Elem::F32,
+                    t.shape.iter().map(|&d| D::Fixed(d as u64)).collect(),
+                )
+            };
+            let t = infer_instance_norm(&fixed(&x), &fixed(&s), &fixed(&b)).unwrap();
+            assert_eq!(t, fixed(&x));
+            let want = f32s(&case.outputs[0]);
+            close(&case.name, &instance_norm(x, &s, &b, eps), &want);
+        }
+    }
+
+    #[test]
+    fn instance_norm_refuses_bad_shapes_and_epsilon() {
+        let t = |s: &[u64]| {
+            VType::new(
+                crate::tensor::Elem::F32,
+                s.iter().map(|&d| D::Fixed(d)).collect(),
+            )
+        };
+        assert_eq!(
+            infer_instance_norm(&t(&[2, 3]), &t(&[3]), &t(&[3])).unwrap_err(),
+            "input X [2, 3] must have rank 3 or more [n, c, spatial...]"
+        );
+        assert_eq!(
+            infer_instance_norm(&t(&[2, 3, 4]), &t(&[3]), &t(&[4])).unwrap_err(),
+            "B [4] does not match 3 channels: 4 != 3"
+        );
+        assert_eq!(
+            infer_instance_norm(&t(&[2, 3, 4]), &t(&[1, 3]), &t(&[3])).unwrap_err(),
+            "scale must have rank 1, not 2 (shape [1, 3])"
+        );
+        let ints = VType::new(crate::tensor::Elem::I64, vec![D::Fixed(1); 3]);
+        assert_eq!(
+            infer_instance_norm(&ints, &t(&[1]), &t(&[1])).unwrap_err(),
+            "input X must be F32, not I64"
+        );
+        let sym = VType::new(
+            crate::tensor::Elem::F32,
+            vec![D::Sym("n".into()), D::Fixed(3), D::Sym("l".into())],
+        );
+        assert_eq!(infer_instance_norm(&sym, &t(&[3]), &t(&[3])).unwrap(), sym);
+        let node = crate::model::Node {
+            op: "InstanceNormalization".into(),
+            name: "i".into(),
+            inputs: vec![],
+            outputs: vec![],
+            attrs: [("epsilon".to_string(), crate::model::Attr::Float(0.0))].into(),
+        };
+        assert_eq!(
+            parse_instance_norm(&mut Attrs::new(&node)).unwrap_err(),
+            "attribute \"epsilon\" must be positive, not 0"
+        );
     }
 }

@@ -106,7 +106,7 @@ struct Axis {
 }
 
 impl Resize {
-    pub(crate) fn parse(a: &mut Attrs<'_>) -> Result<Resize, String> {
+    pub(super) fn parse(a: &mut Attrs<'_>) -> Result<Resize, String> {
         let rounding = match a.text("nearest_mode")?.unwrap_or("round_prefer_floor") {
             "round_prefer_floor" => Rounding::PreferFloor,
             "round_prefer_ceil" => Rounding::PreferCeil,
@@ -264,7 +264,7 @@ impl Resize {
         Ok(plan)
     }
 
-    pub(crate) fn infer(&self, x: &VType, target: Target<'_>) -> Result<VType, String> {
+    pub(super) fn infer(&self, x: &VType, target: Target<'_>) -> Result<VType, String> {
         float(x, "input X")?;
         let plan = self.plan(&x.shape, target)?;
         let shape = (plan.into_iter().zip(&x.shape))
@@ -292,7 +292,7 @@ impl Resize {
     }
 
     /// Runs on `x` with the target inference accepted, into shape `out`.
-    pub(crate) fn run(&self, x: &Tensor, target: Target<'_>, out: &[usize]) -> Tensor {
+    pub(super) fn run(&self, x: &Tensor, target: Target<'_>, out: &[usize]) -> Tensor {
         let total: usize = out.iter().product();
         if total == 0 || out.is_empty() {
             return Tensor {
