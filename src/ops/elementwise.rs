@@ -58,7 +58,7 @@ pub(super) fn infer_binary(a: &VType, b: &VType) -> Result<VType, String> {
 
 /// Strides of `shape` (row-major) as seen from an output of rank `rank`: 0 along broadcast
 /// axes, and for the leading axes `shape` lacks.
-fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
+pub(super) fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
     let mut strides = vec![0; rank];
     let mut s = 1;
     for (i, &d) in shape.iter().enumerate().rev() {

@@ -8,10 +8,10 @@
 //! the last axis. An output row that reads the same input row as the one before it (nearest
 //! upsampling) is copied from it.
 
-use super::layout::capped;
+use super::layout::{by_rows, capped};
 use super::movement::{normalize_axes, strides};
 use super::shape::{fmt_shape, VType, D};
-use super::{chunks, float, spread, Attrs};
+use super::{float, Attrs};
 use crate::memory::MAX_ELEMENTS;
 use crate::tensor::{Elem, Tensor};
 
@@ -400,25 +400,6 @@ impl Tap {
             w1,
         }
     }
-}
-
-/// Output rows (along the last axis) one task takes: about 16 K elements.
-fn rows_per_task(row: usize) -> usize {
-    ((1 << 14) / row.max(1)).max(1)
-}
-
-/// The output of shape `out` (rank 1 or more), filled by `f(first, block)` block by block:
-/// `block` holds whole rows along the last axis, the first of them row `first`. Large outputs
-/// are filled on every core.
-fn by_rows(out: &[usize], f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
-    let total: usize = out.iter().product();
-    let row = *out.last().expect("rank 1 or more");
-    let per = rows_per_task(row);
-    let mut data = vec![0f32; total];
-    chunks(&mut data, per * row, spread(total, 1 << 15), |t, block| {
-        f(t * per, block)
-    });
-    data
 }
 
 fn resample_nearest(x: &Tensor, maps: &[Option<Vec<usize>>], out: &[usize]) -> Vec<f32> {
