@@ -268,7 +268,11 @@ def torch_conv_t(x, w, b, **kw):
 
 
 x, w, b = f32((1, 3, 3, 4)), f32((3, 2, 2, 2)), f32((2,))
-conv_t("conv_t_k2_s2_unet", x, w, b, {"strides": [2, 2]},
+# The attributes exactly as torch.onnx.export (dynamo, torch 2.15) writes them for
+# nn.ConvTranspose2d(3, 2, kernel_size=2, stride=2).
+conv_t("conv_t_k2_s2_unet", x, w, b,
+       {"group": 1, "auto_pad": "NOTSET", "strides": [2, 2], "pads": [0, 0, 0, 0],
+        "output_padding": [0, 0], "dilations": [1, 1], "kernel_shape": [2, 2]},
        torch_check=torch_conv_t(x, w, b, stride=2))
 x, w, b = f32((1, 2, 3, 3)), f32((2, 3, 3, 3)), f32((3,))
 conv_t("conv_t_k3_s2_p1_op1", x, w, b,

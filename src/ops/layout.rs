@@ -38,6 +38,23 @@ pub(super) fn capped(shape: Vec<D>) -> Result<Vec<D>, String> {
     }
 }
 
+/// A shape given as a parameter (Expand's and ConstantOfShape's `shape`, Resize's `sizes`),
+/// from its content (`VType::known` before the run; the values, as `K::Int`, at run time):
+/// numbers, and sizes that symbols stand for. `what` names it in messages.
+pub(super) fn shape_param(k: &[K], what: &str) -> Result<Vec<D>, String> {
+    k.iter()
+        .map(|k| match k {
+            K::Int(v) => u64::try_from(*v)
+                .ok()
+                .filter(|&n| n <= MAX_ELEMENTS)
+                .map(D::Fixed)
+                .ok_or_else(|| format!("{what} holds {v}; each must be in 0..={MAX_ELEMENTS}")),
+            K::Sym(s) => Ok(D::Sym(s.clone())),
+            K::Any => Ok(D::Any),
+        })
+        .collect()
+}
+
 /// Output rows (along the last axis) one task takes: about 16 K elements.
 fn rows_per_task(row: usize) -> usize {
     ((1 << 14) / row.max(1)).max(1)
@@ -1337,8 +1354,13 @@ mod tests {
             infer_expand(&x, &vec![D::Fixed(1); 17]).unwrap_err(),
             "shape has 17 dimensions, more than 16"
         );
+        assert_eq!(
+            shape_param(&[K::Int(2), K::Int(-1)], "shape").unwrap_err(),
+            "shape holds -1; each must be in 0..=1099511627776"
+        );
+        let target = shape_param(&[K::Sym("b".into()), K::Int(5)], "shape").unwrap();
         let sym = VType::new(Elem::F32, vec![D::Sym("b".into()), D::Fixed(1)]);
-        let t = infer_expand(&sym, &[D::Sym("b".into()), D::Fixed(5)]).unwrap();
+        let t = infer_expand(&sym, &target).unwrap();
         assert_eq!(t.shape, vec![D::Sym("b".into()), D::Fixed(5)]);
         // Known content goes through Expand and Tile (exporters build shapes with them).
         let list = VType::new(Elem::I64, vec![D::Fixed(2)])

@@ -78,13 +78,15 @@ pub struct Resize {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target<'a> {
     Scales(&'a [f32]),
-    Sizes(&'a [i64]),
+    /// Output lengths, which may be sizes symbols stand for (a graph that resizes to the
+    /// batch size it read with `Shape`); see [`super::layout::shape_param`].
+    Sizes(&'a [D]),
 }
 
 impl<'a> Target<'a> {
     /// The one of `scales` and `sizes` that is given. An empty tensor counts as omitted, as
     /// exporters give an empty `scales` beside `sizes`.
-    pub fn new(scales: Option<&'a [f32]>, sizes: Option<&'a [i64]>) -> Result<Self, String> {
+    pub fn new(scales: Option<&'a [f32]>, sizes: Option<&'a [D]>) -> Result<Self, String> {
         match (
             scales.filter(|s| !s.is_empty()),
             sizes.filter(|s| !s.is_empty()),
@@ -203,47 +205,39 @@ impl Resize {
                 }
             }
             Target::Sizes(sizes) => {
-                let mut want = Vec::with_capacity(axes.len());
-                for (&ax, &s) in axes.iter().zip(sizes) {
-                    let s = u64::try_from(s)
-                        .ok()
-                        .filter(|&s| s <= MAX_ELEMENTS)
-                        .ok_or_else(|| {
-                            format!("size {s} for axis {ax} must be in 0..={MAX_ELEMENTS}")
-                        })?;
-                    want.push((ax, s));
-                }
+                let want: Vec<(usize, &D)> = axes.iter().copied().zip(sizes).collect();
+                // Each axis's scale, when its lengths are known.
+                let ratio = |ax: usize, s: &D| Some(s.fixed()? as f64 / x[ax].fixed()? as f64);
                 // One scale for every axis, when the policy keeps the aspect ratio.
-                let ratios: Option<Vec<f64>> = (want.iter())
-                    .map(|&(ax, s)| Some(s as f64 / x[ax].fixed()? as f64))
-                    .collect();
-                let uniform = match (self.policy, &ratios) {
-                    (Policy::Stretch, _) => None,
-                    (_, None) => Some(None),
-                    (p, Some(r)) => {
+                let uniform = match self.policy {
+                    Policy::Stretch => None,
+                    p => {
+                        let ratios: Option<Vec<f64>> =
+                            want.iter().map(|&(ax, s)| ratio(ax, s)).collect();
                         let pick = |a: f64, b: f64| match p {
                             Policy::NotLarger => a.min(b),
                             _ => a.max(b),
                         };
-                        let s = r.iter().copied().reduce(pick).unwrap_or(1.0);
-                        if !(s.is_finite() && s > 0.0) {
+                        let s = ratios.map(|r| r.into_iter().reduce(pick).unwrap_or(1.0));
+                        if s.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
                             return Err(format!(
-                                "cannot keep the aspect ratio of {} resized to sizes {sizes:?}",
-                                fmt_shape(x)
+                                "cannot keep the aspect ratio of {} resized to sizes {}",
+                                fmt_shape(x),
+                                fmt_shape(sizes)
                             ));
                         }
-                        Some(Some(s))
+                        Some(s)
                     }
                 };
-                for (&(ax, s), i) in want.iter().zip(0..) {
+                for (ax, s) in want {
                     plan[ax] = Some(match uniform {
                         None => {
-                            if x[ax] == D::Fixed(0) && s > 0 {
-                                return Err(format!("cannot resize axis {ax} of size 0 to {s}"));
+                            if let (Some(0), Some(n @ 1..)) = (x[ax].fixed(), s.fixed()) {
+                                return Err(format!("cannot resize axis {ax} of size 0 to {n}"));
                             }
                             Axis {
-                                out: D::Fixed(s),
-                                scale: ratios.as_ref().map(|r| r[i]),
+                                out: s.clone(),
+                                scale: ratio(ax, s),
                             }
                         }
                         Some(None) => Axis {
@@ -516,7 +510,9 @@ fn resample_linear(x: &Tensor, taps: &[Option<Vec<Tap>>], out: &[usize]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::super::layout::fixture::{self, close, f32s, i64s};
+    use super::super::layout::shape_param;
     use super::*;
+    use crate::ops::shape::K;
 
     fn parse(attrs: &[(&str, crate::model::Attr)]) -> Result<Resize, String> {
         let node = crate::model::Node {
@@ -551,7 +547,10 @@ mod tests {
             a.finish().unwrap();
             let x = f32s(case.inputs[0].as_ref().expect("X"));
             let scales = case.inputs[2].as_ref().map(|t| f32s(t).data);
-            let sizes = case.inputs[3].as_ref().map(|t| i64s(t).data);
+            let sizes = case.inputs[3].as_ref().map(|t| {
+                let k: Vec<K> = i64s(t).data.into_iter().map(K::Int).collect();
+                shape_param(&k, "sizes").unwrap()
+            });
             let target = Target::new(scales.as_deref(), sizes.as_deref()).unwrap();
             let want = f32s(&case.outputs[0]);
             let t = r.infer(
@@ -602,7 +601,7 @@ mod tests {
         let r = parse(&[]).unwrap();
         let x = fixed(&[1, 2, 4, 4]);
         assert_eq!(
-            Target::new(Some(&[1.0]), Some(&[1])).unwrap_err(),
+            Target::new(Some(&[1.0]), Some(&[D::Fixed(1)])).unwrap_err(),
             "give scales or sizes, not both"
         );
         assert_eq!(
@@ -610,7 +609,8 @@ mod tests {
             "give scales or sizes (neither is given)"
         );
         // An empty scales beside sizes is how exporters omit it.
-        assert_eq!(Target::new(Some(&[]), Some(&[2])), Ok(Target::Sizes(&[2])));
+        let two = [D::Fixed(2)];
+        assert_eq!(Target::new(Some(&[]), Some(&two)), Ok(Target::Sizes(&two)));
         let err = |t: Target<'_>| r.infer(&x, t).unwrap_err();
         assert_eq!(
             err(Target::Scales(&[1.0, 2.0])),
@@ -625,8 +625,8 @@ mod tests {
             "scale NaN for axis 2 must be positive and finite"
         );
         assert_eq!(
-            err(Target::Sizes(&[1, 2, -1, 4])),
-            "size -1 for axis 2 must be in 0..=1099511627776"
+            shape_param(&[K::Int(1), K::Int(-1)], "sizes").unwrap_err(),
+            "sizes holds -1; each must be in 0..=1099511627776"
         );
         assert_eq!(
             err(Target::Scales(&[1.0, 1.0, 1e30, 1.0])),
@@ -637,7 +637,7 @@ mod tests {
             "the output [1, 2, 4000000, 4000000] would have more than 1099511627776 elements"
         );
         assert_eq!(
-            r.infer(&fixed(&[1, 0]), Target::Sizes(&[1, 3]))
+            r.infer(&fixed(&[1, 0]), Target::Sizes(&[D::Fixed(1), D::Fixed(3)]))
                 .unwrap_err(),
             "cannot resize axis 1 of size 0 to 3"
         );
@@ -670,14 +670,20 @@ mod tests {
             t.shape,
             vec![D::Sym("n".into()), D::Fixed(3), D::Any, D::Fixed(10)]
         );
-        let t = r.infer(&x, Target::Sizes(&[1, 3, 8, 8])).unwrap();
-        assert_eq!(t.shape, [1, 3, 8, 8].map(D::Fixed).to_vec());
+        // Sizes a graph computes from its input's shape: [batch, c, 2 * 4, 8].
+        let sizes = [D::Sym("n".into()), D::Fixed(3), D::Fixed(8), D::Fixed(8)];
+        let t = r.infer(&x, Target::Sizes(&sizes)).unwrap();
+        assert_eq!(t.shape, sizes);
+        let any = [D::Sym("n".into()), D::Fixed(3), D::Any, D::Fixed(8)];
+        assert_eq!(r.infer(&x, Target::Sizes(&any)).unwrap().shape, any);
         let keep = parse(&[
             ("keep_aspect_ratio_policy", text("not_larger")),
             ("axes", crate::model::Attr::Ints(vec![2, 3])),
         ])
         .unwrap();
-        let t = keep.infer(&x, Target::Sizes(&[8, 8])).unwrap();
+        let t = keep
+            .infer(&x, Target::Sizes(&[D::Fixed(8), D::Fixed(8)]))
+            .unwrap();
         assert_eq!(t.shape[2..], [D::Any, D::Any]);
     }
 
