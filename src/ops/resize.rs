@@ -73,8 +73,8 @@ pub struct Resize {
     pub axes: Option<Vec<i64>>,
 }
 
-/// The output size of a Resize, from its `scales` or its `sizes` input (constants the caller
-/// resolved).
+/// The output size of a Resize, from its `scales` or its `sizes` input (parameters the
+/// caller resolved before inference).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target<'a> {
     Scales(&'a [f32]),
@@ -103,7 +103,7 @@ impl<'a> Target<'a> {
 #[derive(Debug, Clone, PartialEq)]
 struct Axis {
     out: D,
-    /// `None` until the input length is known (only with a symbolic input).
+    /// `None` until the lengths are known (a symbolic input or size).
     scale: Option<f64>,
 }
 
