@@ -123,8 +123,8 @@ fn code_and_unmapped_layers_are_refused_by_name() {
             "Swish \"swish\" comes from module \"my_company.layers\"",
         ),
         (
-            serde_json::json!({"module": "keras.layers", "class_name": "LSTM", "config": {"name": "rnn"}}),
-            "layer \"rnn\" (LSTM): the Keras importer does not map LSTM layers yet",
+            serde_json::json!({"module": "keras.layers", "class_name": "SimpleRNN", "config": {"name": "rnn"}}),
+            "layer \"rnn\" (SimpleRNN): the Keras importer does not map SimpleRNN layers yet",
         ),
     ];
     for (k, (layer, message)) in cases.into_iter().enumerate() {

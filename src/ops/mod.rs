@@ -4,17 +4,14 @@
 //! before it runs; and it runs ([`Op::run`]) only on values whose shapes that inference passed.
 
 mod conv;
-#[allow(dead_code)] // wired into Op by the integration commit
 mod conv_transpose;
 mod direct;
 mod elementwise;
 mod known;
-#[allow(dead_code)] // wired into Op by the integration commit
 mod layout;
 mod linalg;
 mod movement;
 mod norm;
-#[allow(dead_code)] // wired into Op by the integration commit
 mod resize;
 pub mod shape;
 
@@ -86,6 +83,26 @@ pub enum Op {
         start: i64,
         end: Option<i64>,
     },
+    /// `scales` from the attribute; `sizes` is the fourth input (op-set 3).
+    Resize {
+        resize: resize::Resize,
+        scales: Option<Vec<f32>>,
+    },
+    ConvTranspose(conv_transpose::ConvTranspose),
+    InstanceNorm {
+        epsilon: f32,
+    },
+    Pad(layout::Pad),
+    Tile,
+    Expand,
+    ConstantOfShape(layout::Scalar),
+    Range,
+    /// With the number of outputs the node lists.
+    Split {
+        split: layout::Split,
+        outputs: usize,
+    },
+    Where,
     Constant(Value),
 }
 
@@ -129,7 +146,19 @@ pub const OPSET_2: &[&str] = &[
 ];
 
 /// The ops op-set 3 adds to op-set 2.
-pub const OPSET_3_ADDED: &[&str] = &["Shape"];
+pub const OPSET_3_ADDED: &[&str] = &[
+    "Shape",
+    "Resize",
+    "ConvTranspose",
+    "InstanceNormalization",
+    "Pad",
+    "Tile",
+    "Expand",
+    "ConstantOfShape",
+    "Range",
+    "Split",
+    "Where",
+];
 
 /// The ops of op-set `opset` (1 to [`crate::model::OPSET`]), in the order the schema lists
 /// them.
@@ -156,8 +185,11 @@ pub fn lowest_opset(g: &crate::model::Graph) -> u64 {
 const PARAMETERS_AS_INPUTS: &[&str] = &["Reshape", "Slice", "Squeeze", "Unsqueeze"];
 
 /// Most outputs an op makes; a node lists from one to that many.
-pub fn max_outputs(_op: &str) -> usize {
-    1
+pub fn max_outputs(op: &str) -> usize {
+    match op {
+        "Split" => crate::model::MAX_GRAPH_IO,
+        _ => 1,
+    }
 }
 
 /// A node's attributes, read one by one; whatever is left unread at the end is an error.
@@ -296,6 +328,13 @@ fn arity(op: &str) -> Option<(usize, usize)> {
         | "Transpose" | "Shape" => (1, 1),
         "Reshape" | "Squeeze" | "Unsqueeze" => (1, 2),
         "Slice" => (1, 5),
+        "Resize" => (1, 4),
+        "ConvTranspose" => (2, 3),
+        "InstanceNormalization" | "Range" | "Where" => (3, 3),
+        "Pad" => (2, 4),
+        "Tile" | "Expand" => (2, 2),
+        "ConstantOfShape" => (1, 1),
+        "Split" => (1, 2),
         "Dropout" => (1, 3),
         "Gemm" | "Conv" | "Dense" => (2, 3),
         "LayerNormalization" => (2, 3),
@@ -457,6 +496,43 @@ impl Op {
                 start: a.int("start", 0)?,
                 end: a.int_opt("end")?,
             },
+            "Resize" => {
+                for (k, what) in [(1, "roi"), (2, "scales")] {
+                    if node.inputs.get(k).is_some_and(|i| !i.is_empty()) {
+                        return Err(format!(
+                            "input {k} ({what}) is given; nnsign takes scales as the attribute \"scales\" and no roi (which only tf_crop_and_resize reads)"
+                        ));
+                    }
+                }
+                let scales = a.floats("scales")?;
+                let sizes = node.inputs.get(3).is_some_and(|i| !i.is_empty());
+                if scales.is_some() == sizes {
+                    return Err(
+                        "give the attribute \"scales\" or the input sizes, one of them".into(),
+                    );
+                }
+                Op::Resize {
+                    resize: resize::Resize::parse(&mut a)?,
+                    scales,
+                }
+            }
+            "ConvTranspose" => Op::ConvTranspose(conv_transpose::ConvTranspose::parse(&mut a)?),
+            "InstanceNormalization" => Op::InstanceNorm {
+                epsilon: norm::parse_instance_norm(&mut a)?,
+            },
+            "Pad" => Op::Pad(layout::Pad::parse(&mut a)?),
+            "Tile" => Op::Tile,
+            "Expand" => Op::Expand,
+            "ConstantOfShape" => Op::ConstantOfShape(layout::parse_constant_of_shape(&mut a)?),
+            "Range" => {
+                layout::parse_range(&mut a)?;
+                Op::Range
+            }
+            "Split" => Op::Split {
+                split: layout::Split::parse(&mut a)?,
+                outputs: node.outputs.len(),
+            },
+            "Where" => Op::Where,
             "Constant" => Op::Constant(constant(&mut a)?),
             _ => unreachable!("arity() knows exactly these ops"),
         };
@@ -527,6 +603,46 @@ impl Op {
                 Ok(VType::new(Elem::I64, vec![D::Fixed(dims.len() as u64)])
                     .with_known(Some(known::dims(dims))))
             }
+            Op::Resize { resize, scales } => {
+                let sizes = known::param(opt(ins, 3), "input \"sizes\"")?
+                    .map(|k| layout::shape_param(&k, "sizes"))
+                    .transpose()?;
+                let target = resize::Target::new(scales.as_deref(), sizes.as_deref())?;
+                resize.infer(float(x(), "input")?, target)
+            }
+            Op::ConvTranspose(c) => c.infer(x(), req(ins, 1), opt(ins, 2)),
+            Op::InstanceNorm { .. } => norm::infer_instance_norm(x(), req(ins, 1), req(ins, 2)),
+            Op::Pad(p) => {
+                let pads = known::param_ints(opt(ins, 1), "input \"pads\"")?;
+                let axes = known::param_ints(opt(ins, 3), "input \"axes\"")?;
+                p.infer(
+                    x(),
+                    &pads.expect("parse checked the input"),
+                    axes.as_deref(),
+                    opt(ins, 2),
+                )
+            }
+            Op::Tile => {
+                let repeats = known::param_ints(opt(ins, 1), "input \"repeats\"")?;
+                layout::infer_tile(x(), &repeats.expect("parse checked the input"))
+            }
+            Op::Expand => {
+                let k = known::param(opt(ins, 1), "input \"shape\"")?;
+                let shape = layout::shape_param(&k.expect("parse checked the input"), "shape")?;
+                layout::infer_expand(x(), &shape)
+            }
+            Op::ConstantOfShape(value) => {
+                let k = known::param(Some(x()), "input \"shape\"")?;
+                let shape = layout::shape_param(&k.expect("given"), "shape")?;
+                layout::infer_constant_of_shape(*value, &shape)
+            }
+            Op::Range => layout::infer_range(&range_args(x(), req(ins, 1), req(ins, 2))?),
+            Op::Split { split, outputs } => {
+                let sizes = known::param_ints(opt(ins, 1), "input \"split\"")?;
+                let mut all = split.infer(x(), sizes.as_deref(), *outputs)?;
+                Ok(all.remove(0))
+            }
+            Op::Where => layout::infer_where(x(), req(ins, 1), req(ins, 2)),
             Op::Constant(v) => {
                 let t = VType::new(
                     v.elem(),
@@ -543,12 +659,59 @@ impl Op {
     /// The output types of every output the op makes, in order ([`Op::infer`] for most ops,
     /// which make one).
     pub fn infer_all(&self, ins: &[Option<&VType>]) -> Result<Vec<VType>, String> {
-        Ok(vec![self.infer(ins)?])
+        match self {
+            Op::Split { split, outputs } => {
+                let sizes = known::param_ints(opt(ins, 1), "input \"split\"")?;
+                split.infer(ins[0].expect("required"), sizes.as_deref(), *outputs)
+            }
+            _ => Ok(vec![self.infer(ins)?]),
+        }
+    }
+
+    /// Whether some input of the op is a parameter that decides its output's shape (op-set
+    /// 3), which [`Op::run_all`] checks against the shapes planned before the run.
+    fn takes_shape_parameters(&self, given: usize) -> bool {
+        match self {
+            Op::Reshape { shape: None } | Op::Unsqueeze { axes: None } | Op::SliceInputs => true,
+            Op::Squeeze { axes: None } => given > 1,
+            Op::Resize { scales: None, .. } | Op::Pad(_) | Op::Tile | Op::Expand => true,
+            Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } => true,
+            _ => false,
+        }
     }
 
     /// Runs the op, making every output of shapes `outs` (what [`Op::infer_all`] inferred).
     pub fn run_all(&self, ins: &[Option<&Value>], outs: &[&[usize]]) -> Result<Vec<Value>, String> {
-        Ok(vec![self.run(ins, outs[0])?])
+        if self.takes_shape_parameters(ins.len()) {
+            // The parameters the graph computed must give the shapes planned from what
+            // inference knew of them: the kernels rely on both.
+            let types: Vec<Option<VType>> = ins.iter().map(|v| v.map(concrete)).collect();
+            let refs: Vec<Option<&VType>> = types.iter().map(Option::as_ref).collect();
+            let planned = self.infer_all(&refs)?;
+            for (t, out) in planned.iter().zip(outs) {
+                if t.shape
+                    .iter()
+                    .map(D::fixed)
+                    .ne(out.iter().map(|&d| Some(d as u64)))
+                {
+                    return Err(format!(
+                        "its parameters at run time make shape {}, not the {out:?} planned before the run",
+                        shape::fmt_shape(&t.shape)
+                    ));
+                }
+            }
+        }
+        match self {
+            Op::Split { split, .. } => {
+                let x = ins[0].expect("required");
+                Ok(match x {
+                    Value::F32(t) => split.run(t, outs).into_iter().map(Value::F32).collect(),
+                    Value::I64(t) => split.run(t, outs).into_iter().map(Value::I64).collect(),
+                    Value::Bool(t) => split.run(t, outs).into_iter().map(Value::Bool).collect(),
+                })
+            }
+            _ => Ok(vec![self.run(ins, outs[0])?]),
+        }
     }
 
     /// Whether the op can work in the memory of its first input ([`Op::run_owned`]).
@@ -559,6 +722,7 @@ impl Op {
     pub fn scratch_bytes(&self, ins: &[&[usize]]) -> u64 {
         match (self, ins) {
             (Op::Conv(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
+            (Op::ConvTranspose(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
             _ => 0,
         }
     }
@@ -571,6 +735,7 @@ impl Op {
                 | Op::Identity
                 | Op::BatchNorm { .. }
                 | Op::LayerNorm { .. }
+                | Op::InstanceNorm { .. }
                 | Op::Flatten { .. }
                 | Op::Reshape { .. }
                 | Op::Squeeze { .. }
@@ -639,7 +804,55 @@ impl Op {
                     data: dims.iter().map(|&d| d as i64).collect(),
                 })
             }
+            Op::Resize { resize, scales } => {
+                let sizes: Option<Vec<D>> = (ins.get(3).copied().flatten())
+                    .map(|v| v.i64().data.iter().map(|&d| D::Fixed(d as u64)).collect());
+                let target = resize::Target::new(scales.as_deref(), sizes.as_deref())?;
+                Value::F32(resize.run(f(0), target, out))
+            }
+            Op::ConvTranspose(c) => Value::F32(c.run(f(0), f(1), fo(2), out)),
+            Op::Pad(p) => {
+                let pads = &ins[1].expect("required").i64().data;
+                let axes = ins.get(3).copied().flatten().map(|v| &v.i64().data[..]);
+                let value = ins.get(2).copied().flatten();
+                match x() {
+                    Value::F32(t) => Value::F32(p.run(t, pads, axes, value.map(Value::f32), out)),
+                    Value::I64(t) => Value::I64(p.run(t, pads, axes, value.map(Value::i64), out)),
+                    Value::Bool(t) => {
+                        Value::Bool(p.run(t, pads, axes, value.map(Value::bool), out))
+                    }
+                }
+            }
+            Op::Tile => crate::tensor::each_value!(x(), t => layout::tile(t, out)),
+            Op::Expand => crate::tensor::each_value!(x(), t => layout::expand(t, out)),
+            Op::ConstantOfShape(value) => match *value {
+                layout::Scalar::F32(v) => Value::F32(layout::constant_of_shape(v, out)),
+                layout::Scalar::I64(v) => Value::I64(layout::constant_of_shape(v, out)),
+                layout::Scalar::Bool(v) => Value::Bool(layout::constant_of_shape(v, out)),
+            },
+            Op::Range => match (x(), ins[2].expect("required")) {
+                (Value::F32(start), Value::F32(delta)) => {
+                    Value::F32(layout::range_f32(start.data[0], delta.data[0], out))
+                }
+                (Value::I64(start), Value::I64(delta)) => {
+                    Value::I64(layout::range_i64(start.data[0], delta.data[0], out))
+                }
+                _ => unreachable!("inference checked the dtypes"),
+            },
+            Op::Where => {
+                let (c, a, b) = (
+                    x().bool(),
+                    ins[1].expect("required"),
+                    ins[2].expect("required"),
+                );
+                match a {
+                    Value::F32(t) => Value::F32(layout::select(c, t, b.f32(), out)),
+                    Value::I64(t) => Value::I64(layout::select(c, t, b.i64(), out)),
+                    Value::Bool(t) => Value::Bool(layout::select(c, t, b.bool(), out)),
+                }
+            }
             Op::Constant(v) => v.clone(),
+            Op::Split { .. } => unreachable!("run_all runs Split"),
             _ => unreachable!("in-place ops return above"),
         })
     }
@@ -665,6 +878,9 @@ impl Op {
             )),
             Op::LayerNorm { axis, epsilon } => {
                 Value::F32(norm::layer_norm(float(x), f(1), fo(2), *axis, *epsilon))
+            }
+            Op::InstanceNorm { epsilon } => {
+                Value::F32(norm::instance_norm(float(x), f(1), f(2), *epsilon))
             }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
                 x.with_shape(out.to_vec())
@@ -731,6 +947,9 @@ impl Op {
             Op::Dense(_) | Op::Conv(_) | Op::Pool(_) | Op::GlobalAveragePool => {
                 ok(only_first && axis == 0, 0)
             }
+            Op::ConvTranspose(_) | Op::InstanceNorm { .. } => ok(only_first && axis == 0, 0),
+            Op::Resize { .. } | Op::Pad(_) | Op::Tile | Op::Expand | Op::Where => Err(()),
+            Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } => Err(()),
             Op::Flatten { axis: a } => {
                 let a = if *a < 0 { *a + rank as i64 } else { *a };
                 ok(only_first && axis == 0 && a >= 1, 0)
@@ -918,6 +1137,57 @@ pub(crate) fn rank<'a>(t: &'a VType, rank: usize, what: &str) -> Result<&'a VTyp
         ));
     }
     Ok(t)
+}
+
+/// The concrete type of a value at run time, with its content when small enough to follow.
+fn concrete(v: &Value) -> VType {
+    let t = VType::new(
+        v.elem(),
+        v.shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
+    );
+    let known: Option<Vec<K>> = match v {
+        Value::I64(t) => Some(t.data.iter().map(|&d| K::Int(d)).collect()),
+        Value::Bool(t) => Some(t.data.iter().map(|&b| K::Int(b as i64)).collect()),
+        Value::F32(_) => None,
+    };
+    t.with_known(known.filter(|k| k.len() <= shape::MAX_KNOWN))
+}
+
+/// `Range`'s start, limit and delta: scalars of one element type; integers must be known
+/// before the model runs (its length depends on them).
+fn range_args(start: &VType, limit: &VType, delta: &VType) -> Result<layout::RangeArgs, String> {
+    for (t, what) in [(start, "start"), (limit, "limit"), (delta, "delta")] {
+        if shape::count(&t.shape).is_none_or(|c| c.coef != 1 || !c.syms.is_empty()) || t.rank() > 1
+        {
+            return Err(format!(
+                "{what} must be a scalar, not shape {}",
+                shape::fmt_shape(&t.shape)
+            ));
+        }
+        if t.elem != start.elem {
+            return Err(format!(
+                "start, limit and delta must have one element type, not {} and {}",
+                start.elem.name(),
+                t.elem.name()
+            ));
+        }
+    }
+    match start.elem {
+        Elem::I64 => {
+            let one = |t: &VType, what: &str| -> Result<K, String> {
+                Ok(known::param(Some(t), &format!("input \"{what}\""))?.expect("given").remove(0))
+            };
+            Ok(layout::RangeArgs::I64 {
+                start: one(start, "start")?,
+                limit: one(limit, "limit")?,
+                delta: one(delta, "delta")?,
+            })
+        }
+        e => Err(format!(
+            "a Range of {} needs start, limit and delta known before the model runs, which nnsign follows for integers only",
+            e.name()
+        )),
+    }
 }
 
 /// `Shape`'s dimensions `start..end` of a rank-`rank` value, counted from the end when

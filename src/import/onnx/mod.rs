@@ -30,9 +30,9 @@ use proto::{
 /// Largest ONNX file: protobuf's own limit.
 pub const MAX_ONNX_LEN: u64 = 2 << 30;
 /// Op-sets of the default domain this importer maps: from 13 (where Softmax, Squeeze and
-/// Unsqueeze took their current meaning) to 25 (onnx 1.23's; the versions 23 to 25 of the ops
-/// nnsign maps only add element types).
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
+/// Unsqueeze took their current meaning) to 28 (onnx 1.23's newest; the versions from 23 of the
+/// ops nnsign maps add element types, and Range 27 a `stash_type` for float16 ranges).
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=28;
 
 /// What an ONNX file holds, for `pack`.
 pub struct OnnxModel {
@@ -131,7 +131,9 @@ pub fn read(path: &Path, bytes: &[u8], weights_only: bool) -> Result<OnnxModel, 
             }
         }
     }
-    let arch = graph_of(path, graph, opset, &constants)?;
+    let (arch, lifted) = graph_of(path, graph, opset, &constants)?;
+    // Initializers that became Constant nodes are part of the architecture, not weights.
+    tensors.retain(|t| !lifted.contains(&t.name));
     Ok(OnnxModel {
         tensors,
         arch: Some(arch),
@@ -305,7 +307,7 @@ fn graph_of(
     g: &proto::GraphProto,
     opset: i64,
     constants: &HashMap<&str, &proto::TensorProto>,
-) -> Result<Graph, ImportError> {
+) -> Result<(Graph, HashSet<String>), ImportError> {
     let initializers: HashSet<&str> = g
         .initializer
         .iter()
@@ -394,6 +396,64 @@ fn graph_of(
                 attrs.insert("shape".into(), Attr::Ints(shape));
             }
         }
+        if op == "Split" && opset < 18 && n.input.get(1).is_none_or(String::is_empty) {
+            // Before op-set 18, a Split without sizes cuts equal parts, one per output.
+            attrs.insert("num_outputs".into(), Attr::Int(n.output.len() as i64));
+        }
+        if op == "ConstantOfShape" {
+            // ONNX's one-element `value` tensor becomes value_float, value_int or value_bool.
+            if let Some(t) = constant_tensor(n) {
+                let code = t.data_type.unwrap_or(0);
+                let one = |v: Option<Vec<f64>>| {
+                    v.filter(|v| v.len() == 1)
+                        .map(|v| v[0])
+                        .ok_or_else(|| at("its value is not a tensor of one number".into()))
+                };
+                let (key, value) = match dtype(code) {
+                    Some(DType::F32 | DType::F64 | DType::F16 | DType::BF16) => {
+                        ("value_float", Attr::Float(one(floats(t))?))
+                    }
+                    Some(DType::Bool) => {
+                        let v = match &t.raw_data {
+                            Some(raw) if raw.len() == 1 => raw[0] as i64,
+                            None if t.int32_data.len() == 1 => t.int32_data[0] as i64,
+                            _ => return Err(at("its value is not a tensor of one boolean".into())),
+                        };
+                        ("value_bool", Attr::Int(v))
+                    }
+                    _ => {
+                        let v = ints(t)
+                            .filter(|v| v.len() == 1)
+                            .ok_or_else(|| at("its value is not a tensor of one number".into()))?;
+                        ("value_int", Attr::Int(v[0]))
+                    }
+                };
+                attrs.insert(key.into(), value);
+            }
+        }
+        if op == "Resize" {
+            // Constant scales become the attribute; an empty scales (given beside sizes) and
+            // a constant roi (read by tf_crop_and_resize only, which is refused) go.
+            let constant = |k: usize| {
+                (n.input.get(k).filter(|s| !s.is_empty()))
+                    .and_then(|src| Some((src, constants.get(src.as_str())?)))
+            };
+            if let Some((src, t)) = constant(2) {
+                let v = floats(t).ok_or_else(|| at("its scales are not floats".into()))?;
+                if !v.is_empty() {
+                    attrs.insert("scales".into(), Attr::Floats(v));
+                }
+                inputs[2] = String::new();
+                folded.insert(src);
+            }
+            if let Some((src, _)) = constant(1) {
+                inputs[1] = String::new();
+                folded.insert(src);
+            }
+            while inputs.last().is_some_and(String::is_empty) {
+                inputs.pop();
+            }
+        }
         // Extra outputs nnsign does not compute (Dropout's mask, MaxPool's indices, training
         // statistics) are dropped when nothing reads them; of an op that makes several (TopK,
         // Split, LSTM), the outputs up to the last one read are kept, an omitted one named.
@@ -467,8 +527,8 @@ fn graph_of(
             attrs,
         });
     }
+    let lifted_names: HashSet<String> = lifted.iter().map(|n| n.outputs[0].clone()).collect();
     nodes.splice(0..0, lifted);
-    let _ = opset;
     let mut g = Graph {
         opset: crate::model::OPSET,
         inputs,
@@ -476,7 +536,7 @@ fn graph_of(
         nodes,
     };
     g.opset = crate::ops::lowest_opset(&g);
-    Ok(g)
+    Ok((g, lifted_names))
 }
 
 /// A graph input or output.
