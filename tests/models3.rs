@@ -1,0 +1,84 @@
+//! Real models exported by PyTorch and Keras (tests/fixtures/models3, made by
+//! scripts/make_runtime_models.py): each through `pack` and `verify-load`, at two batch sizes,
+//! against what onnxruntime and the framework itself computed, to 1e-5.
+
+mod common;
+
+use common::*;
+use nnsign::runtime::Value;
+
+/// Each model file and the data it is checked with (`<data>.npz` at batch 2, `<data>_b3.npz`
+/// at batch 3).
+const MODELS: &[(&str, &str)] = &[
+    ("unet.onnx", "unet"),
+    ("unet.dynamo.onnx", "unet"),
+    ("keras_unet.keras", "keras_unet"),
+];
+
+/// The one array of `all` named `prefix` + something.
+fn only(
+    all: &std::collections::BTreeMap<String, (nnsign::format::TensorInfo, Value)>,
+    prefix: &str,
+) -> Value {
+    let mut found = with_prefix(all, prefix).into_values();
+    let (_, v) = found.next().unwrap_or_else(|| panic!("no {prefix} array"));
+    assert!(found.next().is_none(), "more than one {prefix} array");
+    v
+}
+
+fn max_diff(got: &Value, want: &Value) -> f64 {
+    assert_eq!(got.shape(), want.shape());
+    (got.f32().data.iter().zip(&want.f32().data))
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn real_models_match_onnxruntime_and_their_framework() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = test_key("test-a.key");
+    let trust = test_key("test-a.pub");
+    for (file, data) in MODELS {
+        let art = dir.path().join(format!("{file}.nns"));
+        let packed = nnsign([
+            "pack".as_ref(),
+            fixture(&format!("models3/{file}")).as_os_str(),
+            "--sign".as_ref(),
+            key.as_os_str(),
+            "-o".as_ref(),
+            art.as_os_str(),
+        ]);
+        assert_eq!(packed.code, 0, "{file}: {packed:?}");
+        for batch in ["", "_b3"] {
+            let all = arrays(&fixture(&format!("models3/{data}{batch}.npz")));
+            let inputs: Vec<(String, Value)> = (with_prefix(&all, "input.").into_iter())
+                .map(|(n, (_, v))| (n, v))
+                .collect();
+            let given = dir.path().join("in.npz");
+            let out = dir.path().join("out.npz");
+            let _ = std::fs::remove_file(&out);
+            nnsign::export::write_npz(&given, &inputs).unwrap();
+            let run = nnsign([
+                "verify-load".as_ref(),
+                art.as_os_str(),
+                "--trust".as_ref(),
+                trust.as_os_str(),
+                "--input".as_ref(),
+                given.as_os_str(),
+                "--output".as_ref(),
+                out.as_os_str(),
+            ]);
+            assert_eq!(run.code, 0, "{file} on {data}{batch}: {run:?}");
+            let got = arrays(&out);
+            assert_eq!(got.len(), 1, "{file}: one output");
+            let got = &got.values().next().unwrap().1;
+            let ort = max_diff(got, &only(&all, "output."));
+            let framework = max_diff(got, &only(&all, "framework."));
+            eprintln!("{file} {data}{batch}: onnxruntime {ort:.2e}, framework {framework:.2e}");
+            assert!(
+                ort <= 1e-5 && framework <= 1e-5,
+                "{file} on {data}{batch}: {ort} {framework}"
+            );
+        }
+    }
+}
