@@ -9,6 +9,8 @@ mod elementwise;
 mod linalg;
 mod movement;
 mod norm;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod rnn;
 pub mod shape;
 
 use crate::model::{Attr, Node};
