@@ -13,6 +13,7 @@ mod linalg;
 mod movement;
 mod norm;
 mod resize;
+mod rnn;
 pub mod shape;
 
 use crate::model::{Attr, Node};
@@ -103,6 +104,8 @@ pub enum Op {
         outputs: usize,
     },
     Where,
+    /// `LSTM` and `GRU`.
+    Rnn(rnn::Rnn),
     Constant(Value),
 }
 
@@ -158,6 +161,8 @@ pub const OPSET_3_ADDED: &[&str] = &[
     "Range",
     "Split",
     "Where",
+    "LSTM",
+    "GRU",
 ];
 
 /// The ops of op-set `opset` (1 to [`crate::model::OPSET`]), in the order the schema lists
@@ -188,6 +193,8 @@ const PARAMETERS_AS_INPUTS: &[&str] = &["Reshape", "Slice", "Squeeze", "Unsqueez
 pub fn max_outputs(op: &str) -> usize {
     match op {
         "Split" => crate::model::MAX_GRAPH_IO,
+        "LSTM" => 3,
+        "GRU" => 2,
         _ => 1,
     }
 }
@@ -335,6 +342,8 @@ fn arity(op: &str) -> Option<(usize, usize)> {
         "Tile" | "Expand" => (2, 2),
         "ConstantOfShape" => (1, 1),
         "Split" => (1, 2),
+        "LSTM" => (3, 8),
+        "GRU" => (3, 6),
         "Dropout" => (1, 3),
         "Gemm" | "Conv" | "Dense" => (2, 3),
         "LayerNormalization" => (2, 3),
@@ -533,6 +542,7 @@ impl Op {
                 outputs: node.outputs.len(),
             },
             "Where" => Op::Where,
+            "LSTM" | "GRU" => Op::Rnn(rnn::Rnn::parse(name, &mut a)?),
             "Constant" => Op::Constant(constant(&mut a)?),
             _ => unreachable!("arity() knows exactly these ops"),
         };
@@ -643,6 +653,7 @@ impl Op {
                 Ok(all.remove(0))
             }
             Op::Where => layout::infer_where(x(), req(ins, 1), req(ins, 2)),
+            Op::Rnn(r) => Ok(r.infer(ins)?.remove(0)),
             Op::Constant(v) => {
                 let t = VType::new(
                     v.elem(),
@@ -664,6 +675,7 @@ impl Op {
                 let sizes = known::param_ints(opt(ins, 1), "input \"split\"")?;
                 split.infer(ins[0].expect("required"), sizes.as_deref(), *outputs)
             }
+            Op::Rnn(r) => r.infer(ins),
             _ => Ok(vec![self.infer(ins)?]),
         }
     }
@@ -710,6 +722,21 @@ impl Op {
                     Value::Bool(t) => split.run(t, outs).into_iter().map(Value::Bool).collect(),
                 })
             }
+            Op::Rnn(r) => {
+                let f = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
+                let given = rnn::Inputs {
+                    x: f(0).expect("required"),
+                    w: f(1).expect("required"),
+                    r: f(2).expect("required"),
+                    b: f(3),
+                    sequence_lens: ins.get(4).copied().flatten().map(Value::i64),
+                    initial_h: f(5),
+                    initial_c: f(6),
+                    p: f(7),
+                };
+                let made = r.run(&given)?;
+                Ok(made.into_iter().take(outs.len()).map(Value::F32).collect())
+            }
             _ => Ok(vec![self.run(ins, outs[0])?]),
         }
     }
@@ -723,6 +750,7 @@ impl Op {
         match (self, ins) {
             (Op::Conv(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
             (Op::ConvTranspose(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
+            (Op::Rnn(r), [x, ..]) => r.scratch_floats(x).saturating_mul(4),
             _ => 0,
         }
     }
@@ -852,7 +880,7 @@ impl Op {
                 }
             }
             Op::Constant(v) => v.clone(),
-            Op::Split { .. } => unreachable!("run_all runs Split"),
+            Op::Split { .. } | Op::Rnn(_) => unreachable!("run_all runs ops of several outputs"),
             _ => unreachable!("in-place ops return above"),
         })
     }
@@ -949,7 +977,7 @@ impl Op {
             }
             Op::ConvTranspose(_) | Op::InstanceNorm { .. } => ok(only_first && axis == 0, 0),
             Op::Resize { .. } | Op::Pad(_) | Op::Tile | Op::Expand | Op::Where => Err(()),
-            Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } => Err(()),
+            Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } | Op::Rnn(_) => Err(()),
             Op::Flatten { axis: a } => {
                 let a = if *a < 0 { *a + rank as i64 } else { *a };
                 ok(only_first && axis == 0 && a >= 1, 0)

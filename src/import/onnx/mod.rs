@@ -596,6 +596,14 @@ fn attr(a: &proto::AttributeProto) -> Result<Option<(String, Attr)>, String> {
             String::from_utf8(a.s.clone().unwrap_or_default())
                 .map_err(|_| format!("attribute {name:?} is not UTF-8 text"))?,
         ),
+        // ONNX's lists of names (an RNN's `activations`), joined with commas.
+        AttributeType::Strings => Attr::Text(
+            (a.strings.iter())
+                .map(|s| String::from_utf8(s.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| format!("attribute {name:?} is not UTF-8 text"))?
+                .join(","),
+        ),
         // A Constant's `value`, handled by the caller.
         AttributeType::Tensor if name == "value" => return Ok(None),
         other => return Err(format!("attribute {name:?} is of type {other:?}, which nnsign does not take (subgraphs, sparse tensors and lists of strings are refused)")),
