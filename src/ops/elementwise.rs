@@ -1,6 +1,8 @@
-//! Element-wise arithmetic with NumPy broadcasting, activations, and softmax.
+//! Element-wise arithmetic with NumPy broadcasting (on F32, and on I64 for the shape
+//! computations graphs do at run time), one-input activations and functions, Clip, PRelu, and
+//! softmax.
 
-use super::shape::{self, VType};
+use super::shape::{self, fmt_shape, VType, D};
 use super::{chunks, chunks_with, float, spread, Attrs};
 use crate::tensor::Elem;
 use crate::tensor::Tensor;
@@ -16,6 +18,11 @@ pub enum Binary {
     Mul,
     Div,
     Pow,
+    /// ONNX `Mod`: with `fmod`, the remainder of truncated division (the sign of A, C's
+    /// `fmod`); without, of floored division (the sign of B, Python's `%`).
+    Mod {
+        fmod: bool,
+    },
 }
 
 impl Binary {
@@ -36,7 +43,39 @@ impl Binary {
             Binary::Mul => "Mul",
             Binary::Div => "Div",
             Binary::Pow => "Pow",
+            Binary::Mod { .. } => "Mod",
         }
+    }
+
+    /// `Add`, `Sub`, `Mul`, `Div`, `Pow` or `Mod` (with its `fmod` attribute).
+    #[allow(dead_code)] // wired into Op by the integration commit
+    pub(super) fn parse(name: &str, a: &mut Attrs<'_>) -> Result<Binary, String> {
+        Ok(match name {
+            "Mod" => Binary::Mod {
+                fmod: a.flag("fmod")?,
+            },
+            _ => Binary::from_name(name),
+        })
+    }
+
+    /// The output type: both inputs F32, or both I64 for every op but `Pow`, broadcast.
+    #[allow(dead_code)] // wired into Op by the integration commit
+    pub(super) fn infer(self, a: &VType, b: &VType) -> Result<VType, String> {
+        match (a.elem, b.elem) {
+            (Elem::F32, Elem::F32) => {}
+            (Elem::I64, Elem::I64) if self != Binary::Pow => {}
+            (Elem::I64, Elem::I64) => {
+                return Err("Pow on I64 values is not supported (only F32)".into())
+            }
+            (x, y) => {
+                return Err(format!(
+                    "input A is {} and input B is {}: both must be F32, or both I64",
+                    x.name(),
+                    y.name()
+                ))
+            }
+        }
+        Ok(VType::new(a.elem, shape::broadcast(&a.shape, &b.shape)?))
     }
 
     pub(super) fn run(self, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor {
@@ -46,7 +85,61 @@ impl Binary {
             Binary::Mul => broadcast_with(a, b, out, |x, y| x * y),
             Binary::Div => broadcast_with(a, b, out, |x, y| x / y),
             Binary::Pow => broadcast_with(a, b, out, f32::powf),
+            // Rust's `%` on floats is C's fmod.
+            Binary::Mod { fmod: true } => broadcast_with(a, b, out, |x, y| x % y),
+            Binary::Mod { fmod: false } => broadcast_with(a, b, out, floored_mod),
         }
+    }
+
+    /// The op on I64 values, wrapping on overflow as two's complement does (as NumPy and
+    /// onnxruntime do). `Div` truncates toward zero (C's `/`, ONNX's rule for integers), and
+    /// `i64::MIN / -1` wraps to `i64::MIN`. Dividing by zero (`Div` or `Mod`) is an error,
+    /// checked before anything is computed: ONNX leaves it undefined.
+    #[allow(dead_code)] // wired into Op by the integration commit
+    pub(super) fn run_i64(
+        self,
+        a: &Tensor<i64>,
+        b: &Tensor<i64>,
+        out: &[usize],
+    ) -> Result<Tensor<i64>, String> {
+        let divides = matches!(self, Binary::Div | Binary::Mod { .. });
+        // Every element of B is used when the output is not empty.
+        if divides && out.iter().all(|&d| d > 0) && b.data.contains(&0) {
+            return Err("integer division by zero: input B holds 0".into());
+        }
+        Ok(match self {
+            Binary::Add => broadcast_with(a, b, out, i64::wrapping_add),
+            Binary::Sub => broadcast_with(a, b, out, i64::wrapping_sub),
+            Binary::Mul => broadcast_with(a, b, out, i64::wrapping_mul),
+            Binary::Div => broadcast_with(a, b, out, |x, y| x.checked_div(y).unwrap_or(x)),
+            Binary::Mod { fmod: true } => {
+                broadcast_with(a, b, out, |x, y| x.checked_rem(y).unwrap_or(0))
+            }
+            Binary::Mod { fmod: false } => broadcast_with(a, b, out, |x, y| {
+                // Only `i64::MIN % -1` overflows (and is 0); zero divisors were refused above.
+                let r = x.checked_rem(y).unwrap_or(0);
+                if r != 0 && (r < 0) != (y < 0) {
+                    r + y
+                } else {
+                    r
+                }
+            }),
+            Binary::Pow => unreachable!("inference refuses Pow on I64"),
+        })
+    }
+}
+
+/// `x - floor(x / y) * y` with ONNX's special cases: the sign of `y`, a zero result signed as
+/// `y`, NaN for an infinite `x` or a zero `y`, and `y` for an infinite `y` against an `x` of
+/// the other sign.
+fn floored_mod(x: f32, y: f32) -> f32 {
+    let r = x % y;
+    if r == 0.0 {
+        0f32.copysign(y)
+    } else if (r < 0.0) != (y < 0.0) {
+        r + y
+    } else {
+        r
     }
 }
 
@@ -69,14 +162,19 @@ pub(super) fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
 }
 
 /// `f(a, b)` element by element over the broadcast shape `out`.
-pub(crate) fn broadcast_with(
-    a: &Tensor,
-    b: &Tensor,
+pub(crate) fn broadcast_with<A, B, O>(
+    a: &Tensor<A>,
+    b: &Tensor<B>,
     out: &[usize],
-    f: impl Fn(f32, f32) -> f32 + Sync,
-) -> Tensor {
+    f: impl Fn(A, B) -> O + Sync,
+) -> Tensor<O>
+where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    O: Copy + Send + Default,
+{
     let total: usize = out.iter().product();
-    let mut data = vec![0f32; total];
+    let mut data = vec![O::default(); total];
     if a.shape == out && b.shape == out {
         zip_into(&mut data, &a.data, &b.data, &f);
     } else if b.data.len() == 1 && a.shape == out {
@@ -109,7 +207,7 @@ pub(crate) fn broadcast_with(
         // Rows along the last axis; each row's start is found from its index.
         let inner = out[rank - 1];
         let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
-        let row = |r: usize, dst: &mut [f32]| {
+        let row = |r: usize, dst: &mut [O]| {
             let (mut oa, mut ob, mut rest) = (0, 0, r);
             for ax in (0..rank - 1).rev() {
                 let i = rest % out[ax];
@@ -132,7 +230,12 @@ pub(crate) fn broadcast_with(
 /// Elements one task of an element-wise op takes.
 const BLOCK: usize = 1 << 14;
 
-fn zip_into(dst: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32) -> f32 + Sync)) {
+fn zip_into<A: Copy + Sync, B: Copy + Sync, O: Send>(
+    dst: &mut [O],
+    a: &[A],
+    b: &[B],
+    f: &(impl Fn(A, B) -> O + Sync),
+) {
     chunks_with(
         dst,
         BLOCK,
@@ -147,7 +250,7 @@ fn zip_into(dst: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32) -> f32
     );
 }
 
-fn map_into(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+fn map_into<A: Copy + Sync, O: Send>(dst: &mut [O], src: &[A], f: impl Fn(A) -> O + Sync) {
     chunks_with(
         dst,
         BLOCK,
@@ -163,14 +266,14 @@ fn map_into(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32 + Sync) {
 }
 
 /// Applies `f` to every element in place, on every core for large tensors.
-pub(crate) fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+pub(crate) fn map_in_place<T: Copy + Send>(data: &mut [T], f: impl Fn(T) -> T + Sync) {
     let par = spread(data.len(), PAR_MIN);
     chunks(data, BLOCK, par, |_, d| {
         d.iter_mut().for_each(|x| *x = f(*x))
     });
 }
 
-/// A one-input activation.
+/// A one-input activation or function.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Unary {
     Relu,
@@ -180,7 +283,26 @@ pub enum Unary {
     Sqrt,
     Erf,
     LeakyRelu(f32),
-    Gelu { tanh: bool },
+    Gelu {
+        tanh: bool,
+    },
+    /// `max(0, min(1, alpha * x + beta))`.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x * HardSigmoid(x)` with alpha 1/6 and beta 1/2.
+    HardSwish,
+    Log,
+    /// On F32 and I64 (wrapping: `-i64::MIN` is `i64::MIN`, as in NumPy).
+    Neg,
+    /// On F32 and I64 (wrapping: `|i64::MIN|` is `i64::MIN`, as in NumPy).
+    Abs,
+    Reciprocal,
+    Floor,
+    Ceil,
+    Sin,
+    Cos,
 }
 
 impl Unary {
@@ -193,6 +315,19 @@ impl Unary {
             "Sqrt" => Unary::Sqrt,
             "Erf" => Unary::Erf,
             "LeakyRelu" => Unary::LeakyRelu(a.float("alpha", 0.01)?),
+            "HardSigmoid" => Unary::HardSigmoid {
+                alpha: a.float("alpha", 0.2)?,
+                beta: a.float("beta", 0.5)?,
+            },
+            "HardSwish" => Unary::HardSwish,
+            "Log" => Unary::Log,
+            "Neg" => Unary::Neg,
+            "Abs" => Unary::Abs,
+            "Reciprocal" => Unary::Reciprocal,
+            "Floor" => Unary::Floor,
+            "Ceil" => Unary::Ceil,
+            "Sin" => Unary::Sin,
+            "Cos" => Unary::Cos,
             _ => match a.text("approximate")?.unwrap_or("none") {
                 "none" => Unary::Gelu { tanh: false },
                 "tanh" => Unary::Gelu { tanh: true },
@@ -205,8 +340,35 @@ impl Unary {
         })
     }
 
+    /// The output type: the input's, F32, or I64 for `Neg` and `Abs` (whose content, if known
+    /// before the run, is not followed).
+    #[allow(dead_code)] // wired into Op by the integration commit
+    pub(super) fn infer(self, x: &VType) -> Result<VType, String> {
+        let ints = matches!(self, Unary::Neg | Unary::Abs);
+        if x.elem == Elem::F32 || (ints && x.elem == Elem::I64) {
+            return Ok(VType::new(x.elem, x.shape.clone()));
+        }
+        Err(format!(
+            "input must be F32{}, not {}",
+            if ints { " or I64" } else { "" },
+            x.elem.name()
+        ))
+    }
+
     pub(super) fn run(self, mut t: Tensor) -> Tensor {
         self.apply(&mut t.data);
+        t
+    }
+
+    /// `Neg` or `Abs` on I64 values, in place.
+    #[allow(dead_code)] // wired into Op by the integration commit
+    pub(super) fn run_i64(self, mut t: Tensor<i64>) -> Tensor<i64> {
+        let f = match self {
+            Unary::Neg => i64::wrapping_neg,
+            Unary::Abs => i64::wrapping_abs,
+            _ => unreachable!("inference accepts I64 only for Neg and Abs"),
+        };
+        map_in_place(&mut t.data, f);
         t
     }
 
@@ -229,8 +391,78 @@ impl Unary {
                 let k = (2.0 / std::f64::consts::PI).sqrt();
                 (0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())) as f32
             }),
+            Unary::HardSigmoid { alpha, beta } => {
+                map_in_place(data, |v| (alpha * v + beta).clamp(0.0, 1.0))
+            }
+            Unary::HardSwish => map_in_place(data, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Unary::Log => map_in_place(data, f32::ln),
+            Unary::Neg => map_in_place(data, |v| -v),
+            Unary::Abs => map_in_place(data, f32::abs),
+            Unary::Reciprocal => map_in_place(data, f32::recip),
+            Unary::Floor => map_in_place(data, f32::floor),
+            Unary::Ceil => map_in_place(data, f32::ceil),
+            Unary::Sin => map_in_place(data, f32::sin),
+            Unary::Cos => map_in_place(data, f32::cos),
         }
     }
+}
+
+/// `Clip`'s output type: its input's, F32 or I64 (whose content, if known before the run, is
+/// not followed). Its `min` and `max` are parameters.
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn infer_clip(x: &VType) -> Result<VType, String> {
+    if matches!(x.elem, Elem::F32 | Elem::I64) {
+        return Ok(VType::new(x.elem, x.shape.clone()));
+    }
+    Err(format!("input must be F32 or I64, not {}", x.elem.name()))
+}
+
+/// ONNX `Clip`, in place: `min(max(x, min), max)`, so every element is `max` when `min` is
+/// above it (as ONNX says). A NaN element stays NaN; a NaN bound bounds nothing (every
+/// comparison with it is false). For F32 and I64 values alike.
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn clip<T>(mut t: Tensor<T>, min: Option<T>, max: Option<T>) -> Tensor<T>
+where
+    T: Copy + PartialOrd + Send + Sync,
+{
+    map_in_place(&mut t.data, |x| {
+        let y = match min {
+            Some(lo) if x < lo => lo,
+            _ => x,
+        };
+        match max {
+            Some(hi) if y > hi => hi,
+            _ => y,
+        }
+    });
+    t
+}
+
+/// `PRelu`'s output type: X's, with `slope` broadcast to X (unidirectionally: X's shape is
+/// the output's).
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn infer_prelu(x: &VType, slope: &VType) -> Result<VType, String> {
+    float(x, "input X")?;
+    float(slope, "slope")?;
+    let fits = slope.rank() <= x.rank()
+        && (x.shape[x.rank() - slope.rank()..].iter().zip(&slope.shape)).all(|(a, b)| {
+            // Symbols and derived sizes are checked again, exactly, at run time.
+            !matches!((a, b), (D::Fixed(p), D::Fixed(q)) if p != q && *q != 1)
+        });
+    if !fits {
+        return Err(format!(
+            "slope {} does not broadcast to X {} (only the slope may be broadcast)",
+            fmt_shape(&slope.shape),
+            fmt_shape(&x.shape)
+        ));
+    }
+    Ok(x.clone())
+}
+
+/// `slope * x` where `x < 0`, else `x`, with `slope` broadcast to `x`'s shape `out`.
+#[allow(dead_code)] // wired into Op by the integration commit
+pub(super) fn prelu(x: &Tensor, slope: &Tensor, out: &[usize]) -> Tensor {
+    broadcast_with(x, slope, out, |x, s| if x < 0.0 { s * x } else { x })
 }
 
 pub(crate) fn sigmoid(v: f32) -> f32 {
@@ -287,7 +519,10 @@ pub(crate) fn softmax_rows(data: &mut [f32], n: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::{self, Arr};
     use super::*;
+    use crate::model::Node;
+    use crate::ops::Attrs;
 
     fn t(shape: &[usize], data: &[f32]) -> Tensor {
         Tensor {
@@ -313,5 +548,173 @@ mod tests {
         // Along axis 0 of [2, 2].
         let r = softmax(t(&[2, 2], &[0., 5., 0., 5.]), 0);
         assert_eq!(r.data, vec![0.5, 0.5, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn unary_functions_match_the_reference() {
+        let ops = [
+            "HardSigmoid",
+            "HardSwish",
+            "Log",
+            "Neg",
+            "Abs",
+            "Reciprocal",
+            "Floor",
+            "Ceil",
+            "Sin",
+            "Cos",
+        ];
+        for c in fixture::cases(&ops, 16) {
+            let node = c.node();
+            let mut a = Attrs::new(&node);
+            let u = Unary::parse(&c.op, &mut a).unwrap();
+            a.finish().unwrap();
+            match c.input(0) {
+                Arr::F32(x) => {
+                    assert_eq!(
+                        u.infer(&c.vtype(0, Elem::F32)).unwrap().shape,
+                        c.out_shape(0)
+                    );
+                    c.check_f32(&u.run(x.clone()), 0);
+                }
+                Arr::I64(x) => {
+                    assert_eq!(u.infer(&c.vtype(0, Elem::I64)).unwrap().elem, Elem::I64);
+                    c.check_i64(&u.run_i64(x.clone()), 0);
+                }
+                other => panic!("{}: {other:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn only_neg_and_abs_take_integers() {
+        let x = VType::new(Elem::I64, vec![D::Fixed(2)]);
+        assert_eq!(
+            Unary::Log.infer(&x).unwrap_err(),
+            "input must be F32, not I64"
+        );
+        assert!(Unary::Abs.infer(&x).is_ok());
+    }
+
+    #[test]
+    fn clip_matches_the_reference() {
+        for c in fixture::cases(&["Clip"], 8) {
+            let param = |i: usize| c.inputs.get(i).and_then(Option::as_ref);
+            match c.input(0) {
+                Arr::F32(x) => {
+                    let bound = |i| param(i).map(|_| c.f32(i).data[0]);
+                    assert_eq!(
+                        infer_clip(&c.vtype(0, Elem::F32)).unwrap().shape,
+                        c.out_shape(0)
+                    );
+                    c.check_f32(&clip(x.clone(), bound(1), bound(2)), 0);
+                }
+                Arr::I64(x) => {
+                    let bound = |i| param(i).map(|_| c.i64(i).data[0]);
+                    c.check_i64(&clip(x.clone(), bound(1), bound(2)), 0);
+                }
+                other => panic!("{}: {other:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn prelu_matches_the_reference() {
+        for c in fixture::cases(&["PRelu"], 4) {
+            let t = infer_prelu(&c.vtype(0, Elem::F32), &c.vtype(1, Elem::F32)).unwrap();
+            assert_eq!(t.shape, c.out_shape(0));
+            c.check_f32(&prelu(c.f32(0), c.f32(1), c.outputs[0].shape()), 0);
+        }
+    }
+
+    #[test]
+    fn prelu_broadcasts_only_the_slope() {
+        let f = |s: &[u64]| VType::new(Elem::F32, s.iter().map(|&d| D::Fixed(d)).collect());
+        let e = infer_prelu(&f(&[2, 1]), &f(&[3])).unwrap_err();
+        assert_eq!(
+            e,
+            "slope [3] does not broadcast to X [2, 1] (only the slope may be broadcast)"
+        );
+        assert!(infer_prelu(&f(&[4]), &f(&[2, 4])).is_err());
+        // A symbol may be the slope's size: checked again at run time.
+        let x = VType::new(Elem::F32, vec![D::Sym("n".into()), D::Fixed(3)]);
+        assert_eq!(infer_prelu(&x, &f(&[2, 1])).unwrap(), x);
+    }
+
+    #[test]
+    fn arithmetic_matches_the_reference() {
+        for c in fixture::cases(&["Add", "Sub", "Mul", "Div", "Mod"], 11) {
+            let node = c.node();
+            let mut a = Attrs::new(&node);
+            let b = Binary::parse(&c.op, &mut a).unwrap();
+            a.finish().unwrap();
+            let out = c.outputs[0].shape().to_vec();
+            match (c.input(0), c.input(1)) {
+                (Arr::I64(x), Arr::I64(y)) => {
+                    let t = b
+                        .infer(&c.vtype(0, Elem::I64), &c.vtype(1, Elem::I64))
+                        .unwrap();
+                    assert_eq!((t.elem, t.shape), (Elem::I64, c.out_shape(0)));
+                    c.check_i64(&b.run_i64(x, y, &out).unwrap(), 0);
+                }
+                (Arr::F32(x), Arr::F32(y)) => c.check_f32(&b.run(x, y, &out), 0),
+                other => panic!("{}: {other:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn integer_division_by_zero_is_an_error_and_overflow_wraps() {
+        let i = |v: &[i64]| Tensor {
+            shape: vec![v.len()],
+            data: v.to_vec(),
+        };
+        for op in [
+            Binary::Div,
+            Binary::Mod { fmod: false },
+            Binary::Mod { fmod: true },
+        ] {
+            let e = op.run_i64(&i(&[1, 2]), &i(&[3, 0]), &[2]).unwrap_err();
+            assert_eq!(e, "integer division by zero: input B holds 0");
+        }
+        // An empty output divides nothing.
+        let empty = Tensor {
+            shape: vec![0],
+            data: vec![],
+        };
+        assert!(Binary::Div.run_i64(&empty, &i(&[0]), &[0]).is_ok());
+        let (min, max) = (i64::MIN, i64::MAX);
+        let r = Binary::Div.run_i64(&i(&[min]), &i(&[-1]), &[1]).unwrap();
+        assert_eq!(r.data, vec![min]);
+        let r = (Binary::Mod { fmod: false }).run_i64(&i(&[min]), &i(&[-1]), &[1]);
+        assert_eq!(r.unwrap().data, vec![0]);
+        let r = Binary::Add.run_i64(&i(&[max]), &i(&[1]), &[1]).unwrap();
+        assert_eq!(r.data, vec![min]);
+        assert_eq!(Unary::Neg.run_i64(i(&[min])).data, vec![min]);
+    }
+
+    #[test]
+    fn arithmetic_types_must_agree() {
+        let (f, n) = (
+            VType::new(Elem::F32, vec![D::Fixed(2)]),
+            VType::new(Elem::I64, vec![D::Fixed(2)]),
+        );
+        assert_eq!(
+            Binary::Add.infer(&f, &n).unwrap_err(),
+            "input A is F32 and input B is I64: both must be F32, or both I64"
+        );
+        assert_eq!(
+            Binary::Pow.infer(&n, &n).unwrap_err(),
+            "Pow on I64 values is not supported (only F32)"
+        );
+        let node = Node {
+            op: "Mod".into(),
+            name: "m".into(),
+            inputs: vec!["a".into(), "b".into()],
+            outputs: vec!["y".into()],
+            attrs: [("fmod".to_string(), crate::model::Attr::Int(2))].into(),
+        };
+        let e = Binary::parse("Mod", &mut Attrs::new(&node)).unwrap_err();
+        assert_eq!(e, "attribute \"fmod\" must be 0 or 1, not 2");
     }
 }

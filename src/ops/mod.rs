@@ -7,11 +7,15 @@ mod conv;
 mod conv_transpose;
 mod direct;
 mod elementwise;
+#[cfg(test)]
+mod fixture;
 mod known;
 mod layout;
 mod linalg;
 mod movement;
 mod norm;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod reduce;
 mod resize;
 mod rnn;
 pub mod shape;
