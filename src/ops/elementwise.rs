@@ -571,14 +571,11 @@ mod tests {
             a.finish().unwrap();
             match c.input(0) {
                 Arr::F32(x) => {
-                    assert_eq!(
-                        u.infer(&c.vtype(0, Elem::F32)).unwrap().shape,
-                        c.out_shape(0)
-                    );
+                    assert_eq!(u.infer(&c.vtype(0)).unwrap().shape, c.out_shape(0));
                     c.check_f32(&u.run(x.clone()), 0);
                 }
                 Arr::I64(x) => {
-                    assert_eq!(u.infer(&c.vtype(0, Elem::I64)).unwrap().elem, Elem::I64);
+                    assert_eq!(u.infer(&c.vtype(0)).unwrap().elem, Elem::I64);
                     c.check_i64(&u.run_i64(x.clone()), 0);
                 }
                 other => panic!("{}: {other:?}", c.name),
@@ -603,10 +600,7 @@ mod tests {
             match c.input(0) {
                 Arr::F32(x) => {
                     let bound = |i| param(i).map(|_| c.f32(i).data[0]);
-                    assert_eq!(
-                        infer_clip(&c.vtype(0, Elem::F32)).unwrap().shape,
-                        c.out_shape(0)
-                    );
+                    assert_eq!(infer_clip(&c.vtype(0)).unwrap().shape, c.out_shape(0));
                     c.check_f32(&clip(x.clone(), bound(1), bound(2)), 0);
                 }
                 Arr::I64(x) => {
@@ -621,7 +615,7 @@ mod tests {
     #[test]
     fn prelu_matches_the_reference() {
         for c in fixture::cases(&["PRelu"], 4) {
-            let t = infer_prelu(&c.vtype(0, Elem::F32), &c.vtype(1, Elem::F32)).unwrap();
+            let t = infer_prelu(&c.vtype(0), &c.vtype(1)).unwrap();
             assert_eq!(t.shape, c.out_shape(0));
             c.check_f32(&prelu(c.f32(0), c.f32(1), c.outputs[0].shape()), 0);
         }
@@ -651,9 +645,7 @@ mod tests {
             let out = c.outputs[0].shape().to_vec();
             match (c.input(0), c.input(1)) {
                 (Arr::I64(x), Arr::I64(y)) => {
-                    let t = b
-                        .infer(&c.vtype(0, Elem::I64), &c.vtype(1, Elem::I64))
-                        .unwrap();
+                    let t = b.infer(&c.vtype(0), &c.vtype(1)).unwrap();
                     assert_eq!((t.elem, t.shape), (Elem::I64, c.out_shape(0)));
                     c.check_i64(&b.run_i64(x, y, &out).unwrap(), 0);
                 }

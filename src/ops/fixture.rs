@@ -4,7 +4,7 @@
 
 use super::shape::{VType, D};
 use crate::model::{Attr, Node};
-use crate::tensor::{Elem, Tensor};
+use crate::tensor::{Elem, Tensor, Value};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -164,10 +164,27 @@ impl Case {
         }
     }
 
-    /// Input `i`'s type: its element type `elem` and fixed shape.
-    pub fn vtype(&self, i: usize, elem: Elem) -> VType {
-        let shape = self.input(i).shape().iter().map(|&d| D::Fixed(d as u64));
-        VType::new(elem, shape.collect())
+    /// Input `i`'s type: its element type and fixed shape.
+    pub fn vtype(&self, i: usize) -> VType {
+        let x = self.input(i);
+        let elem = match x {
+            Arr::F32(_) => Elem::F32,
+            Arr::I64(_) => Elem::I64,
+            Arr::Bool(_) => Elem::Bool,
+        };
+        VType::new(
+            elem,
+            x.shape().iter().map(|&d| D::Fixed(d as u64)).collect(),
+        )
+    }
+
+    /// Input `i` as a value.
+    pub fn value(&self, i: usize) -> Value {
+        match self.input(i).clone() {
+            Arr::F32(t) => Value::F32(t),
+            Arr::I64(t) => Value::I64(t),
+            Arr::Bool(t) => Value::Bool(t),
+        }
     }
 
     /// The fixed shape of output `k`, as inference should give it.
@@ -193,5 +210,21 @@ impl Case {
             panic!("{}: output {k} is not I64", self.name)
         };
         assert_eq!(got, want, "{}", self.name);
+    }
+
+    pub fn check_bool(&self, got: &Tensor<bool>, k: usize) {
+        let Arr::Bool(want) = &self.outputs[k] else {
+            panic!("{}: output {k} is not BOOL", self.name)
+        };
+        assert_eq!(got, want, "{}", self.name);
+    }
+
+    /// Checks a value against output `k`, whatever its element type.
+    pub fn check(&self, got: &Value, k: usize) {
+        match got {
+            Value::F32(t) => self.check_f32(t, k),
+            Value::I64(t) => self.check_i64(t, k),
+            Value::Bool(t) => self.check_bool(t, k),
+        }
     }
 }

@@ -12,6 +12,8 @@ mod fixture;
 mod known;
 mod layout;
 mod linalg;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod logic;
 mod movement;
 mod norm;
 #[allow(dead_code)] // wired into Op by the integration commit

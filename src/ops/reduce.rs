@@ -687,12 +687,12 @@ mod tests {
             let out = c.outputs[0].shape();
             match c.input(0) {
                 Arr::F32(x) => {
-                    let t = r.infer(&c.vtype(0, Elem::F32), axes.as_deref()).unwrap();
+                    let t = r.infer(&c.vtype(0), axes.as_deref()).unwrap();
                     assert_eq!(t.shape, c.out_shape(0), "{}", c.name);
                     c.check_f32(&r.run(x, axes.as_deref(), out), 0);
                 }
                 Arr::I64(x) => {
-                    let t = r.infer(&c.vtype(0, Elem::I64), axes.as_deref()).unwrap();
+                    let t = r.infer(&c.vtype(0), axes.as_deref()).unwrap();
                     assert_eq!((t.elem, t.shape), (Elem::I64, c.out_shape(0)));
                     c.check_i64(&r.run_i64(x, axes.as_deref(), out), 0);
                 }
@@ -773,7 +773,7 @@ mod tests {
             let out = c.outputs[0].shape();
             let got = match c.input(0) {
                 Arr::F32(x) => {
-                    let t = arg.infer(&c.vtype(0, Elem::F32)).unwrap();
+                    let t = arg.infer(&c.vtype(0)).unwrap();
                     assert_eq!((t.elem, t.shape), (Elem::I64, c.out_shape(0)));
                     arg.run(x, out)
                 }
@@ -818,7 +818,7 @@ mod tests {
             let out = c.outputs[0].shape();
             match c.input(0) {
                 Arr::F32(x) => {
-                    let t = top.infer(&c.vtype(0, Elem::F32), k).unwrap();
+                    let t = top.infer(&c.vtype(0), k).unwrap();
                     assert_eq!(t[0].shape, c.out_shape(0));
                     assert_eq!((t[1].elem, &t[1].shape), (Elem::I64, &c.out_shape(1)));
                     let (v, i) = top.run(x, k, out);
@@ -873,7 +873,7 @@ mod tests {
             let mut a = Attrs::new(&node);
             let axis = a.int("axis", -1).unwrap();
             a.finish().unwrap();
-            let t = infer_along(axis, &c.vtype(0, Elem::F32)).unwrap();
+            let t = infer_along(axis, &c.vtype(0)).unwrap();
             assert_eq!(t.shape, c.out_shape(0));
             let x = c.f32(0).clone();
             let got = match c.op.as_str() {
