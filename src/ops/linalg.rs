@@ -324,6 +324,7 @@ pub(super) fn dense(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture;
     use super::*;
 
     fn t(shape: &[usize], data: Vec<f32>) -> Tensor {
@@ -384,5 +385,14 @@ mod tests {
         let b = t(&[3, 2, 1], vec![1., 1., 2., 2., 3., 3.]);
         let r = matmul(&a, &b, &[3, 1, 1]);
         assert_eq!(r.data, vec![3., 6., 9.]);
+    }
+
+    #[test]
+    fn matmul_matches_the_reference() {
+        for c in fixture::cases(&["MatMul"], 11) {
+            let t = infer_matmul(&c.vtype(0), &c.vtype(1)).unwrap();
+            assert_eq!(t.shape, c.out_shape(0), "{}", c.name);
+            c.check_f32(&matmul(c.f32(0), c.f32(1), c.outputs[0].shape()), 0);
+        }
     }
 }

@@ -6,6 +6,8 @@
 mod conv;
 mod conv_transpose;
 mod direct;
+#[allow(dead_code)] // wired into Op by the integration commit
+mod einsum;
 mod elementwise;
 #[cfg(test)]
 mod fixture;

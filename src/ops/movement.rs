@@ -215,7 +215,7 @@ pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Copies `src` into a new tensor of shape `out`, whose element at index `(i0, i1, ...)` is
 /// `src[base + sum(ik * step[k])]`: one kernel for Transpose and Slice.
-fn strided<T: Copy + Send + Sync + Default>(
+pub(super) fn strided<T: Copy + Send + Sync + Default>(
     src: &[T],
     base: isize,
     step: &[isize],

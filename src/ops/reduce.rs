@@ -126,7 +126,7 @@ impl Reduce {
         let count = plan.count as f32;
         let data = match self.kind {
             Kind::Sum | Kind::Mean | Kind::LogSum => {
-                let sum = plan.fold(&x.data, 0.0, |_, a, v| a + v, |_, a, xs| a + sum(xs));
+                let sum = plan.sum(&x.data);
                 match self.kind {
                     Kind::Mean => sum.into_iter().map(|s| s / count).collect(),
                     Kind::LogSum => sum.into_iter().map(f32::ln).collect(),
@@ -222,6 +222,12 @@ impl Reduce {
     }
 }
 
+/// The sums of `x`, of shape `shape`, over the axes where `reduced` holds (in row-major order
+/// of the axes kept): Einsum's sums over labels that only one operand has.
+pub(super) fn sum_over(x: &[f32], shape: &[usize], reduced: &[bool]) -> Vec<f32> {
+    Plan::new(shape, reduced).sum(x)
+}
+
 /// The larger of two floats, NaN if either is.
 fn nan_max(a: f32, b: f32) -> f32 {
     if a.is_nan() || a > b {
@@ -298,6 +304,10 @@ impl Plan {
             outputs,
             count,
         }
+    }
+
+    fn sum(&self, x: &[f32]) -> Vec<f32> {
+        self.fold(x, 0.0, |_, a, v| a + v, |_, a, xs| a + sum(xs))
     }
 
     /// Folds the elements of `x` into one value per output, starting from `init`: `lane(o, a,
