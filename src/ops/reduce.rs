@@ -6,6 +6,7 @@
 //! of size 1 dropped), so that its innermost loop is contiguous: a run of reduced elements
 //! folded into one output, or a run of kept ones folded element-wise into as many outputs.
 
+use super::elementwise::exp;
 use super::shape::{self, fmt_shape, VType, D};
 use super::{chunks, chunks_with, float, spread, Attrs};
 use crate::tensor::{Elem, Tensor};
@@ -174,8 +175,8 @@ impl Reduce {
                 let sum = plan.fold(
                     &x.data,
                     0.0,
-                    |o, a, v| a + (v - s[o]).exp(),
-                    |o, a, xs| a + xs.iter().map(|v| (v - s[o]).exp()).sum::<f32>(),
+                    |o, a, v| a + exp(v - s[o]),
+                    |o, a, xs| a + sum_exp(xs, s[o]),
                 );
                 (sum.into_iter().zip(&shift))
                     .map(|(s, m)| m + s.ln())
@@ -251,22 +252,14 @@ fn max_f32(plan: &Plan, x: &[f32]) -> Vec<f32> {
         x,
         f32::NEG_INFINITY,
         |_, a, v| nan_max(a, v),
-        |_, a, xs| xs.iter().fold(a, |a, &v| nan_max(a, v)),
+        |_, a, xs| nan_max(a, max_of(xs)),
     )
 }
 
 /// The sum of `xs` over eight running sums, which the compiler keeps in one vector register
 /// (faster, and more accurate than one running sum).
 fn sum(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut blocks = xs.chunks_exact(8);
-    for b in &mut blocks {
-        for (a, v) in acc.iter_mut().zip(b) {
-            *a += v;
-        }
-    }
-    let tail: f32 = blocks.remainder().iter().sum();
-    acc.iter().sum::<f32>() + tail
+    lanes(xs, 0.0, |a, v| a + v, |a, b| a + b)
 }
 
 /// How a reduction walks its input: runs of adjacent axes that are all reduced or all kept,
@@ -378,14 +371,19 @@ where
     }
 }
 
+/// Whether `x` is NaN (never, for an integer type).
+fn is_nan<T: PartialOrd>(x: &T) -> bool {
+    #[allow(clippy::eq_op)] // x != x: NaN, for any PartialOrd element type
+    let nan = x != x;
+    nan
+}
+
 /// How one element ranks against another for ArgMax, ArgMin, TopK and Hardmax: NaN equal to
 /// NaN, and above every number if `nan_high`, else below (NumPy places NaN so: its argmax and
 /// argmin both pick the first NaN, its sort puts NaN last).
 fn rank<T: PartialOrd>(a: &T, b: &T, nan_high: bool) -> Ordering {
-    #[allow(clippy::eq_op)] // x != x: NaN, for any PartialOrd element type
-    let nan = |x: &T| x != x;
     a.partial_cmp(b).unwrap_or_else(|| {
-        let o = nan(a).cmp(&nan(b));
+        let o = is_nan(a).cmp(&is_nan(b));
         if nan_high {
             o
         } else {
@@ -449,19 +447,52 @@ impl Arg {
         let mut data = vec![0i64; out.iter().product()];
         let (max, last) = (self.max, self.select_last_index);
         let par = spread(x.data.len(), PAR_MIN);
+        // Whether `v` replaces `cur` as the extreme so far: plain comparisons (an integer
+        // is never NaN, so its test folds away).
+        let wins = |v: &T, cur: &T| {
+            let (beyond, equal) = match max {
+                true => (v > cur, v == cur),
+                false => (v < cur, v == cur),
+            };
+            match (is_nan(v), is_nan(cur)) {
+                (false, false) => beyond || (last && equal),
+                (true, false) => true,
+                (false, true) => false,
+                (true, true) => last,
+            }
+        };
         chunks_with(&mut data, inner, &x.data, n * inner, par, |_, best, xs| {
+            if let ([b], [first, ..]) = (&mut best[..], xs) {
+                // One contiguous row: its extreme (on vector registers for floats), then where
+                // it first (or last) is.
+                let nan = lanes(xs, false, |a, v| a | is_nan(&v), |a, b| a | b);
+                let m = match max {
+                    true => lanes(
+                        xs,
+                        *first,
+                        |a, v| if v > a { v } else { a },
+                        |a, b| if b > a { b } else { a },
+                    ),
+                    false => lanes(
+                        xs,
+                        *first,
+                        |a, v| if v < a { v } else { a },
+                        |a, b| if b < a { b } else { a },
+                    ),
+                };
+                let hit = |v: &T| if nan { is_nan(v) } else { *v == m };
+                let at = match last {
+                    false => xs.iter().position(hit),
+                    true => xs.iter().rposition(hit),
+                };
+                *b = at.expect("the extreme is an element") as i64;
+                return;
+            }
             // `best` holds, per inner position, the index of the extreme so far: rows are
             // read whole, in order.
             for (k, row) in xs.chunks_exact(inner).enumerate().skip(1) {
                 for (i, (b, v)) in best.iter_mut().zip(row).enumerate() {
-                    let cur = &xs[*b as usize * inner + i];
-                    // Greater: `v` is the more extreme.
-                    let o = if max {
-                        rank(v, cur, true)
-                    } else {
-                        rank(cur, v, false)
-                    };
-                    if o == Ordering::Greater || (last && o == Ordering::Equal) {
+                    if wins(v, &xs[*b as usize * inner + i]) {
                         *b = k as i64;
                     }
                 }
@@ -538,6 +569,14 @@ impl TopK {
             by_value.then(a.1.cmp(&b.1))
         };
         let par = spread(x.data.len(), PAR_MIN);
+        // Whether `v` ranks strictly before `w` (NaN highest).
+        let beats = |v: &T, w: &T| match (is_nan(v), is_nan(w)) {
+            (false, false) => (largest && v > w) || (!largest && v < w),
+            (nan_v, nan_w) => (largest && nan_v && !nan_w) || (!largest && nan_w && !nan_v),
+        };
+        // A small k is found in one pass, keeping the best so far in order (most elements
+        // lose to the worst of them at once); a larger one by selection, then sorting.
+        let small = k <= 64 && 4 * k <= n;
         chunks_with(
             &mut indices,
             k * inner,
@@ -545,15 +584,30 @@ impl TopK {
             n * inner,
             par,
             |_, idx, xs| {
-                let mut lane: Vec<(T, usize)> = Vec::with_capacity(n);
+                let mut top: Vec<(T, usize)> = Vec::with_capacity(if small { k + 1 } else { n });
                 for i in 0..inner {
-                    lane.clear();
-                    lane.extend((0..n).map(|j| (xs[j * inner + i], j)));
-                    if k < n {
-                        lane.select_nth_unstable_by(k, order);
+                    top.clear();
+                    if small {
+                        for (j, v) in xs.iter().skip(i).step_by(inner).copied().enumerate() {
+                            if top.len() == k {
+                                // Only a strictly better value beats the worst (an equal one has
+                                // a higher index).
+                                match top.last() {
+                                    Some(worst) if beats(&v, &worst.0) => top.pop(),
+                                    _ => continue,
+                                };
+                            }
+                            let at = top.partition_point(|t| order(t, &(v, j)) == Ordering::Less);
+                            top.insert(at, (v, j));
+                        }
+                    } else {
+                        top.extend((0..n).map(|j| (xs[j * inner + i], j)));
+                        if k < n {
+                            top.select_nth_unstable_by(k, order);
+                        }
+                        top.truncate(k);
+                        top.sort_unstable_by(order);
                     }
-                    let top = &mut lane[..k];
-                    top.sort_unstable_by(order);
                     for (j, &(_, at)) in top.iter().enumerate() {
                         idx[j * inner + i] = at as i64;
                     }
@@ -600,6 +654,10 @@ pub(super) fn log_softmax(mut t: Tensor, axis: i64) -> Tensor {
     let (n, inner) = (t.shape[ax], t.shape[ax + 1..].iter().product::<usize>());
     let par = spread(t.data.len(), PAR_MIN);
     chunks(&mut t.data, n * inner, par, |_, block| {
+        if inner == 1 {
+            log_softmax_row(block);
+            return;
+        }
         // Per inner position, the maximum and then the sum, over rows read whole.
         let mut max = vec![f32::NEG_INFINITY; inner];
         for row in block.chunks_exact(inner) {
@@ -607,13 +665,11 @@ pub(super) fn log_softmax(mut t: Tensor, axis: i64) -> Tensor {
                 .zip(row)
                 .for_each(|(m, &v)| *m = nan_max(*m, v));
         }
-        // A maximum that is not finite shifts nothing (inf - inf would be NaN).
-        max.iter_mut()
-            .for_each(|m| *m = if m.is_finite() { *m } else { 0.0 });
+        max.iter_mut().for_each(|m| *m = finite_or_zero(*m));
         let mut sum = vec![0f32; inner];
         for row in block.chunks_exact(inner) {
             for ((s, &v), &m) in sum.iter_mut().zip(row).zip(&max) {
-                *s += (v - m).exp();
+                *s += exp(v - m);
             }
         }
         // (v - m) - log(s): subtracting m first keeps the small differences exact.
@@ -625,6 +681,71 @@ pub(super) fn log_softmax(mut t: Tensor, axis: i64) -> Tensor {
         }
     });
     t
+}
+
+/// A maximum to shift by: one that is not finite shifts nothing (inf - inf would be NaN).
+fn finite_or_zero(m: f32) -> f32 {
+    if m.is_finite() {
+        m
+    } else {
+        0.0
+    }
+}
+
+/// [`log_softmax`] of one contiguous row.
+fn log_softmax_row(row: &mut [f32]) {
+    let m = finite_or_zero(max_of(row));
+    let ls = sum_exp(row, m).ln();
+    row.iter_mut().for_each(|v| *v = (*v - m) - ls);
+}
+
+/// The sum of `e^(x - m)` over `xs`.
+fn sum_exp(xs: &[f32], m: f32) -> f32 {
+    // The exponentials of a block first, in a loop the compiler runs on vector registers.
+    let mut buf = [0f32; 256];
+    let mut total = 0.0;
+    for block in xs.chunks(buf.len()) {
+        let e = &mut buf[..block.len()];
+        e.iter_mut().zip(block).for_each(|(e, &v)| *e = exp(v - m));
+        total += sum(e);
+    }
+    total
+}
+
+/// The maximum of `xs` (-inf if empty), NaN if any element is.
+fn max_of(xs: &[f32]) -> f32 {
+    // `max` of numbers, and apart whether any is NaN: both run on vector registers.
+    let m = lanes(
+        xs,
+        f32::NEG_INFINITY,
+        |a, v| if v > a { v } else { a },
+        f32::max,
+    );
+    let nan = lanes(xs, 0.0, |a, v| if v.is_nan() { 1.0 } else { a }, f32::max);
+    if nan > 0.0 {
+        f32::NAN
+    } else {
+        m
+    }
+}
+
+/// `f` folded over `xs` in eight interleaved running values (which the compiler keeps in one
+/// vector register), joined by `join`: for associative folds only.
+fn lanes<T: Copy, A: Copy>(
+    xs: &[T],
+    init: A,
+    f: impl Fn(A, T) -> A,
+    join: impl Fn(A, A) -> A,
+) -> A {
+    let mut acc = [init; 8];
+    let mut blocks = xs.chunks_exact(8);
+    for b in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(b) {
+            *a = f(*a, v);
+        }
+    }
+    let tail = blocks.remainder().iter().fold(init, |a, &v| f(a, v));
+    acc.into_iter().fold(tail, join)
 }
 
 /// `Hardmax` along `axis`, in place: 1 at the first maximum along the axis (the first NaN,
@@ -907,5 +1028,89 @@ mod tests {
             data: vec![1.0, f32::NAN, 3.0, f32::NAN],
         };
         assert_eq!(hardmax(x, 0).data, vec![0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn topk_in_one_pass_and_by_selection_agree_with_a_full_sort() {
+        // 3 x 100 x 2 with many ties and a few NaN, along axis 1 (strided) and, transposed,
+        // along the last axis (contiguous).
+        let data: Vec<f32> = (0..600)
+            .map(|i| match i % 97 {
+                13 => f32::NAN,
+                r => ((r * 31) % 9) as f32,
+            })
+            .collect();
+        let x = Tensor {
+            shape: vec![3, 100, 2],
+            data,
+        };
+        for (k, largest) in [(5, true), (5, false), (40, true), (100, false)] {
+            let top = TopK {
+                axis: 1,
+                largest,
+                sorted: true,
+            };
+            let (v, i) = top.run(&x, k, &[3, k as usize, 2]);
+            for o in 0..3 {
+                for p in 0..2 {
+                    let mut lane: Vec<(f32, usize)> = (0..100)
+                        .map(|j| (x.data[(o * 100 + j) * 2 + p], j))
+                        .collect();
+                    lane.sort_by(|a, b| {
+                        let by = if largest {
+                            rank(&b.0, &a.0, true)
+                        } else {
+                            rank(&a.0, &b.0, true)
+                        };
+                        by.then(a.1.cmp(&b.1))
+                    });
+                    for (j, &(want_v, want_i)) in lane.iter().take(k as usize).enumerate() {
+                        let at = (o * k as usize + j) * 2 + p;
+                        assert_eq!(i.data[at], want_i as i64, "k {k}, lane {o} {p}, #{j}");
+                        assert!(v.data[at] == want_v || (v.data[at].is_nan() && want_v.is_nan()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_rows_find_nan_and_extremes() {
+        let mut row: Vec<f32> = (0..100).map(|i| (i % 17) as f32).collect();
+        let x = Tensor {
+            shape: vec![1, 100],
+            data: row.clone(),
+        };
+        let arg = |max, last| Arg {
+            max,
+            axis: 1,
+            keepdims: false,
+            select_last_index: last,
+        };
+        assert_eq!(arg(true, false).run(&x, &[1]).data, vec![16]);
+        assert_eq!(arg(true, true).run(&x, &[1]).data, vec![84]);
+        assert_eq!(arg(false, true).run(&x, &[1]).data, vec![85]);
+        row[50] = f32::NAN;
+        let x = Tensor {
+            shape: vec![1, 100],
+            data: row,
+        };
+        assert_eq!(arg(false, false).run(&x, &[1]).data, vec![50]);
+        let max = Reduce {
+            kind: Kind::Max,
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        assert!(max.run(&x, Some(&[1]), &[1]).data[0].is_nan());
+        let lse = Reduce {
+            kind: Kind::LogSumExp,
+            ..max
+        };
+        let big = Tensor {
+            shape: vec![40],
+            data: vec![100.0; 40],
+        };
+        let r = lse.run(&big, None, &[]).data[0];
+        assert!((r - (100.0 + 40f32.ln())).abs() < 1e-4, "{r}");
     }
 }
