@@ -2,7 +2,7 @@
 //! computations graphs do at run time), one-input activations and functions, Clip, PRelu, and
 //! softmax.
 
-use super::shape::{self, fmt_shape, VType, D};
+use super::shape::{self, fmt_shape, VType, D, K};
 use super::{chunks, chunks_with, float, spread, Attrs};
 use crate::tensor::Elem;
 use crate::tensor::Tensor;
@@ -361,13 +361,23 @@ impl Unary {
         })
     }
 
-    /// The output type: the input's, F32, or I64 for `Neg` and `Abs` (whose content, if known
-    /// before the run, is not followed).
+    /// The output type: the input's, F32, or I64 for `Neg` and `Abs`, whose content known
+    /// before the run is followed (a size stays itself under `Abs`).
     #[allow(dead_code)] // wired into Op by the integration commit
     pub(super) fn infer(self, x: &VType) -> Result<VType, String> {
         let ints = matches!(self, Unary::Neg | Unary::Abs);
         if x.elem == Elem::F32 || (ints && x.elem == Elem::I64) {
-            return Ok(VType::new(x.elem, x.shape.clone()));
+            let known = x.known.as_ref().map(|k| {
+                (k.iter())
+                    .map(|k| match (self, k) {
+                        (Unary::Neg, K::Int(v)) => K::Int(v.wrapping_neg()),
+                        (_, K::Int(v)) => K::Int(v.wrapping_abs()),
+                        (Unary::Abs, K::Sym(s)) => K::Sym(s.clone()),
+                        _ => K::Any,
+                    })
+                    .collect()
+            });
+            return Ok(VType::new(x.elem, x.shape.clone()).with_known(known));
         }
         Err(format!(
             "input must be F32{}, not {}",
@@ -667,6 +677,16 @@ mod tests {
                 other => panic!("{}: {other:?}", c.name),
             }
         }
+    }
+
+    #[test]
+    fn neg_and_abs_follow_known_content() {
+        let sizes = VType::new(Elem::I64, vec![D::Fixed(2)])
+            .with_known(Some(vec![K::Int(-3), K::Sym("b".into())]));
+        let neg = Unary::Neg.infer(&sizes).unwrap();
+        assert_eq!(neg.known, Some(vec![K::Int(3), K::Any]));
+        let abs = Unary::Abs.infer(&sizes).unwrap();
+        assert_eq!(abs.known, Some(vec![K::Int(3), K::Sym("b".into())]));
     }
 
     #[test]

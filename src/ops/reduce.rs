@@ -7,7 +7,7 @@
 //! folded into one output, or a run of kept ones folded element-wise into as many outputs.
 
 use super::elementwise::exp;
-use super::shape::{self, fmt_shape, VType, D};
+use super::shape::{self, fmt_shape, VType, D, K};
 use super::{chunks, chunks_with, float, spread, Attrs};
 use crate::tensor::{Elem, Tensor};
 use std::cmp::Ordering;
@@ -114,7 +114,24 @@ impl Reduce {
                 (true, false) => None,
             })
             .collect();
-        Ok(VType::new(x.elem, shape))
+        let t = VType::new(x.elem, shape);
+        let known = self.known(x, axes, &t);
+        Ok(t.with_known(known))
+    }
+
+    /// The content of the output `t`, when the input's is known and all numbers (the
+    /// product of a shape's dimensions, say): the kernel run on it.
+    fn known(&self, x: &VType, axes: Option<&[i64]>, t: &VType) -> Option<Vec<K>> {
+        let data = x.known_ints()?;
+        let dims = |s: &[D]| -> Option<Vec<usize>> {
+            s.iter().map(|d| Some(d.fixed()? as usize)).collect()
+        };
+        let x = Tensor {
+            shape: dims(&x.shape)?,
+            data,
+        };
+        let r = self.run_i64(&x, axes, &dims(&t.shape)?);
+        Some(r.data.into_iter().map(K::Int).collect())
     }
 
     /// The reduction of F32 `x` (whose type inference accepted with `axes`) into shape `out`.
@@ -865,6 +882,25 @@ mod tests {
         let s = VType::new(Elem::F32, vec![D::Sym("b".into()), D::Fixed(7)]);
         let t = r(Kind::Max).infer(&s, Some(&[1])).unwrap();
         assert_eq!(t.shape, vec![D::Sym("b".into()), D::Fixed(1)]);
+    }
+
+    #[test]
+    fn integer_reductions_of_known_content_are_known() {
+        let r = |kind| Reduce {
+            kind,
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        let shape = VType::new(Elem::I64, vec![D::Fixed(3)]).with_known(Some(vec![
+            K::Int(2),
+            K::Int(3),
+            K::Int(4),
+        ]));
+        let prod = r(Kind::Prod).infer(&shape, None).unwrap();
+        assert_eq!((prod.shape, prod.known), (vec![], Some(vec![K::Int(24)])));
+        let sym = VType::new(Elem::I64, vec![D::Fixed(2)])
+            .with_known(Some(vec![K::Sym("b".into()), K::Int(3)]));
+        assert_eq!(r(Kind::Sum).infer(&sym, None).unwrap().known, None);
     }
 
     #[test]
