@@ -496,7 +496,7 @@ fn layout<'a>(o: Operand<'a>, normal: &[usize], transposed: &[usize]) -> (Cow<'a
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture;
+    use super::super::math_fixture as fixture;
     use super::*;
     use crate::model::{Attr, Node};
 

@@ -585,7 +585,7 @@ pub(crate) fn softmax_rows(data: &mut [f32], n: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{self, Arr};
+    use super::super::math_fixture::{self as fixture, Arr};
     use super::*;
     use crate::model::Node;
     use crate::ops::Attrs;

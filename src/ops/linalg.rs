@@ -324,7 +324,7 @@ pub(super) fn dense(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture;
+    use super::super::math_fixture as fixture;
     use super::*;
 
     fn t(shape: &[usize], data: Vec<f32>) -> Tensor {

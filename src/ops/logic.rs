@@ -291,7 +291,7 @@ fn round(mut t: Tensor, r: Round) -> Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{self, Arr};
+    use super::super::math_fixture::{self as fixture, Arr};
     use super::*;
     use crate::model::{Attr, Node};
     use crate::ops::shape::D;

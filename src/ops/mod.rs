@@ -9,13 +9,13 @@ mod direct;
 #[allow(dead_code)] // wired into Op by the integration commit
 mod einsum;
 mod elementwise;
-#[cfg(test)]
-mod fixture;
 mod known;
 mod layout;
 mod linalg;
 #[allow(dead_code)] // wired into Op by the integration commit
 mod logic;
+#[cfg(test)]
+mod math_fixture;
 mod movement;
 mod norm;
 #[allow(dead_code)] // wired into Op by the integration commit

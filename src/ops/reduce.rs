@@ -799,7 +799,7 @@ pub(super) fn hardmax(mut t: Tensor, axis: i64) -> Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{self, Arr, Case};
+    use super::super::math_fixture::{self as fixture, Arr, Case};
     use super::*;
     use crate::model::{Attr, Node};
 
