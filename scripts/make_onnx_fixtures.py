@@ -5,7 +5,7 @@
     python3 scripts/make_onnx_fixtures.py
 
 Writes tests/fixtures/onnx_misc/:
-  unsupported.onnx   MatMul then Cos and Round (ops nnsign does not run); its
+  unsupported.onnx   MatMul then Tan and Round (ops nnsign does not run); its
                      initializer w [3, 2] = arange(6) / 2 (float32)
   external.onnx      y = x @ w + b with w [4, 3] (arange(12), float32) stored in external.bin
   external.bin       w's bytes at offset 16, after 16 bytes of 0xee (checks offset handling)
@@ -35,7 +35,7 @@ def save(model, name):
 w = numpy_helper.from_array((np.arange(6, dtype=np.float32) / 2).reshape(3, 2), "w")
 g = helper.make_graph(
     [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-     helper.make_node("Cos", ["h"], ["c"], name="cos"),
+     helper.make_node("Tan", ["h"], ["c"], name="tan"),
      helper.make_node("Round", ["c"], ["y"], name="round")],
     "unsupported",
     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],

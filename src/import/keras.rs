@@ -674,6 +674,9 @@ impl Builder<'_> {
     }
 }
 
+/// A weight read and laid out for nnsign: its name, values and shape.
+type Weight = (String, Vec<f32>, Vec<u64>);
+
 /// Layers of op-set 3.
 impl Builder<'_> {
     /// A scalar F32 constant, named `name`.
@@ -874,7 +877,7 @@ impl Builder<'_> {
         within: &str,
         x: &str,
         stacked: bool,
-    ) -> Result<Option<[(String, Vec<f32>, Vec<u64>); 3]>, String> {
+    ) -> Result<Option<[Weight; 3]>, String> {
         let flag = |k: &str| config.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
         for k in ["stateful", "return_state", "unroll"] {
             if flag(k) {

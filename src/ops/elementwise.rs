@@ -48,7 +48,6 @@ impl Binary {
     }
 
     /// `Add`, `Sub`, `Mul`, `Div`, `Pow` or `Mod` (with its `fmod` attribute).
-    #[allow(dead_code)] // wired into Op by the integration commit
     pub(super) fn parse(name: &str, a: &mut Attrs<'_>) -> Result<Binary, String> {
         Ok(match name {
             "Mod" => Binary::Mod {
@@ -59,7 +58,6 @@ impl Binary {
     }
 
     /// The output type: both inputs F32, or both I64 for every op but `Pow`, broadcast.
-    #[allow(dead_code)] // wired into Op by the integration commit
     pub(super) fn infer(self, a: &VType, b: &VType) -> Result<VType, String> {
         match (a.elem, b.elem) {
             (Elem::F32, Elem::F32) => {}
@@ -95,7 +93,6 @@ impl Binary {
     /// onnxruntime do). `Div` truncates toward zero (C's `/`, ONNX's rule for integers), and
     /// `i64::MIN / -1` wraps to `i64::MIN`. Dividing by zero (`Div` or `Mod`) is an error,
     /// checked before anything is computed: ONNX leaves it undefined.
-    #[allow(dead_code)] // wired into Op by the integration commit
     pub(super) fn run_i64(
         self,
         a: &Tensor<i64>,
@@ -141,12 +138,6 @@ fn floored_mod(x: f32, y: f32) -> f32 {
     } else {
         r
     }
-}
-
-pub(super) fn infer_binary(a: &VType, b: &VType) -> Result<VType, String> {
-    float(a, "input A")?;
-    float(b, "input B")?;
-    Ok(VType::new(Elem::F32, shape::broadcast(&a.shape, &b.shape)?))
 }
 
 /// Strides of `shape` (row-major) as seen from an output of rank `rank`: 0 along broadcast
@@ -363,7 +354,6 @@ impl Unary {
 
     /// The output type: the input's, F32, or I64 for `Neg` and `Abs`, whose content known
     /// before the run is followed (a size stays itself under `Abs`).
-    #[allow(dead_code)] // wired into Op by the integration commit
     pub(super) fn infer(self, x: &VType) -> Result<VType, String> {
         let ints = matches!(self, Unary::Neg | Unary::Abs);
         if x.elem == Elem::F32 || (ints && x.elem == Elem::I64) {
@@ -392,7 +382,6 @@ impl Unary {
     }
 
     /// `Neg` or `Abs` on I64 values, in place.
-    #[allow(dead_code)] // wired into Op by the integration commit
     pub(super) fn run_i64(self, mut t: Tensor<i64>) -> Tensor<i64> {
         let f = match self {
             Unary::Neg => i64::wrapping_neg,
@@ -440,7 +429,6 @@ impl Unary {
 
 /// `Clip`'s output type: its input's, F32 or I64 (whose content, if known before the run, is
 /// not followed). Its `min` and `max` are parameters.
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn infer_clip(x: &VType) -> Result<VType, String> {
     if matches!(x.elem, Elem::F32 | Elem::I64) {
         return Ok(VType::new(x.elem, x.shape.clone()));
@@ -451,7 +439,6 @@ pub(super) fn infer_clip(x: &VType) -> Result<VType, String> {
 /// ONNX `Clip`, in place: `min(max(x, min), max)`, so every element is `max` when `min` is
 /// above it (as ONNX says). A NaN element stays NaN; a NaN bound bounds nothing (every
 /// comparison with it is false). For F32 and I64 values alike.
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn clip<T>(mut t: Tensor<T>, min: Option<T>, max: Option<T>) -> Tensor<T>
 where
     T: Copy + PartialOrd + Send + Sync,
@@ -471,7 +458,6 @@ where
 
 /// `PRelu`'s output type: X's, with `slope` broadcast to X (unidirectionally: X's shape is
 /// the output's).
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn infer_prelu(x: &VType, slope: &VType) -> Result<VType, String> {
     float(x, "input X")?;
     float(slope, "slope")?;
@@ -491,7 +477,6 @@ pub(super) fn infer_prelu(x: &VType, slope: &VType) -> Result<VType, String> {
 }
 
 /// `slope * x` where `x < 0`, else `x`, with `slope` broadcast to `x`'s shape `out`.
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn prelu(x: &Tensor, slope: &Tensor, out: &[usize]) -> Tensor {
     broadcast_with(x, slope, out, |x, s| if x < 0.0 { s * x } else { x })
 }

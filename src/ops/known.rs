@@ -115,6 +115,15 @@ pub(super) fn arithmetic(op: &str, a: &VType, b: &VType) -> Option<Vec<K>> {
                     "Mul" => p.checked_mul(q),
                     // ONNX integer division truncates; by zero the kernel refuses at run time.
                     "Div" => p.checked_div(q),
+                    // C's remainder (the sign of the dividend), or Python's (of the divisor).
+                    "FMod" => p.checked_rem(q),
+                    "Mod" => p.checked_rem(q).map(|r| {
+                        if r != 0 && (r < 0) != (q < 0) {
+                            r + q
+                        } else {
+                            r
+                        }
+                    }),
                     _ => None,
                 }
                 .map_or(K::Any, K::Int),

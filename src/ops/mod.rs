@@ -6,19 +6,16 @@
 mod conv;
 mod conv_transpose;
 mod direct;
-#[allow(dead_code)] // wired into Op by the integration commit
 mod einsum;
 mod elementwise;
 mod known;
 mod layout;
 mod linalg;
-#[allow(dead_code)] // wired into Op by the integration commit
 mod logic;
 #[cfg(test)]
 mod math_fixture;
 mod movement;
 mod norm;
-#[allow(dead_code)] // wired into Op by the integration commit
 mod reduce;
 mod resize;
 mod rnn;
@@ -114,6 +111,28 @@ pub enum Op {
     Where,
     /// `LSTM` and `GRU`.
     Rnn(rnn::Rnn),
+    Compare(logic::Compare),
+    Logic(logic::Logic),
+    Not,
+    Cast(logic::Cast),
+    /// `min` and `max` are the optional second and third inputs.
+    Clip,
+    PRelu,
+    /// `axes` from the attribute (ONNX before op-set 18) or, when `None`, the second input.
+    Reduce {
+        reduce: reduce::Reduce,
+        axes: Option<Vec<i64>>,
+    },
+    Arg(reduce::Arg),
+    /// `k` is the second input; two outputs, values and indices.
+    TopK(reduce::TopK),
+    LogSoftmax {
+        axis: i64,
+    },
+    Hardmax {
+        axis: i64,
+    },
+    Einsum(einsum::Einsum),
     Constant(Value),
 }
 
@@ -171,6 +190,45 @@ pub const OPSET_3_ADDED: &[&str] = &[
     "Where",
     "LSTM",
     "GRU",
+    "HardSigmoid",
+    "HardSwish",
+    "Log",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Sin",
+    "Cos",
+    "Mod",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "Cast",
+    "Clip",
+    "PRelu",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ArgMax",
+    "ArgMin",
+    "TopK",
+    "LogSoftmax",
+    "Hardmax",
+    "Einsum",
 ];
 
 /// The ops of op-set `opset` (1 to [`crate::model::OPSET`]), in the order the schema lists
@@ -203,6 +261,7 @@ pub fn max_outputs(op: &str) -> usize {
         "Split" => crate::model::MAX_GRAPH_IO,
         "LSTM" => 3,
         "GRU" => 2,
+        "TopK" => 2,
         _ => 1,
     }
 }
@@ -352,6 +411,14 @@ fn arity(op: &str) -> Option<(usize, usize)> {
         "Split" => (1, 2),
         "LSTM" => (3, 8),
         "GRU" => (3, 6),
+        "HardSigmoid" | "HardSwish" | "Log" | "Neg" | "Abs" | "Reciprocal" | "Floor" | "Ceil"
+        | "Sin" | "Cos" | "Not" | "Cast" | "ArgMax" | "ArgMin" | "LogSoftmax" | "Hardmax" => (1, 1),
+        "Mod" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
+        | "Xor" | "PRelu" | "TopK" => (2, 2),
+        "Clip" => (1, 3),
+        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+        | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => (1, 2),
+        "Einsum" => (1, 2),
         "Dropout" => (1, 3),
         "Gemm" | "Conv" | "Dense" => (2, 3),
         "LayerNormalization" => (2, 3),
@@ -418,7 +485,39 @@ impl Op {
             && PARAMETERS_AS_INPUTS.contains(&name);
         let mut a = Attrs::new(node);
         let op = match name {
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" => Op::Binary(Binary::from_name(name)),
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" => {
+                Op::Binary(Binary::parse(name, &mut a)?)
+            }
+            "HardSigmoid" | "HardSwish" | "Log" | "Neg" | "Abs" | "Reciprocal" | "Floor"
+            | "Ceil" | "Sin" | "Cos" => Op::Unary(Unary::parse(name, &mut a)?),
+            "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" => {
+                Op::Compare(logic::Compare::from_name(name)?)
+            }
+            "And" | "Or" | "Xor" => Op::Logic(logic::Logic::from_name(name)?),
+            "Not" => Op::Not,
+            "Cast" => Op::Cast(logic::Cast::parse(&mut a)?),
+            "Clip" => Op::Clip,
+            "PRelu" => Op::PRelu,
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+            | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSum" | "ReduceLogSumExp" => {
+                let axes = a.ints("axes")?;
+                if axes.is_some() && node.inputs.get(1).is_some_and(|i| !i.is_empty()) {
+                    return Err(both("axes"));
+                }
+                Op::Reduce {
+                    reduce: reduce::Reduce::parse(name, &mut a)?,
+                    axes,
+                }
+            }
+            "ArgMax" | "ArgMin" => Op::Arg(reduce::Arg::parse(name, &mut a)?),
+            "TopK" => Op::TopK(reduce::TopK::parse(&mut a)?),
+            "LogSoftmax" => Op::LogSoftmax {
+                axis: a.int("axis", -1)?,
+            },
+            "Hardmax" => Op::Hardmax {
+                axis: a.int("axis", -1)?,
+            },
+            "Einsum" => Op::Einsum(einsum::Einsum::parse(&mut a)?),
             "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Sqrt" | "Erf" | "LeakyRelu" | "Gelu" => {
                 Op::Unary(Unary::parse(name, &mut a)?)
             }
@@ -563,11 +662,18 @@ impl Op {
         let x = || ins[0].expect("parse checked the required inputs");
         match self {
             Op::Binary(b) => {
-                let t = elementwise::infer_binary(x(), req(ins, 1))?;
-                let known = known::arithmetic(b.name(), x(), req(ins, 1));
+                let t = b.infer(x(), req(ins, 1))?;
+                let name = match b {
+                    Binary::Mod { fmod: true } => "FMod",
+                    _ => b.name(),
+                };
+                let known = (t.elem == Elem::I64)
+                    .then(|| known::arithmetic(name, x(), req(ins, 1)))
+                    .flatten();
                 Ok(t.with_known(known))
             }
-            Op::Unary(_) | Op::Softmax { .. } => {
+            Op::Unary(u) => u.infer(x()),
+            Op::Softmax { .. } => {
                 let t = float(x(), "input")?;
                 if let Op::Softmax { axis } = self {
                     shape::axis(*axis, t.rank(), "axis")?;
@@ -662,6 +768,51 @@ impl Op {
             }
             Op::Where => layout::infer_where(x(), req(ins, 1), req(ins, 2)),
             Op::Rnn(r) => Ok(r.infer(ins)?.remove(0)),
+            Op::Compare(c) => {
+                let t = c.infer(x(), req(ins, 1))?;
+                let known = (*c == logic::Compare::Equal)
+                    .then(|| known::equal(x(), req(ins, 1)))
+                    .flatten();
+                Ok(t.with_known(known))
+            }
+            Op::Logic(l) => l.infer(x(), req(ins, 1)),
+            Op::Not => logic::infer_not(x()),
+            Op::Cast(c) => c.infer(x()),
+            Op::Clip => {
+                let t = elementwise::infer_clip(x())?;
+                for (i, what) in [(1, "min"), (2, "max")] {
+                    if let Some(b) = opt(ins, i) {
+                        if b.elem != t.elem
+                            || b.rank() > 1
+                            || shape::count(&b.shape)
+                                .is_none_or(|c| c.coef != 1 || !c.syms.is_empty())
+                        {
+                            return Err(format!(
+                                "{what} must be one {} value, not {} {}",
+                                t.elem.name(),
+                                b.elem.name(),
+                                shape::fmt_shape(&b.shape)
+                            ));
+                        }
+                    }
+                }
+                Ok(t)
+            }
+            Op::PRelu => elementwise::infer_prelu(x(), req(ins, 1)),
+            Op::Reduce { reduce, axes } => {
+                let given = known::param_ints(opt(ins, 1), "input \"axes\"")?;
+                reduce.infer(x(), axes.as_deref().or(given.as_deref()))
+            }
+            Op::Arg(arg) => arg.infer(x()),
+            Op::TopK(t) => Ok(t.infer(x(), topk_k(req(ins, 1))?)?.remove(0)),
+            Op::LogSoftmax { axis } | Op::Hardmax { axis } => reduce::infer_along(*axis, x()),
+            Op::Einsum(e) => {
+                let all: Vec<&VType> = ins
+                    .iter()
+                    .map(|t| t.expect("Einsum inputs are required"))
+                    .collect();
+                e.infer(&all)
+            }
             Op::Constant(v) => {
                 let t = VType::new(
                     v.elem(),
@@ -684,6 +835,7 @@ impl Op {
                 split.infer(ins[0].expect("required"), sizes.as_deref(), *outputs)
             }
             Op::Rnn(r) => r.infer(ins),
+            Op::TopK(t) => t.infer(ins[0].expect("required"), topk_k(req(ins, 1))?),
             _ => Ok(vec![self.infer(ins)?]),
         }
     }
@@ -695,7 +847,8 @@ impl Op {
             Op::Reshape { shape: None } | Op::Unsqueeze { axes: None } | Op::SliceInputs => true,
             Op::Squeeze { axes: None } => given > 1,
             Op::Resize { scales: None, .. } | Op::Pad(_) | Op::Tile | Op::Expand => true,
-            Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } => true,
+            Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } | Op::TopK(_) => true,
+            Op::Reduce { axes: None, .. } => given > 1,
             _ => false,
         }
     }
@@ -729,6 +882,24 @@ impl Op {
                     Value::I64(t) => split.run(t, outs).into_iter().map(Value::I64).collect(),
                     Value::Bool(t) => split.run(t, outs).into_iter().map(Value::Bool).collect(),
                 })
+            }
+            Op::TopK(t) => {
+                let k = ins[1].expect("required").i64().data[0];
+                let out = outs[0];
+                Ok(match ins[0].expect("required") {
+                    Value::F32(x) => {
+                        let (v, i) = t.run(x, k, out);
+                        vec![Value::F32(v), Value::I64(i)]
+                    }
+                    Value::I64(x) => {
+                        let (v, i) = t.run(x, k, out);
+                        vec![Value::I64(v), Value::I64(i)]
+                    }
+                    Value::Bool(_) => unreachable!("inference refuses BOOL"),
+                }
+                .into_iter()
+                .take(outs.len())
+                .collect())
             }
             Op::Rnn(r) => {
                 let f = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
@@ -772,6 +943,10 @@ impl Op {
                 | Op::BatchNorm { .. }
                 | Op::LayerNorm { .. }
                 | Op::InstanceNorm { .. }
+                | Op::Clip
+                | Op::Not
+                | Op::LogSoftmax { .. }
+                | Op::Hardmax { .. }
                 | Op::Flatten { .. }
                 | Op::Reshape { .. }
                 | Op::Squeeze { .. }
@@ -794,7 +969,37 @@ impl Op {
         };
         let fo = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
         Ok(match self {
-            Op::Binary(b) => Value::F32(b.run(f(0), f(1), out)),
+            Op::Binary(b) => match (x(), ins[1].expect("required")) {
+                (Value::I64(p), Value::I64(q)) => Value::I64(b.run_i64(p, q, out)?),
+                _ => Value::F32(b.run(f(0), f(1), out)),
+            },
+            Op::Compare(c) => match (x(), ins[1].expect("required")) {
+                (Value::F32(p), Value::F32(q)) => Value::Bool(c.run(p, q, out)),
+                (Value::I64(p), Value::I64(q)) => Value::Bool(c.run(p, q, out)),
+                (Value::Bool(p), Value::Bool(q)) => Value::Bool(c.run(p, q, out)),
+                _ => unreachable!("inference checked the dtypes"),
+            },
+            Op::Logic(l) => Value::Bool(l.run(x().bool(), ins[1].expect("required").bool(), out)),
+            Op::Cast(c) => c.run(x().clone()),
+            Op::PRelu => Value::F32(elementwise::prelu(f(0), f(1), out)),
+            Op::Reduce { reduce, axes } => {
+                let given = ins.get(1).copied().flatten().map(|v| &v.i64().data[..]);
+                let axes = axes.as_deref().or(given);
+                match x() {
+                    Value::F32(t) => Value::F32(reduce.run(t, axes, out)),
+                    Value::I64(t) => Value::I64(reduce.run_i64(t, axes, out)),
+                    Value::Bool(_) => unreachable!("inference refuses BOOL"),
+                }
+            }
+            Op::Arg(arg) => match x() {
+                Value::F32(t) => Value::I64(arg.run(t, out)),
+                Value::I64(t) => Value::I64(arg.run(t, out)),
+                Value::Bool(_) => unreachable!("inference refuses BOOL"),
+            },
+            Op::Einsum(e) => {
+                let all: Vec<&Tensor> = ins.iter().map(|t| t.expect("required").f32()).collect();
+                Value::F32(e.run(&all, out))
+            }
             Op::MatMul => Value::F32(linalg::matmul(f(0), f(1), out)),
             Op::Gemm(g) => Value::F32(g.run(f(0), f(1), fo(2), out)),
             Op::Dense(act) => Value::F32(linalg::dense(*act, f(0), f(1), fo(2), out)),
@@ -888,7 +1093,9 @@ impl Op {
                 }
             }
             Op::Constant(v) => v.clone(),
-            Op::Split { .. } | Op::Rnn(_) => unreachable!("run_all runs ops of several outputs"),
+            Op::Split { .. } | Op::Rnn(_) | Op::TopK(_) => {
+                unreachable!("run_all runs ops of several outputs")
+            }
             _ => unreachable!("in-place ops return above"),
         })
     }
@@ -904,7 +1111,32 @@ impl Op {
         let fo = |i: usize| ins.get(i).copied().flatten().map(Value::f32);
         let float = |x: Value| x.into_f32().expect("inference checked the dtypes");
         match self {
-            Op::Unary(u) => Value::F32(u.run(float(x))),
+            Op::Unary(u) => match x {
+                Value::I64(t) => Value::I64(u.run_i64(t)),
+                x => Value::F32(u.run(float(x))),
+            },
+            Op::Clip => {
+                let one = |i: usize| ins.get(i).copied().flatten();
+                match x {
+                    Value::F32(t) => Value::F32(elementwise::clip(
+                        t,
+                        one(1).map(|v| v.f32().data[0]),
+                        one(2).map(|v| v.f32().data[0]),
+                    )),
+                    Value::I64(t) => Value::I64(elementwise::clip(
+                        t,
+                        one(1).map(|v| v.i64().data[0]),
+                        one(2).map(|v| v.i64().data[0]),
+                    )),
+                    Value::Bool(_) => unreachable!("inference refuses BOOL"),
+                }
+            }
+            Op::Not => match x {
+                Value::Bool(t) => Value::Bool(logic::not(t)),
+                _ => unreachable!("inference checked the dtype"),
+            },
+            Op::LogSoftmax { axis } => Value::F32(reduce::log_softmax(float(x), *axis)),
+            Op::Hardmax { axis } => Value::F32(reduce::hardmax(float(x), *axis)),
             Op::Softmax { axis } => Value::F32(elementwise::softmax(float(x), *axis)),
             Op::Identity => x,
             Op::BatchNorm { epsilon } => Value::F32(norm::batch_norm(
@@ -986,6 +1218,13 @@ impl Op {
             Op::ConvTranspose(_) | Op::InstanceNorm { .. } => ok(only_first && axis == 0, 0),
             Op::Resize { .. } | Op::Pad(_) | Op::Tile | Op::Expand | Op::Where => Err(()),
             Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } | Op::Rnn(_) => Err(()),
+            Op::Clip | Op::Not | Op::Cast(_) => ok(only_first, axis),
+            Op::LogSoftmax { axis: a } | Op::Hardmax { axis: a } => ok(
+                only_first && shape::axis(*a, rank, "").ok() != Some(axis),
+                axis,
+            ),
+            Op::Compare(_) | Op::Logic(_) | Op::PRelu => Err(()),
+            Op::Reduce { .. } | Op::Arg(_) | Op::TopK(_) | Op::Einsum(_) => Err(()),
             Op::Flatten { axis: a } => {
                 let a = if *a < 0 { *a + rank as i64 } else { *a };
                 ok(only_first && axis == 0 && a >= 1, 0)
@@ -1233,6 +1472,20 @@ fn shape_range(start: i64, end: Option<i64>, rank: usize) -> std::ops::Range<usi
     let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
     let (a, b) = (fix(start), fix(end.unwrap_or(r)));
     a..b.max(a)
+}
+
+/// `TopK`'s `k`: one integer known before the model runs.
+fn topk_k(t: &VType) -> Result<i64, String> {
+    match known::param_ints(Some(t), "input \"K\"")?
+        .expect("given")
+        .as_slice()
+    {
+        [k] => Ok(*k),
+        other => Err(format!(
+            "input \"K\" must hold one value, not {}",
+            other.len()
+        )),
+    }
 }
 
 /// The error for a parameter given both ways.

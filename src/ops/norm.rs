@@ -118,12 +118,10 @@ pub(super) fn layer_norm(
 }
 
 /// InstanceNormalization's attribute: its epsilon.
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn parse_instance_norm(a: &mut Attrs<'_>) -> Result<f32, String> {
     positive(a.float("epsilon", 1e-5)?, "epsilon")
 }
 
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn infer_instance_norm(x: &VType, scale: &VType, b: &VType) -> Result<VType, String> {
     float(x, "input X")?;
     if x.rank() < 3 {
@@ -144,7 +142,6 @@ pub(super) fn infer_instance_norm(x: &VType, scale: &VType, b: &VType) -> Result
 
 /// Normalizes each image's channels of `t` over their spatial axes (mean and variance in f64),
 /// in place.
-#[allow(dead_code)] // wired into Op by the integration commit
 pub(super) fn instance_norm(mut t: Tensor, scale: &Tensor, b: &Tensor, epsilon: f32) -> Tensor {
     let c = t.shape[1];
     let inner: usize = t.shape[2..].iter().product();
