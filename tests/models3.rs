@@ -10,9 +10,20 @@ use nnsign::runtime::Value;
 /// Each model file and the data it is checked with (`<data>.npz` at batch 2, `<data>_b3.npz`
 /// at batch 3).
 const MODELS: &[(&str, &str)] = &[
+    // torch.onnx.export, the classic exporter (op-set 17) and the dynamo one (op-set 20).
     ("unet.onnx", "unet"),
     ("unet.dynamo.onnx", "unet"),
+    ("bilstm.onnx", "bilstm"),
+    ("bilstm.dynamo.onnx", "bilstm"),
+    ("transformer.onnx", "transformer"),
+    ("transformer.dynamo.onnx", "transformer"),
+    // Keras 3: its own file through nnsign's Keras importer, and its ONNX export.
     ("keras_unet.keras", "keras_unet"),
+    ("keras_unet.onnx", "keras_unet"),
+    ("keras_bilstm.keras", "keras_bilstm"),
+    ("keras_bilstm.onnx", "keras_bilstm"),
+    ("keras_transformer.keras", "keras_transformer"),
+    ("keras_transformer.onnx", "keras_transformer"),
 ];
 
 /// The one array of `all` named `prefix` + something.

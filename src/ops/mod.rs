@@ -60,8 +60,10 @@ pub enum Op {
         axis: i64,
     },
     /// `shape` is `None` when given as the second input (op-set 3).
+    /// With `allowzero` (op-set 3), a 0 in the shape is a size of 0, not a copy.
     Reshape {
         shape: Option<Vec<i64>>,
+        allowzero: bool,
     },
     Transpose {
         perm: Option<Vec<i64>>,
@@ -350,6 +352,26 @@ impl<'a> Attrs<'a> {
         Ok(Some(f))
     }
 
+    /// [`Attrs::floats`] that also takes infinities (a `Constant`'s `-inf` for masked
+    /// scores): a value is refused only when it is NaN or a finite number too large for
+    /// float32.
+    pub fn floats_or_infinite(&mut self, key: &'a str) -> Result<Option<Vec<f32>>, String> {
+        let v: Vec<f64> = match self.get(key) {
+            None => return Ok(None),
+            Some(Attr::Floats(v)) => v.clone(),
+            Some(Attr::Float(v)) => vec![*v],
+            Some(Attr::Ints(v)) => v.iter().map(|&i| i as f64).collect(),
+            Some(_) => return Err(self.wrong(key, "a list of numbers")),
+        };
+        let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        if (v.iter().zip(&f)).any(|(x, y)| x.is_nan() || (x.is_finite() && !y.is_finite())) {
+            return Err(format!(
+                "attribute {key:?} holds NaN or a value too large for float32"
+            ));
+        }
+        Ok(Some(f))
+    }
+
     pub fn text(&mut self, key: &'a str) -> Result<Option<&'a str>, String> {
         match self.get(key) {
             None => Ok(None),
@@ -557,7 +579,10 @@ impl Op {
                 axis: a.int("axis", 1)?,
             },
             "Reshape" => {
-                a.only_int("allowzero", 0)?;
+                let allowzero = a.flag("allowzero")?;
+                if allowzero && opset < 3 {
+                    return Err("attribute \"allowzero\" = 1 needs op-set 3".into());
+                }
                 let shape = a.ints("shape")?;
                 match (&shape, as_input) {
                     (Some(_), true) => return Err(both("shape")),
@@ -567,7 +592,7 @@ impl Op {
                     (Some(s), false) => movement::check_reshape(s)?,
                     (None, true) => {}
                 }
-                Op::Reshape { shape }
+                Op::Reshape { shape, allowzero }
             }
             "Transpose" => Op::Transpose {
                 perm: a.ints("perm")?,
@@ -692,10 +717,19 @@ impl Op {
                 norm::infer_layer_norm(*axis, x(), req(ins, 1), opt(ins, 2))
             }
             Op::Flatten { axis } => movement::infer_flatten(*axis, x()),
-            Op::Reshape { shape: Some(s) } => movement::infer_reshape(s, x()),
-            Op::Reshape { shape: None } => {
+            Op::Reshape {
+                shape: Some(s),
+                allowzero,
+            } => {
+                let spec: Vec<K> = s.iter().map(|&d| K::Int(d)).collect();
+                movement::infer_reshape_to(&spec, x(), *allowzero)
+            }
+            Op::Reshape {
+                shape: None,
+                allowzero,
+            } => {
                 let spec = known::param(opt(ins, 1), "input \"shape\"")?;
-                movement::infer_reshape_to(&spec.expect("parse checked the input"), x())
+                movement::infer_reshape_to(&spec.expect("parse checked the input"), x(), *allowzero)
             }
             Op::Transpose { perm } => movement::infer_transpose(perm.as_deref(), x()),
             Op::Concat { axis } => {
@@ -844,7 +878,9 @@ impl Op {
     /// 3), which [`Op::run_all`] checks against the shapes planned before the run.
     fn takes_shape_parameters(&self, given: usize) -> bool {
         match self {
-            Op::Reshape { shape: None } | Op::Unsqueeze { axes: None } | Op::SliceInputs => true,
+            Op::Reshape { shape: None, .. } | Op::Unsqueeze { axes: None } | Op::SliceInputs => {
+                true
+            }
             Op::Squeeze { axes: None } => given > 1,
             Op::Resize { scales: None, .. } | Op::Pad(_) | Op::Tile | Op::Expand => true,
             Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } | Op::TopK(_) => true,
@@ -1229,8 +1265,11 @@ impl Op {
                 let a = if *a < 0 { *a + rank as i64 } else { *a };
                 ok(only_first && axis == 0 && a >= 1, 0)
             }
-            Op::Reshape { shape } => ok(
-                only_first && axis == 0 && shape.as_ref().and_then(|s| s.first()) == Some(&0),
+            Op::Reshape { shape, allowzero } => ok(
+                only_first
+                    && axis == 0
+                    && !allowzero
+                    && shape.as_ref().and_then(|s| s.first()) == Some(&0),
                 0,
             ),
             Op::Transpose { perm } => {
@@ -1503,10 +1542,15 @@ fn positive(v: f32, what: &str) -> Result<f32, String> {
 
 /// The value of a `Constant` node.
 fn constant(a: &mut Attrs<'_>) -> Result<Value, String> {
+    if matches!(
+        a.node.attrs.get("value_float"),
+        Some(Attr::Floats(_) | Attr::Ints(_) | Attr::Text(_))
+    ) {
+        return Err("attribute \"value_float\" must be a number".into());
+    }
     let forms = [
-        a.float("value_float", f32::NAN)
-            .map(|v| (!v.is_nan()).then(|| (vec![v], false)))?,
-        a.floats("value_floats")?.map(|v| (v, true)),
+        a.floats_or_infinite("value_float")?.map(|v| (v, false)),
+        a.floats_or_infinite("value_floats")?.map(|v| (v, true)),
     ];
     let ints = [
         a.int_opt("value_int")?.map(|v| (vec![v], false)),

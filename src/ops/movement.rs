@@ -46,14 +46,16 @@ pub(super) fn check_reshape(shape: &[i64]) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn infer_reshape(spec: &[i64], x: &VType) -> Result<VType, String> {
+#[cfg(test)]
+fn infer_reshape(spec: &[i64], x: &VType) -> Result<VType, String> {
     let spec: Vec<K> = spec.iter().map(|&d| K::Int(d)).collect();
-    infer_reshape_to(&spec, x)
+    infer_reshape_to(&spec, x, false)
 }
 
 /// `Reshape` to a target that may hold symbols (a shape computed in the graph): 0 copies the
-/// input's dimension, -1 takes what is left, a symbol or derived size stands for itself.
-pub(super) fn infer_reshape_to(spec: &[K], x: &VType) -> Result<VType, String> {
+/// input's dimension (with `allowzero`, it is a size of 0), -1 takes what is left, a symbol or
+/// derived size stands for itself.
+pub(super) fn infer_reshape_to(spec: &[K], x: &VType, allowzero: bool) -> Result<VType, String> {
     let shown = || {
         let parts: Vec<String> = spec.iter().map(K::to_string).collect();
         format!("[{}]", parts.join(", "))
@@ -70,9 +72,16 @@ pub(super) fn infer_reshape_to(spec: &[K], x: &VType) -> Result<VType, String> {
             shown()
         ));
     }
+    if allowzero && spec.contains(&K::Int(0)) && spec.contains(&K::Int(-1)) {
+        return Err(format!(
+            "the target shape {} holds both 0 and -1, which allowzero makes ambiguous",
+            shown()
+        ));
+    }
     let mut out = Vec::with_capacity(spec.len());
     for (i, d) in spec.iter().enumerate() {
         out.push(match d {
+            K::Int(0) if allowzero => D::Fixed(0),
             K::Int(0) => x.shape.get(i).cloned().ok_or_else(|| {
                 format!(
                     "shape {} copies dimension {i} (a 0), but the input {} has rank {}",

@@ -134,11 +134,44 @@ pub fn read(path: &Path, bytes: &[u8], weights_only: bool) -> Result<OnnxModel, 
     let (arch, lifted) = graph_of(path, graph, opset, &constants)?;
     // Initializers that became Constant nodes are part of the architecture, not weights.
     tensors.retain(|t| !lifted.contains(&t.name));
+    let mut arch = arch;
+    name_outputs_by_inputs(&mut arch, &tensors);
     Ok(OnnxModel {
         tensors,
         arch: Some(arch),
         labels,
     })
+}
+
+/// Exporters name an output's dimensions on their own (`Sigmoid422_dim_0` for what is the
+/// batch): a symbol no graph input has says nothing, so it becomes what the graph computes
+/// there (`batch`), when inference can tell.
+fn name_outputs_by_inputs(arch: &mut Graph, tensors: &[SourceTensor]) {
+    let bound: HashSet<String> = (arch.inputs.iter().flat_map(|v| &v.shape))
+        .filter_map(|d| match d {
+            Dim::Symbol(s) => Some(s.clone()),
+            Dim::Fixed(_) => None,
+        })
+        .collect();
+    let foreign = |d: &Dim| matches!(d, Dim::Symbol(s) if !bound.contains(s));
+    if !arch.outputs.iter().flat_map(|v| &v.shape).any(foreign) {
+        return;
+    }
+    let infos: Vec<format::TensorInfo> = tensors.iter().map(SourceTensor::info).collect();
+    let mut inferred = arch.clone();
+    if inferred.declare_outputs(&infos).is_err() {
+        return; // pack names what is wrong
+    }
+    for (o, i) in arch.outputs.iter_mut().zip(&inferred.outputs) {
+        if o.shape.len() != i.shape.len() {
+            continue;
+        }
+        for (d, known) in o.shape.iter_mut().zip(&i.shape) {
+            if foreign(d) {
+                *d = known.clone();
+            }
+        }
+    }
 }
 
 /// The `value` tensor of a Constant node, when it has one.
