@@ -37,7 +37,7 @@ runtime_bench() {
   # Rounds alternate the two runtimes, so that a shared machine's slow spells hit both; the
   # ratio is of each side's best median over the rounds. A model that nnsign cannot run yet
   # (it says why on stderr) is left out of later rounds and reported at the end.
-  declare -A best cannot
+  declare -A best=() cannot=()
   for ((r = 1; r <= rounds; r++)); do
     python3 scripts/bench_runtime.py "$work/rt" --threads "$threads" >"$work/ort.txt"
     for m in $models; do

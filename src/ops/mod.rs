@@ -1252,6 +1252,18 @@ impl Op {
                 ok(only_first && axis == 0, 0)
             }
             Op::ConvTranspose(_) | Op::InstanceNorm { .. } => ok(only_first && axis == 0, 0),
+            // Scales of 1 leave an axis as it is, whatever the mode.
+            Op::Resize {
+                resize,
+                scales: Some(s),
+            } => {
+                let axes: Vec<Option<usize>> = match &resize.axes {
+                    Some(a) => a.iter().map(|&x| shape::axis(x, rank, "").ok()).collect(),
+                    None => (0..s.len()).map(Some).collect(),
+                };
+                let touched = (axes.iter().zip(s)).any(|(a, &f)| *a == Some(axis) && f != 1.0);
+                ok(only_first && !touched, axis)
+            }
             Op::Resize { .. } | Op::Pad(_) | Op::Tile | Op::Expand | Op::Where => Err(()),
             Op::ConstantOfShape(_) | Op::Range | Op::Split { .. } | Op::Rnn(_) => Err(()),
             Op::Clip | Op::Not | Op::Cast(_) => ok(only_first, axis),
