@@ -275,3 +275,96 @@ fn mutated_graphs_are_refused_or_run_never_panic() {
     eprintln!("mutated graphs: {ran} ran, {refused} refused");
     assert!(ran > 100 && refused > 1000, "ran {ran}, refused {refused}");
 }
+
+/// JSON has no infinities: serde writes them as null. The real models' `-inf` mask constants
+/// become -1e30, which masks as well, so that the graphs survive the round trip.
+fn finite(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Null => *v = (-1e30).into(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(finite),
+        serde_json::Value::Object(o) => o.values_mut().for_each(finite),
+        _ => {}
+    }
+}
+
+/// The op-set 3 graphs that real exporters write (tests/fixtures/models3: a U-Net with
+/// ConvTranspose and Resize, a BiLSTM, a transformer with its shape subgraphs and masks),
+/// damaged at random: each must be refused or run, never panic.
+#[test]
+fn mutated_real_graphs_are_refused_or_run_never_panic() {
+    use nnsign::format::TensorInfo;
+    use nnsign::runtime::{self, Model};
+    let mut rng = Rng(0x0b5e_55ed);
+    let rounds: usize = std::env::var("NNSIGN_GRAPH_ROUNDS").map_or(20, |v| v.parse().unwrap());
+    let (mut ran, mut refused) = (0, 0);
+    for (file, data) in [
+        ("unet.onnx", "unet"),
+        ("bilstm.dynamo.onnx", "bilstm"),
+        ("transformer.onnx", "transformer"),
+    ] {
+        let imported = nnsign::import::import(&[fixture(&format!("models3/{file}"))]).unwrap();
+        let weights: Vec<(TensorInfo, runtime::Value)> = (imported.tensors.iter())
+            .map(|t| (t.info(), runtime::to_value(&t.info(), &t.bytes).unwrap()))
+            .collect();
+        let infos: Vec<TensorInfo> = weights.iter().map(|(i, _)| i.clone()).collect();
+        let mut arch = serde_json::to_value(imported.arch.expect("a graph")).unwrap();
+        finite(&mut arch);
+        let all = arrays(&fixture(&format!("models3/{data}.npz")));
+        let inputs: Vec<(String, runtime::Value)> = (with_prefix(&all, "input."))
+            .into_iter()
+            .map(|(n, (_, v))| (n, v))
+            .collect();
+        // Undamaged, the graph runs: refusals below are the damage's.
+        let graph = nnsign::model::Graph::from_json(&arch.to_string()).unwrap();
+        let plan = graph.validate(&infos).unwrap();
+        let model = Model::new(
+            plan,
+            |i| {
+                Ok(weights
+                    .iter()
+                    .find(|(w, _)| w.name == i.name)
+                    .unwrap()
+                    .1
+                    .clone())
+            },
+            1 << 30,
+        )
+        .unwrap();
+        model.run(inputs.clone()).unwrap();
+        for _ in 0..rounds {
+            let mut g = arch.clone();
+            for _ in 0..1 + rng.below(3) {
+                mutate_graph(&mut g, &mut rng);
+            }
+            let text = g.to_string();
+            let outcome = std::panic::catch_unwind(|| {
+                let Ok(graph) = nnsign::model::Graph::from_json(&text) else {
+                    return false;
+                };
+                let Ok(plan) = graph.validate(&infos) else {
+                    return false;
+                };
+                let find = |i: &TensorInfo| {
+                    Ok(weights
+                        .iter()
+                        .find(|(w, _)| w.name == i.name)
+                        .unwrap()
+                        .1
+                        .clone())
+                };
+                let model = Model::new(plan, find, 1 << 30).unwrap();
+                model.run(inputs.clone()).is_ok()
+            });
+            match outcome {
+                Ok(true) => ran += 1,
+                Ok(false) => refused += 1,
+                Err(_) => panic!("{file}: a mutated graph panicked: {text}"),
+            }
+        }
+    }
+    eprintln!("mutated real graphs: {ran} ran, {refused} refused");
+    assert!(
+        ran + refused == 3 * rounds && refused > 0,
+        "ran {ran}, refused {refused}"
+    );
+}
