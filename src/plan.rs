@@ -152,7 +152,7 @@ impl Plan {
                 let ins: Vec<&[usize]> = (step.inputs.iter())
                     .map(|s| s.map_or(&[][..], |s| &shapes[s][..]))
                     .collect();
-                step.op.scratch_bytes(&ins)
+                step.op.scratch_bytes(&ins, &shapes[step.output()])
             })
             .max()
             .unwrap_or(0)

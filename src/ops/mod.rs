@@ -961,11 +961,17 @@ impl Op {
     /// `ins` (and keeps, for the next op of its kind): convolution's unfolded or staged input
     /// and its pre-pool output. Counted in the memory plan, since the largest of them can
     /// exceed every value the graph holds.
-    pub fn scratch_bytes(&self, ins: &[&[usize]]) -> u64 {
+    pub fn scratch_bytes(&self, ins: &[&[usize]], out: &[usize]) -> u64 {
+        let elements = |s: &[usize]| s.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64));
         match (self, ins) {
             (Op::Conv(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
             (Op::ConvTranspose(c), [x, w, ..]) => c.scratch_floats(x, w).saturating_mul(4),
             (Op::Rnn(r), [x, ..]) => r.scratch_floats(x).saturating_mul(4),
+            // Diagonals, partial sums and permuted copies of the operands, and the product
+            // before its last permutation: at most the operands and the output once more.
+            (Op::Einsum(_), _) => (ins.iter().map(|s| elements(s)))
+                .fold(elements(out), u64::saturating_add)
+                .saturating_mul(4),
             _ => 0,
         }
     }
