@@ -6,7 +6,7 @@ and encrypts, and `verify-load` and `unpack` ask for an artifact's passphrase.
 
     python3 scripts/check_prompt.py target/debug/nnsign
 """
-import os, pty, sys, tempfile
+import os, pty, sys, tempfile, termios, time
 
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/nnsign")
 TINY = os.path.abspath("tests/fixtures/tiny.npy")
@@ -25,6 +25,12 @@ def run(args, answers):
             if not chunk:
                 raise SystemExit(f"nnsign {args[0]} exited before asking: {out!r}")
             out += chunk
+        # The prompt may appear a moment before echo is turned off: typing then would echo the
+        # answer (as a too-fast typist would see it). Wait until the terminal stops echoing.
+        for _ in range(500):
+            if not termios.tcgetattr(fd)[3] & termios.ECHO:
+                break
+            time.sleep(0.01)
         os.write(fd, answer + b"\n")
         out += b"|"
     while True:
