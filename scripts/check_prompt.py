@@ -59,6 +59,8 @@ def key_is_encrypted(path, passphrase):
 def check(ok, what):
     print(("ok   " if ok else "FAIL ") + what)
     if not ok:
+        # What the terminal showed ("|" marks where an answer was typed), and the exit code.
+        print(f"  exit code {code}; terminal: {out!r}")
         sys.exit(1)
 
 
