@@ -81,6 +81,26 @@ impl Window {
         Ok(D::Fixed((padded - extent) / self.strides[ax] as u64 + 1))
     }
 
+    /// [`Window::out`] of a pooling with `ceil_mode` 1: the last window may run past the
+    /// padded input, as long as it starts inside the input or its leading padding.
+    fn out_ceil(&self, ax: usize, size: &D, k: &D) -> Result<D, String> {
+        let D::Fixed(floor) = self.out(ax, size, k, true)? else {
+            return Ok(D::Any);
+        };
+        let (n, k) = (size.fixed().expect("fixed"), k.fixed().expect("fixed"));
+        let extent = self.dilations[ax] as u64 * (k.max(1) - 1) + 1;
+        let (p0, p1, s) = (
+            self.pads[ax] as u64,
+            self.pads[ax + 2] as u64,
+            self.strides[ax] as u64,
+        );
+        let mut o = (n + p0 + p1 - extent).div_ceil(s) + 1;
+        if (o - 1) * s >= n + p0 {
+            o -= 1;
+        }
+        Ok(D::Fixed(o.max(floor)))
+    }
+
     /// The kernel offsets `k0..k1` (of `k`) whose input along `ax`, for output position `o`,
     /// lies inside the input of size `n`.
     fn inside(&self, ax: usize, o: usize, k: usize, n: usize) -> (usize, usize) {
@@ -457,6 +477,8 @@ pub struct Pool {
     pub kernel: [usize; 2],
     /// `None` for max pooling; for average pooling, whether padding counts in the divisor.
     pub average: Option<bool>,
+    /// `ceil_mode` 1: output sizes rounded up, the last windows clipped to the input.
+    pub ceil: bool,
 }
 
 impl Pool {
@@ -465,31 +487,46 @@ impl Pool {
         let window = Window::parse(a, max)?;
         let kernel =
             pair(a, "kernel_shape", 2, 1)?.ok_or("attribute \"kernel_shape\" is required")?;
-        a.only_int("ceil_mode", 0)?;
+        let ceil = a.flag("ceil_mode")?;
         let average = if max {
             a.only_int("storage_order", 0)?;
             None
         } else {
             Some(a.flag("count_include_pad")?)
         };
+        if ceil && average == Some(true) {
+            return Err(
+                "ceil_mode 1 with count_include_pad 1 is not supported (the divisor of a window past the padding is ambiguous)"
+                    .into(),
+            );
+        }
         Ok(Pool {
             window,
             kernel: [kernel[0], kernel[1]],
             average,
+            ceil,
         })
     }
 
     /// A 2x2, stride 2, unpadded max pooling: the most common, with its own loop, and the one
     /// a convolution before it can absorb.
     pub fn is_halving(&self) -> bool {
-        self.average.is_none() && self.kernel == [2, 2] && self.window == HALVING
+        self.average.is_none() && self.kernel == [2, 2] && self.window == HALVING && !self.ceil
     }
 
     pub(super) fn infer(&self, x: &VType) -> Result<VType, String> {
         rank(float(x, "input X")?, 4, "input X [n, c, h, w]")?;
         let [kh, kw] = self.kernel.map(|k| D::Fixed(k as u64));
-        let oh = self.window.out(0, &x.shape[2], &kh, true)?;
-        let ow = self.window.out(1, &x.shape[3], &kw, true)?;
+        let (oh, ow) = match self.ceil {
+            false => (
+                self.window.out(0, &x.shape[2], &kh, true)?,
+                self.window.out(1, &x.shape[3], &kw, true)?,
+            ),
+            true => (
+                self.window.out_ceil(0, &x.shape[2], &kh)?,
+                self.window.out_ceil(1, &x.shape[3], &kw)?,
+            ),
+        };
         Ok(VType::new(
             Elem::F32,
             vec![x.shape[0].clone(), x.shape[1].clone(), oh, ow],

@@ -559,7 +559,13 @@ impl Op {
             "Gemm" => Op::Gemm(Gemm::parse(&mut a)?),
             "Dense" => Op::Dense(Activation::parse(&mut a)?),
             "Conv" => Op::Conv(Conv2d::parse(&mut a)?),
-            "MaxPool" | "AveragePool" => Op::Pool(Pool::parse(name, &mut a)?),
+            "MaxPool" | "AveragePool" => {
+                let pool = Pool::parse(name, &mut a)?;
+                if pool.ceil && opset < 3 {
+                    return Err("attribute \"ceil_mode\" = 1 needs op-set 3".into());
+                }
+                Op::Pool(pool)
+            }
             "GlobalAveragePool" => Op::GlobalAveragePool,
             "BatchNormalization" => {
                 a.ignore("momentum");
