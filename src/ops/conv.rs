@@ -771,6 +771,7 @@ mod tests {
             },
             kernel: [2, 2],
             average: None,
+            ceil: false,
         };
         for [h, w] in [[4, 4], [5, 7], [2, 19], [9, 2], [2, 16], [3, 41], [4, 64]] {
             let mut data: Vec<f32> = (0..h * w)
@@ -799,6 +800,7 @@ mod tests {
             },
             kernel: [3, 3],
             average: None,
+            ceil: false,
         };
         let x = Tensor {
             shape: vec![1, 1, 2, 2],
