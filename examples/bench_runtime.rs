@@ -67,7 +67,16 @@ fn main() {
     };
     let infos: Vec<TensorInfo> = weights.iter().map(|(i, _)| i.clone()).collect();
     let plan = graph.validate(&infos).unwrap_or_else(|e| fail(source, e));
-    if std::env::var_os("NNSIGN_BENCH_DEBUG").is_some() { eprintln!("batching: {:?}; steps: {:?}", plan.batching, plan.steps.iter().map(|s| s.op_name.clone()).collect::<Vec<_>>()); }
+    if std::env::var_os("NNSIGN_BENCH_DEBUG").is_some() {
+        eprintln!(
+            "batching: {:?}; steps: {:?}",
+            plan.batching,
+            plan.steps
+                .iter()
+                .map(|s| s.op_name.clone())
+                .collect::<Vec<_>>()
+        );
+    }
     let model = Model::new(
         plan,
         |info| {
