@@ -483,3 +483,22 @@ pub fn retain_freed_memory(bytes: u64) {
 
 /// The most freed memory [`retain_freed_memory`] lets the allocator keep.
 pub const MAX_RETAINED: u64 = 1 << 30;
+
+/// Replaces every element `x` of `xs` by `f(x)`, in code compiled for AVX2 where the CPU has
+/// it: a loop over a branch-free `f` that the compiler inlines (such as the vector `exp` of
+/// `ops::elementwise`) then runs 8 lanes at a time instead of SSE2's 4. The results are the
+/// same bits either way: Rust never fuses a multiply and an add on its own, and nothing here
+/// asks for it.
+pub fn map_f32(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn map_avx2(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+            xs.iter_mut().for_each(|x| *x = f(*x));
+        }
+        // SAFETY: AVX2 is present (checked just above); the function is safe Rust otherwise.
+        unsafe { map_avx2(xs, f) };
+        return;
+    }
+    xs.iter_mut().for_each(|x| *x = f(*x));
+}

@@ -539,7 +539,7 @@ pub(super) fn softmax(mut t: Tensor, axis: i64) -> Tensor {
     let par = spread(t.data.len(), PAR_MIN);
     chunks(&mut t.data, per * block, par, |_, blocks| {
         if inner == 1 {
-            blocks.chunks_exact_mut(n).for_each(softmax_row);
+            softmax_rows(blocks, n);
             return;
         }
         let mut scratch = vec![0f32; 2 * inner];
@@ -560,20 +560,24 @@ fn max_skip_nan(m: f32, v: f32) -> f32 {
     }
 }
 
-/// Softmax of a contiguous row, stable against overflow: the exponentials and the quotients
-/// are loops the compiler runs on vector registers, the sum is taken in eight lanes.
-fn softmax_row(row: &mut [f32]) {
-    let max = row
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| max_skip_nan(m, v));
-    row.iter_mut().for_each(|v| *v = exp(*v - max));
-    let mut lanes = [0f32; 8];
-    let mut rows = row.chunks_exact(8);
-    for c in &mut rows {
-        lanes.iter_mut().zip(c).for_each(|(s, &v)| *s += v);
+/// Softmax of each row of `data` (rows of `n`), stable against overflow. Every pass is a loop
+/// the compiler runs on vector registers, even over short rows: each row's maximum (in eight
+/// lanes) subtracted, then the exponentials of the whole slice at once (with AVX2 where the CPU
+/// has it), then each row scaled
+/// by the inverse of its sum (in eight lanes).
+pub(crate) fn softmax_rows(data: &mut [f32], n: usize) {
+    if n == 0 {
+        return;
     }
-    let sum = rows.remainder().iter().sum::<f32>() + lanes.iter().sum::<f32>();
-    row.iter_mut().for_each(|v| *v /= sum);
+    for row in data.chunks_mut(n) {
+        let max = super::reduce::lanes(row, f32::NEG_INFINITY, max_skip_nan, max_skip_nan);
+        row.iter_mut().for_each(|v| *v -= max);
+    }
+    crate::sys::map_f32(data, exp);
+    for row in data.chunks_mut(n) {
+        let k = 1.0 / super::reduce::sum(row);
+        row.iter_mut().for_each(|v| *v *= k);
+    }
 }
 
 /// Softmax of a block `[n, inner]` along its first axis, whole rows at a time (`scratch` holds
@@ -593,17 +597,10 @@ fn softmax_across(b: &mut [f32], inner: usize, scratch: &mut [f32]) {
             *s += *v;
         }
     }
+    sum.iter_mut().for_each(|s| *s = 1.0 / *s);
     for row in b.chunks_exact_mut(inner) {
-        row.iter_mut().zip(&*sum).for_each(|(v, &s)| *v /= s);
+        row.iter_mut().zip(&*sum).for_each(|(v, &k)| *v *= k);
     }
-}
-
-/// Softmax of each row of `data` (rows of `n`), for `Dense`.
-pub(crate) fn softmax_rows(data: &mut [f32], n: usize) {
-    if n == 0 {
-        return;
-    }
-    data.chunks_mut(n).for_each(softmax_row);
 }
 
 #[cfg(test)]

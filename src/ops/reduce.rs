@@ -275,7 +275,7 @@ fn max_f32(plan: &Plan, x: &[f32]) -> Vec<f32> {
 
 /// The sum of `xs` over eight running sums, which the compiler keeps in one vector register
 /// (faster, and more accurate than one running sum).
-fn sum(xs: &[f32]) -> f32 {
+pub(super) fn sum(xs: &[f32]) -> f32 {
     lanes(xs, 0.0, |a, v| a + v, |a, b| a + b)
 }
 
@@ -760,7 +760,7 @@ fn max_of(xs: &[f32]) -> f32 {
 
 /// `f` folded over `xs` in eight interleaved running values (which the compiler keeps in one
 /// vector register), joined by `join`: for associative folds only.
-fn lanes<T: Copy, A: Copy>(
+pub(super) fn lanes<T: Copy, A: Copy>(
     xs: &[T],
     init: A,
     f: impl Fn(A, T) -> A,
