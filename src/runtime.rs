@@ -114,12 +114,12 @@ impl Model {
             )));
         }
         let shapes = plan.bind(&bound).map_err(RunError::Input)?;
-        memory::check_run(
-            plan.weight_bytes,
-            plan.peak_bytes(&shapes),
-            self.memory_limit,
-        )
-        .map_err(RunError::TooLarge)?;
+        let peak = plan.peak_bytes(&shapes);
+        memory::check_run(plan.weight_bytes, peak, self.memory_limit)
+            .map_err(RunError::TooLarge)?;
+        // Each step allocates its output: what this run frees is kept for the next step and
+        // the next run rather than faulted in again from the kernel.
+        crate::sys::retain_freed_memory(peak);
         let names = plan.outputs.iter().map(|(_, info)| info.name.clone());
         // The batch in slices, each slice through the whole graph on one core while its values
         // are in cache; then the outputs joined. Memory stays within what the whole batch

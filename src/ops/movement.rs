@@ -224,6 +224,12 @@ pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Copies `src` into a new tensor of shape `out`, whose element at index `(i0, i1, ...)` is
 /// `src[base + sum(ik * step[k])]`: one kernel for Transpose and Slice.
+///
+/// Axes are merged first where they read on as one (size-1 axes dropped), so that most
+/// transpositions come down to copying contiguous runs. The output is then written row by row
+/// (along its last axis), walking the outer axes without a division per row; where the axis
+/// before the last reads contiguously (a transposition of the last two), rows go in bands of
+/// [`TILE`] and columns in tiles of as many, so that both sides stay in cache.
 pub(super) fn strided<T: Copy + Send + Sync + Default>(
     src: &[T],
     base: isize,
@@ -232,35 +238,140 @@ pub(super) fn strided<T: Copy + Send + Sync + Default>(
 ) -> Vec<T> {
     let total: usize = out.iter().product();
     let mut data = vec![T::default(); total];
-    let Some(&inner) = out.last() else {
-        if total == 1 {
-            data[0] = src[base as usize];
-        }
-        return data;
-    };
     if total == 0 {
         return data;
     }
-    let rank = out.len();
-    let row = |r: usize, dst: &mut [T]| {
-        let (mut off, mut rest) = (base, r);
-        for ax in (0..rank - 1).rev() {
-            off += (rest % out[ax]) as isize * step[ax];
-            rest /= out[ax];
-        }
-        let s = step[rank - 1];
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = src[(off + j as isize * s) as usize];
-        }
+    let mut axes = merged(out, step);
+    let last = axes.pop().unwrap_or((1, 0));
+    let band = match axes.last() {
+        Some(&(_, 1)) if last.1 != 1 => TILE,
+        _ => usize::MAX,
     };
-    if super::spread(total, 1 << 15) {
-        super::chunks(&mut data, inner, true, row);
-    } else {
-        data.chunks_mut(inner)
-            .enumerate()
-            .for_each(|(r, d)| row(r, d));
+    if axes.is_empty() {
+        axes.push((1, 0));
     }
+    let n = last.0;
+    let per = (COPY_BLOCK / n).max(1);
+    super::chunks(
+        &mut data,
+        per * n,
+        super::spread(total, 1 << 15),
+        |t, block| {
+            let mut walk = Walk::at(&axes, base, t * per);
+            let mut rest = block;
+            while !rest.is_empty() {
+                let g = band.min(walk.left()).min(rest.len() / n);
+                let (dst, tail) = std::mem::take(&mut rest).split_at_mut(g * n);
+                copy_rows(src, walk.off, walk.inner_step(), last, dst);
+                walk.advance(g);
+                rest = tail;
+            }
+        },
+    );
     data
+}
+
+/// Elements one task of [`strided`] copies.
+const COPY_BLOCK: usize = 1 << 14;
+
+/// Rows and columns of a tile of a transposition in [`strided`].
+const TILE: usize = 16;
+
+/// The `(size, step)` of each axis of `out` read with `step`, where neighbours that read on as
+/// one are merged and axes of size 1 dropped.
+fn merged(out: &[usize], step: &[isize]) -> Vec<(usize, isize)> {
+    let mut axes: Vec<(usize, isize)> = Vec::with_capacity(out.len());
+    for (&n, &s) in out.iter().zip(step) {
+        match axes.last_mut() {
+            _ if n == 1 => {}
+            Some((m, t)) if *t == s * n as isize => {
+                *m *= n;
+                *t = s;
+            }
+            _ => axes.push((n, s)),
+        }
+    }
+    axes
+}
+
+/// A position in the outer axes (`(size, step)`, at least one) of [`strided`]: the index along
+/// each and the source offset it reads from.
+struct Walk<'a> {
+    axes: &'a [(usize, isize)],
+    idx: Vec<usize>,
+    off: isize,
+}
+
+impl<'a> Walk<'a> {
+    /// At output row `row`, from source offset `base`.
+    fn at(axes: &'a [(usize, isize)], base: isize, mut row: usize) -> Walk<'a> {
+        let mut idx = vec![0; axes.len()];
+        let mut off = base;
+        for (i, &(n, s)) in idx.iter_mut().zip(axes).rev() {
+            *i = row % n;
+            row /= n;
+            off += *i as isize * s;
+        }
+        Walk { axes, idx, off }
+    }
+
+    /// Rows left along the innermost outer axis.
+    fn left(&self) -> usize {
+        let k = self.axes.len() - 1;
+        self.axes[k].0 - self.idx[k]
+    }
+
+    /// The source step from one row to the next along the innermost outer axis.
+    fn inner_step(&self) -> isize {
+        self.axes[self.axes.len() - 1].1
+    }
+
+    /// `g` rows on (at most [`Walk::left`]), carrying into the outer axes.
+    fn advance(&mut self, g: usize) {
+        let mut k = self.axes.len() - 1;
+        self.idx[k] += g;
+        self.off += g as isize * self.axes[k].1;
+        while k > 0 && self.idx[k] == self.axes[k].0 {
+            self.off -= self.axes[k].0 as isize * self.axes[k].1;
+            self.idx[k] = 0;
+            k -= 1;
+            self.idx[k] += 1;
+            self.off += self.axes[k].1;
+        }
+    }
+}
+
+/// Fills `dst`, rows of `n`, where row `k` element `j` is `src[off + k * row_step + j * s]`.
+fn copy_rows<T: Copy>(
+    src: &[T],
+    off: isize,
+    row_step: isize,
+    (n, s): (usize, isize),
+    dst: &mut [T],
+) {
+    let at = |k: usize, j: usize| (off + k as isize * row_step + j as isize * s) as usize;
+    if s == 1 {
+        for (k, d) in dst.chunks_exact_mut(n).enumerate() {
+            d.copy_from_slice(&src[at(k, 0)..at(k, 0) + n]);
+        }
+    } else if row_step == 1 {
+        // A transposition: tiles of TILE columns, so that the rows read stay in cache.
+        let rows = dst.len() / n;
+        for j0 in (0..n).step_by(TILE) {
+            let j1 = (j0 + TILE).min(n);
+            for k in 0..rows {
+                for (j, d) in (j0..j1).zip(&mut dst[k * n + j0..k * n + j1]) {
+                    *d = src[at(k, j)];
+                }
+            }
+        }
+    } else {
+        for (k, d) in dst.chunks_exact_mut(n).enumerate() {
+            for (j, d) in d.iter_mut().enumerate() {
+                *d = src[at(k, j)];
+            }
+        }
+    }
 }
 
 pub(super) fn transpose(x: &Value, perm: Option<&[i64]>, out: &[usize]) -> Value {
@@ -613,5 +724,79 @@ mod tests {
         });
         let t = transpose(&x, None, &[3, 2]);
         assert_eq!(t.f32().data, vec![0., 3., 1., 4., 2., 5.]);
+    }
+
+    /// [`strided`] element by element, as it was written before it merged axes and copied
+    /// runs and tiles.
+    fn strided_by_element(src: &[i64], base: isize, step: &[isize], out: &[usize]) -> Vec<i64> {
+        let total: usize = out.iter().product();
+        (0..total)
+            .map(|mut e| {
+                let mut off = base;
+                for (&n, &s) in out.iter().zip(step).rev() {
+                    off += (e % n) as isize * s;
+                    e /= n;
+                }
+                src[off as usize]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transposes_and_slices_copy_what_element_by_element_indexing_reads() {
+        // Every permutation of shapes with size-1 axes, runs that merge, small and large
+        // transposed tiles (with partial tiles), and more than one task's worth of rows.
+        let shapes: [&[usize]; 7] = [
+            &[2, 3, 4],
+            &[1, 12, 5, 1, 8],
+            &[3, 4, 12, 8],
+            &[37, 19],
+            &[2, 300, 70],
+            &[1, 1],
+            &[5],
+        ];
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let src: Vec<i64> = (0..n as i64).collect();
+            let st = strides(shape);
+            let rank = shape.len();
+            let mut perm: Vec<usize> = (0..rank).collect();
+            // Heap's algorithm: every permutation of the axes.
+            let mut c = vec![0; rank];
+            let mut i = 0;
+            loop {
+                let out: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+                let step: Vec<isize> = perm.iter().map(|&a| st[a] as isize).collect();
+                assert_eq!(
+                    strided(&src, 0, &step, &out),
+                    strided_by_element(&src, 0, &step, &out),
+                    "shape {shape:?} perm {perm:?}"
+                );
+                while i < rank && c[i] >= i {
+                    c[i] = 0;
+                    i += 1;
+                }
+                if i >= rank {
+                    break;
+                }
+                perm.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                c[i] += 1;
+                i = 0;
+            }
+        }
+        // Slices with negative and larger steps, from an offset.
+        let src: Vec<i64> = (0..6 * 7 * 9).collect();
+        for (base, step, out) in [
+            (62isize, vec![-63isize, 9, -2], vec![1usize, 6, 4]),
+            (8, vec![63, -1], vec![6, 9]),
+            (0, vec![126, 18, 3], vec![3, 4, 3]),
+            (377, vec![-63, -9, -1], vec![6, 7, 9]),
+        ] {
+            assert_eq!(
+                strided(&src, base, &step, &out),
+                strided_by_element(&src, base, &step, &out),
+                "base {base} step {step:?} out {out:?}"
+            );
+        }
     }
 }

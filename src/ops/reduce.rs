@@ -275,7 +275,7 @@ fn max_f32(plan: &Plan, x: &[f32]) -> Vec<f32> {
 
 /// The sum of `xs` over eight running sums, which the compiler keeps in one vector register
 /// (faster, and more accurate than one running sum).
-fn sum(xs: &[f32]) -> f32 {
+pub(super) fn sum(xs: &[f32]) -> f32 {
     lanes(xs, 0.0, |a, v| a + v, |a, b| a + b)
 }
 
@@ -665,40 +665,52 @@ pub(super) fn infer_along(axis: i64, x: &VType) -> Result<VType, String> {
 }
 
 /// `LogSoftmax` along `axis`, in place: `x - m - log(sum(exp(x - m)))` with `m` the maximum
-/// along the axis, so that nothing overflows or underflows to `-inf` needlessly.
+/// along the axis, so that nothing overflows or underflows to `-inf` needlessly. A task takes
+/// whole blocks of the axis and what follows it, about [`TASK`] elements.
 pub(super) fn log_softmax(mut t: Tensor, axis: i64) -> Tensor {
     let ax = shape::axis(axis, t.shape.len(), "axis").expect("inference checked the axis");
     let (n, inner) = (t.shape[ax], t.shape[ax + 1..].iter().product::<usize>());
+    let block = n * inner;
+    if block == 0 {
+        return t;
+    }
+    let per = (TASK / block).max(1);
     let par = spread(t.data.len(), PAR_MIN);
-    chunks(&mut t.data, n * inner, par, |_, block| {
+    chunks(&mut t.data, per * block, par, |_, blocks| {
         if inner == 1 {
-            log_softmax_row(block);
+            blocks.chunks_exact_mut(n).for_each(log_softmax_row);
             return;
         }
         // Per inner position, the maximum and then the sum, over rows read whole.
-        let mut max = vec![f32::NEG_INFINITY; inner];
-        for row in block.chunks_exact(inner) {
-            max.iter_mut()
-                .zip(row)
-                .for_each(|(m, &v)| *m = nan_max(*m, v));
-        }
-        max.iter_mut().for_each(|m| *m = finite_or_zero(*m));
-        let mut sum = vec![0f32; inner];
-        for row in block.chunks_exact(inner) {
-            for ((s, &v), &m) in sum.iter_mut().zip(row).zip(&max) {
-                *s += exp(v - m);
+        let (mut max, mut sum) = (vec![0f32; inner], vec![0f32; inner]);
+        for block in blocks.chunks_exact_mut(block) {
+            max.fill(f32::NEG_INFINITY);
+            for row in block.chunks_exact(inner) {
+                max.iter_mut()
+                    .zip(row)
+                    .for_each(|(m, &v)| *m = nan_max(*m, v));
             }
-        }
-        // (v - m) - log(s): subtracting m first keeps the small differences exact.
-        sum.iter_mut().for_each(|s| *s = s.ln());
-        for row in block.chunks_exact_mut(inner) {
-            for ((v, &m), &ls) in row.iter_mut().zip(&max).zip(&sum) {
-                *v = (*v - m) - ls;
+            max.iter_mut().for_each(|m| *m = finite_or_zero(*m));
+            sum.fill(0.0);
+            for row in block.chunks_exact(inner) {
+                for ((s, &v), &m) in sum.iter_mut().zip(row).zip(&max) {
+                    *s += exp(v - m);
+                }
+            }
+            // (v - m) - log(s): subtracting m first keeps the small differences exact.
+            sum.iter_mut().for_each(|s| *s = s.ln());
+            for row in block.chunks_exact_mut(inner) {
+                for ((v, &m), &ls) in row.iter_mut().zip(&max).zip(&sum) {
+                    *v = (*v - m) - ls;
+                }
             }
         }
     });
     t
 }
+
+/// Elements one task of [`log_softmax`] takes.
+const TASK: usize = 1 << 14;
 
 /// A maximum to shift by: one that is not finite shifts nothing (inf - inf would be NaN).
 fn finite_or_zero(m: f32) -> f32 {
@@ -748,7 +760,7 @@ fn max_of(xs: &[f32]) -> f32 {
 
 /// `f` folded over `xs` in eight interleaved running values (which the compiler keeps in one
 /// vector register), joined by `join`: for associative folds only.
-fn lanes<T: Copy, A: Copy>(
+pub(super) fn lanes<T: Copy, A: Copy>(
     xs: &[T],
     init: A,
     f: impl Fn(A, T) -> A,
