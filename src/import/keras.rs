@@ -84,6 +84,7 @@ pub fn read(path: &Path, zip: Zip<'_>) -> Result<KerasModel, ImportError> {
         groups: Default::default(),
         seen: Default::default(),
         kwargs: BTreeMap::new(),
+        options: BTreeMap::new(),
     };
     let outputs = b.model(&config)?;
     let mut labels = BTreeMap::new();
@@ -128,6 +129,9 @@ struct Builder<'a> {
     /// The tensor arguments the layer being added was called with by keyword
     /// (`attention_mask`), by keyword.
     kwargs: BTreeMap<String, String>,
+    /// The other keyword arguments of that call (`training`, `use_causal_mask`, a list of
+    /// tensors as `initial_state`), as `config.json` gives them.
+    options: BTreeMap<String, Json>,
 }
 
 /// The nnsign op of a Keras activation name, with its attributes.
@@ -216,7 +220,7 @@ impl Builder<'_> {
             };
             *k += 1;
             self.groups.insert(name.clone(), group);
-            self.kwargs = config_kwargs(layer);
+            (self.kwargs, self.options) = config_kwargs(layer);
             self.layer(class, &name, &config, &inputs)?;
             last = Some(name);
         }
@@ -390,6 +394,28 @@ impl Builder<'_> {
                 .cloned()
                 .ok_or_else(|| at("has no input".into()))
         };
+        // A keyword argument of the call can change what a layer computes (an initial state, a
+        // causal mask, `training=True` keeping dropout on, attention scores as a second output):
+        // only the tensors a mapping reads, and options left at their defaults, are taken.
+        if let Some((k, v)) =
+            (self.options.iter()).find(|(_, v)| !matches!(v, Json::Null | Json::Bool(false)))
+        {
+            let mut tensors = Vec::new();
+            collect_history(v, &mut tensors);
+            return Err(at(match tensors.is_empty() {
+                true => format!("is called with {k}={v}, which is not mapped"),
+                false => format!("is called with {k} (tensors), which is not mapped"),
+            }));
+        }
+        let reads: &[&str] = match class {
+            "MultiHeadAttention" => &["key", "attention_mask"],
+            _ => &[],
+        };
+        if let Some(k) = self.kwargs.keys().find(|k| !reads.contains(&k.as_str())) {
+            return Err(at(format!(
+                "is called with {k} (a tensor), which is not mapped"
+            )));
+        }
         match class {
             "InputLayer" => {
                 let shape = config.get("batch_shape").or_else(|| config.get("batch_input_shape")).cloned().unwrap_or(Json::Null);
@@ -508,6 +534,9 @@ impl Builder<'_> {
                 self.node("Add", name, vec![scaled, a], name, BTreeMap::new());
             }
             "Embedding" => {
+                if config.get("mask_zero").and_then(|m| m.as_bool()).unwrap_or(false) {
+                    return Err(at("mask_zero=True is not mapped (Keras would mask the padded steps in the layers after it)".into()));
+                }
                 let (table, v, s) = self.var(name, 0, "embeddings")?;
                 self.add_tensor(&table, &v, s);
                 self.node("Gather", name, vec![table, one()?], name, BTreeMap::from([("axis".to_owned(), Attr::Int(0))]));
@@ -749,17 +778,43 @@ impl Builder<'_> {
     fn conv_transpose(&mut self, name: &str, config: &Json, x: String) -> Result<(), String> {
         let kernel = Self::pair(config, "kernel_size", [0, 0])?;
         let strides = Self::pair(config, "strides", [1, 1])?;
+        if kernel.contains(&0) || strides.contains(&0) {
+            return Err(format!(
+                "kernel {kernel:?} or strides {strides:?} holds a 0"
+            ));
+        }
         if Self::pair(config, "dilation_rate", [1, 1])? != [1, 1] {
             return Err("dilation_rate other than 1 is not mapped".into());
         }
-        if !config.get("output_padding").is_none_or(Json::is_null) {
-            return Err("output_padding is not mapped".into());
-        }
-        match config.get("padding").and_then(|p| p.as_str()).unwrap_or("valid") {
-            "valid" => {}
-            // With the kernel the size of the stride, "same" pads nothing.
-            "same" if kernel == strides => {}
-            p => return Err(format!("padding {p:?} with kernel {kernel:?} and strides {strides:?} is not mapped (\"valid\", or \"same\" with kernel = strides)")),
+        let same = match config
+            .get("padding")
+            .and_then(|p| p.as_str())
+            .unwrap_or("valid")
+        {
+            "valid" => false,
+            "same" => true,
+            p => return Err(format!("padding {p:?} is not \"valid\" or \"same\"")),
+        };
+        let output_padding = match config.get("output_padding") {
+            None | Some(Json::Null) => None,
+            Some(_) => Some(Self::pair(config, "output_padding", [0, 0])?),
+        };
+        // ONNX's ConvTranspose scatters each input cell over `k` outputs, a full product
+        // `(n - 1) s + k` long, then drops `pads` at either end and adds `output_padding` cells
+        // (bias only) at the end. Keras pads as JAX's transposed convolution does: `left` and
+        // `right` cells around the stride-dilated input before a plain convolution, where the
+        // full product would have `k - 1` on each side.
+        let (mut pads, mut extra) = ([0i64; 4], [0i64; 2]);
+        for a in 0..2 {
+            let (k, s) = (kernel[a] as i64, strides[a] as i64);
+            let (left, right) =
+                keras_transpose_padding(k, s, same, output_padding.map(|p| p[a] as i64));
+            pads[a] = k - 1 - left;
+            if right < k {
+                pads[a + 2] = k - 1 - right;
+            } else {
+                extra[a] = right - (k - 1);
+            }
         }
         let last = config
             .get("data_format")
@@ -808,10 +863,14 @@ impl Builder<'_> {
             ins.push(bias);
         }
         let i64s = |v: [u64; 2]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
-        let attrs = BTreeMap::from([
+        let mut attrs = BTreeMap::from([
             ("kernel_shape".to_owned(), i64s(kernel)),
             ("strides".to_owned(), i64s(strides)),
+            ("pads".to_owned(), Attr::Ints(pads.to_vec())),
         ]);
+        if extra != [0, 0] {
+            attrs.insert("output_padding".into(), Attr::Ints(extra.to_vec()));
+        }
         let out = format!("{name}/deconv");
         self.node("ConvTranspose", &out, ins, &out, attrs);
         let y = if last {
@@ -1033,6 +1092,19 @@ impl Builder<'_> {
     /// `Bidirectional` around an `LSTM` or `GRU`: one ONNX node with `direction`
     /// bidirectional, the weights of both halves stacked.
     fn bidirectional(&mut self, name: &str, config: &Json, x: String) -> Result<(), String> {
+        let merge = match config.get("merge_mode") {
+            None => "concat",
+            Some(Json::String(m)) if matches!(m.as_str(), "concat" | "sum" | "ave") => m.as_str(),
+            // The two directions as two outputs, which the layers after pick by index.
+            Some(Json::Null) => {
+                return Err("merge_mode None (two outputs) is not mapped (concat, sum, ave)".into())
+            }
+            Some(other) => {
+                return Err(format!(
+                    "merge_mode {other} is not mapped (concat, sum, ave)"
+                ))
+            }
+        };
         let half = |key: &str| -> Result<(&str, &Json), String> {
             let layer = config.get(key).ok_or_else(|| format!("has no {key}"))?;
             let class = layer
@@ -1099,10 +1171,6 @@ impl Builder<'_> {
         };
         let reset_after = class == "GRU" && get(fwd, "reset_after").as_bool().unwrap_or(true);
         let sequences = get(fwd, "return_sequences").as_bool().unwrap_or(false);
-        let merge = config
-            .get("merge_mode")
-            .and_then(|m| m.as_str())
-            .unwrap_or("concat");
         let node = format!("{name}/rnn");
         self.rnn_node(
             &node,
@@ -1121,7 +1189,7 @@ impl Builder<'_> {
         // `{node}` is [batch, (steps,) 2 * units], the directions concatenated.
         match merge {
             "concat" => self.node("Identity", name, vec![node], name, BTreeMap::new()),
-            "sum" | "ave" => {
+            _ => {
                 let split = self.reshape(
                     &format!("{name}/directions"),
                     node,
@@ -1147,11 +1215,6 @@ impl Builder<'_> {
                         ("keepdims".to_owned(), Attr::Int(0)),
                     ]),
                 );
-            }
-            other => {
-                return Err(format!(
-                    "merge_mode {other:?} is not mapped (concat, sum, ave)"
-                ))
             }
         }
         Ok(())
@@ -1198,13 +1261,6 @@ impl Builder<'_> {
             .cloned()
             .or_else(|| self.kwargs.get("key").cloned())
             .unwrap_or_else(|| value.clone());
-        if let Some(k) = self
-            .kwargs
-            .keys()
-            .find(|k| !matches!(k.as_str(), "key" | "attention_mask"))
-        {
-            return Err(format!("is called with {k}, which is not mapped"));
-        }
         let bias = config
             .get("use_bias")
             .and_then(|b| b.as_bool())
@@ -1391,6 +1447,25 @@ impl Builder<'_> {
     }
 }
 
+/// The cells Keras (as JAX's `conv_transpose`, `_convert_conv_transpose_padding_args_from_keras_to_jax`
+/// in keras/src/backend/common/backend_utils.py) pads on the left and right of one axis of the
+/// stride-dilated input, for kernel `k` and stride `s` (no dilation), so that "valid" gives
+/// `(n - 1) s + max(k, s)` outputs and "same" `n s`; with `output_padding` given, `(n - 1) s +
+/// k + output_padding` and `(n - 1) s + k % 2 + output_padding`. `left` is at most `k - 1`
+/// and neither is negative, so the ONNX pads made from them are never negative.
+fn keras_transpose_padding(k: i64, s: i64, same: bool, output_padding: Option<i64>) -> (i64, i64) {
+    if same {
+        let total = match output_padding {
+            None => s + k - 2,
+            Some(op) => k + k % 2 - 2 + op,
+        };
+        let left = (total / 2 + total % 2).min(k - 1);
+        (left, total - left)
+    } else {
+        (k - 1, k - 1 + output_padding.unwrap_or(k.max(s) - k))
+    }
+}
+
 /// Keras's `to_snake_case` of a class name: `Conv2D` → `conv2d`, `MaxPooling2D` →
 /// `max_pooling2d`, `BatchNormalization` → `batch_normalization`.
 fn snake_case(class: &str) -> String {
@@ -1434,18 +1509,23 @@ fn check_module(path: &Path, obj: &Json, class: &str, name: &str) -> Result<(), 
     Ok(())
 }
 
-/// The layer names of the tensors a Functional layer's first call passes by keyword.
-fn config_kwargs(layer: &Json) -> BTreeMap<String, String> {
+/// The keyword arguments of a Functional layer's first call: those that pass one tensor, as
+/// the name of the layer that made it, and the others as written.
+fn config_kwargs(layer: &Json) -> (BTreeMap<String, String>, BTreeMap<String, Json>) {
     let kwargs = layer
         .pointer("/inbound_nodes/0/kwargs")
         .and_then(|k| k.as_object());
-    (kwargs.into_iter().flatten())
-        .filter_map(|(k, v)| {
-            let mut names = Vec::new();
-            collect_history(v, &mut names);
-            (names.len() == 1).then(|| (k.clone(), names.remove(0)))
-        })
-        .collect()
+    let (mut tensors, mut options) = (BTreeMap::new(), BTreeMap::new());
+    for (k, v) in kwargs.into_iter().flatten() {
+        let mut names = Vec::new();
+        collect_history(v, &mut names);
+        if names.len() == 1 {
+            tensors.insert(k.clone(), names.remove(0));
+        } else {
+            options.insert(k.clone(), v.clone());
+        }
+    }
+    (tensors, options)
 }
 
 /// The layer names of a Functional layer's inbound tensors, if it lists them.
