@@ -1,5 +1,6 @@
-//! The only module with `unsafe` code: memory maps of input files, the SGEMM kernel and the
-//! AVX2 kernels of convolution and pooling. Each function states why its use is sound;
+//! The only module with `unsafe` code: memory maps of input files, the SGEMM kernel, the
+//! AVX2 kernels of convolution and pooling, and the AVX-512 and AVX2 kernels of the recurrent
+//! layers' products and activations. Each function states why its use is sound;
 //! everything outside this module is safe Rust.
 #![allow(unsafe_code)]
 
@@ -397,6 +398,566 @@ unsafe fn max_pairs_avx2(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
     n
 }
 
+/// Columns of one panel of [`Panels`]: one AVX-512 vector, two AVX2 ones.
+pub const PANEL: usize = 16;
+
+/// Floats from which [`Panels::transposed`] packs on every core (half a MiB: about 20 µs on
+/// one here).
+const PACK_PAR: usize = 1 << 17;
+
+/// Floats of `a` that [`panel_product`] keeps in a core's L2 cache while every panel of `b`
+/// streams past them (256 KiB: a quarter of this machine's L2).
+const A_BLOCK: usize = 1 << 16;
+
+/// The transpose of a row-major `[n, k]` matrix, `[k, n]`, packed for [`panel_product`]:
+/// panel `p` holds columns `16p .. 16p + 16` as a row-major `[k, 16]` block (columns past `n`
+/// are 0), starting on a 64-byte line, so that a product reads each panel from start to end,
+/// one whole cache line per row.
+///
+/// A recurrent layer multiplies its state by the same `Rᵀ` at every step; packed once, each
+/// step's product only streams it.
+pub struct Panels {
+    /// `panels() * k * 16` floats from `start`; before it, the padding that aligns it.
+    data: Vec<f32>,
+    start: usize,
+    k: usize,
+    n: usize,
+}
+
+impl Panels {
+    /// Packs `r`ᵀ for `r` row-major `[n, k]`; on every core if `par` and `r` is large
+    /// enough to be worth waking them ([`PACK_PAR`]).
+    pub fn transposed(r: &[f32], n: usize, k: usize, par: bool) -> Panels {
+        use rayon::prelude::*;
+        // Callers size `r` from shapes inference checked.
+        assert!(n * k == r.len(), "a packed matrix of inconsistent size");
+        let len = n.div_ceil(PANEL) * k * PANEL;
+        let mut data = vec![0f32; len + PANEL];
+        let start = data.as_ptr().align_offset(64).min(PANEL);
+        let pack = |(p, dst): (usize, &mut [f32])| {
+            let rows = &r[p * PANEL * k..((p + 1) * PANEL * k).min(r.len())];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is present (checked just above); `rows` holds whole rows of
+                // `k`, at most 16, read through masks that stop at `k`, and `dst` 16 floats for
+                // each of the `k` columns (a panel).
+                unsafe { pack_avx512(rows, k, dst) };
+                return;
+            }
+            pack_portable(rows, k, dst);
+        };
+        // With no columns (`k` 0), no panel has anything to pack.
+        let (body, panel) = (&mut data[start..start + len], (k * PANEL).max(1));
+        if par && r.len() >= PACK_PAR {
+            body.par_chunks_mut(panel).enumerate().for_each(pack);
+        } else {
+            body.chunks_mut(panel).enumerate().for_each(pack);
+        }
+        Panels { data, start, k, n }
+    }
+
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(PANEL)
+    }
+
+    fn body(&self) -> &[f32] {
+        &self.data[self.start..self.start + self.panels() * self.k * PANEL]
+    }
+}
+
+/// One panel of [`Panels::transposed`]: `dst[kk * 16 + j] = rows[j * k + kk]`, for up to 16
+/// `rows` of `k`; the rest of `dst` is left as it is (zero).
+fn pack_portable(rows: &[f32], k: usize, dst: &mut [f32]) {
+    for (j, src) in rows.chunks_exact(k).enumerate() {
+        for (d, &v) in dst[j..].iter_mut().step_by(PANEL).zip(src) {
+            *d = v;
+        }
+    }
+}
+
+/// [`pack_portable`] with AVX-512, by blocks of 16 rows by 16 columns transposed in registers
+/// (a load, 4 shuffles and a store a row): 3 times faster here than placing values one by
+/// one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_avx512(rows: &[f32], k: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = rows.len() / k;
+    let (src, out) = (rows.as_ptr(), dst.as_mut_ptr());
+    for k0 in (0..k).step_by(PANEL) {
+        let w = PANEL.min(k - k0);
+        let lanes = ((1u32 << w) - 1) as __mmask16;
+        // Rows past `n` stay 0: the padding of a last panel.
+        let mut r = [_mm512_setzero_ps(); PANEL];
+        for (j, r) in r.iter_mut().enumerate().take(n) {
+            *r = _mm512_maskz_loadu_ps(lanes, src.add(j * k + k0));
+        }
+        // Pairs of rows interleaved by 32-bit, then by 64-bit elements, within 128-bit lanes;
+        // then 128-bit lanes gathered twice: row q then holds column q of the block.
+        let mut t = [_mm512_setzero_ps(); PANEL];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let (lo, hi) = (
+            |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            },
+            |a: __m512, b: __m512| {
+                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+            },
+        );
+        for i in 0..4 {
+            let b = 4 * i;
+            r[b] = lo(t[b], t[b + 2]);
+            r[b + 1] = hi(t[b], t[b + 2]);
+            r[b + 2] = lo(t[b + 1], t[b + 3]);
+            r[b + 3] = hi(t[b + 1], t[b + 3]);
+        }
+        for h in 0..2 {
+            let b = 8 * h;
+            for i in 0..4 {
+                t[b + i] = _mm512_shuffle_f32x4::<0x88>(r[b + i], r[b + 4 + i]);
+                t[b + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(r[b + i], r[b + 4 + i]);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+            r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+        }
+        for (q, &v) in r.iter().enumerate().take(w) {
+            _mm512_storeu_ps(out.add((k0 + q) * PANEL), v);
+        }
+    }
+}
+
+/// `c = a·b + bias` over the columns of `b`'s panels `panels` (`16 * panels.start` up to
+/// `16 * panels.end` or `b`'s last): `a` is row-major `[m, k]`, `c` row-major `[m, width]` for
+/// the `width` columns, and `bias`, one value a column of `b`, is added to every row.
+///
+/// On x86-64 CPUs with AVX-512 or AVX2 and FMA, tiles of up to 8 rows by 32 columns (AVX2: 6
+/// by 16) add up in registers, each sum a chain of fused multiply-adds in the order of `k`;
+/// elsewhere plain Rust adds products rounded first. The two round differently (by an ulp or
+/// so a term), so results depend on the CPU, not on how rows or panels are grouped.
+pub fn panel_product(
+    a: &[f32],
+    b: &Panels,
+    panels: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    let k = b.k;
+    let cols = panels.start * PANEL..(panels.end * PANEL).min(b.n);
+    // Callers size these from shapes inference checked; a mismatch is a bug in nnsign.
+    assert!(
+        panels.start <= panels.end && panels.end <= b.panels(),
+        "panels out of the packed matrix"
+    );
+    let width = cols.len();
+    if width == 0 {
+        assert!(c.is_empty(), "a panel product of inconsistent sizes");
+        return;
+    }
+    let m = c.len() / width;
+    assert!(
+        m * width == c.len() && m * k == a.len() && bias.is_none_or(|v| v.len() == b.n),
+        "a panel product of inconsistent sizes"
+    );
+    if m == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in c.chunks_exact_mut(width) {
+            match bias {
+                Some(v) => row.copy_from_slice(&v[cols.clone()]),
+                None => row.fill(0.0),
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tile = Tile {
+            a: a.as_ptr(),
+            lda: k,
+            b: b.body().as_ptr(),
+            k,
+            bias: bias.map_or(std::ptr::null(), |v| v.as_ptr()),
+            c: c.as_mut_ptr(),
+            ldc: width,
+            width: 0,
+        };
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present (checked just above). The assert proves that `a`
+            // holds `m` rows of `k`, `c` `m` rows of `width`, `bias` (when given) a value for
+            // each of `b`'s `n` columns, and `b` every panel of `panels`, each `k * 16`
+            // floats; `tiles` cuts `m` rows and those panels into tiles inside them, and each
+            // tile reads and writes only its rows and columns (see `Tile`).
+            unsafe { product_avx512(&tile, m, panels) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA are present; the rest as for AVX-512 just above.
+            unsafe { product_avx2(&tile, m, panels) };
+            return;
+        }
+    }
+    panel_product_portable(a, b, panels, bias, c);
+}
+
+/// [`panel_product`] in plain Rust, for CPUs without AVX2 and FMA.
+fn panel_product_portable(
+    a: &[f32],
+    b: &Panels,
+    panels: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    let k = b.k;
+    let first = panels.start * PANEL;
+    let width = (panels.end * PANEL).min(b.n) - first;
+    for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(width)) {
+        for (p, panel) in (b.body().chunks_exact(k * PANEL).enumerate())
+            .take(panels.end)
+            .skip(panels.start)
+        {
+            let at = p * PANEL - first;
+            let lanes = PANEL.min(width - at);
+            let mut acc = [0f32; PANEL];
+            if let Some(v) = bias {
+                acc[..lanes].copy_from_slice(&v[first + at..][..lanes]);
+            }
+            for (&x, brow) in arow.iter().zip(panel.chunks_exact(PANEL)) {
+                for (s, &y) in acc.iter_mut().zip(brow) {
+                    *s += x * y;
+                }
+            }
+            crow[at..at + lanes].copy_from_slice(&acc[..lanes]);
+        }
+    }
+}
+
+/// Where a tile of [`panel_product`] reads and writes: rows of `a` from `a` (stride `lda`),
+/// panels of `b` from `b` (each `k * 16` floats; a tile's first panel first), the bias of its
+/// first column at `bias` (null: none), its first output at `c` (rows `ldc` apart); `width`
+/// columns are written a row, the rest of its last panel (zero padding) is not.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    k: usize,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    width: usize,
+}
+
+/// Cuts an `[m rows, panels]` product into tiles: blocks of rows of `a` that stay in L2 (about
+/// [`A_BLOCK`] floats), within which each group of panels (they stay in L1) meets every row
+/// in turn, `mr` rows at a time with `np(mr)` panels; the rows left over, fewer than `mr`, take
+/// `np` of their count. Calls `tile(t, rows, panels)` with `t` pointing at the tile.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tiles(
+    t: &Tile,
+    m: usize,
+    panels: std::ops::Range<usize>,
+    mr: usize,
+    np: impl Fn(usize) -> usize,
+    mut tile: impl FnMut(&Tile, usize, usize),
+) {
+    let block = (A_BLOCK / t.k).max(mr) / mr * mr;
+    for r0 in (0..m).step_by(block) {
+        let rows = block.min(m - r0);
+        let full = rows / mr * mr;
+        if full > 0 {
+            span(t, &panels, r0, full, mr, np(mr), &mut tile);
+        }
+        if rows > full {
+            let rest = rows - full;
+            span(t, &panels, r0 + full, rest, rest, np(rest), &mut tile);
+        }
+    }
+}
+
+/// The tiles of rows `first .. first + rows`, `mr` at a time, by `step` panels (fewer at the
+/// end): see [`tiles`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn span(
+    t: &Tile,
+    panels: &std::ops::Range<usize>,
+    first: usize,
+    rows: usize,
+    mr: usize,
+    step: usize,
+    tile: &mut impl FnMut(&Tile, usize, usize),
+) {
+    let mut p = panels.start;
+    while p < panels.end {
+        let count = step.min(panels.end - p);
+        let col = (p - panels.start) * PANEL;
+        for i in (first..first + rows).step_by(mr) {
+            // Pointer arithmetic only: the tile's rows, panels and columns lie inside the
+            // product's, which `panel_product` checked.
+            let at = Tile {
+                a: t.a.wrapping_add(i * t.lda),
+                b: t.b.wrapping_add(p * t.k * PANEL),
+                bias: match t.bias.is_null() {
+                    true => t.bias,
+                    false => t.bias.wrapping_add(p * PANEL),
+                },
+                c: t.c.wrapping_add(i * t.ldc + col),
+                width: (t.ldc - col).min(count * PANEL),
+                ..*t
+            };
+            tile(&at, mr.min(first + rows - i), count);
+        }
+        p += count;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile {
+    /// Panel `q` of this tile alone.
+    fn panel(&self, q: usize) -> Tile {
+        Tile {
+            b: self.b.wrapping_add(q * self.k * PANEL),
+            bias: match self.bias.is_null() {
+                true => self.bias,
+                false => self.bias.wrapping_add(q * PANEL),
+            },
+            c: self.c.wrapping_add(q * PANEL),
+            width: self.width.saturating_sub(q * PANEL).min(PANEL),
+            ..*self
+        }
+    }
+}
+
+/// [`panel_product`] with AVX-512: tiles of 8 rows by 2 panels, 16 sums of 16 lanes in
+/// registers; fewer rows take more panels, so that at least 8 independent chains of fused
+/// multiply-adds are in flight (each waits 4 cycles for the one before; 2 start a cycle).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product_avx512(t: &Tile, m: usize, panels: std::ops::Range<usize>) {
+    let np = |rows: usize| match rows {
+        1 => 8,
+        2 | 3 => 4,
+        _ => 2,
+    };
+    tiles(t, m, panels, 8, np, |t, rows, count| {
+        // SAFETY: AVX-512F is present (this function's caller checked it); `tiles` hands out
+        // tiles inside the product that `panel_product` checked, `rows` by `count` panels.
+        unsafe {
+            match (rows, count) {
+                (8, 2) => tile_avx512::<8, 2>(t),
+                (7, 2) => tile_avx512::<7, 2>(t),
+                (6, 2) => tile_avx512::<6, 2>(t),
+                (5, 2) => tile_avx512::<5, 2>(t),
+                (4, 2) => tile_avx512::<4, 2>(t),
+                (3, 4) => tile_avx512::<3, 4>(t),
+                (2, 4) => tile_avx512::<2, 4>(t),
+                (1, 8) => tile_avx512::<1, 8>(t),
+                // The last panels of a row, fewer than a tile takes: one at a time.
+                _ => {
+                    for q in 0..count {
+                        let t = &t.panel(q);
+                        match rows {
+                            1 => tile_avx512::<1, 1>(t),
+                            2 => tile_avx512::<2, 1>(t),
+                            3 => tile_avx512::<3, 1>(t),
+                            4 => tile_avx512::<4, 1>(t),
+                            5 => tile_avx512::<5, 1>(t),
+                            6 => tile_avx512::<6, 1>(t),
+                            7 => tile_avx512::<7, 1>(t),
+                            _ => tile_avx512::<8, 1>(t),
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One tile of `MR` rows by `NP` panels (see [`Tile`]), its sums in `MR * NP` registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const MR: usize, const NP: usize>(t: &Tile) {
+    use std::arch::x86_64::*;
+    // The lanes of panel `p` that hold columns of the product.
+    let lanes = |p: usize| -> __mmask16 {
+        let n = t.width.saturating_sub(p * PANEL).min(PANEL);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let mut acc = [[_mm512_setzero_ps(); NP]; MR];
+    if !t.bias.is_null() {
+        for p in 0..NP {
+            let v = _mm512_maskz_loadu_ps(lanes(p), t.bias.wrapping_add(p * PANEL));
+            acc.iter_mut().for_each(|row| row[p] = v);
+        }
+    }
+    let (mut a, mut b) = (t.a, t.b);
+    for _ in 0..t.k {
+        let mut y = [_mm512_setzero_ps(); NP];
+        for (p, y) in y.iter_mut().enumerate() {
+            *y = _mm512_loadu_ps(b.add(p * t.k * PANEL));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*a.add(r * t.lda));
+            for (s, &y) in row.iter_mut().zip(&y) {
+                *s = _mm512_fmadd_ps(x, y, *s);
+            }
+        }
+        a = a.add(1);
+        b = b.add(PANEL);
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (p, &v) in row.iter().enumerate() {
+            let m = lanes(p);
+            if m != 0 {
+                _mm512_mask_storeu_ps(t.c.wrapping_add(r * t.ldc + p * PANEL), m, v);
+            }
+        }
+    }
+}
+
+/// [`panel_product`] with AVX2 and FMA: tiles of 6 rows by 1 panel, 12 sums of 8 lanes in
+/// registers (of 16); fewer rows take more panels, for at least 8 chains in flight.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_avx2(t: &Tile, m: usize, panels: std::ops::Range<usize>) {
+    let np = |rows: usize| match rows {
+        1 => 4,
+        2 | 3 => 2,
+        _ => 1,
+    };
+    tiles(t, m, panels, 6, np, |t, rows, count| {
+        // SAFETY: AVX2 and FMA are present (this function's caller checked them); `tiles`
+        // hands out tiles inside the product that `panel_product` checked.
+        unsafe {
+            match (rows, count) {
+                (3, 2) => tile_avx2::<3, 2>(t),
+                (2, 2) => tile_avx2::<2, 2>(t),
+                (1, 4) => tile_avx2::<1, 4>(t),
+                _ => {
+                    for q in 0..count {
+                        let t = &t.panel(q);
+                        match rows {
+                            1 => tile_avx2::<1, 1>(t),
+                            2 => tile_avx2::<2, 1>(t),
+                            3 => tile_avx2::<3, 1>(t),
+                            4 => tile_avx2::<4, 1>(t),
+                            5 => tile_avx2::<5, 1>(t),
+                            _ => tile_avx2::<6, 1>(t),
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One tile of `MR` rows by `NP` panels (see [`Tile`]), each panel two vectors of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const MR: usize, const NP: usize>(t: &Tile) {
+    use std::arch::x86_64::*;
+    // Columns of the product in half `h` of panel `p`, and a mask of their lanes.
+    let lanes = |p: usize, h: usize| {
+        let n = t.width.saturating_sub(p * PANEL + h * 8).min(8);
+        let mask = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        (n, mask)
+    };
+    let mut acc = [[[_mm256_setzero_ps(); 2]; NP]; MR];
+    if !t.bias.is_null() {
+        for p in 0..NP {
+            for h in 0..2 {
+                let (_, mask) = lanes(p, h);
+                let v = _mm256_maskload_ps(t.bias.wrapping_add(p * PANEL + h * 8), mask);
+                acc.iter_mut().for_each(|row| row[p][h] = v);
+            }
+        }
+    }
+    let (mut a, mut b) = (t.a, t.b);
+    for _ in 0..t.k {
+        let mut y = [[_mm256_setzero_ps(); 2]; NP];
+        for (p, y) in y.iter_mut().enumerate() {
+            let at = b.add(p * t.k * PANEL);
+            *y = [_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8))];
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = _mm256_set1_ps(*a.add(r * t.lda));
+            for (s, y) in row.iter_mut().zip(&y) {
+                s[0] = _mm256_fmadd_ps(x, y[0], s[0]);
+                s[1] = _mm256_fmadd_ps(x, y[1], s[1]);
+            }
+        }
+        a = a.add(1);
+        b = b.add(PANEL);
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (p, s) in row.iter().enumerate() {
+            for (h, &v) in s.iter().enumerate() {
+                let (n, mask) = lanes(p, h);
+                let at = t.c.wrapping_add(r * t.ldc + p * PANEL + h * 8);
+                match n {
+                    8 => _mm256_storeu_ps(at, v),
+                    0 => {}
+                    _ => _mm256_maskstore_ps(at, mask, v),
+                }
+            }
+        }
+    }
+}
+
+/// Work that [`wide`] runs compiled for the widest vectors the CPU has.
+pub trait Wide {
+    type Output;
+
+    /// The work. To be compiled for those vectors, it must be `#[inline(always)]`, and so must
+    /// every function it calls that has loops to widen: the compiler copies only those into
+    /// [`wide`]'s compiled versions (a closure, which cannot be marked so, stays a call).
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `work` compiled for the widest vectors the CPU has (AVX-512, else AVX2): loops of plain
+/// arithmetic (the recurrent layers' rational tanh and cell updates) then do 16 elements a
+/// step where the baseline x86-64 build does 4. The compiler runs the same operations either
+/// way (it never fuses a multiply and an add on its own), so the results are the same bits.
+pub fn wide<W: Wide>(work: W) -> W::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present (checked just above); `wide_avx512` runs safe code
+            // compiled to use it.
+            return unsafe { wide_avx512(work) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present; as above.
+            return unsafe { wide_avx2(work) };
+        }
+    }
+    work.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn wide_avx512<W: Wide>(work: W) -> W::Output {
+    work.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn wide_avx2<W: Wide>(work: W) -> W::Output {
+    work.run()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +1004,154 @@ mod tests {
                 assert!(row[width..].iter().all(|v| v.is_nan()));
             }
         }
+    }
+
+    /// Runs one kernel of [`panel_product`] by name, if this CPU has it.
+    fn product_by(
+        kernel: &str,
+        a: &[f32],
+        b: &Panels,
+        panels: std::ops::Range<usize>,
+        bias: Option<&[f32]>,
+        c: &mut [f32],
+    ) -> bool {
+        if kernel == "portable" {
+            panel_product_portable(a, b, panels, bias, c);
+            return true;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let width = c.len() / (a.len() / b.k);
+            let m = c.len() / width;
+            let tile = Tile {
+                a: a.as_ptr(),
+                lda: b.k,
+                b: b.body().as_ptr(),
+                k: b.k,
+                bias: bias.map_or(std::ptr::null(), |v| v.as_ptr()),
+                c: c.as_mut_ptr(),
+                ldc: width,
+                width: 0,
+            };
+            // SAFETY: as in `panel_product`, whose checks the callers below satisfy.
+            match kernel {
+                "avx512" if has!("avx512f") => unsafe { product_avx512(&tile, m, panels) },
+                "avx2" if has!("avx2") && has!("fma") => unsafe { product_avx2(&tile, m, panels) },
+                _ => return false,
+            }
+            return true;
+        }
+        #[allow(unreachable_code)]
+        false
+    }
+
+    #[test]
+    fn every_panel_product_kernel_matches_the_definition() {
+        let mut seed = 11;
+        let mut ran = std::collections::BTreeSet::new();
+        // (rows of a, k, columns): one item by a gate matrix, batches, partial panels, a
+        // single row of k, and more rows than one L2 block of a.
+        for (m, k, n) in [
+            (1, 256, 1024),
+            (16, 64, 48),
+            (7, 3, 5),
+            (13, 17, 33),
+            (9, 1, 16),
+            (2, 40, 130),
+            (1100, 70, 40),
+        ] {
+            let a = noise(m * k, &mut seed);
+            let r = noise(n * k, &mut seed);
+            let bias = noise(n, &mut seed);
+            let b = Panels::transposed(&r, n, k, false);
+            assert_eq!(b.body(), Panels::transposed(&r, n, k, true).body());
+            assert_eq!(b.body().as_ptr() as usize % 64, 0, "panels start on a line");
+            let all = 0..b.panels();
+            for panels in [all.clone(), 1.min(all.end)..all.end, 0..all.end.div_ceil(2)] {
+                if panels.is_empty() {
+                    let mut none = [];
+                    panel_product(&a, &b, panels, Some(&bias), &mut none);
+                    continue;
+                }
+                let first = panels.start * PANEL;
+                let width = (panels.end * PANEL).min(n).saturating_sub(first);
+                for bias in [None, Some(&bias[..])] {
+                    let mut out = Vec::new();
+                    for kernel in ["portable", "avx2", "avx512"] {
+                        let mut c = vec![f32::NAN; m * width];
+                        if !product_by(kernel, &a, &b, panels.clone(), bias, &mut c) {
+                            continue;
+                        }
+                        ran.insert(kernel);
+                        for i in 0..m {
+                            for j in 0..width {
+                                let col = first + j;
+                                let terms =
+                                    (0..k).map(|t| a[i * k + t] as f64 * r[col * k + t] as f64);
+                                let size: f64 = terms.clone().map(f64::abs).sum();
+                                let want = terms.sum::<f64>() + bias.map_or(0.0, |v| v[col] as f64);
+                                let got = c[i * width + j] as f64;
+                                assert!(
+                                    (got - want).abs() <= 1e-6 * (1.0 + size),
+                                    "{kernel} {m}x{k}x{n} {panels:?} bias {}: [{i}, {j}] {got} != {want}",
+                                    bias.is_some()
+                                );
+                            }
+                        }
+                        out.push(c);
+                    }
+                    // Through the dispatch, row by row: the same bits as all rows at once.
+                    let mut c = vec![0f32; m * width];
+                    panel_product(&a, &b, panels.clone(), bias, &mut c);
+                    for (i, row) in c.chunks(width.max(1)).enumerate() {
+                        let mut one = vec![0f32; width];
+                        panel_product(&a[i * k..(i + 1) * k], &b, panels.clone(), bias, &mut one);
+                        assert_eq!(bits(row), bits(&one), "{m}x{k}x{n} row {i}");
+                    }
+                    assert!(out.iter().any(|o| bits(o) == bits(&c)));
+                }
+            }
+        }
+        // No input columns: the bias alone.
+        let b = Panels::transposed(&[], 3, 0, true);
+        assert_eq!(b.panels(), 1);
+        let mut c = vec![f32::NAN; 6];
+        panel_product(&[], &b, 0..1, Some(&[1.0, 2.0, 3.0]), &mut c);
+        assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        panel_product(&[], &b, 0..1, None, &mut c);
+        assert_eq!(c, [0.0; 6]);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            assert!(ran.contains("avx512") && ran.contains("avx2"), "{ran:?}");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn wide_gives_the_bits_of_the_plain_loop() {
+        let mut seed = 5;
+        let mut v = noise(1001, &mut seed);
+        v.extend([f32::NAN, f32::INFINITY, -0.0, 1e30]);
+        let f = |x: f32| {
+            let x = x.clamp(-7.9, 7.9) * 3.0;
+            (x * x + 1.5) / (x - 0.25) + x * 0.1
+        };
+        let want: Vec<f32> = v.iter().map(|&x| f(x)).collect();
+        struct Map<'a, F>(&'a mut [f32], F);
+        impl<F: Fn(f32) -> f32> Wide for Map<'_, F> {
+            type Output = usize;
+            #[inline(always)]
+            fn run(self) -> usize {
+                self.0.iter_mut().for_each(|x| *x = (self.1)(*x));
+                self.0.len()
+            }
+        }
+        assert_eq!(wide(Map(&mut v, f)), 1005);
+        assert_eq!(bits(&v), bits(&want));
     }
 }
 

@@ -2,17 +2,18 @@
 //! directions, time-major (`layout` 0) or batch-major (`layout` 1), with per-item sequence
 //! lengths.
 //!
-//! The input projection `X·Wᵀ` of every time step, for both directions, is one SGEMM before
+//! The input projection `X·Wᵀ` of every time step, for both directions, is one product before
 //! the recurrence starts, so each step multiplies only the hidden state by `Rᵀ`: the part that
-//! cannot be batched over time. The two directions of a bidirectional layer share nothing
-//! after that product and run on two cores.
+//! cannot be batched over time. Both run on `Wᵀ` and `Rᵀ` packed once a run into panels that
+//! the SIMD kernels of `sys` stream ([`Panels`]). The two directions of a bidirectional layer,
+//! and blocks of a batch's items, share nothing after the projection: each runs every step on
+//! its own core; a lone item splits each step's product over the cores instead.
 
-use super::linalg::gemm;
 use super::shape::{fmt_shape, same, VType, D};
 use super::{float, positive, spread, Attrs};
 use crate::memory::MAX_ELEMENTS;
 use crate::model::Attr;
-use crate::sys::{sgemm_view, MatRef};
+use crate::sys::{panel_product, wide, Panels, Wide, PANEL};
 use crate::tensor::{Elem, Tensor};
 
 /// Largest `hidden_size` accepted: far beyond real recurrent layers (a few thousand units),
@@ -97,6 +98,8 @@ impl Act {
         }
     }
 
+    /// Inlined, like the rest of a step's element-wise work, into the step's [`wide`] run.
+    #[inline(always)]
     fn apply(self, v: &mut [f32]) {
         match self {
             Act::Sigmoid => v.iter_mut().for_each(|x| *x = 0.5 * tanh(0.5 * *x) + 0.5),
@@ -367,20 +370,25 @@ impl Rnn {
 
     /// Floats of working memory [`Rnn::run`] allocates, beyond its inputs and outputs, for
     /// input `X` of shape `x` (accepted by inference): the input projections of every step
-    /// (`seq * batch * num_directions * gates * hidden_size`, the bulk) and, for each direction
-    /// (both at once when bidirectional), `Rᵀ` and the states and gates of one step.
+    /// (`seq * batch * num_directions * gates * hidden_size`, the bulk), `Wᵀ` packed, and for
+    /// each direction (both at once when bidirectional), `Rᵀ` packed (in up to two parts, each
+    /// padded to whole panels) and the states and gates of one step.
     pub(crate) fn scratch_floats(&self, x: &[usize]) -> u64 {
-        let [a, b, ..] = x else { return 0 };
+        let [a, b, input] = x else { return 0 };
         let batch = if self.batch_first { *a } else { *b } as u64;
         let (dirs, gh, hs) = (
             self.dirs() as u64,
             (self.gates() * self.hidden) as u64,
             self.hidden as u64,
         );
-        let per_dir = (gh * hs + gh + hs).saturating_add(batch.saturating_mul(2 * gh + 2 * hs));
+        let panel = PANEL as u64;
+        let wt = (dirs * gh + 2 * panel).saturating_mul(*input as u64);
+        let per_dir = ((gh + 2 * panel) * hs + 2 * panel + hs)
+            .saturating_add(batch.saturating_mul(2 * gh + 2 * hs));
         (*a as u64)
             .saturating_mul(*b as u64)
             .saturating_mul(dirs * gh)
+            .saturating_add(wt)
             .saturating_add(per_dir.saturating_mul(dirs))
     }
 
@@ -430,41 +438,49 @@ impl Rnn {
         let lstm = matches!(self.cell, Cell::Lstm { .. });
         let mut y_c = vec![0f32; if lstm { states } else { 0 }];
         if seq > 0 && batch > 0 {
-            // Each direction writes its own rows of Y: rows of `hs` (batch-major) or blocks of
-            // `batch * hs` (time-major), alternating between directions.
-            let unit = if d.batch_first { d.hs } else { batch * d.hs };
-            let mut parts: [Vec<&mut [f32]>; 2] = [Vec::new(), Vec::new()];
-            for (k, part) in y.chunks_mut(unit).enumerate() {
-                parts[k % d.dirs].push(part);
-            }
-            let [fwd, bwd] = parts;
             let work = (seq * batch).saturating_mul(d.gh * (d.hs + 8));
             let par = spread(work.saturating_mul(d.dirs), PAR_FLOPS);
+            let share = Share::new(&d, par);
+            let tasks = share.tasks(&mut y, &d);
             let all = || {
-                let xw = self.project(ins, &d);
-                let one = |dir: usize, rows: Vec<&mut [f32]>| {
-                    let mut rows = Rows { parts: rows, d: &d };
-                    self.direction(dir, ins, &xw, &lens, &mut rows)
+                let bias = self.biases(ins, &d);
+                let input = match share.ahead {
+                    true => Projection::Ahead(self.project(ins, &d, bias.as_deref())),
+                    false => Projection::AsItGoes {
+                        wt: (0..d.dirs)
+                            .map(|dir| {
+                                let w = &ins.w.data[dir * d.gh * d.input..][..d.gh * d.input];
+                                Panels::transposed(w, d.gh, d.input, par)
+                            })
+                            .collect(),
+                        bias,
+                    },
                 };
-                match (d.dirs, par) {
-                    (2, true) => {
-                        let (a, b) = rayon::join(|| one(0, fwd), || one(1, bwd));
-                        vec![a, b]
+                let recs: Vec<Vec<Product>> = (0..d.dirs)
+                    .map(|dir| self.products(ins, dir, par))
+                    .collect();
+                let one = |task: Task<'_>| {
+                    let rec = &recs[task.dir];
+                    self.direction(task, ins, &input, &lens, rec, &d, share.split)
+                };
+                match par && tasks.len() > 1 {
+                    true => {
+                        use rayon::prelude::*;
+                        tasks.into_par_iter().map(one).collect::<Vec<_>>()
                     }
-                    (2, false) => vec![one(0, fwd), one(1, bwd)],
-                    _ => vec![one(0, fwd)],
+                    false => tasks.into_iter().map(one).collect(),
                 }
             };
             // On a core of the pool, the steps' own splits are cheap: from outside it, each
             // would wait for the pool to wake and take it.
             let finals = if par { rayon::scope(|_| all()) } else { all() };
-            for (dir, (h, c)) in finals.iter().enumerate() {
-                for (n, &len) in lens.iter().enumerate() {
-                    if len == 0 {
+            for (dir, items, h, c) in finals {
+                for (i, n) in items.enumerate() {
+                    if lens[n] == 0 {
                         continue;
                     }
                     let at = d.state_at(n, dir);
-                    let row = n * d.hs..(n + 1) * d.hs;
+                    let row = i * d.hs..(i + 1) * d.hs;
                     y_h[at..at + d.hs].copy_from_slice(&h[row.clone()]);
                     if !c.is_empty() {
                         y_c[at..at + d.hs].copy_from_slice(&c[row]);
@@ -483,78 +499,91 @@ impl Rnn {
         Ok(out)
     }
 
-    /// `X·Wᵀ` plus the biases that do not depend on the state, for every step and direction:
-    /// `[seq * batch, dirs * gh]`, rows in `X`'s order.
-    fn project(&self, ins: &Inputs<'_>, d: &Dims) -> Vec<f32> {
-        let (rows, cols) = (d.seq * d.batch, d.dirs * d.gh);
-        let mut xw;
-        let beta = match ins.b {
-            Some(b) => {
-                let mut bias = Vec::with_capacity(cols);
-                for dir in 0..d.dirs {
-                    let (wb, rb) = b.data[dir * 2 * d.gh..(dir + 1) * 2 * d.gh].split_at(d.gh);
-                    bias.extend(wb.iter().zip(rb).enumerate().map(|(k, (w, r))| {
-                        // With linear_before_reset, Rbh is added inside the reset's product.
-                        let inside = matches!(
-                            self.cell,
-                            Cell::Gru {
-                                linear_before_reset: true
-                            }
-                        ) && k >= 2 * d.hs;
-                        if inside {
-                            *w
-                        } else {
-                            w + r
+    /// The biases that do not depend on the state, `[dirs * gh]`: `Wb + Rb`, but for the
+    /// candidate of a GRU with linear_before_reset, `Wbh` alone.
+    fn biases(&self, ins: &Inputs<'_>, d: &Dims) -> Option<Vec<f32>> {
+        ins.b.map(|b| {
+            let mut bias = Vec::with_capacity(d.dirs * d.gh);
+            for dir in 0..d.dirs {
+                let (wb, rb) = b.data[dir * 2 * d.gh..(dir + 1) * 2 * d.gh].split_at(d.gh);
+                bias.extend(wb.iter().zip(rb).enumerate().map(|(k, (w, r))| {
+                    // With linear_before_reset, Rbh is added inside the reset's product.
+                    let inside = matches!(
+                        self.cell,
+                        Cell::Gru {
+                            linear_before_reset: true
                         }
-                    }));
-                }
-                xw = vec![0f32; rows * cols];
-                super::chunks(&mut xw, cols, spread(rows * cols, 1 << 15), |_, row| {
-                    row.copy_from_slice(&bias)
-                });
-                1.0
+                    ) && k >= 2 * d.hs;
+                    if inside {
+                        *w
+                    } else {
+                        w + r
+                    }
+                }));
             }
-            None => {
-                xw = vec![0f32; rows * cols];
-                0.0
-            }
-        };
-        // W is [dirs * gh, input]: read transposed, it is [input, dirs * gh].
-        let wt = MatRef {
-            data: &ins.w.data,
-            rows: d.input,
-            cols,
-            rs: 1,
-            cs: d.input,
-        };
-        gemm(
-            1.0,
-            MatRef::new(&ins.x.data, rows, d.input),
-            wt,
-            beta,
-            &mut xw,
-        );
+            bias
+        })
+    }
+
+    /// `X·Wᵀ` plus `bias` ([`Rnn::biases`]) for every step and direction: `[seq * batch, dirs
+    /// * gh]`, rows in `X`'s order, split by rows over the cores when large.
+    fn project(&self, ins: &Inputs<'_>, d: &Dims, bias: Option<&[f32]>) -> Vec<f32> {
+        let (rows, cols) = (d.seq * d.batch, d.dirs * d.gh);
+        let par = spread(rows * cols * d.input.max(1), PAR_FLOPS);
+        // W is [dirs * gh, input]: packed transposed, it is [input, dirs * gh].
+        let wt = Panels::transposed(&ins.w.data, cols, d.input, par);
+        let mut xw = vec![0f32; rows * cols];
+        // Blocks of rows, two per core, so that a core that starts late still ends in time.
+        let threads = if par { rayon::current_num_threads() } else { 1 };
+        let per = rows.div_ceil(2 * threads);
+        super::chunks(&mut xw, per * cols, par, |i, block| {
+            let x = &ins.x.data[i * per * d.input..][..block.len() / cols * d.input];
+            panel_product(x, &wt, 0..wt.panels(), bias, block);
+        });
         xw
     }
 
-    /// Runs direction `dir` over every step, writing its rows of `Y`; returns its final hidden
-    /// and (LSTM) cell states, `[batch, hs]` each, for the items of nonzero length.
+    /// Direction `dir`'s `Rᵀ`, packed: for a GRU without linear_before_reset, the rows of the
+    /// update and reset gates apart from the candidate's, which multiply `r * h`; otherwise
+    /// all of them.
+    fn products(&self, ins: &Inputs<'_>, dir: usize, par: bool) -> Vec<Product> {
+        let (hs, gh) = (self.hidden, self.gates() * self.hidden);
+        let r = &ins.r.data[dir * gh * hs..(dir + 1) * gh * hs];
+        match self.cell {
+            Cell::Gru {
+                linear_before_reset: false,
+            } => {
+                let (zr, h) = r.split_at(2 * hs * hs);
+                vec![Product::new(zr, hs, par), Product::new(h, hs, par)]
+            }
+            _ => vec![Product::new(r, hs, par)],
+        }
+    }
+
+    /// Runs the items of `task` in its direction over every step, writing their rows of `Y`;
+    /// returns the direction, the items, and their final hidden and (LSTM) cell states,
+    /// `[items, hs]` each (meaningful for the items of nonzero length). `rec` holds the
+    /// direction's products ([`Rnn::products`]); with `split`, each step's is split over the
+    /// cores.
+    #[allow(clippy::too_many_arguments)]
     fn direction(
         &self,
-        dir: usize,
+        task: Task<'_>,
         ins: &Inputs<'_>,
-        xw: &[f32],
+        input: &Projection,
         lens: &[usize],
-        y: &mut Rows<'_, '_>,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let d = *y.d;
-        let (hs, gh, batch) = (d.hs, d.gh, d.batch);
+        rec: &[Product],
+        d: &Dims,
+        split: bool,
+    ) -> (usize, std::ops::Range<usize>, Vec<f32>, Vec<f32>) {
+        let Task { dir, items, parts } = task;
+        let mut y = Rows { parts, d: *d };
+        let (hs, gh, count) = (d.hs, d.gh, items.len());
         let reverse = self.direction == Direction::Reverse || dir == 1;
-        let acts = self.acts[dir];
         let initial = |t: Option<&Tensor>| {
-            let mut s = vec![0f32; batch * hs];
+            let mut s = vec![0f32; count * hs];
             if let Some(t) = t {
-                for (n, row) in s.chunks_mut(hs).enumerate() {
+                for (row, n) in s.chunks_mut(hs).zip(items.clone()) {
                     let at = d.state_at(n, dir);
                     row.copy_from_slice(&t.data[at..at + hs]);
                 }
@@ -562,45 +591,43 @@ impl Rnn {
             s
         };
         let mut h = initial(ins.initial_h);
-        let r = &ins.r.data[dir * gh * hs..(dir + 1) * gh * hs];
         let mut tmp = Vec::new();
-        let x_row = |t: usize, n: usize| {
-            let row = if d.batch_first {
-                n * d.seq + t
-            } else {
-                t * batch + n
-            };
-            let at = row * d.dirs * gh + dir * gh;
-            &xw[at..at + gh]
+        let mut step_input = StepInput {
+            input,
+            d,
+            dir,
+            items: items.clone(),
+            x: &ins.x.data,
+            gathered: Vec::new(),
+            xw: Vec::new(),
         };
+        let lens = &lens[items.clone()];
         let steps = (0..d.seq).map(|s| if reverse { d.seq - 1 - s } else { s });
-        let clip = self.clip;
-        match self.cell {
+        let (acts, clip) = (self.acts[dir], self.clip);
+        let out = match self.cell {
             Cell::Lstm { input_forget } => {
                 let mut c = initial(ins.initial_c);
-                let p = ins.p.map(|p| &p.data[dir * 3 * hs..(dir + 1) * 3 * hs]);
-                let rec = Product::new(r, hs);
-                let mut gates = vec![0f32; batch * gh];
+                let mut gates = vec![0f32; count * gh];
                 let mut act = vec![0f32; hs];
                 let cell = LstmStep {
                     acts,
                     clip,
                     input_forget,
-                    p,
+                    p: ins.p.map(|p| &p.data[dir * 3 * hs..(dir + 1) * 3 * hs]),
                 };
                 for t in steps {
-                    rec.run(&h, &mut gates, &mut tmp);
-                    for n in (0..batch).filter(|&n| t < lens[n]) {
-                        let rows = n * hs..(n + 1) * hs;
-                        cell.step(
-                            &mut gates[n * gh..(n + 1) * gh],
-                            x_row(t, n),
-                            &mut h[rows.clone()],
-                            &mut c[rows.clone()],
-                            &mut act,
-                        );
-                        y.row(t, n).copy_from_slice(&h[rows]);
-                    }
+                    rec[0].run(&h, &mut gates, split, &mut tmp);
+                    wide(LstmItems {
+                        cell: &cell,
+                        t,
+                        lens,
+                        x: step_input.at(t),
+                        gates: &mut gates,
+                        h: &mut h,
+                        c: &mut c,
+                        act: &mut act,
+                        y: &mut y,
+                    });
                 }
                 (h, c)
             }
@@ -608,27 +635,21 @@ impl Rnn {
                 linear_before_reset: true,
             } => {
                 let rbh = ins.b.map(|b| &b.data[dir * 2 * gh + gh + 2 * hs..][..hs]);
-                let rec = Product::new(r, hs);
-                let mut gates = vec![0f32; batch * gh];
+                let mut gates = vec![0f32; count * gh];
                 for t in steps {
-                    rec.run(&h, &mut gates, &mut tmp);
-                    for n in (0..batch).filter(|&n| t < lens[n]) {
-                        let rows = n * hs..(n + 1) * hs;
-                        let g = &mut gates[n * gh..(n + 1) * gh];
-                        let (zr, hh) = g.split_at_mut(2 * hs);
-                        gru_gates(zr, &x_row(t, n)[..2 * hs], acts[0], clip);
-                        let (z, rg) = zr.split_at(hs);
-                        // hh holds h·Rhᵀ: the candidate is g(xh + r * (h·Rhᵀ + Rbh)).
-                        if let Some(rbh) = rbh {
-                            add(hh, rbh);
-                        }
-                        let xh = &x_row(t, n)[2 * hs..];
-                        for ((v, &r), &x) in hh.iter_mut().zip(rg).zip(xh) {
-                            *v = x + r * *v;
-                        }
-                        gru_finish(hh, z, &mut h[rows.clone()], acts[1], clip);
-                        y.row(t, n).copy_from_slice(&h[rows]);
-                    }
+                    rec[0].run(&h, &mut gates, split, &mut tmp);
+                    wide(GruItems {
+                        acts,
+                        clip,
+                        hs,
+                        rbh,
+                        t,
+                        lens,
+                        x: step_input.at(t),
+                        gates: &mut gates,
+                        h: &mut h,
+                        y: &mut y,
+                    });
                 }
                 (h, Vec::new())
             }
@@ -636,178 +657,427 @@ impl Rnn {
                 linear_before_reset: false,
             } => {
                 // The candidate needs (r * h)·Rhᵀ: a second product once r is known.
-                let (r_zr, r_h) = r.split_at(2 * hs * hs);
-                let (rec_zr, rec_h) = (Product::new(r_zr, hs), Product::new(r_h, hs));
-                let mut zr = vec![0f32; batch * 2 * hs];
-                let mut rh = vec![0f32; batch * hs];
-                let mut hh = vec![0f32; batch * hs];
+                let mut zr = vec![0f32; count * 2 * hs];
+                let mut rh = vec![0f32; count * hs];
+                let mut hh = vec![0f32; count * hs];
                 for t in steps {
-                    rec_zr.run(&h, &mut zr, &mut tmp);
-                    for n in 0..batch {
-                        let g = &mut zr[n * 2 * hs..(n + 1) * 2 * hs];
-                        gru_gates(g, &x_row(t, n)[..2 * hs], acts[0], clip);
-                        let rows = n * hs..(n + 1) * hs;
-                        for ((v, &r), &h) in rh[rows.clone()].iter_mut().zip(&g[hs..]).zip(&h[rows])
-                        {
-                            *v = r * h;
-                        }
-                    }
-                    rec_h.run(&rh, &mut hh, &mut tmp);
-                    for n in (0..batch).filter(|&n| t < lens[n]) {
-                        let rows = n * hs..(n + 1) * hs;
-                        let v = &mut hh[rows.clone()];
-                        add(v, &x_row(t, n)[2 * hs..]);
-                        let z = &zr[n * 2 * hs..n * 2 * hs + hs];
-                        gru_finish(v, z, &mut h[rows.clone()], acts[1], clip);
-                        y.row(t, n).copy_from_slice(&h[rows]);
-                    }
+                    rec[0].run(&h, &mut zr, split, &mut tmp);
+                    let x = step_input.at(t);
+                    wide(GruReset {
+                        f: acts[0],
+                        clip,
+                        hs,
+                        x,
+                        zr: &mut zr,
+                        h: &h,
+                        rh: &mut rh,
+                    });
+                    rec[1].run(&rh, &mut hh, split, &mut tmp);
+                    wide(GruCandidate {
+                        g: acts[1],
+                        clip,
+                        hs,
+                        t,
+                        lens,
+                        x,
+                        zr: &zr,
+                        hh: &mut hh,
+                        h: &mut h,
+                        y: &mut y,
+                    });
                 }
                 (h, Vec::new())
+            }
+        };
+        (dir, items, out.0, out.1)
+    }
+}
+
+/// Where the tasks find each step's `X·Wᵀ` plus biases.
+enum Projection {
+    /// Every step's, computed before the recurrence ([`Rnn::project`]).
+    Ahead(Vec<f32>),
+    /// Each step's, computed by each task as it goes: `Wᵀ` packed, a direction each, and the
+    /// biases ([`Rnn::biases`]).
+    AsItGoes {
+        wt: Vec<Panels>,
+        bias: Option<Vec<f32>>,
+    },
+}
+
+/// One task's view of the [`Projection`], with its working memory.
+struct StepInput<'a> {
+    input: &'a Projection,
+    d: &'a Dims,
+    dir: usize,
+    items: std::ops::Range<usize>,
+    /// `X`'s data.
+    x: &'a [f32],
+    /// The items' rows of `X` at a step, when they are not adjacent in `X`.
+    gathered: Vec<f32>,
+    /// The items' `X·Wᵀ` at a step, when computed as it goes.
+    xw: Vec<f32>,
+}
+
+impl StepInput<'_> {
+    /// The rows of step `t`.
+    fn at(&mut self, t: usize) -> XRows<'_> {
+        let (d, first, count) = (self.d, self.items.start, self.items.len());
+        // Row `X[t][n]` (time-major) or `X[n][t]` (batch-major).
+        let row = |n: usize| {
+            if d.batch_first {
+                n * d.seq + t
+            } else {
+                t * d.batch + n
+            }
+        };
+        let stride = |rows: usize| if d.batch_first { rows * d.seq } else { rows };
+        match self.input {
+            Projection::Ahead(xw) => {
+                let at = row(first) * d.dirs * d.gh + self.dir * d.gh;
+                XRows {
+                    data: &xw[at..],
+                    stride: stride(d.dirs * d.gh),
+                    len: d.gh,
+                }
+            }
+            Projection::AsItGoes { wt, bias } => {
+                let x = match d.batch_first {
+                    false => &self.x[row(first) * d.input..][..count * d.input],
+                    true => {
+                        self.gathered.clear();
+                        for n in self.items.clone() {
+                            let x = &self.x[row(n) * d.input..][..d.input];
+                            self.gathered.extend_from_slice(x);
+                        }
+                        &self.gathered
+                    }
+                };
+                let wt = &wt[self.dir];
+                let bias = bias
+                    .as_deref()
+                    .map(|b| &b[self.dir * d.gh..(self.dir + 1) * d.gh]);
+                self.xw.resize(count * d.gh, 0.0);
+                panel_product(x, wt, 0..wt.panels(), bias, &mut self.xw);
+                XRows {
+                    data: &self.xw,
+                    stride: d.gh,
+                    len: d.gh,
+                }
             }
         }
     }
 }
 
-/// Batch sizes up to which a step's `h·Rᵀ` runs as scaled row additions; above, as an SGEMM,
-/// which packs `Rᵀ` again every step but then multiplies at full width.
-const SMALL_BATCH: usize = 4;
+/// One step's rows of `X·Wᵀ` plus biases for a task's items: item `i`'s at `i * stride`.
+#[derive(Clone, Copy)]
+struct XRows<'a> {
+    data: &'a [f32],
+    stride: usize,
+    len: usize,
+}
 
-/// The product `h·Rᵀ` of every step, for some gate rows `R` (`[rows, hs]`) of one direction.
+impl XRows<'_> {
+    #[inline(always)]
+    fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.stride..][..self.len]
+    }
+}
+
+/// The element-wise part of an LSTM step `t`, for a task's items still running (`t <
+/// lens[i]`): `gates` holds `h·Rᵀ`, `[items, 4 * hs]`; `h` and `c` are updated, and the new `h`
+/// written to `Y`. Like the other steps below, it runs through [`wide`], and so everything it
+/// calls is `#[inline(always)]`.
+struct LstmItems<'a, 'y> {
+    cell: &'a LstmStep<'a>,
+    t: usize,
+    lens: &'a [usize],
+    x: XRows<'a>,
+    gates: &'a mut [f32],
+    h: &'a mut [f32],
+    c: &'a mut [f32],
+    act: &'a mut [f32],
+    y: &'a mut Rows<'y>,
+}
+
+impl Wide for LstmItems<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let hs = self.act.len();
+        let gh = 4 * hs;
+        for (i, &len) in self.lens.iter().enumerate() {
+            if self.t >= len {
+                continue;
+            }
+            let rows = i * hs..(i + 1) * hs;
+            self.cell.step(
+                &mut self.gates[i * gh..(i + 1) * gh],
+                self.x.row(i),
+                &mut self.h[rows.clone()],
+                &mut self.c[rows.clone()],
+                self.act,
+            );
+            self.y.row(self.t, i).copy_from_slice(&self.h[rows]);
+        }
+    }
+}
+
+/// The element-wise part of a GRU step with linear_before_reset (see [`LstmItems`]): `gates`
+/// holds `h·Rᵀ`, `[items, 3 * hs]`, `rbh` is `Rbh`.
+struct GruItems<'a, 'y> {
+    acts: [Act; 3],
+    clip: Option<f32>,
+    hs: usize,
+    rbh: Option<&'a [f32]>,
+    t: usize,
+    lens: &'a [usize],
+    x: XRows<'a>,
+    gates: &'a mut [f32],
+    h: &'a mut [f32],
+    y: &'a mut Rows<'y>,
+}
+
+impl Wide for GruItems<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let (hs, gh) = (self.hs, 3 * self.hs);
+        for (i, &len) in self.lens.iter().enumerate() {
+            if self.t >= len {
+                continue;
+            }
+            let rows = i * hs..(i + 1) * hs;
+            let (zr, hh) = self.gates[i * gh..(i + 1) * gh].split_at_mut(2 * hs);
+            let x = self.x.row(i);
+            gru_gates(zr, &x[..2 * hs], self.acts[0], self.clip);
+            let (z, rg) = zr.split_at(hs);
+            // hh holds h·Rhᵀ: the candidate is g(xh + r * (h·Rhᵀ + Rbh)).
+            if let Some(rbh) = self.rbh {
+                add(hh, rbh);
+            }
+            for ((v, &r), &x) in hh.iter_mut().zip(rg).zip(&x[2 * hs..]) {
+                *v = x + r * *v;
+            }
+            gru_finish(hh, z, &mut self.h[rows.clone()], self.acts[1], self.clip);
+            self.y.row(self.t, i).copy_from_slice(&self.h[rows]);
+        }
+    }
+}
+
+/// The update and reset gates of a GRU step without linear_before_reset, for every item of a
+/// task: `zr` holds `h·Rᵀ` of both, `[items, 2 * hs]`, and gets the gates; `rh` gets `r * h`.
+struct GruReset<'a> {
+    f: Act,
+    clip: Option<f32>,
+    hs: usize,
+    x: XRows<'a>,
+    zr: &'a mut [f32],
+    h: &'a [f32],
+    rh: &'a mut [f32],
+}
+
+impl Wide for GruReset<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let hs = self.hs;
+        let each = self
+            .zr
+            .chunks_exact_mut(2 * hs)
+            .zip(self.rh.chunks_exact_mut(hs));
+        for (i, ((g, rh), h)) in each.zip(self.h.chunks_exact(hs)).enumerate() {
+            gru_gates(g, &self.x.row(i)[..2 * hs], self.f, self.clip);
+            for ((v, &r), &h) in rh.iter_mut().zip(&g[hs..]).zip(h) {
+                *v = r * h;
+            }
+        }
+    }
+}
+
+/// The candidate and new state of a GRU step without linear_before_reset (see
+/// [`LstmItems`]): `hh` holds `(r * h)·Rhᵀ`, `zr` the gates.
+struct GruCandidate<'a, 'y> {
+    g: Act,
+    clip: Option<f32>,
+    hs: usize,
+    t: usize,
+    lens: &'a [usize],
+    x: XRows<'a>,
+    zr: &'a [f32],
+    hh: &'a mut [f32],
+    h: &'a mut [f32],
+    y: &'a mut Rows<'y>,
+}
+
+impl Wide for GruCandidate<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let hs = self.hs;
+        for (i, &len) in self.lens.iter().enumerate() {
+            if self.t >= len {
+                continue;
+            }
+            let rows = i * hs..(i + 1) * hs;
+            let v = &mut self.hh[rows.clone()];
+            add(v, &self.x.row(i)[2 * hs..]);
+            let z = &self.zr[i * 2 * hs..i * 2 * hs + hs];
+            gru_finish(v, z, &mut self.h[rows.clone()], self.g, self.clip);
+            self.y.row(self.t, i).copy_from_slice(&self.h[rows]);
+        }
+    }
+}
+
+/// Items a core takes from which it runs them alone over every step (each core then streams
+/// all of `Rᵀ` every step) rather than splitting each step's product with the other cores.
+const ALONE_ITEMS: usize = 4;
+
+/// Bytes of `Rᵀ` up to which a core runs its items alone however few they are: `Rᵀ` then
+/// stays in its L2 cache.
+const ALONE_BYTES: usize = 256 << 10;
+
+/// Items a task takes from which each of its steps projects their inputs itself.
+const STEP_ITEMS: usize = 8;
+
+/// How a layer's work is shared among the cores: first by direction; then, with cores to
+/// spare, by blocks of items, each run over every step on one core, without waiting for the
+/// others; or, when there are too few items for that, by splitting each step's product.
+struct Share {
+    /// Blocks of items per direction.
+    blocks: usize,
+    /// Whether each step's product is split over the cores.
+    split: bool,
+    /// Whether `X·Wᵀ` is computed for every step before the recurrence ([`Projection`]).
+    ahead: bool,
+}
+
+/// The items of one direction that one task runs, with their rows of `Y`.
+struct Task<'a> {
+    dir: usize,
+    items: std::ops::Range<usize>,
+    /// Time-major: the items' rows of each step; batch-major: each item's row of each step.
+    parts: Vec<&'a mut [f32]>,
+}
+
+impl Share {
+    fn new(d: &Dims, par: bool) -> Share {
+        let threads = if par { rayon::current_num_threads() } else { 1 };
+        let per_dir = (threads / d.dirs).max(1);
+        let r_bytes = d.gh * d.hs * 4;
+        let (blocks, split) = if per_dir == 1 {
+            (1, false)
+        } else if d.batch >= per_dir * ALONE_ITEMS || (d.batch >= per_dir && r_bytes <= ALONE_BYTES)
+        {
+            (per_dir, false)
+        } else {
+            (1, true)
+        };
+        // When a task has enough items that each read of `W` serves many, each of its steps
+        // projects their inputs itself: their `X·Wᵀ` then stays in cache for the step, where
+        // the whole projection, computed ahead, would be read back from memory.
+        let ahead = d.batch / blocks < STEP_ITEMS;
+        Share {
+            blocks,
+            split,
+            ahead,
+        }
+    }
+
+    /// Items of block `b`.
+    fn items(&self, b: usize, d: &Dims) -> std::ops::Range<usize> {
+        b * d.batch / self.blocks..(b + 1) * d.batch / self.blocks
+    }
+
+    /// The tasks, direction by direction, each with its rows of `y` (`Y`'s data).
+    fn tasks<'a>(&self, y: &'a mut [f32], d: &Dims) -> Vec<Task<'a>> {
+        let mut tasks: Vec<Task<'a>> = (0..d.dirs)
+            .flat_map(|dir| {
+                (0..self.blocks).map(move |b| Task {
+                    dir,
+                    items: self.items(b, d),
+                    parts: Vec::new(),
+                })
+            })
+            .collect();
+        if d.batch_first {
+            // [batch, seq, dirs, hs]: rows of hs, item by item, step by step.
+            for (k, row) in y.chunks_mut(d.hs).enumerate() {
+                let (n, dir) = (k / (d.seq * d.dirs), k % d.dirs);
+                let b = (0..self.blocks)
+                    .find(|&b| self.items(b, d).contains(&n))
+                    .expect("the blocks cover the batch");
+                tasks[dir * self.blocks + b].parts.push(row);
+            }
+        } else {
+            // [seq, dirs, batch, hs]: each step's block of a direction, cut by items.
+            for (k, mut rest) in y.chunks_mut(d.batch * d.hs).enumerate() {
+                let dir = k % d.dirs;
+                for b in 0..self.blocks {
+                    let (part, tail) = rest.split_at_mut(self.items(b, d).len() * d.hs);
+                    tasks[dir * self.blocks + b].parts.push(part);
+                    rest = tail;
+                }
+            }
+        }
+        tasks
+    }
+}
+
+/// The product `h·Rᵀ` of every step, for some gate rows `R` (`[rows, hs]`) of one direction,
+/// with `Rᵀ` packed once.
 struct Product {
     hs: usize,
     rows: usize,
-    /// `Rᵀ`, `[hs, rows]`: both ways of multiplying read it along its rows.
-    rt: Vec<f32>,
+    rt: Panels,
 }
 
 impl Product {
-    fn new(r: &[f32], hs: usize) -> Product {
-        let rows = r.len() / hs;
-        let mut rt = vec![0f32; r.len()];
-        transpose(r, rows, hs, &mut rt);
-        Product { hs, rows, rt }
+    fn new(r: &[f32], hs: usize, par: bool) -> Product {
+        Product {
+            hs,
+            rows: r.len() / hs,
+            rt: Panels::transposed(r, r.len() / hs, hs, par),
+        }
     }
 
-    /// `out = h·Rᵀ`, `[batch, rows]` for `h` `[batch, hs]`; `tmp` is working memory.
-    fn run(&self, h: &[f32], out: &mut [f32], tmp: &mut Vec<f32>) {
-        let (hs, rows) = (self.hs, self.rows);
-        let batch = h.len() / hs;
-        // Split by columns, so that no core packs what another does: each writes its
-        // columns of every item, `[batch, cols]`, straight into `out` when that is one item.
-        let par = spread(batch * rows * hs, PAR_FLOPS);
-        let per = match par {
-            true => rows
-                .div_ceil(rayon::current_num_threads())
-                .next_multiple_of(16),
-            false => rows,
-        };
-        let direct = batch == 1 || !par;
+    /// `out = h·Rᵀ`, `[batch, rows]` for `h` `[batch, hs]`. With `split`, when large enough,
+    /// by columns over the cores (`tmp` gathers their parts when there are several items).
+    fn run(&self, h: &[f32], out: &mut [f32], split: bool, tmp: &mut Vec<f32>) {
+        let rows = self.rows;
+        let batch = h.len() / self.hs;
+        let panels = self.rt.panels();
+        if !(split && spread(out.len() * self.hs, PAR_FLOPS)) {
+            return panel_product(h, &self.rt, 0..panels, None, out);
+        }
+        // Split by panels, so that each core streams only its part of `Rᵀ` (which then stays
+        // in its cache from step to step); each writes its columns of every item, `[batch,
+        // cols]`, straight into `out` when that is one item.
+        let per = panels.div_ceil(rayon::current_num_threads());
+        let direct = batch == 1;
         let dst: &mut [f32] = if direct {
             out
         } else {
             tmp.resize(batch * rows, 0.0);
             tmp
         };
-        super::chunks(dst, per * batch, par, |i, d| {
-            let cols = i * per..i * per + d.len() / batch;
-            if batch > SMALL_BATCH {
-                let rt = MatRef {
-                    data: &self.rt[cols.start..],
-                    rows: hs,
-                    cols: cols.len(),
-                    rs: rows,
-                    cs: 1,
-                };
-                sgemm_view(1.0, MatRef::new(h, batch, hs), rt, 0.0, d);
-            } else {
-                axpy(h, &self.rt, hs, rows, cols, d);
-            }
+        super::chunks(dst, per * PANEL * batch, true, |i, d| {
+            let part = i * per..((i + 1) * per).min(panels);
+            panel_product(h, &self.rt, part, None, d);
         });
         if !direct {
-            for (i, part) in tmp.chunks(per * batch).enumerate() {
+            for (i, part) in tmp.chunks(per * PANEL * batch).enumerate() {
                 let cols = part.len() / batch;
                 for (n, src) in part.chunks_exact(cols).enumerate() {
-                    out[n * rows + i * per..][..cols].copy_from_slice(src);
+                    out[n * rows + i * per * PANEL..][..cols].copy_from_slice(src);
                 }
             }
         }
     }
-}
-
-/// `out[n][j - cols.start] = h[n] · rt[.., j]` for `j` in `cols`: rows of `rt` (`[hs, rows]`)
-/// scaled and added to rows of `out` (`[batch, cols.len()]`), four rows of `rt` into two of
-/// `out` at a time. Unlike dot products, the sums run along contiguous rows: they vectorize.
-fn axpy(
-    h: &[f32],
-    rt: &[f32],
-    hs: usize,
-    rows: usize,
-    cols: std::ops::Range<usize>,
-    out: &mut [f32],
-) {
-    let width = cols.len();
-    let rt_row = |k: usize| &rt[k * rows + cols.start..][..width];
-    out.fill(0.0);
-    let mut pairs = out.chunks_exact_mut(2 * width);
-    for (o, hn) in (&mut pairs).zip(h.chunks_exact(2 * hs)) {
-        let (o0, o1) = o.split_at_mut(width);
-        let (h0, h1) = hn.split_at(hs);
-        let (q0, rest0) = h0.as_chunks::<4>();
-        let (q1, rest1) = h1.as_chunks::<4>();
-        for (q, (a, b)) in q0.iter().zip(q1).enumerate() {
-            let k = 4 * q;
-            let (r0, r1, r2, r3) = (rt_row(k), rt_row(k + 1), rt_row(k + 2), rt_row(k + 3));
-            let rs = r0.iter().zip(r1).zip(r2).zip(r3);
-            for ((o0, o1), (((&x0, &x1), &x2), &x3)) in o0.iter_mut().zip(o1.iter_mut()).zip(rs) {
-                *o0 += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
-                *o1 += b[0] * x0 + b[1] * x1 + b[2] * x2 + b[3] * x3;
-            }
-        }
-        for (i, (&a, &b)) in rest0.iter().zip(rest1).enumerate() {
-            let r = rt_row(4 * q0.len() + i);
-            for ((o0, o1), &x) in o0.iter_mut().zip(o1.iter_mut()).zip(r) {
-                *o0 += a * x;
-                *o1 += b * x;
-            }
-        }
-    }
-    // An odd item last, alone.
-    let o = pairs.into_remainder();
-    if !o.is_empty() {
-        let hn = &h[h.len() - hs..];
-        let (quads, rest) = hn.as_chunks::<4>();
-        for (q, a) in quads.iter().enumerate() {
-            let k = 4 * q;
-            let (r0, r1, r2, r3) = (rt_row(k), rt_row(k + 1), rt_row(k + 2), rt_row(k + 3));
-            for ((((o, &x0), &x1), &x2), &x3) in o.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-                *o += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
-            }
-        }
-        for (i, &a) in rest.iter().enumerate() {
-            let r = rt_row(4 * quads.len() + i);
-            o.iter_mut().zip(r).for_each(|(o, &x)| *o += a * x);
-        }
-    }
-}
-
-/// `src` (`[rows, cols]`) transposed into `dst` (`[cols, rows]`), by blocks of rows whose
-/// cache lines stay in cache while each is read across, on every core when large.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const BLOCK: usize = 32;
-    let par = spread(src.len(), 1 << 16);
-    let per = cols.div_ceil(if par { rayon::current_num_threads() } else { 1 });
-    super::chunks(dst, per * rows, par, |i, d| {
-        let first = i * per;
-        for j0 in (0..rows).step_by(BLOCK) {
-            let j1 = (j0 + BLOCK).min(rows);
-            for (k, out) in d.chunks_exact_mut(rows).enumerate() {
-                let col = first + k;
-                for (o, j) in out[j0..j1].iter_mut().zip(j0..j1) {
-                    *o = src[j * cols + col];
-                }
-            }
-        }
-    });
 }
 
 /// The sizes of one run.
@@ -833,19 +1103,20 @@ impl Dims {
     }
 }
 
-/// One direction's rows of `Y`, as split by [`Rnn::run`].
-struct Rows<'a, 'd> {
+/// One task's rows of `Y` (see [`Task`]).
+struct Rows<'a> {
     parts: Vec<&'a mut [f32]>,
-    d: &'d Dims,
+    d: Dims,
 }
 
-impl Rows<'_, '_> {
-    /// The output of step `t` for item `n`.
-    fn row(&mut self, t: usize, n: usize) -> &mut [f32] {
+impl Rows<'_> {
+    /// The output of step `t` for the task's item `i`.
+    #[inline(always)]
+    fn row(&mut self, t: usize, i: usize) -> &mut [f32] {
         let hs = self.d.hs;
         match self.d.batch_first {
-            false => &mut self.parts[t][n * hs..(n + 1) * hs],
-            true => &mut self.parts[n * self.d.seq + t][..],
+            false => &mut self.parts[t][i * hs..(i + 1) * hs],
+            true => &mut self.parts[i * self.d.seq + t][..],
         }
     }
 }
@@ -861,6 +1132,7 @@ struct LstmStep<'a> {
 impl LstmStep<'_> {
     /// One item's step: `g` holds `h·Rᵀ` (gates i, o, f, c), `x` its `X·Wᵀ + Wb + Rb`; `h`
     /// and `c` are updated in place.
+    #[inline(always)]
     fn step(&self, g: &mut [f32], x: &[f32], h: &mut [f32], c: &mut [f32], tmp: &mut [f32]) {
         let hs = h.len();
         let [f, gc, hc] = self.acts;
@@ -899,6 +1171,7 @@ impl LstmStep<'_> {
 }
 
 /// A GRU's update and reset gates from `zr` (`h·Rᵀ` of both) and `x` (`X·Wᵀ` plus biases).
+#[inline(always)]
 fn gru_gates(zr: &mut [f32], x: &[f32], f: Act, bound: Option<f32>) {
     add(zr, x);
     clip(zr, bound);
@@ -907,6 +1180,7 @@ fn gru_gates(zr: &mut [f32], x: &[f32], f: Act, bound: Option<f32>) {
 
 /// A GRU's new state from the candidate's input `v` (clipped and activated here) and the
 /// update gate `z`: `h = (1 - z) * g(v) + z * h`.
+#[inline(always)]
 fn gru_finish(v: &mut [f32], z: &[f32], h: &mut [f32], g: Act, bound: Option<f32>) {
     clip(v, bound);
     g.apply(v);
@@ -915,17 +1189,20 @@ fn gru_finish(v: &mut [f32], z: &[f32], h: &mut [f32], g: Act, bound: Option<f32
     }
 }
 
+#[inline(always)]
 fn add(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
 }
 
 /// `a += p * c`, element by element (a peephole).
+#[inline(always)]
 fn mul_add(a: &mut [f32], p: &[f32], c: &[f32]) {
     for ((a, &p), &c) in a.iter_mut().zip(p).zip(c) {
         *a += p * c;
     }
 }
 
+#[inline(always)]
 fn clip(v: &mut [f32], bound: Option<f32>) {
     if let Some(b) = bound {
         v.iter_mut().for_each(|x| *x = x.clamp(-b, b));
@@ -1283,120 +1560,167 @@ mod tests {
         .data
     }
 
-    /// Items are independent: a batch, whose steps multiply by SGEMM split over the cores,
-    /// gives what each item alone gives (row additions, also split), and so does a batch of
-    /// three (row additions gathered from the cores).
+    /// `t` with its axes permuted: axis `i` of the result is axis `perm[i]` of `t`.
+    fn permute(t: &Tensor, perm: &[usize]) -> Tensor {
+        let shape: Vec<usize> = perm.iter().map(|&a| t.shape[a]).collect();
+        let mut strides = vec![1; t.shape.len()];
+        for a in (0..t.shape.len() - 1).rev() {
+            strides[a] = strides[a + 1] * t.shape[a + 1];
+        }
+        let data = (0..t.data.len())
+            .map(|mut i| {
+                let mut at = 0;
+                for (k, &a) in perm.iter().enumerate().rev() {
+                    at += i % shape[k] * strides[a];
+                    i /= shape[k];
+                }
+                t.data[at]
+            })
+            .collect();
+        Tensor { shape, data }
+    }
+
+    /// Items are independent, however the work is shared: a batch gives the same bits as each
+    /// item alone, and as three items, and as the batch laid out batch-major. Forward, 17 items
+    /// run as two blocks, one per core, and the lone items split each step's product over the
+    /// cores (`R` is too large for one core's cache), gathered for three; bidirectional, a
+    /// core runs each direction. Tasks of 8 items or more project their inputs step by step
+    /// (gathered from `X` batch-major), fewer all at once ahead.
     #[test]
     fn a_batch_equals_its_items_alone() {
-        let (seq, batch, input) = (3, 12, 8);
+        let (seq, batch, input) = (3, 17, 8);
         for (op, hs, extra) in [
             ("LSTM", 192, ("input_forget", Attr::Int(0))),
             ("GRU", 210, ("linear_before_reset", Attr::Int(0))),
             ("GRU", 210, ("linear_before_reset", Attr::Int(1))),
         ] {
-            let g = if op == "LSTM" { 4 } else { 3 };
-            let mut seed = 11;
-            let x = random(&[seq, batch, input], &mut seed, 1.0);
-            let w = random(&[2, g * hs, input], &mut seed, 0.2);
-            let r = random(&[2, g * hs, hs], &mut seed, 0.1);
-            let b = random(&[2, 2 * g * hs], &mut seed, 0.2);
-            let h0 = random(&[2, batch, hs], &mut seed, 1.0);
-            let p = random(&[2, 3 * hs], &mut seed, 0.5);
-            let lens: Vec<i64> = (0..batch as i64).map(|n| n % 4).collect();
-            let layer = parse(
-                op,
-                &[
-                    ("hidden_size", Attr::Int(hs as i64)),
-                    ("direction", Attr::Text("bidirectional".into())),
-                    ("clip", Attr::Float(2.5)),
-                    extra.clone(),
-                ],
-            )
-            .expect("valid");
-            let lstm = op == "LSTM";
-            let run = |x: &Tensor, h0: &Tensor, lens: &[i64]| {
-                let lens = Tensor {
-                    shape: vec![lens.len()],
-                    data: lens.to_vec(),
+            for direction in ["bidirectional", "forward"] {
+                let g = if op == "LSTM" { 4 } else { 3 };
+                let dirs = if direction == "forward" { 1 } else { 2 };
+                let mut seed = 11;
+                let x = random(&[seq, batch, input], &mut seed, 1.0);
+                let w = random(&[dirs, g * hs, input], &mut seed, 0.2);
+                let r = random(&[dirs, g * hs, hs], &mut seed, 0.1);
+                let b = random(&[dirs, 2 * g * hs], &mut seed, 0.2);
+                let h0 = random(&[dirs, batch, hs], &mut seed, 1.0);
+                let p = random(&[dirs, 3 * hs], &mut seed, 0.5);
+                let lens: Vec<i64> = (0..batch as i64).map(|n| n % 4).collect();
+                let lstm = op == "LSTM";
+                let run = |x: &Tensor, h0: &Tensor, lens: &[i64], layout: i64| {
+                    let layer = parse(
+                        op,
+                        &[
+                            ("hidden_size", Attr::Int(hs as i64)),
+                            ("direction", Attr::Text(direction.into())),
+                            ("clip", Attr::Float(2.5)),
+                            ("layout", Attr::Int(layout)),
+                            extra.clone(),
+                        ],
+                    )
+                    .expect("valid");
+                    let lens = Tensor {
+                        shape: vec![lens.len()],
+                        data: lens.to_vec(),
+                    };
+                    layer
+                        .run(&Inputs {
+                            x,
+                            w: &w,
+                            r: &r,
+                            b: Some(&b),
+                            sequence_lens: Some(&lens),
+                            initial_h: Some(h0),
+                            initial_c: lstm.then_some(h0),
+                            p: lstm.then_some(&p),
+                        })
+                        .expect("runs")
                 };
-                layer
-                    .run(&Inputs {
-                        x,
-                        w: &w,
-                        r: &r,
-                        b: Some(&b),
-                        sequence_lens: Some(&lens),
-                        initial_h: Some(h0),
-                        initial_c: lstm.then_some(h0),
-                        p: lstm.then_some(&p),
-                    })
-                    .expect("runs")
-            };
-            let all = run(&x, &h0, &lens);
-            let first3 = |t: &Tensor| {
-                let inner: usize = t.shape[2..].iter().product();
-                let mut shape = t.shape.clone();
-                shape[1] = 3;
-                Tensor {
-                    shape,
-                    data: (0..t.shape[0])
-                        .flat_map(|o| t.data[o * batch * inner..][..3 * inner].to_vec())
-                        .collect(),
+                let all = run(&x, &h0, &lens, 0);
+                let swap = [1, 0, 2];
+                let batch_major = run(&permute(&x, &swap), &permute(&h0, &swap), &lens, 1);
+                for (k, out) in batch_major.iter().enumerate() {
+                    let back = match k {
+                        0 => permute(out, &[1, 2, 0, 3]),
+                        _ => permute(out, &swap),
+                    };
+                    assert!(back == all[k], "{op} {direction} batch-major output {k}");
                 }
-            };
-            let three = run(&first3(&x), &first3(&h0), &lens[..3]);
-            for n in 0..batch {
-                let one = run(&item(&x, n), &item(&h0, n), &lens[n..n + 1]);
-                for k in 0..all.len() {
-                    let want = &one[k].data;
-                    let got = of_item(&all[k], n);
-                    assert_eq!(got.len(), want.len());
-                    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-                        assert!(
-                            (a - b).abs() <= 1e-5,
-                            "{op} output {k} item {n}[{i}]: {a} != {b}"
-                        );
+                let first3 = |t: &Tensor| {
+                    let inner: usize = t.shape[2..].iter().product();
+                    let mut shape = t.shape.clone();
+                    shape[1] = 3;
+                    Tensor {
+                        shape,
+                        data: (0..t.shape[0])
+                            .flat_map(|o| t.data[o * batch * inner..][..3 * inner].to_vec())
+                            .collect(),
                     }
-                    if n < 3 {
-                        for (i, (a, b)) in of_item(&three[k], n).iter().zip(want).enumerate() {
-                            assert!(
-                                (a - b).abs() <= 1e-5,
-                                "{op} output {k} of 3, item {n}[{i}]: {a} != {b}"
-                            );
+                };
+                let three = run(&first3(&x), &first3(&h0), &lens[..3], 0);
+                for n in 0..batch {
+                    let one = run(&item(&x, n), &item(&h0, n), &lens[n..n + 1], 0);
+                    for k in 0..all.len() {
+                        let want = &one[k].data;
+                        let got = of_item(&all[k], n);
+                        assert!(&got == want, "{op} {direction} output {k} item {n}");
+                        if n < 3 {
+                            let got = of_item(&three[k], n);
+                            assert!(&got == want, "{op} {direction} output {k} of 3, item {n}");
                         }
+                        assert!(lens[n] == 0 || want.iter().any(|&v| v != 0.0));
                     }
-                    assert!(lens[n] == 0 || want.iter().any(|&v| v != 0.0));
                 }
             }
         }
     }
 
-    /// A step's product, by each of its ways (row additions or SGEMM, on one core or split
-    /// over them, straight into the output or gathered), against the definition.
+    /// With `input_size` 0, `X·Wᵀ` is the biases alone, computed ahead (1 item) or step by
+    /// step (20): what a zero input of size 1 gives.
+    #[test]
+    fn an_input_of_size_zero_leaves_the_biases() {
+        let hs = 5;
+        for batch in [1, 20] {
+            let mut seed = 9;
+            let r = random(&[1, 4 * hs, hs], &mut seed, 0.5);
+            let b = random(&[1, 8 * hs], &mut seed, 0.5);
+            let layer = parse("LSTM", &[("hidden_size", Attr::Int(hs as i64))]).expect("valid");
+            let run = |input: usize| {
+                let x = Tensor {
+                    shape: vec![3, batch, input],
+                    data: vec![0.0; 3 * batch * input],
+                };
+                let w = random(&[1, 4 * hs, input], &mut 1, 1.0);
+                let ins = Inputs {
+                    x: &x,
+                    w: &w,
+                    r: &r,
+                    b: Some(&b),
+                    sequence_lens: None,
+                    initial_h: None,
+                    initial_c: None,
+                    p: None,
+                };
+                let types = [&x, &w, &r, &b].map(|t| fixed(&t.shape));
+                layer.infer(&types.each_ref().map(Some)).expect("fits");
+                layer.run(&ins).expect("runs")
+            };
+            let (none, zero) = (run(0), run(1));
+            assert!(none == zero && none[0].data.iter().any(|&v| v != 0.0));
+        }
+    }
+
+    /// A step's product, on one core or split over them (straight into the output, or
+    /// gathered), against the definition, and the same bits either way.
     #[test]
     fn products_match_the_definition() {
         let mut seed = 3;
         for (rows, hs) in [(768, 192), (12, 3), (630, 210), (40, 9)] {
             let r = random(&[rows, hs], &mut seed, 0.5);
-            let rt = {
-                let mut rt = vec![0f32; rows * hs];
-                transpose(&r.data, rows, hs, &mut rt);
-                rt
-            };
-            for j in 0..rows {
-                for k in 0..hs {
-                    assert_eq!(
-                        rt[k * rows + j],
-                        r.data[j * hs + k],
-                        "{rows}x{hs} at {j}, {k}"
-                    );
-                }
-            }
-            let product = Product::new(&r.data, hs);
+            let product = Product::new(&r.data, hs, true);
             for batch in [1, 2, 3, 5, 12] {
                 let h = random(&[batch, hs], &mut seed, 1.0);
                 let mut out = vec![0f32; batch * rows];
-                product.run(&h.data, &mut out, &mut Vec::new());
+                product.run(&h.data, &mut out, false, &mut Vec::new());
                 for n in 0..batch {
                     for j in 0..rows {
                         let want: f64 = (0..hs)
@@ -1409,6 +1733,9 @@ mod tests {
                         );
                     }
                 }
+                let mut split = vec![0f32; batch * rows];
+                rayon::scope(|_| product.run(&h.data, &mut split, true, &mut Vec::new()));
+                assert_eq!(split, out, "{rows}x{hs}, batch {batch}");
             }
         }
     }
