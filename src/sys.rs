@@ -958,6 +958,63 @@ unsafe fn wide_avx2<W: Wide>(work: W) -> W::Output {
     work.run()
 }
 
+/// Lets the C allocator keep up to `bytes` (a run's peak of live values) of freed memory for
+/// the next steps and runs of a model instead of handing it back to the kernel. Each op's
+/// output is a fresh allocation, and glibc's defaults (buffers from 128 KiB up mapped on their
+/// own, the heap trimmed once 128 KiB lie free at its top, both raised only by what it has
+/// seen freed) return most of them, so that the next step or run takes a page fault for every
+/// 4 KiB it writes again: on the transformer benchmark (batch 256), 1,100 faults a run and a
+/// fifth of its CPU time.
+///
+/// Buffers under 32 MiB (the most glibc takes for this setting on 64-bit) then come from the
+/// heap, and freed memory stays with the process while it is under the largest run's peak (at
+/// least 64 MiB, at most [`MAX_RETAINED`]): what stays resident between runs is what a run
+/// needed anyway. Larger buffers (most weights) are still mapped and returned whole. The
+/// settings are process-wide and only ever raised; elsewhere than Linux with glibc nothing
+/// changes.
+pub fn retain_freed_memory(bytes: u64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        const MMAP_THRESHOLD: u64 = 32 << 20;
+        static RETAINED: AtomicU64 = AtomicU64::new(0);
+        let want = bytes.clamp(2 * MMAP_THRESHOLD, MAX_RETAINED);
+        if RETAINED.fetch_max(want, Ordering::Relaxed) >= want {
+            return;
+        }
+        // SAFETY: mallopt only sets allocator parameters, under the allocator's own lock; it
+        // reads and writes no memory of ours, and both values fit in a C int (at most 1 GiB).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, want as libc::c_int);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
+/// The most freed memory [`retain_freed_memory`] lets the allocator keep.
+pub const MAX_RETAINED: u64 = 1 << 30;
+
+/// Replaces every element `x` of `xs` by `f(x)`, in code compiled for AVX2 where the CPU has
+/// it: a loop over a branch-free `f` that the compiler inlines (such as the vector `exp` of
+/// `ops::elementwise`) then runs 8 lanes at a time instead of SSE2's 4. The results are the
+/// same bits either way: Rust never fuses a multiply and an add on its own, and nothing here
+/// asks for it.
+pub fn map_f32(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn map_avx2(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+            xs.iter_mut().for_each(|x| *x = f(*x));
+        }
+        // SAFETY: AVX2 is present (checked just above); the function is safe Rust otherwise.
+        unsafe { map_avx2(xs, f) };
+        return;
+    }
+    xs.iter_mut().for_each(|x| *x = f(*x));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1153,61 +1210,4 @@ mod tests {
         assert_eq!(wide(Map(&mut v, f)), 1005);
         assert_eq!(bits(&v), bits(&want));
     }
-}
-
-/// Lets the C allocator keep up to `bytes` (a run's peak of live values) of freed memory for
-/// the next steps and runs of a model instead of handing it back to the kernel. Each op's
-/// output is a fresh allocation, and glibc's defaults (buffers from 128 KiB up mapped on their
-/// own, the heap trimmed once 128 KiB lie free at its top, both raised only by what it has
-/// seen freed) return most of them, so that the next step or run takes a page fault for every
-/// 4 KiB it writes again: on the transformer benchmark (batch 256), 1,100 faults a run and a
-/// fifth of its CPU time.
-///
-/// Buffers under 32 MiB (the most glibc takes for this setting on 64-bit) then come from the
-/// heap, and freed memory stays with the process while it is under the largest run's peak (at
-/// least 64 MiB, at most [`MAX_RETAINED`]): what stays resident between runs is what a run
-/// needed anyway. Larger buffers (most weights) are still mapped and returned whole. The
-/// settings are process-wide and only ever raised; elsewhere than Linux with glibc nothing
-/// changes.
-pub fn retain_freed_memory(bytes: u64) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        const MMAP_THRESHOLD: u64 = 32 << 20;
-        static RETAINED: AtomicU64 = AtomicU64::new(0);
-        let want = bytes.clamp(2 * MMAP_THRESHOLD, MAX_RETAINED);
-        if RETAINED.fetch_max(want, Ordering::Relaxed) >= want {
-            return;
-        }
-        // SAFETY: mallopt only sets allocator parameters, under the allocator's own lock; it
-        // reads and writes no memory of ours, and both values fit in a C int (at most 1 GiB).
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, want as libc::c_int);
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = bytes;
-}
-
-/// The most freed memory [`retain_freed_memory`] lets the allocator keep.
-pub const MAX_RETAINED: u64 = 1 << 30;
-
-/// Replaces every element `x` of `xs` by `f(x)`, in code compiled for AVX2 where the CPU has
-/// it: a loop over a branch-free `f` that the compiler inlines (such as the vector `exp` of
-/// `ops::elementwise`) then runs 8 lanes at a time instead of SSE2's 4. The results are the
-/// same bits either way: Rust never fuses a multiply and an add on its own, and nothing here
-/// asks for it.
-pub fn map_f32(xs: &mut [f32], f: impl Fn(f32) -> f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn map_avx2(xs: &mut [f32], f: impl Fn(f32) -> f32) {
-            xs.iter_mut().for_each(|x| *x = f(*x));
-        }
-        // SAFETY: AVX2 is present (checked just above); the function is safe Rust otherwise.
-        unsafe { map_avx2(xs, f) };
-        return;
-    }
-    xs.iter_mut().for_each(|x| *x = f(*x));
 }
