@@ -73,6 +73,7 @@ pub mod clock;
 pub mod crypto;
 pub mod diff;
 pub mod export;
+pub mod failure;
 pub mod format;
 pub mod import;
 pub mod inspect;

@@ -18,35 +18,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nnsign::keys::encryption::EncryptionSecretKey;
 use nnsign::keys::{KeyError, Passphrase, TrustStore};
-use nnsign::trust::{Admitted, Clock, Policy, PolicyError, Reason, Recorded, Trust};
+use nnsign::trust::{Admitted, Clock, Policy, Recorded, Trust};
 use nnsign::unseal::Unlock;
-use nnsign::verify::{Artifact, Authenticated, VerifyError};
+use nnsign::verify::{Artifact, Authenticated};
 use serde_json::json;
 
-/// Exit codes, documented in README.md and docs/FORMAT.md.
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// A model, key or data file given to nnsign is malformed or does not fit.
-    pub const INPUT: u8 = 1;
-    /// Bad command line.
-    pub const USAGE: u8 = 2;
-    /// A file could not be read or written.
-    pub const IO: u8 = 3;
-    /// Unsigned, bad signature, or no signature by a trusted key.
-    pub const SIGNATURE: u8 = 4;
-    /// The artifact is malformed, truncated, extended, or fails a digest.
-    pub const INTEGRITY: u8 = 5;
-    /// The architecture is invalid or does not fit the weights.
-    pub const SCHEMA: u8 = 6;
-    /// Decryption failed: no key, a wrong key, or ciphertext that does not authenticate.
-    pub const DECRYPT: u8 = 7;
-    /// `scan` found a file that would execute or reference code when loaded.
-    pub const DANGER: u8 = 8;
-    /// Expired, too old, below a minimum version, created in the future, or a rollback.
-    pub const FRESHNESS: u8 = 9;
-    /// `diff`: the artifacts differ, or encrypted content keeps them from being shown the same.
-    pub const DIFFERENT: u8 = 10;
-}
+pub use nnsign::failure::{
+    exit, io_failure, key_failure, policy_failure, refused_failure, unseal_failure, verify_failure,
+    Failure,
+};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 bad input file, 2 usage, 3 I/O, 4 signature or trust,
@@ -137,80 +117,30 @@ pub struct TrustArgs {
     pub allow_unsigned: bool,
 }
 
-/// A failure as the user sees it: one line naming the file and the problem, an optional hint,
-/// and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub kind: &'static str,
-    pub file: Option<PathBuf>,
-    pub message: String,
-    pub hint: Option<String>,
-    /// The verb already reported the outcome on stdout: in JSON mode nothing more is printed.
-    pub reported: bool,
-}
-
-impl Failure {
-    pub fn new(
-        code: u8,
-        kind: &'static str,
-        file: Option<&Path>,
-        message: impl Into<String>,
-    ) -> Self {
-        Failure {
-            code,
-            kind,
-            file: file.map(Path::to_path_buf),
-            message: message.into(),
-            hint: None,
-            reported: false,
-        }
+/// Prints a failure: one JSON object on stdout in `--json` mode (unless the verb already
+/// reported), else `nnsign: error: LINE` and its hint on stderr.
+fn print(f: &Failure, json_mode: bool) {
+    if json_mode && f.reported {
+        return;
     }
-
-    pub fn reported(mut self) -> Self {
-        self.reported = true;
-        self
-    }
-
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    pub fn usage(message: impl Into<String>) -> Self {
-        Failure::new(exit::USAGE, "usage", None, message)
-    }
-
-    fn print(&self, json_mode: bool) {
-        if json_mode && self.reported {
-            return;
-        }
-        if json_mode {
-            let v = json!({
-                "ok": false,
-                "exit_code": self.code,
-                "error": {
-                    "kind": self.kind,
-                    "file": self.file,
-                    "message": self.message,
-                    "hint": self.hint,
-                }
-            });
-            println!("{v}");
-            return;
-        }
-        // Messages from lower layers may already start with the path; do not say it twice.
-        let line = match &self.file {
-            Some(f) if !self.message.starts_with(&f.display().to_string()) => {
-                format!("{}: {}", f.display(), self.message)
+    if json_mode {
+        let v = json!({
+            "ok": false,
+            "exit_code": f.code,
+            "error": {
+                "kind": f.kind,
+                "file": f.file,
+                "message": f.message,
+                "hint": f.hint,
             }
-            _ => self.message.clone(),
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "nnsign: error: {}", line.replace('\n', " "));
-        if let Some(h) = &self.hint {
-            let _ = writeln!(err, "  hint: {h}");
-        }
+        });
+        println!("{v}");
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "nnsign: error: {}", f.line());
+    if let Some(h) = &f.hint {
+        let _ = writeln!(err, "  hint: {h}");
     }
 }
 
@@ -232,69 +162,6 @@ pub fn refuse_overwrite<'a>(
         }
     }
     Ok(())
-}
-
-/// Maps a verification error to what the user is told.
-pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
-    use nnsign::format::FormatError as F;
-    let f = |code, kind, msg: String| Failure::new(code, kind, Some(path), msg);
-    match e {
-        VerifyError::Io(err) => io_failure(path, &err),
-        VerifyError::Format(F::BadMagic) => f(exit::INTEGRITY, "integrity", F::BadMagic.to_string())
-            .hint("nnsign artifacts are made by `nnsign pack`; check that this is the right file"),
-        VerifyError::Format(err @ F::Truncated(_)) => f(exit::INTEGRITY, "integrity", err.to_string())
-            .hint("the file was cut short (an interrupted copy or download?); fetch it again"),
-        VerifyError::Format(err @ F::Trailing(_)) => f(exit::INTEGRITY, "integrity", err.to_string())
-            .hint("bytes were appended to the artifact after it was made; fetch a clean copy"),
-        VerifyError::Format(err @ (F::Unsupported(_) | F::FrameVersion(_))) => {
-            f(exit::INTEGRITY, "integrity", err.to_string())
-                .hint("the artifact was made by a newer nnsign: upgrade nnsign on this host to verify it")
-        }
-        VerifyError::Format(err) => f(exit::INTEGRITY, "integrity", err.to_string())
-            .hint("the artifact is damaged or was not written by nnsign; do not deploy it"),
-        VerifyError::Signature(err) => f(exit::SIGNATURE, "signature", err.to_string())
-            .hint("the artifact was modified after signing; do not deploy it, fetch it again from its source"),
-        err @ VerifyError::DuplicateSigner(_) => f(exit::SIGNATURE, "signature", err.to_string())
-            .hint("the envelope was edited after signing; fetch the artifact again from its source"),
-        VerifyError::Unsigned => f(exit::SIGNATURE, "signature", "the artifact is unsigned".into())
-            .hint("sign it with `nnsign pack --sign KEY`, or pass --allow-unsigned to accept unsigned artifacts"),
-        VerifyError::Untrusted { why, .. } => f(exit::SIGNATURE, "trust", format!("not signed by a trusted key: {why}"))
-            .hint("if you trust that signer, add its .pub file to the trust store (see keys/README.md)"),
-        err @ (VerifyError::Digest { .. } | VerifyError::Padding(_)) => {
-            f(exit::INTEGRITY, "integrity", err.to_string())
-                .hint("this copy was modified or corrupted after signing; do not deploy it, fetch it again")
-        }
-    }
-}
-
-pub fn io_failure(path: &Path, e: &std::io::Error) -> Failure {
-    let hint = match e.kind() {
-        std::io::ErrorKind::NotFound => Some("check the path"),
-        std::io::ErrorKind::PermissionDenied => Some("check the file's permissions"),
-        _ => None,
-    };
-    let f = Failure::new(exit::IO, "io", Some(path), e.to_string());
-    match hint {
-        Some(h) => f.hint(h),
-        None => f,
-    }
-}
-
-pub fn key_failure(e: KeyError) -> Failure {
-    match e {
-        KeyError::Io { path, source } => io_failure(&path, &source),
-        KeyError::Exists(ref p) => Failure::new(exit::IO, "io", Some(&p.clone()), e.to_string()),
-        KeyError::EmptyTrust(ref p) => {
-            Failure::new(exit::USAGE, "usage", Some(&p.clone()), e.to_string())
-        }
-        KeyError::NeedPassphrase(ref p) | KeyError::BadPassphrase(ref p) => {
-            Failure::new(exit::INPUT, "key", Some(&p.clone()), e.to_string())
-        }
-        KeyError::Malformed { ref path, .. } => {
-            Failure::new(exit::INPUT, "key", Some(&path.clone()), e.to_string())
-        }
-        other => Failure::new(exit::INPUT, "key", None, other.to_string()),
-    }
 }
 
 /// The trust store from `--trust` and `NNSIGN_TRUST`. Empty when neither is given.
@@ -405,25 +272,6 @@ impl DecryptArgs {
     }
 }
 
-/// Maps a failure to open an encrypted payload to what the user is told.
-pub fn unseal_failure(path: &Path, e: nnsign::unseal::UnsealError) -> Failure {
-    use nnsign::crypto::CryptoError as C;
-    use nnsign::unseal::UnsealError as U;
-    let f = |msg: String| Failure::new(exit::DECRYPT, "decryption", Some(path), msg);
-    match e {
-        U::NotEncrypted => Failure::new(exit::USAGE, "usage", Some(path), e.to_string()),
-        U::Verify(v) => verify_failure(path, v),
-        U::Format(err) => Failure::new(exit::INTEGRITY, "integrity", Some(path), err.to_string())
-            .hint("the encrypted content is malformed: whoever signed it made a broken artifact"),
-        U::Crypto(err @ C::NotARecipient(_)) => f(err.to_string())
-            .hint("`nnsign inspect` lists the key ids it was encrypted to; use the matching key"),
-        U::Crypto(err @ C::WrongKey(_)) => f(err.to_string())
-            .hint("the recipient entry is covered by the verified signature, so the key or passphrase given is not the one it was encrypted with"),
-        U::Crypto(err) => f(err.to_string())
-            .hint("the ciphertext matches its signed digests but does not decrypt: the signer encrypted something broken, or a key holder forged it"),
-    }
-}
-
 /// What the trust flags say to trust: `--policy`, or the keys of `--trust` and
 /// `NNSIGN_TRUST`; `--state` over the policy's own; `--allow-unsigned`.
 pub fn trust(args: &TrustArgs) -> Result<Trust> {
@@ -451,12 +299,7 @@ pub fn admit(path: &Path, args: &TrustArgs) -> Result<Admitted> {
     let artifact = Artifact::open(path).map_err(|e| verify_failure(path, e))?;
     trust
         .admit(artifact, Clock::System)
-        .map_err(|refused| match refused.first() {
-            Reason::Verify(e) => verify_failure(path, e),
-            e @ Reason::RevokedOnly { .. } => Failure::new(exit::SIGNATURE, "trust", Some(path), e.to_string())
-                .hint("a revoked key may be in an attacker's hands: do not deploy this artifact; ask for one signed by a current key"),
-            Reason::Policy(e) => policy_failure(path, e),
-        })
+        .map_err(|refused| refused_failure(path, refused))
 }
 
 /// Records the version of an artifact a verb has used in the rollback state (if there is
@@ -480,20 +323,6 @@ pub fn record(admitted: &Admitted, value: &mut serde_json::Value, text: &mut Str
     value["state"] = serde_json::json!({"file": file, "update": what});
     text.push_str(&format!("  state   {line} in {}\n", file.display()));
     Ok(())
-}
-
-/// Maps a policy or rollback-state refusal to what the user is told.
-pub fn policy_failure(path: &Path, e: PolicyError) -> Failure {
-    match e {
-        PolicyError::Config(m) => Failure::new(exit::USAGE, "policy", None, m)
-            .hint("fix the policy or state file (docs/POLICY.md)"),
-        PolicyError::Signers(m) => Failure::new(exit::SIGNATURE, "trust", Some(path), m)
-            .hint("get the missing signatures with `nnsign sign ART --key KEY`, or check the policy's rules"),
-        PolicyError::NoRule(m) => Failure::new(exit::SIGNATURE, "trust", Some(path), m)
-            .hint("the policy accepts no model of this name: add a [[rule]] whose models pattern matches, or check the name"),
-        PolicyError::Freshness(m) => Failure::new(exit::FRESHNESS, "freshness", Some(path), m),
-        PolicyError::Io(m) => Failure::new(exit::IO, "io", None, m),
-    }
 }
 
 /// The passphrase from the variable named by `--passphrase-env`, or from a no-echo prompt when
@@ -625,7 +454,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(f) => {
-            f.print(json_mode);
+            print(&f, json_mode);
             ExitCode::from(f.code)
         }
     }

@@ -4,15 +4,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nnsign::format::ModelInfo;
-use nnsign::import::{self, ImportError};
+use nnsign::import;
 use nnsign::keys::encryption::EncryptionPublicKey;
 use nnsign::keys::{hex, SecretKey};
 use nnsign::model::Graph;
-use nnsign::pack::{self as packer, EncryptTo, PackError, PackInput};
+use nnsign::pack::{self as packer, EncryptTo, PackInput};
 use serde_json::json;
 
 use nnsign::crypto::ARGON2_DEFAULT;
 use nnsign::keys::KeyError;
+
+use nnsign::failure::{import_failure, pack_failure};
 
 use super::{
     exit, io_failure, key_failure, passphrase, passphrase_from, progress_bar, report, Common,
@@ -91,38 +93,6 @@ pub struct Args {
     label: Vec<String>,
     #[command(flatten)]
     pub common: Common,
-}
-
-fn import_failure(e: ImportError) -> Failure {
-    match e {
-        ImportError::Io { path, source } => io_failure(&path, &source),
-        ImportError::UnknownFormat(ref p) => {
-            Failure::new(exit::INPUT, "input", Some(&p.clone()), e.to_string())
-                .hint("pack reads ONNX, Keras .keras, PyTorch (torch.save, pickled state dicts), GGUF, safetensors, .npy and .npz; convert other formats first")
-        }
-        ImportError::Invalid { ref path, .. } => {
-            Failure::new(exit::INPUT, "input", Some(&path.clone()), e.to_string())
-        }
-        ImportError::Duplicate { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
-    }
-}
-
-fn pack_failure(args: &Args, e: PackError) -> Failure {
-    match e {
-        PackError::Io { path, source } => io_failure(&path, &source),
-        PackError::Schema(err) => match &args.arch {
-            Some(arch) => Failure::new(exit::SCHEMA, "schema", Some(arch), format!("architecture does not fit the weights: {err}"))
-                .hint("fix the --arch file so that it matches the weights (docs/SCHEMA.md)"),
-            None => Failure::new(exit::SCHEMA, "schema", Some(&args.inputs[0]), format!("the model's graph is not one nnsign can run: {err}"))
-                .hint("give --weights-only to pack the weights alone"),
-        },
-        PackError::TensorSize { .. } => Failure::new(exit::INPUT, "input", None, e.to_string()),
-        PackError::Crypto(err) => Failure::new(exit::INPUT, "input", None, format!("cannot encrypt: {err}")),
-        // Metadata from the flags or the inputs, or names from the inputs or the architecture,
-        // that the format cannot hold.
-        PackError::Format(err) => Failure::new(exit::INPUT, "input", None, format!("cannot pack: {err}"))
-            .hint("check --name, --model-version, --description, the labels and the names in the inputs against the limits of docs/FORMAT.md"),
-    }
 }
 
 /// Warns (as ssh would refuse) when a private key file is readable by other users: the key may
@@ -286,7 +256,7 @@ pub fn run(args: Args) -> Result<()> {
         &args.output,
         &|n| bar.set_position(n),
     )
-    .map_err(|e| pack_failure(&args, e))?;
+    .map_err(|e| pack_failure(args.arch.as_deref(), &args.inputs[0], e))?;
     bar.finish_and_clear();
     let digest = format!("sha256:{}", hex(&packed.digest));
     let signer_id = packed.signer.map(|k| k.to_string());

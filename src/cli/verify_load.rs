@@ -4,17 +4,14 @@ use std::path::{Path, PathBuf};
 
 use nnsign::format::DType;
 use nnsign::import::{self, ImportError};
-use nnsign::load::{self, LoadError};
+use nnsign::load;
 use nnsign::memory::DEFAULT_MEMORY_LIMIT;
 use nnsign::runtime::{self, Value};
 use serde_json::json;
 
 use super::DecryptArgs;
 
-use super::{
-    admit, exit, io_failure, progress_bar, report, verify_failure, Common, Failure, Result,
-    TrustArgs,
-};
+use super::{admit, exit, io_failure, progress_bar, report, Common, Failure, Result, TrustArgs};
 
 /// Verify an artifact, validate its architecture, load the model and optionally run it.
 ///
@@ -116,17 +113,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(o) => load::load_encrypted(auth, o.unlock(), args.max_memory, &progress),
         None => load::load(auth, args.max_memory, &progress),
     }
-    .map_err(|e| match e {
-        LoadError::Verify(v) => verify_failure(&args.artifact, v),
-        LoadError::Unseal(u) => super::unseal_failure(&args.artifact, u),
-        e @ LoadError::Encrypted => Failure::new(exit::DECRYPT, "decryption", Some(&args.artifact), e.to_string())
-            .hint("`nnsign verify` checks an encrypted artifact without a key; loading it needs one"),
-        LoadError::Schema(s) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), format!("invalid architecture: {s}"))
-            .hint("the signed architecture does not fit its weights; rebuild the artifact with a corrected --arch"),
-        e @ LoadError::TooLarge { .. } => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), e.to_string())
-            .hint("if this host can afford it, raise the limit with --max-memory BYTES"),
-        LoadError::Run(r) => Failure::new(exit::SCHEMA, "schema", Some(&args.artifact), r.to_string()),
-    })?;
+    .map_err(|e| nnsign::failure::load_failure(&args.artifact, e))?;
     bar.finish_and_clear();
     let (mut value, mut text) = super::verify::summary(&admitted);
     value["ok"] = json!(true);
