@@ -55,10 +55,24 @@ pub fn parse_when(s: &str, now: u64) -> Result<u64, String> {
         })
 }
 
+/// 9999-12-31T23:59:59Z, in seconds since the epoch: the last time RFC 3339 can write.
+const LAST_SECOND: u64 = 253_402_300_799;
+
 /// `seconds` since the epoch as an RFC 3339 UTC time.
 pub fn utc(seconds: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.min(253402300799));
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.min(LAST_SECOND));
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    // Validated manifests keep times within 9999-12-31 (`format::MAX_CREATED`, the same
+    // bound); anything else is shown raw rather than risk a panic in date arithmetic.
+    if secs > LAST_SECOND {
+        return format!("{secs} seconds after 1970 (out of range)");
+    }
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
 }
 
 /// A duration for people, in its largest whole unit.

@@ -111,3 +111,66 @@ fn lineage(model: &ModelInfo, dirs: &[PathBuf]) -> Vec<Ancestor> {
     }
     chain
 }
+
+impl Inspection {
+    /// What `nnsign inspect --json` reports of the artifact at `path` (unverified: trusting
+    /// nothing, no digest checked): signatures, the model's metadata, lineage, architecture,
+    /// recipients and the tensor table.
+    pub fn describe(&self, path: &Path) -> serde_json::Value {
+        use crate::keys::hex;
+        use serde_json::json;
+        let Inspection {
+            signatures: checked,
+            manifest,
+            layout,
+            arch,
+            digest,
+            file_len,
+            payload_offset,
+            lineage,
+        } = self;
+        let signers: Vec<serde_json::Value> = checked
+            .iter()
+            .map(|c| match c {
+                Checked::Valid(k) => json!({"key_id": k.id().to_string(), "algorithm": "Ed25519", "signature": "valid (trust not checked)"}),
+                Checked::Unsupported { alg, kid } => json!({"key_id": hex(kid), "algorithm": alg, "signature": "unsupported algorithm"}),
+            })
+            .collect();
+        let m = &manifest.model;
+        let tensors: Vec<serde_json::Value> = layout
+            .tensors
+            .iter()
+            .map(|t| json!({"name": t.name, "dtype": t.dtype.name(), "shape": t.shape, "offset": t.offset, "bytes": t.length}))
+            .collect();
+        json!({
+            "verified": false,
+            "artifact": path,
+            "format": manifest.format,
+            "digest": format!("sha256:{}", hex(digest)),
+            "signers": signers,
+            "model": {
+                "name": m.name, "version": m.version, "description": m.description,
+                "created": crate::clock::rfc3339(m.created), "expires": m.expires.map(crate::clock::rfc3339),
+                "producer": m.producer, "labels": m.labels,
+            },
+            "lineage": lineage.iter().map(ancestor_json).collect::<Vec<_>>(),
+            "architecture": arch,
+            "encrypted_to": crate::diff::recipients(manifest).unwrap_or_default(),
+            "tensors": tensors,
+            "payload_bytes": layout.length,
+            "file_bytes": file_len,
+            "header_bytes": payload_offset,
+        })
+    }
+}
+
+fn ancestor_json(a: &Ancestor) -> serde_json::Value {
+    serde_json::json!({
+        "depth": a.depth,
+        "digest": format!("sha256:{}", crate::keys::hex(&a.digest)),
+        "name": a.name,
+        "version": a.version,
+        "file": a.found.as_ref().map(|f| &f.0),
+        "signers": a.found.as_ref().map(|f| &f.1),
+    })
+}

@@ -36,6 +36,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let found =
         inspect(&args.artifact, &args.search).map_err(|e| verify_failure(&args.artifact, e))?;
+    let mut value = found.describe(&args.artifact);
+    value["ok"] = json!(true);
     let Inspection {
         signatures: checked,
         manifest,
@@ -43,42 +45,10 @@ pub fn run(args: Args) -> Result<()> {
         arch,
         digest,
         file_len,
-        payload_offset,
+        payload_offset: _,
         lineage,
     } = found;
-    let signers: Vec<serde_json::Value> = checked
-        .iter()
-        .map(|c| match c {
-            Checked::Valid(k) => json!({"key_id": k.id().to_string(), "algorithm": "Ed25519", "signature": "valid (trust not checked)"}),
-            Checked::Unsupported { alg, kid } => json!({"key_id": hex(kid), "algorithm": alg, "signature": "unsupported algorithm"}),
-        })
-        .collect();
     let m = &manifest.model;
-    let tensors: Vec<serde_json::Value> = layout
-        .tensors
-        .iter()
-        .map(|t| json!({"name": t.name, "dtype": t.dtype.name(), "shape": t.shape, "offset": t.offset, "bytes": t.length}))
-        .collect();
-    let value = json!({
-        "ok": true,
-        "verified": false,
-        "artifact": args.artifact,
-        "format": manifest.format,
-        "digest": format!("sha256:{}", hex(&digest)),
-        "signers": signers,
-        "model": {
-            "name": m.name, "version": m.version, "description": m.description,
-            "created": rfc3339(m.created), "expires": m.expires.map(rfc3339),
-            "producer": m.producer, "labels": m.labels,
-        },
-        "lineage": lineage.iter().map(ancestor_json).collect::<Vec<_>>(),
-        "architecture": arch,
-        "encrypted_to": super::verify::recipient_ids(&manifest),
-        "tensors": tensors,
-        "payload_bytes": layout.length,
-        "file_bytes": file_len,
-        "header_bytes": payload_offset,
-    });
     report(args.common, value, || {
         let mut s = format!(
             "{}: NOT VERIFIED (inspect trusts nothing and checks no digest; run `nnsign verify`)\n",
@@ -177,17 +147,6 @@ pub fn run(args: Args) -> Result<()> {
         s
     });
     Ok(())
-}
-
-fn ancestor_json(a: &Ancestor) -> serde_json::Value {
-    json!({
-        "depth": a.depth,
-        "digest": format!("sha256:{}", hex(&a.digest)),
-        "name": a.name,
-        "version": a.version,
-        "file": a.found.as_ref().map(|f| &f.0),
-        "signers": a.found.as_ref().map(|f| &f.1),
-    })
 }
 
 fn ancestor_text(a: &Ancestor) -> String {

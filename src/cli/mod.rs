@@ -406,16 +406,7 @@ pub fn report(common: Common, value: serde_json::Value, text: impl FnOnce() -> S
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
 }
 
-/// Seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    // Validated manifests keep `created` within MAX_CREATED; anything else is shown raw rather
-    // than risk a panic in date arithmetic.
-    if secs > nnsign::format::MAX_CREATED {
-        return format!("{secs} seconds after 1970 (out of range)");
-    }
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
-}
+pub use nnsign::clock::rfc3339;
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -30,44 +30,15 @@ pub struct Args {
 /// The facts `verify`, `verify-load` and `unpack` report about a verified artifact.
 pub fn summary(admitted: &Admitted) -> (serde_json::Value, String) {
     let auth = &admitted.artifact;
+    let value = admitted.describe();
     let m = &auth.manifest.model;
     let digest = format!("sha256:{}", hex(&auth.digest));
-    let signers: Vec<serde_json::Value> = auth
-        .signers
-        .iter()
-        .map(|s| {
-            let policy = admitted.counted.iter().find(|k| k.key == s.key);
-            json!({
-                "key_id": s.key.id().to_string(),
-                "name": policy.and_then(|k| k.name.clone()),
-                "trusted_by": s.trusted_by,
-                "counted": policy.is_some(),
-            })
-        })
-        .collect();
+    let recipients = recipient_ids(&auth.manifest);
     let others: Vec<String> = auth
         .others
         .iter()
         .map(nnsign::verify::describe_untrusted)
         .collect();
-    let recipients = recipient_ids(&auth.manifest);
-    let value = json!({
-        "artifact": auth.path(),
-        "encrypted_to": recipients,
-        "signed": !auth.signers.is_empty(),
-        "signers": signers,
-        "other_signatures": others,
-        "model": {"name": m.name, "version": m.version, "created": m.created, "expires": m.expires},
-        "parent": m.parent.as_ref().map(|p| json!({
-            "digest": format!("sha256:{}", hex(&p.digest)),
-            "name": p.name,
-            "version": p.version,
-        })),
-        "digest": digest,
-        "tensors": auth.layout.tensors.len(),
-        "payload_bytes": auth.layout.length,
-        "architecture": auth.manifest.arch.is_some(),
-    });
     let who = if auth.signers.is_empty() {
         "UNSIGNED (accepted because of --allow-unsigned)".to_owned()
     } else {

@@ -103,6 +103,54 @@ pub struct Admitted {
     state: Option<State>,
 }
 
+impl Admitted {
+    /// What was admitted, as `nnsign verify --json` reports it (docs: README, "JSON output"):
+    /// the artifact, who signed it and which signatures counted, the model's name and version,
+    /// its digest, tensors and recipients.
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let auth = &self.artifact;
+        let m = &auth.manifest.model;
+        let digest = format!("sha256:{}", hex(&auth.digest));
+        let signers: Vec<serde_json::Value> = auth
+            .signers
+            .iter()
+            .map(|s| {
+                let policy = self.counted.iter().find(|k| k.key == s.key);
+                json!({
+                    "key_id": s.key.id().to_string(),
+                    "name": policy.and_then(|k| k.name.clone()),
+                    "trusted_by": s.trusted_by,
+                    "counted": policy.is_some(),
+                })
+            })
+            .collect();
+        let others: Vec<String> = auth
+            .others
+            .iter()
+            .map(crate::verify::describe_untrusted)
+            .collect();
+        let recipients = crate::diff::recipients(&auth.manifest).unwrap_or_default();
+        json!({
+            "artifact": auth.path(),
+            "encrypted_to": recipients,
+            "signed": !auth.signers.is_empty(),
+            "signers": signers,
+            "other_signatures": others,
+            "model": {"name": m.name, "version": m.version, "created": m.created, "expires": m.expires},
+            "parent": m.parent.as_ref().map(|p| json!({
+                "digest": format!("sha256:{}", hex(&p.digest)),
+                "name": p.name,
+                "version": p.version,
+            })),
+            "digest": digest,
+            "tensors": auth.layout.tensors.len(),
+            "payload_bytes": auth.layout.length,
+            "architecture": auth.manifest.arch.is_some(),
+        })
+    }
+}
+
 impl Trust {
     /// Trust as `policy` says, with its own state file if it names one.
     pub fn new(policy: Policy) -> Trust {
