@@ -204,3 +204,94 @@ pub fn load_encrypted(
         }
     }
 }
+
+/// Every tensor of a verified (and decrypted) artifact in a buffer of its own, as stored (F32
+/// as the f32 values a graph uses, on a little-endian host), with the architecture, if any,
+/// validated against them: what a caller that hands out the weights themselves loads (the
+/// Python package's `Model.tensors`). [`Weights::model`] builds a runnable model from them.
+pub struct Weights {
+    pub layout: Layout,
+    pub tensors: Vec<TensorBuf>,
+    plan: Option<Plan>,
+}
+
+/// Verifies and reads every tensor of `auth` (decrypting with `unlock` when it is encrypted)
+/// into its own buffer, after validating the architecture and checking the memory against
+/// `memory_limit`: as [`load`], without building the model.
+pub fn weights(
+    auth: &Authenticated,
+    unlock: Option<Unlock<'_>>,
+    memory_limit: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Weights, LoadError> {
+    let admit = |arch: Option<&Graph>, layout: &Layout| match arch {
+        Some(arch) => plan_in_place(arch, layout, memory_limit).map(Some),
+        None => check_payload(layout.length, memory_limit).map(|()| None),
+    };
+    let Some(unlock) = unlock else {
+        if auth.manifest.is_encrypted() {
+            return Err(LoadError::Encrypted);
+        }
+        let plan = admit(auth.arch.as_ref(), &auth.layout)?;
+        let tensors = auth.read_tensors(progress)?;
+        return Ok(Weights {
+            layout: auth.layout.clone(),
+            tensors,
+            plan,
+        });
+    };
+    let mut plan = None;
+    let opened = unseal::open(auth, unlock)?;
+    let unsealed = unseal::unseal_tensors(auth, &opened, progress, |arch, layout| {
+        plan = admit(arch, layout)?;
+        Ok::<(), LoadError>(())
+    })?;
+    Ok(Weights {
+        layout: unsealed.layout,
+        tensors: unsealed.tensors,
+        plan,
+    })
+}
+
+impl Weights {
+    /// Whether the artifact has an architecture to run.
+    pub fn runnable(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// The runnable model of an artifact with an architecture (`None` for weights only), with
+    /// its own copy of the weights the graph uses: these tensors stay as they are for whoever
+    /// holds them. The copy is counted against `memory_limit` with everything else.
+    pub fn model(&self, memory_limit: u64) -> Result<Option<Model>, LoadError> {
+        let Some(plan) = &self.plan else {
+            return Ok(None);
+        };
+        let used: std::collections::HashSet<&str> =
+            (plan.weights.iter()).map(|(_, t)| t.name.as_str()).collect();
+        let mut need = plan.need_beyond_tensors();
+        let copied = (self.layout.tensors.iter().zip(&self.tensors))
+            .filter(|(t, b)| used.contains(t.name.as_str()) && matches!(b, TensorBuf::F32(_)))
+            .map(|(t, _)| t.length)
+            .fold(0, u64::saturating_add);
+        need.bytes = need.bytes.saturating_add(copied);
+        need.described = format!("a copy of the float32 weights {copied} bytes; {}", need.described);
+        memory::check_load(self.layout.length, Some(need), memory_limit)
+            .map_err(LoadError::TooLarge)?;
+        let tensors = (self.layout.tensors.iter().zip(&self.tensors))
+            .map(|(t, b)| match used.contains(t.name.as_str()) {
+                true => b.clone(),
+                false => TensorBuf::Bytes(Vec::new()),
+            })
+            .collect();
+        build_in_place(plan.clone(), &self.layout, tensors, memory_limit).map(|l| l.model)
+    }
+}
+
+impl Drop for Weights {
+    /// Decrypted weights do not linger in freed memory.
+    fn drop(&mut self) {
+        for t in &mut self.tensors {
+            t.bytes_mut().zeroize();
+        }
+    }
+}

@@ -599,6 +599,7 @@ fn read_error(e: std::io::Error) -> VerifyError {
 }
 
 /// A verified tensor in a buffer of its own ([`Authenticated::read_tensors`]).
+#[derive(Clone)]
 pub enum TensorBuf {
     /// An F32 tensor, as the values a graph computes with.
     F32(Vec<f32>),

@@ -47,7 +47,11 @@ impl EncryptionPublicKey {
 
     /// Reads a `.pub` file holding an X25519 public key.
     pub fn read(path: &Path) -> Result<EncryptionPublicKey, KeyError> {
-        let text = read_capped(path)?;
+        EncryptionPublicKey::from_pem(&read_capped(path)?, path)
+    }
+
+    /// Decodes a public key from its PEM text, named `path` in errors.
+    pub fn from_pem(text: &str, path: &Path) -> Result<EncryptionPublicKey, KeyError> {
         EncryptionPublicKey::from_public_key_pem(text.trim()).map_err(|_| KeyError::Malformed {
             path: path.into(),
             why: "not an X25519 public key in PEM (as `nnsign keygen --encryption` writes; a signing key's .pub will not do)".into(),
@@ -119,6 +123,16 @@ impl EncryptionSecretKey {
         passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
     ) -> Result<EncryptionSecretKey, KeyError> {
         read_private(path, passphrase, KeyKind::Encryption)
+    }
+
+    /// Decodes a private key from its PEM text, named `name` in errors; `passphrase` is called
+    /// only when the key is encrypted.
+    pub fn from_pem(
+        text: &str,
+        name: &Path,
+        passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
+    ) -> Result<EncryptionSecretKey, KeyError> {
+        super::parse_private(text, name, passphrase, KeyKind::Encryption)
     }
 
     /// Writes `PREFIX.key` (0600) and `PREFIX.pub`, never over existing files.

@@ -189,6 +189,17 @@ impl SecretKey {
     ) -> Result<SecretKey, KeyError> {
         read_private::<SigningKey>(path, passphrase, KeyKind::Signing).map(|key| SecretKey { key })
     }
+
+    /// Decodes a private key from its PEM text (as a key file holds it), named `name` in
+    /// errors. `passphrase` is called only when the key is encrypted.
+    pub fn from_pem(
+        text: &str,
+        name: &Path,
+        passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
+    ) -> Result<SecretKey, KeyError> {
+        parse_private::<SigningKey>(text, name, passphrase, KeyKind::Signing)
+            .map(|key| SecretKey { key })
+    }
 }
 
 /// PKCS#8 PEM of a private key, PBES2-encrypted when a passphrase is given.
@@ -245,6 +256,24 @@ pub(crate) fn read_private<T: DecodePrivateKey>(
     kind: KeyKind,
 ) -> Result<T, KeyError> {
     let text = read_capped(path)?;
+    parse_private(&text, path, passphrase, kind)
+}
+
+/// Decodes the PEM text of a PKCS#8 private key of `kind`, plain or encrypted, named `path` in
+/// errors (a file, or what stands for one, such as `<bytes>`); `passphrase` is called only
+/// when the key is encrypted.
+pub(crate) fn parse_private<T: DecodePrivateKey>(
+    text: &str,
+    path: &Path,
+    passphrase: impl FnOnce() -> Result<Option<Passphrase>, KeyError>,
+    kind: KeyKind,
+) -> Result<T, KeyError> {
+    if text.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(KeyError::Malformed {
+            path: path.into(),
+            why: format!("larger than {MAX_KEY_FILE_LEN} bytes; not a key"),
+        });
+    }
     let malformed = |why: String| KeyError::Malformed {
         path: path.into(),
         why,
