@@ -210,7 +210,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            rust_files(&path, out);
+            // A folder with a Cargo.toml is a crate of its own (src/python, the Python
+            // package's bindings): it uses the library from outside, through its public API.
+            if !path.join("Cargo.toml").exists() {
+                rust_files(&path, out);
+            }
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }
