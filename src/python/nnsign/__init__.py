@@ -438,9 +438,14 @@ def _save_torch_module(module: Any, example_inputs: Any, out: str,
         was_training = module.training
         module.eval()
         try:
-            torch.onnx.export(module, args, f, input_names=names, output_names=["output"],
-                              dynamic_axes={n: {0: "batch"} for n in names + ["output"]},
-                              dynamo=False)
+            # The TorchScript exporter: it needs nothing beyond torch (the dynamo exporter
+            # needs onnxscript) and writes what nnsign's importer is tested on. Its
+            # deprecation notice is torch's business, not the caller's.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(module, args, f, input_names=names, output_names=["output"],
+                                  dynamic_axes={n: {0: "batch"} for n in names + ["output"]},
+                                  dynamo=False)
         finally:
             module.train(was_training)
         try:
