@@ -28,16 +28,16 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-create_exception!(_native, Error, PyException, "Every nnsign failure.");
-create_exception!(_native, InputError, Error, "A model, key or data file is malformed or does not fit (CLI exit code 1).");
-create_exception!(_native, UsageError, Error, "Arguments that do not go together or cannot be used (exit code 2).");
-create_exception!(_native, FileError, Error, "A file could not be read or written (exit code 3).");
-create_exception!(_native, SignatureError, Error, "Unsigned, a bad signature, or no signature by a trusted key (exit code 4).");
-create_exception!(_native, IntegrityError, Error, "The artifact is malformed, truncated, extended, or fails a digest (exit code 5).");
-create_exception!(_native, SchemaError, Error, "The architecture is invalid, does not fit the weights, or needs more memory than allowed (exit code 6).");
-create_exception!(_native, DecryptionError, Error, "No key, a wrong key, or ciphertext that does not authenticate (exit code 7).");
-create_exception!(_native, UnsafeFileError, Error, "A file would execute or reference code when loaded by its framework (exit code 8).");
-create_exception!(_native, FreshnessError, Error, "Expired, too old, below a minimum version, created in the future, or a rollback (exit code 9).");
+create_exception!(nnsign, Error, PyException, "Every nnsign failure.");
+create_exception!(nnsign, InputError, Error, "A model, key or data file is malformed or does not fit (CLI exit code 1).");
+create_exception!(nnsign, UsageError, Error, "Arguments that do not go together or cannot be used (exit code 2).");
+create_exception!(nnsign, FileError, Error, "A file could not be read or written (exit code 3).");
+create_exception!(nnsign, SignatureError, Error, "Unsigned, a bad signature, or no signature by a trusted key (exit code 4).");
+create_exception!(nnsign, IntegrityError, Error, "The artifact is malformed, truncated, extended, or fails a digest (exit code 5).");
+create_exception!(nnsign, SchemaError, Error, "The architecture is invalid, does not fit the weights, or needs more memory than allowed (exit code 6).");
+create_exception!(nnsign, DecryptionError, Error, "No key, a wrong key, or ciphertext that does not authenticate (exit code 7).");
+create_exception!(nnsign, UnsafeFileError, Error, "A file would execute or reference code when loaded by its framework (exit code 8).");
+create_exception!(nnsign, FreshnessError, Error, "Expired, too old, below a minimum version, created in the future, or a rollback (exit code 9).");
 
 /// The exception of a failure: its class by exit code, the CLI's line as the message, and
 /// `exit_code`, `kind`, `file` and `hint` as attributes.
