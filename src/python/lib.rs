@@ -734,9 +734,11 @@ impl Loaded {
         let view = ArrayView1::from(t.bytes());
         // SAFETY: the array borrows the buffer of tensor `index`, which `Loaded` owns and never
         // changes or frees while it lives; `container` (this object) is the array's base, so it
-        // lives as long as the array does. The Python side marks the array read-only before
-        // handing it out.
+        // lives as long as the array does. Nothing writes through it: it is made read-only
+        // below, before any Python code sees it, and NumPy refuses to make it writeable again
+        // (its base is not an array).
         let array = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+        array.getattr("flags")?.setattr("writeable", false)?;
         Ok(array)
     }
 
