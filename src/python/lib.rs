@@ -449,6 +449,7 @@ impl PackOptions {
         let recipients = (self.encrypt_to.iter())
             .map(recipient)
             .collect::<Result<Vec<_>>>()?;
+        let given_arch = self.arch.is_some();
         let arch = match (&self.arch, arch) {
             (Some(_), Some(_)) => {
                 return Err(usage(
@@ -481,7 +482,6 @@ impl PackOptions {
                 passphrase: None,
             }),
         };
-        let arch_file = None::<&Path>;
         let packed = packer::pack(
             PackInput {
                 model,
@@ -493,7 +493,17 @@ impl PackOptions {
             out,
             &no_progress,
         )
-        .map_err(|e| failure::pack_failure(arch_file, first, e))?;
+        .map_err(|e| match e {
+            // The graph came from arch=, not from the model file: say so, and how to fix it.
+            packer::PackError::Schema(err) if given_arch => Failure::new(
+                exit::SCHEMA,
+                "schema",
+                None,
+                format!("arch: the architecture does not fit the weights: {err}"),
+            )
+            .hint("fix arch= so that its weight names, dtypes and shapes match the tensors (docs/SCHEMA.md)"),
+            e => failure::pack_failure(None, first, e),
+        })?;
         Ok(serde_json::json!({
             "artifact": out,
             "digest": format!("sha256:{}", keys::hex(&packed.digest)),
