@@ -235,7 +235,8 @@ class Model:
             inputs = {wanted[0][0]: inputs}
         kinds = {"F32": np.float32, "I64": np.int64, "BOOL": np.bool_}
         dtypes = {n: kinds.get(d, np.float32) for n, d, _ in wanted}
-        given = [(name, np.ascontiguousarray(x, dtype=dtypes.get(name, np.float32)))
+        # np.asarray(order="C") keeps a 0-d input 0-d (np.ascontiguousarray makes it 1-d).
+        given = [(name, np.asarray(x, dtype=dtypes.get(name, np.float32), order="C"))
                  for name, x in inputs.items()]
         return dict(self._native.run(given))
 
@@ -340,10 +341,13 @@ def _arrays(named: Mapping[str, Any]) -> List[Tuple[str, str, List[int], np.ndar
             raise _fail(InputError, 1, "input",
                         f"array {name!r} has dtype {a.dtype}, which nnsign does not store "
                         "(bool, integers, float16/32/64, bfloat16 and float8 from ml_dtypes)")
+        shape = [int(d) for d in a.shape]
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
-        a = np.ascontiguousarray(a)
-        out.append((name, dtype, [int(d) for d in a.shape], a.reshape(-1).view(np.uint8)))
+        # np.asarray(order="C"), not np.ascontiguousarray: that one turns a 0-d array into
+        # shape (1,), which stored a scalar as a 1-element vector.
+        a = np.asarray(a, order="C")
+        out.append((name, dtype, shape, a.reshape(-1).view(np.uint8)))
     return out
 
 
