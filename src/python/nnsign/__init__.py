@@ -435,6 +435,13 @@ def _save_torch_module(module: Any, example_inputs: Any, out: str,
                        options: Dict[str, Any]) -> Dict[str, Any]:
     import torch  # only here: PyTorch is optional
 
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export writes through it)
+    except ImportError:
+        raise _fail(UsageError, 2, "usage",
+                    "saving a PyTorch module with example_inputs= exports it to ONNX, which "
+                    "needs the onnx package", hint="pip install onnx, or save "
+                    "module.state_dict() for the weights alone") from None
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     with tempfile.TemporaryDirectory(prefix="nnsign-") as tmp:
         f = os.path.join(tmp, "model.onnx")
