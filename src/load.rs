@@ -266,15 +266,19 @@ impl Weights {
         let Some(plan) = &self.plan else {
             return Ok(None);
         };
-        let used: std::collections::HashSet<&str> =
-            (plan.weights.iter()).map(|(_, t)| t.name.as_str()).collect();
+        let used: std::collections::HashSet<&str> = (plan.weights.iter())
+            .map(|(_, t)| t.name.as_str())
+            .collect();
         let mut need = plan.need_beyond_tensors();
         let copied = (self.layout.tensors.iter().zip(&self.tensors))
             .filter(|(t, b)| used.contains(t.name.as_str()) && matches!(b, TensorBuf::F32(_)))
             .map(|(t, _)| t.length)
             .fold(0, u64::saturating_add);
         need.bytes = need.bytes.saturating_add(copied);
-        need.described = format!("a copy of the float32 weights {copied} bytes; {}", need.described);
+        need.described = format!(
+            "a copy of the float32 weights {copied} bytes; {}",
+            need.described
+        );
         memory::check_load(self.layout.length, Some(need), memory_limit)
             .map_err(LoadError::TooLarge)?;
         let tensors = (self.layout.tensors.iter().zip(&self.tensors))
