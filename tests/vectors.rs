@@ -1675,6 +1675,24 @@ fn check_verdict(name: &str, run: &Run, expect: &serde_json::Value) {
     }
 }
 
+/// tests/vectors/README.md names every vector, under what it pins.
+#[test]
+fn the_readme_lists_every_vector() {
+    let readme = std::fs::read_to_string(vectors_dir().join("README.md")).unwrap();
+    let names = build()
+        .iter()
+        .map(|v| v.file)
+        .chain(build_encrypted().iter().map(|v| v.file))
+        .map(|f| f.trim_end_matches(".nns").to_owned())
+        .collect::<Vec<_>>();
+    for name in names {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md lacks {name}"
+        );
+    }
+}
+
 #[test]
 fn unsigned_vector_is_refused_without_the_flag() {
     let run = nnsign([
