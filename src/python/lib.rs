@@ -29,49 +29,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 create_exception!(_native, Error, PyException, "Every nnsign failure.");
-create_exception!(
-    _native,
-    InputError,
-    Error,
-    "A model, key or data file is malformed or does not fit (CLI exit code 1)."
-);
-create_exception!(
-    _native,
-    UsageError,
-    Error,
-    "Arguments that do not go together or cannot be used (exit code 2)."
-);
-create_exception!(
-    _native,
-    FileError,
-    Error,
-    "A file could not be read or written (exit code 3)."
-);
-create_exception!(
-    _native,
-    SignatureError,
-    Error,
-    "Unsigned, a bad signature, or no signature by a trusted key (exit code 4)."
-);
-create_exception!(
-    _native,
-    IntegrityError,
-    Error,
-    "The artifact is malformed, truncated, extended, or fails a digest (exit code 5)."
-);
+create_exception!(_native, InputError, Error, "A model, key or data file is malformed or does not fit (CLI exit code 1).");
+create_exception!(_native, UsageError, Error, "Arguments that do not go together or cannot be used (exit code 2).");
+create_exception!(_native, FileError, Error, "A file could not be read or written (exit code 3).");
+create_exception!(_native, SignatureError, Error, "Unsigned, a bad signature, or no signature by a trusted key (exit code 4).");
+create_exception!(_native, IntegrityError, Error, "The artifact is malformed, truncated, extended, or fails a digest (exit code 5).");
 create_exception!(_native, SchemaError, Error, "The architecture is invalid, does not fit the weights, or needs more memory than allowed (exit code 6).");
-create_exception!(
-    _native,
-    DecryptionError,
-    Error,
-    "No key, a wrong key, or ciphertext that does not authenticate (exit code 7)."
-);
-create_exception!(
-    _native,
-    UnsafeFileError,
-    Error,
-    "A file would execute or reference code when loaded by its framework (exit code 8)."
-);
+create_exception!(_native, DecryptionError, Error, "No key, a wrong key, or ciphertext that does not authenticate (exit code 7).");
+create_exception!(_native, UnsafeFileError, Error, "A file would execute or reference code when loaded by its framework (exit code 8).");
 create_exception!(_native, FreshnessError, Error, "Expired, too old, below a minimum version, created in the future, or a rollback (exit code 9).");
 
 /// The exception of a failure: its class by exit code, the CLI's line as the message, and
@@ -305,8 +270,8 @@ fn verify(
 #[pyfunction]
 fn inspect(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     py.detach(|| {
-        let found =
-            nnsign::inspect::inspect(&path, &[]).map_err(|e| failure::verify_failure(&path, e))?;
+        let found = nnsign::inspect::inspect(&path, &[])
+            .map_err(|e| failure::verify_failure(&path, e))?;
         Ok(found.describe(&path).to_string())
     })
     .map_err(|f| raise(py, f))
@@ -372,8 +337,7 @@ struct PackOptions {
 impl PackOptions {
     fn from_py(o: &Bound<'_, PyDict>) -> PyResult<PackOptions> {
         let get = |k: &str| o.get_item(k).ok().flatten().filter(|v| !v.is_none());
-        let text =
-            |k: &str| -> PyResult<Option<String>> { get(k).map(|v| v.extract()).transpose() };
+        let text = |k: &str| -> PyResult<Option<String>> { get(k).map(|v| v.extract()).transpose() };
         let mut encrypt_to = Vec::new();
         if let Some(list) = get("encrypt_to") {
             for item in list.try_iter()? {
@@ -381,17 +345,12 @@ impl PackOptions {
             }
         }
         Ok(PackOptions {
-            sign: get("sign")
-                .map(|k| KeyArg::from_py("sign", &k))
-                .transpose()?,
+            sign: get("sign").map(|k| KeyArg::from_py("sign", &k)).transpose()?,
             key_passphrase: passphrase_of(text("key_passphrase")?),
             name: text("name")?.unwrap_or_else(|| "model".into()),
             version: text("version")?,
             description: text("description")?,
-            labels: get("labels")
-                .map(|v| v.extract())
-                .transpose()?
-                .unwrap_or_default(),
+            labels: get("labels").map(|v| v.extract()).transpose()?.unwrap_or_default(),
             encrypt_to,
             passphrase: passphrase_of(text("passphrase")?),
             parent: get("parent").map(|v| v.extract()).transpose()?,
@@ -401,13 +360,7 @@ impl PackOptions {
     }
 
     /// Checks the options as `nnsign pack` checks its flags, reads the keys, and packs.
-    fn pack(
-        self,
-        out: &Path,
-        tensors: Vec<SourceTensor>,
-        arch: Option<Graph>,
-        first: &Path,
-    ) -> Result<String> {
+    fn pack(self, out: &Path, tensors: Vec<SourceTensor>, arch: Option<Graph>, first: &Path) -> Result<String> {
         if self.passphrase.is_some() && !self.encrypt_to.is_empty() {
             return Err(usage("give encrypt_to= or passphrase=, not both"));
         }
@@ -429,13 +382,9 @@ impl PackOptions {
         let expires = match &self.expires {
             None => None,
             Some(w) => {
-                let t =
-                    clock::parse_when(w, created).map_err(|e| usage(format!("expires: {e}")))?;
+                let t = clock::parse_when(w, created).map_err(|e| usage(format!("expires: {e}")))?;
                 if t <= created {
-                    return Err(usage(format!(
-                        "expires {w}: {} is not in the future",
-                        clock::utc(t)
-                    )));
+                    return Err(usage(format!("expires {w}: {} is not in the future", clock::utc(t))));
                 }
                 Some(t)
             }
@@ -522,20 +471,12 @@ fn pack_arrays(
         let (name, dtype, shape, bytes): (String, String, Vec<u64>, PyReadonlyArray1<'_, u8>) =
             item.extract()?;
         let dtype = DType::from_name(&dtype).ok_or_else(|| {
-            raise(
-                py,
-                Failure::new(
-                    exit::INPUT,
-                    "input",
-                    None,
-                    format!("array {name:?}: dtype {dtype} cannot be stored"),
-                ),
-            )
+            raise(py, Failure::new(exit::INPUT, "input", None, format!("array {name:?}: dtype {dtype} cannot be stored")))
         })?;
         // Copied once, under the GIL: the caller's array cannot change while it is hashed.
-        let bytes = bytes
-            .as_slice()
-            .map_err(|_| raise(py, usage(format!("array {name:?}: not contiguous"))))?;
+        let bytes = bytes.as_slice().map_err(|_| {
+            raise(py, usage(format!("array {name:?}: not contiguous")))
+        })?;
         tensors.push(SourceTensor {
             name,
             dtype,
@@ -612,9 +553,7 @@ fn load(
     max_memory: Option<u64>,
 ) -> PyResult<Loaded> {
     let args = TrustArgs::from_py(trust, policy, state, allow_unsigned)?;
-    let key = decrypt_with
-        .map(|k| KeyArg::from_py("decrypt_with", k))
-        .transpose()?;
+    let key = decrypt_with.map(|k| KeyArg::from_py("decrypt_with", k)).transpose()?;
     let (key_passphrase, passphrase) = (passphrase_of(key_passphrase), passphrase_of(passphrase));
     let limit = max_memory.unwrap_or(nnsign::memory::DEFAULT_MEMORY_LIMIT);
     py.detach(|| {
@@ -724,10 +663,9 @@ impl Loaded {
     /// array keeps this object alive.
     fn raw<'py>(slf: &Bound<'py, Self>, index: usize) -> PyResult<Bound<'py, PyArray1<u8>>> {
         let me = slf.get();
-        let t =
-            me.weights.tensors.get(index).ok_or_else(|| {
-                pyo3::exceptions::PyIndexError::new_err(format!("no tensor {index}"))
-            })?;
+        let t = me.weights.tensors.get(index).ok_or_else(|| {
+            pyo3::exceptions::PyIndexError::new_err(format!("no tensor {index}"))
+        })?;
         let view = ArrayView1::from(t.bytes());
         // SAFETY: the array borrows the buffer of tensor `index`, which `Loaded` owns and never
         // changes or frees while it lives; `container` (this object) is the array's base, so it
@@ -744,46 +682,30 @@ impl Loaded {
     }
 
     /// The graph's inputs and outputs: `(name, dtype, shape)` each, symbols as strings.
-    fn signature(
-        &self,
-        py: Python<'_>,
-    ) -> PyResult<(
-        Vec<(String, String, Vec<PyDim>)>,
-        Vec<(String, String, Vec<PyDim>)>,
-    )> {
+    fn signature(&self, py: Python<'_>) -> PyResult<(Vec<(String, String, Vec<PyDim>)>, Vec<(String, String, Vec<PyDim>)>)> {
         let model = self.model().map_err(|f| raise(py, f))?;
-        Ok((
-            model.inputs().map(io_of).collect(),
-            model.outputs().map(io_of).collect(),
-        ))
+        Ok((model.inputs().map(io_of).collect(), model.outputs().map(io_of).collect()))
     }
 
     /// Runs the model: `inputs` is a list of `(name, array)` with float32, int64 or bool
     /// C-contiguous arrays; returns `[(name, array)]` in the graph's output order.
-    fn run<'py>(
-        &self,
-        py: Python<'py>,
-        inputs: &Bound<'py, PyList>,
-    ) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    fn run<'py>(&self, py: Python<'py>, inputs: &Bound<'py, PyList>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
         let model = self.model().map_err(|f| raise(py, f))?;
         let mut given = Vec::with_capacity(inputs.len());
         for item in inputs.iter() {
             let (name, array): (String, Bound<'py, PyAny>) = item.extract()?;
             given.push((name, value_of(&array)?));
         }
-        let outputs = py.detach(|| model.run(given)).map_err(|e| {
-            let f = match e {
-                e @ runtime::RunError::TooLarge { .. } => Failure::new(
-                    exit::SCHEMA,
-                    "schema",
-                    Some(&self.path),
-                    format!("{e} for this input"),
-                )
-                .hint("run a smaller batch, or raise max_memory= if this host can afford it"),
-                e => Failure::new(exit::INPUT, "input", None, format!("run: {e}")),
-            };
-            raise(py, f)
-        })?;
+        let outputs = py
+            .detach(|| model.run(given))
+            .map_err(|e| {
+                let f = match e {
+                    e @ runtime::RunError::TooLarge { .. } => Failure::new(exit::SCHEMA, "schema", Some(&self.path), format!("{e} for this input"))
+                        .hint("run a smaller batch, or raise max_memory= if this host can afford it"),
+                    e => Failure::new(exit::INPUT, "input", None, format!("run: {e}")),
+                };
+                raise(py, f)
+            })?;
         outputs
             .into_iter()
             .map(|(name, v)| Ok((name, array_of(py, v)?)))
@@ -812,12 +734,7 @@ fn value_of(array: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
     Err(raise(
         array.py(),
-        Failure::new(
-            exit::INPUT,
-            "input",
-            None,
-            "run: inputs must be float32, int64 or bool NumPy arrays",
-        ),
+        Failure::new(exit::INPUT, "input", None, "run: inputs must be float32, int64 or bool NumPy arrays"),
     ))
 }
 
