@@ -1435,6 +1435,55 @@ mod manifest_tests {
     }
 
     #[test]
+    fn crit_names_each_present_field_once() {
+        let with_crit = |names: &[&str]| {
+            let Value::Map(mut entries) = cbor::decode(&sample().encode()).unwrap() else {
+                unreachable!("a manifest is a map")
+            };
+            let names = names.iter().map(|n| Value::Text((*n).into())).collect();
+            entries.push((Value::Text("crit".into()), Value::Array(names)));
+            Manifest::decode(&cbor::encode(&Value::Map(entries)).unwrap())
+        };
+        assert!(with_crit(&["format", "tensors"]).is_ok());
+        let err = with_crit(&["format", "format"]).unwrap_err().to_string();
+        assert!(err.contains("crit lists \"format\" twice"), "{err}");
+        let err = with_crit(&["arch"]).unwrap_err().to_string();
+        assert!(err.contains("which the manifest does not have"), "{err}");
+        let err = with_crit(&["x-new"]).unwrap_err().to_string();
+        assert!(err.contains("requires support for \"x-new\""), "{err}");
+    }
+
+    #[test]
+    fn text_refuses_separators_and_bidirectional_controls_by_code_point() {
+        for c in [
+            '\u{2028}', '\u{2029}', '\u{061C}', '\u{202E}', '\u{2066}', '\u{206F}', '\u{FEFF}',
+        ] {
+            let s = format!("a{c}b");
+            for lines in [Lines::One, Lines::Many] {
+                let err = check_text("t", &s, 64, lines).unwrap_err().to_string();
+                assert!(err.contains(&format!("U+{:04X}", u32::from(c))), "{err}");
+            }
+        }
+        // Newline and tab in multi-line text only; other scripts' letters everywhere.
+        assert!(check_text("t", "a\nb\tc", 64, Lines::Many).is_ok());
+        assert!(check_text("t", "a\nb", 64, Lines::One).is_err());
+        assert!(check_text(
+            "t",
+            "\u{0645}\u{0648}\u{062F}\u{0644} \u{6A21}\u{578B}",
+            64,
+            Lines::One
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn label_keys_are_one_line_names() {
+        assert!(check_label(&"k".repeat(MAX_NAME_LEN), "").is_ok());
+        assert!(check_label(&"k".repeat(MAX_NAME_LEN + 1), "").is_err());
+        assert!(check_label("k", &"v\n".repeat(MAX_NAME_LEN)).is_ok());
+    }
+
+    #[test]
     fn extensions_need_text_keys() {
         let m = Manifest::decode(&with_extra(Value::Text("x-extension".into()))).unwrap();
         assert_eq!(m, sample());

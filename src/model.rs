@@ -375,6 +375,71 @@ pub fn fmt_shape(s: &[Dim]) -> String {
 mod tests {
     use super::*;
 
+    /// A one-node graph's CBOR, its node changed by `edit`, decoded as a signed architecture.
+    fn signed(edit: impl Fn(&mut Vec<(Value, Value)>)) -> Result<Graph, FormatError> {
+        let text = |t: &str| Value::Text(t.into());
+        let mut node = vec![
+            (text("op"), text("Relu")),
+            (text("name"), text("r")),
+            (text("inputs"), Value::Array(vec![text("x")])),
+            (text("outputs"), Value::Array(vec![text("y")])),
+        ];
+        edit(&mut node);
+        let graph = Value::Map(vec![
+            (text("opset"), Value::Integer(3.into())),
+            (text("inputs"), Value::Array(vec![])),
+            (text("outputs"), Value::Array(vec![])),
+            (text("nodes"), Value::Array(vec![Value::Map(node)])),
+        ]);
+        Graph::decode(&Arch::from_encoded(cbor::encode(&graph).unwrap()))
+    }
+
+    #[test]
+    fn the_signed_structure_is_checked_exactly() {
+        let attr = |v: Value| {
+            move |n: &mut Vec<(Value, Value)>| {
+                n.push((
+                    Value::Text("attrs".into()),
+                    Value::Map(vec![(Value::Text("a".into()), v.clone())]),
+                ))
+            }
+        };
+        assert!(signed(|_| {}).is_ok());
+        let max = Value::Integer(i64::MAX.into());
+        assert!(signed(attr(max)).is_ok());
+        let mixed = Value::Array(vec![Value::Integer(1.into()), Value::Float(0.5)]);
+        assert!(signed(attr(mixed)).is_ok());
+        for (bad, why) in [
+            (
+                Value::Integer((1u64 << 63).into()),
+                "outside the signed 64-bit range",
+            ),
+            (
+                Value::Bytes(b"relu".to_vec()),
+                "is not an integer, a float, text",
+            ),
+            (Value::Bool(true), "is not an integer, a float, text"),
+            (
+                Value::Array(vec![Value::Text("a".into())]),
+                "is neither an integer nor a float",
+            ),
+        ] {
+            let err = signed(attr(bad)).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let err = signed(|n| n[0].1 = Value::Bytes(b"Relu".to_vec()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nodes[0].op is not a text string"), "{err}");
+        let err = signed(|n| n.push((Value::Text("extra".into()), Value::Null)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nodes[0] has the unknown key \"extra\""),
+            "{err}"
+        );
+    }
+
     #[test]
     fn unknown_json_fields_are_refused() {
         let err = Graph::from_json(r#"{"opset":1,"inputs":[],"outputs":[],"nodes":[],"extra":1}"#)

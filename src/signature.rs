@@ -331,6 +331,46 @@ mod tests {
     }
 
     #[test]
+    fn crit_may_list_a_label_once_and_only_one_the_header_holds() {
+        let header = |crit: Vec<Value>, with_key: bool| {
+            let mut map = vec![
+                (int(LABEL_ALG), int(-7)),
+                (int(LABEL_CRIT), Value::Array(crit)),
+                (int(LABEL_CONTENT_TYPE), Value::Text(CONTENT_TYPE.into())),
+                (int(LABEL_KID), Value::Bytes(vec![0; 8])),
+            ];
+            if with_key {
+                map.push((int(LABEL_PUBLIC_KEY), Value::Bytes(vec![0; 32])));
+            }
+            parse_header(&cbor::encode(&Value::Map(map)).unwrap())
+        };
+        assert!(header(vec![int(LABEL_PUBLIC_KEY)], true).is_ok());
+        let err = header(vec![int(LABEL_PUBLIC_KEY)], false).unwrap_err();
+        assert!(err.to_string().contains("does not hold"), "{err}");
+        let err = header(vec![int(LABEL_KID), int(LABEL_KID)], true).unwrap_err();
+        assert!(err.to_string().contains("label 4 twice"), "{err}");
+        let err = header(vec![Value::Bool(true)], true).unwrap_err();
+        assert!(err.to_string().contains("not a label"), "{err}");
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_not_points() {
+        let key = SecretKey::from_seed(&[1; 32]).public().raw();
+        assert!(decode_point(&key).is_some());
+        // The neutral element as 01 00 .. 00, with the sign bit set, and with y = p + 1.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(decode_point(&identity).is_some());
+        let mut negative_zero = identity;
+        negative_zero[31] = 0x80;
+        assert!(decode_point(&negative_zero).is_none());
+        let mut y_plus_p = [0xff; 32];
+        y_plus_p[0] = 0xee;
+        y_plus_p[31] = 0x7f;
+        assert!(decode_point(&y_plus_p).is_none());
+    }
+
+    #[test]
     fn unknown_critical_label_is_refused() {
         let map = Value::Map(vec![
             (int(LABEL_ALG), int(ALG_ED25519)),
