@@ -182,7 +182,7 @@ pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
     const UNDERSTOOD: [i64; 4] = [LABEL_ALG, LABEL_CONTENT_TYPE, LABEL_KID, LABEL_PUBLIC_KEY];
     for (i, c) in crit.iter().enumerate() {
         let label = match c {
-            Value::Integer(i) => format!("{}", i128::from(*i)),
+            Value::Integer(n) => format!("{}", i128::from(*n)),
             Value::Text(t) => format!("{t:?}"),
             other => {
                 return Err(header_error(format!(

@@ -449,9 +449,9 @@ impl Authenticated {
     }
 
     /// Reads every tensor straight into a buffer of its own, each chunk by whichever core is
-    /// free, checking its digest, padding and BOOL bytes there. An F32 tensor lands as the f32 values a
-    /// graph uses as they are (on a little-endian host), other dtypes as bytes to be widened:
-    /// memory is the tensors and nothing else, and no byte is read twice. Nothing is returned
+    /// free, checking its digest, padding and BOOL bytes there. An F32 tensor lands as the f32
+    /// values a graph uses as they are (on a little-endian host), other dtypes as bytes to be
+    /// widened: memory is the tensors and nothing else, and no byte is read twice. Nothing is returned
     /// unless every chunk matched; the bytes are copied out of the file as they are hashed, so
     /// a file changed afterwards cannot change what was checked.
     pub fn read_tensors(
