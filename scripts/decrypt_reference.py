@@ -124,12 +124,13 @@ def parse_plaintext(plain):
     need(m_len <= vr.MAX_ENVELOPE_LEN, f"decrypted payload: inner manifest length {m_len} exceeds MAX_ENVELOPE_LEN")
     need(4 + m_len <= len(plain), f"decrypted payload: inner manifest length {m_len} runs past the plaintext")
     inner = vr.decode_cbor(plain[4:4 + m_len], "inner manifest")
-    start = align(4 + m_len, vr.TENSOR_ALIGN)
+    start = align(4 + m_len, vr.TENSOR_ALIGN)  # the padding is there even if nothing follows it
     need(start <= len(plain), "decrypted payload: truncated inner manifest padding")
     need(not plain[4 + m_len:start].strip(b"\0"), "decrypted payload: non-zero inner manifest padding")
     raw = plain[start:]
     vr.check_keys(inner, "inner manifest", ("tensors", "length"), ("arch",))
-    vr.check_arch_text(inner.get("arch"))
+    if "arch" in inner:
+        vr.check_arch(inner["arch"], "inner manifest arch")
     layout, total = vr.validate_tensors(inner["tensors"])
     length = inner["length"]
     need(vr.is_uint(length) and length <= vr.MAX_PAYLOAD_LEN, "inner manifest: length is not a uint <= MAX_PAYLOAD_LEN")
@@ -139,13 +140,16 @@ def parse_plaintext(plain):
 
 
 def tensors_of(tensor_table, layout, raw):
-    """[(name, dtype, shape, bytes)] after checking every padding byte (section 6)."""
+    """[(name, dtype, shape, bytes)] after checking every padding byte (section 6) and every BOOL
+    byte (section 5)."""
     out = []
-    for k, ((name, off, length), t) in enumerate(zip(layout, tensor_table)):
+    for k, ((name, off, length, dtype), t) in enumerate(zip(layout, tensor_table)):
         seg_end = layout[k + 1][1] if k + 1 < len(layout) else len(raw)
         pad = raw[off + length:seg_end]
         first = seg_end - len(pad.lstrip(b"\0"))  # payload offset of the first non-zero padding byte
         need(not pad.strip(b"\0"), f"non-zero padding byte at payload offset {first} of the raw payload")
+        if dtype == "BOOL":
+            vr.check_bools(name, raw[off:off + length], 0)
         out.append((name, t["dtype"], t["shape"], raw[off:off + length]))
     return out
 
@@ -184,11 +188,13 @@ def run_vectors(json_path):
     base = os.path.dirname(os.path.abspath(json_path))
     entries = [v for v in json.load(open(json_path)).get("encrypted", [])
                if "decrypt_with" in v or "passphrase" in v]
-    # The pass vectors hold pass_signed_arch's model (their notes say so): compare with it.
-    ref_code, ref, ref_msg = run(os.path.join(base, "pass_signed_arch.nns"), [os.path.join(base, "../keys/test-a.pub")])
-    if ref_code:
-        print(f"cannot read the reference model pass_signed_arch.nns: {ref_msg}")
-        return 1
+    # A vector's "model_of" names the plain vector that holds the same model: compare with it.
+    refs = {}
+    for name in {v["model_of"] for v in entries if "model_of" in v}:
+        ref_code, refs[name], ref_msg = run(os.path.join(base, name), [os.path.join(base, "../keys/test-a.pub")])
+        if ref_code:
+            print(f"cannot read the reference model {name}: {ref_msg}")
+            return 1
     bad = 0
     for v in entries:
         want = 0 if v["expect_load"]["ok"] else v["expect_load"]["exit_code"]
@@ -196,10 +202,11 @@ def run_vectors(json_path):
         code, got, msg = run(os.path.join(base, v["file"]), [os.path.join(base, t) for t in v["trust"]],
                              key, v.get("passphrase"))
         ok = code == want
-        if code == 0:
+        if code == 0 and "model_of" in v:
+            ref = refs[v["model_of"]]
             same = [t[:4] for t in got[2]] == [t[:4] for t in ref[2]]
             same_arch = got[1] == ref[1]
-            msg += (f"; {len(got[2])} tensors {'identical to' if same else 'DIFFERENT from'} pass_signed_arch"
+            msg += (f"; {len(got[2])} tensors {'identical to' if same else 'DIFFERENT from'} {v['model_of']}"
                     f", arch {'identical' if same_arch else 'DIFFERENT'}")
             ok = ok and same and same_arch
         frag = v["expect_load"].get("message_contains")

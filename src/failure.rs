@@ -128,6 +128,8 @@ pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
             .hint("sign it with `nnsign pack --sign KEY`, or pass --allow-unsigned to accept unsigned artifacts"),
         VerifyError::Untrusted { why, .. } => f(exit::SIGNATURE, "trust", format!("not signed by a trusted key: {why}"))
             .hint("if you trust that signer, add its .pub file to the trust store (see keys/README.md)"),
+        err @ VerifyError::Bool(_) => f(exit::INTEGRITY, "integrity", err.to_string())
+            .hint("the signer wrote a malformed BOOL tensor (a byte other than 0 and 1); do not deploy it"),
         err @ (VerifyError::Digest { .. } | VerifyError::Padding(_)) => {
             f(exit::INTEGRITY, "integrity", err.to_string())
                 .hint("this copy was modified or corrupted after signing; do not deploy it, fetch it again")

@@ -56,11 +56,12 @@ pub const MAX_SIGNATURE_LEN: usize = 1024;
 pub const MAX_TENSORS: usize = 1 << 17;
 /// Most dimensions of one tensor.
 pub const MAX_RANK: usize = 16;
-/// Longest tensor name, model name or version, in bytes.
+/// Longest one-line text, in bytes: a tensor, model or parent name, a version, the producer, a
+/// label key, any text in the architecture.
 pub const MAX_NAME_LEN: usize = 1024;
 /// Most labels on one model.
 pub const MAX_LABELS: usize = 1024;
-/// Longest label key or value, and longest description, in bytes.
+/// Longest multi-line text, in bytes: a description or a label value.
 pub const MAX_TEXT_LEN: usize = 65536;
 /// Latest creation time accepted: 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
 pub const MAX_CREATED: u64 = 253_402_300_799;
@@ -230,6 +231,13 @@ impl Envelope {
                 .bytes(MAX_PROTECTED_LEN, "protected header")
                 .map_err(shape)?
                 .to_vec();
+            // The CDDL's `.size (1..MAX_PROTECTED_LEN)`: an empty protected header breaks the
+            // envelope's shape (exit 5) before any signature is looked at.
+            if protected.is_empty() {
+                return Err(FormatError::Envelope(CborError::Shape(
+                    "a signature's protected header is empty (it must hold 1 to MAX_PROTECTED_LEN bytes)".into(),
+                )));
+            }
             // The unprotected header is not covered by the signature, so it must be empty: a
             // byte there could change without any check noticing.
             if r.map().map_err(shape)? != 0 {
@@ -831,6 +839,19 @@ impl Layout {
         }
     }
 
+    /// Checks that the tensor bytes of chunk `i` are valid elements of their dtype (FORMAT.md
+    /// section 5): every byte of a BOOL tensor is 00 or 01, since readers disagree on what any
+    /// other byte means (NumPy and PyTorch booleans are one byte that must be 0 or 1). Returns
+    /// the tensor, the offset in it and the value of the first byte that is not.
+    pub fn check_elements(&self, i: usize, chunk: &[u8]) -> Result<(), BoolError> {
+        let Some(t) = self.chunk_tensor(i) else {
+            return Ok(());
+        };
+        let data = self.chunk_data_len(i);
+        let at = self.chunks[i].start - t.offset;
+        check_bools(t, at, &chunk[..data])
+    }
+
     /// Checks that every padding byte of chunk `i` is zero; returns the payload offset of the
     /// first that is not.
     pub fn check_padding(&self, i: usize, chunk: &[u8]) -> Result<(), u64> {
@@ -842,6 +863,31 @@ impl Layout {
     }
 }
 
+/// A byte of a BOOL tensor that is neither 00 nor 01.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tensor {tensor:?} is BOOL but holds the byte {byte:#04x} at its byte {offset}; BOOL elements are 0x00 or 0x01")]
+pub struct BoolError {
+    pub tensor: String,
+    /// Offset of the byte in the tensor.
+    pub offset: u64,
+    pub byte: u8,
+}
+
+/// Checks `bytes`, which start at byte `at` of tensor `t`, if `t` is BOOL.
+pub fn check_bools(t: &TensorInfo, at: u64, bytes: &[u8]) -> Result<(), BoolError> {
+    if t.dtype != DType::Bool {
+        return Ok(());
+    }
+    match bytes.iter().position(|&b| b > 1) {
+        Some(p) => Err(BoolError {
+            tensor: t.name.clone(),
+            offset: at + p as u64,
+            byte: bytes[p],
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Whether text may span lines: descriptions and label values may hold tab and newline; names
 /// are printed on one line, where a newline could forge another line of output.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -850,15 +896,20 @@ pub enum Lines {
     Many,
 }
 
-/// Unicode format characters that reorder or hide text on screen (bidirectional overrides and
-/// isolates, zero-width characters): refused everywhere, as they let a name display as another.
+/// Characters refused in every text (FORMAT.md section 5), a fixed list rather than a Unicode
+/// category so that readers built on different Unicode versions agree: the line and paragraph
+/// separators U+2028 and U+2029 (which some terminals, editors and JSON-in-JavaScript consumers
+/// break lines at: a forged line), the bidirectional controls U+061C, U+200E, U+200F,
+/// U+202A-U+202E and U+2066-U+2069 (which reorder text on screen), and the invisible U+200B-U+200D,
+/// U+2060-U+2065, U+206A-U+206F and U+FEFF (which hide differences): each lets one name display
+/// as another, or as more than one line.
 fn is_deceptive(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
-/// Checks one text field: its length, and no control characters (Unicode Cc, which includes the
-/// escape that starts terminal sequences) except tab and newline where `lines` allows them, and
-/// no deceptive format characters.
+/// Checks one text field: its length, and no control characters (Unicode Cc: U+0000-U+001F and
+/// U+007F-U+009F, which include the escape that starts terminal sequences) except tab and
+/// newline where `lines` allows them, and none of the characters [`is_deceptive`] lists.
 pub fn check_text(what: &str, s: &str, max: usize, lines: Lines) -> Result<(), FormatError> {
     if s.len() > max {
         return Err(FormatError::invalid(format!(
@@ -867,15 +918,32 @@ pub fn check_text(what: &str, s: &str, max: usize, lines: Lines) -> Result<(), F
         )));
     }
     let allowed = |c: char| lines == Lines::Many && (c == '\n' || c == '\t');
-    if s.chars()
-        .any(|c| (c.is_control() && !allowed(c)) || is_deceptive(c))
+    if let Some(c) = s
+        .chars()
+        .find(|&c| (c.is_control() && !allowed(c)) || is_deceptive(c))
     {
         return Err(FormatError::invalid(format!(
-            "{what} \"{}\" contains control or invisible formatting characters",
-            s.escape_default()
+            "{what} \"{}\" contains control or invisible formatting characters (U+{:04X} is refused)",
+            s.escape_default(),
+            u32::from(c)
         )));
     }
     Ok(())
+}
+
+/// Checks one label: its key is one-line text of 1 to [`MAX_NAME_LEN`] bytes outside
+/// [`RESERVED_LABEL_PREFIX`], its value multi-line text of at most [`MAX_TEXT_LEN`] bytes.
+pub fn check_label(k: &str, v: &str) -> Result<(), FormatError> {
+    if k.is_empty() {
+        return Err(FormatError::invalid("a label has an empty key"));
+    }
+    check_text("label key", k, MAX_NAME_LEN, Lines::One)?;
+    if k.starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(FormatError::invalid(format!(
+            "label {k:?}: keys starting with {RESERVED_LABEL_PREFIX:?} are reserved for what nnsign itself records"
+        )));
+    }
+    check_text(&format!("label {k:?}"), v, MAX_TEXT_LEN, Lines::Many)
 }
 
 /// Checks a model's metadata against the caps, for both writers and readers.
@@ -929,16 +997,7 @@ pub fn check_model_info(m: &ModelInfo) -> Result<(), FormatError> {
         )));
     }
     for (k, v) in &m.labels {
-        if k.is_empty() {
-            return Err(FormatError::invalid("a label has an empty key"));
-        }
-        check_text("label key", k, MAX_TEXT_LEN, Lines::One)?;
-        if k.starts_with(RESERVED_LABEL_PREFIX) {
-            return Err(FormatError::invalid(format!(
-                "label {k:?}: keys starting with {RESERVED_LABEL_PREFIX:?} are reserved for what nnsign itself records"
-            )));
-        }
-        check_text(&format!("label {k:?}"), v, MAX_TEXT_LEN, Lines::Many)?;
+        check_label(k, v)?;
     }
     Ok(())
 }
@@ -949,6 +1008,45 @@ pub fn check_tensor_name(name: &str) -> Result<(), FormatError> {
         return Err(FormatError::invalid("a tensor has an empty name"));
     }
     check_text("tensor name", name, MAX_NAME_LEN, Lines::One)
+}
+
+/// The manifest's `crit` (FORMAT.md section 5), if present: a non-empty array of text, no
+/// name twice, each the name of a field present in the manifest (as RFC 9052 asks of COSE's
+/// `crit`: a critical field that is absent is a contradiction) that this reader implements.
+fn check_crit(
+    entries: &[(ciborium::value::Value, ciborium::value::Value)],
+) -> Result<(), FormatError> {
+    let Some((_, crit)) = entries.iter().find(|(k, _)| k.as_text() == Some("crit")) else {
+        return Ok(());
+    };
+    let names = match crit {
+        ciborium::value::Value::Array(names) if !names.is_empty() => names,
+        _ => {
+            return Err(FormatError::invalid(
+                "crit is not a non-empty array of names",
+            ))
+        }
+    };
+    let mut seen = HashSet::new();
+    for n in names {
+        let Some(name) = n.as_text() else {
+            return Err(FormatError::invalid("crit holds a non-text entry"));
+        };
+        if !seen.insert(name) {
+            return Err(FormatError::invalid(format!("crit lists {name:?} twice")));
+        }
+        if !KNOWN_FIELDS.contains(&name) {
+            return Err(FormatError::Unsupported(format!(
+                "the manifest requires support for {name:?}"
+            )));
+        }
+        if !entries.iter().any(|(k, _)| k.as_text() == Some(name)) {
+            return Err(FormatError::invalid(format!(
+                "crit lists {name:?}, which the manifest does not have"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Manifest {
@@ -970,32 +1068,8 @@ impl Manifest {
             return Err(unsupported_format(f));
         }
         // Reject unknown critical fields before mapping onto the struct, which would ignore them.
-        let crit = match &value {
-            ciborium::value::Value::Map(entries) => entries
-                .iter()
-                .find_map(|(k, v)| (k.as_text() == Some("crit")).then_some(v.clone())),
-            _ => None,
-        };
-        if let Some(crit) = crit {
-            let names = match crit {
-                ciborium::value::Value::Array(names) if !names.is_empty() => names,
-                _ => {
-                    return Err(FormatError::invalid(
-                        "crit is not a non-empty array of names",
-                    ))
-                }
-            };
-            for n in names {
-                match n.as_text() {
-                    Some(name) if KNOWN_FIELDS.contains(&name) => {}
-                    Some(name) => {
-                        return Err(FormatError::Unsupported(format!(
-                            "the manifest requires support for {name:?}"
-                        )))
-                    }
-                    None => return Err(FormatError::invalid("crit holds a non-text entry")),
-                }
-            }
+        if let ciborium::value::Value::Map(entries) = &value {
+            check_crit(entries)?;
         }
         value
             .deserialized()
@@ -1358,6 +1432,55 @@ mod manifest_tests {
         ]);
         let m = Manifest::decode(&with_arch(map.clone())).unwrap();
         assert_eq!(m.arch.unwrap().encoded(), cbor::encode(&map).unwrap());
+    }
+
+    #[test]
+    fn crit_names_each_present_field_once() {
+        let with_crit = |names: &[&str]| {
+            let Value::Map(mut entries) = cbor::decode(&sample().encode()).unwrap() else {
+                unreachable!("a manifest is a map")
+            };
+            let names = names.iter().map(|n| Value::Text((*n).into())).collect();
+            entries.push((Value::Text("crit".into()), Value::Array(names)));
+            Manifest::decode(&cbor::encode(&Value::Map(entries)).unwrap())
+        };
+        assert!(with_crit(&["format", "tensors"]).is_ok());
+        let err = with_crit(&["format", "format"]).unwrap_err().to_string();
+        assert!(err.contains("crit lists \"format\" twice"), "{err}");
+        let err = with_crit(&["arch"]).unwrap_err().to_string();
+        assert!(err.contains("which the manifest does not have"), "{err}");
+        let err = with_crit(&["x-new"]).unwrap_err().to_string();
+        assert!(err.contains("requires support for \"x-new\""), "{err}");
+    }
+
+    #[test]
+    fn text_refuses_separators_and_bidirectional_controls_by_code_point() {
+        for c in [
+            '\u{2028}', '\u{2029}', '\u{061C}', '\u{202E}', '\u{2066}', '\u{206F}', '\u{FEFF}',
+        ] {
+            let s = format!("a{c}b");
+            for lines in [Lines::One, Lines::Many] {
+                let err = check_text("t", &s, 64, lines).unwrap_err().to_string();
+                assert!(err.contains(&format!("U+{:04X}", u32::from(c))), "{err}");
+            }
+        }
+        // Newline and tab in multi-line text only; other scripts' letters everywhere.
+        assert!(check_text("t", "a\nb\tc", 64, Lines::Many).is_ok());
+        assert!(check_text("t", "a\nb", 64, Lines::One).is_err());
+        assert!(check_text(
+            "t",
+            "\u{0645}\u{0648}\u{062F}\u{0644} \u{6A21}\u{578B}",
+            64,
+            Lines::One
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn label_keys_are_one_line_names() {
+        assert!(check_label(&"k".repeat(MAX_NAME_LEN), "").is_ok());
+        assert!(check_label(&"k".repeat(MAX_NAME_LEN + 1), "").is_err());
+        assert!(check_label("k", &"v\n".repeat(MAX_NAME_LEN)).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use ciborium::value::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::cbor;
@@ -132,6 +133,7 @@ impl Graph {
     /// graph would mean.
     pub fn decode(arch: &Arch) -> Result<Graph, FormatError> {
         let value = cbor::decode(arch.encoded()).map_err(FormatError::Manifest)?;
+        check_structure(&value)?;
         let graph: Graph = value
             .deserialized()
             .map_err(|e| FormatError::Manifest(cbor::shape_error(e)))?;
@@ -147,6 +149,151 @@ impl Graph {
     /// Parses the JSON form given to `pack --arch`.
     pub fn from_json(text: &str) -> Result<Graph, SchemaError> {
         serde_json::from_str(text).map_err(|e| SchemaError::Parse(e.to_string()))
+    }
+}
+
+/// Checks a signed architecture against the CDDL of FORMAT.md section 5, exactly: what a
+/// verifier checks of it without knowing the schema. Done on the CBOR values before they are
+/// mapped onto [`Graph`], whose mapping is looser in places (it would read a byte string as
+/// text, or an integer beyond the 64-bit signed range as a float) where two readers must not
+/// disagree.
+fn check_structure(graph: &Value) -> Result<(), FormatError> {
+    let g = fields(graph, "", &["opset", "inputs", "outputs", "nodes"], &[])?;
+    uint(g[0], "opset")?;
+    for (list, at) in [(g[1], "inputs"), (g[2], "outputs")] {
+        for (i, v) in array(list, at)?.iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            let f = fields(v, &at, &["name", "dtype", "shape"], &[])?;
+            text(f[0], &format!("{at}.name"))?;
+            text(f[1], &format!("{at}.dtype"))?;
+            for (d, dim) in array(f[2], &format!("{at}.shape"))?.iter().enumerate() {
+                if !(dim.is_text() || dim.as_integer().is_some_and(|n| u64::try_from(n).is_ok())) {
+                    return Err(arch_error(
+                        &format!("{at}.shape[{d}]"),
+                        "is neither an unsigned integer nor text",
+                    ));
+                }
+            }
+        }
+    }
+    for (i, node) in array(g[3], "nodes")?.iter().enumerate() {
+        let at = format!("nodes[{i}]");
+        let f = fields(node, &at, &["op", "name", "inputs", "outputs"], &["attrs"])?;
+        text(f[0], &format!("{at}.op"))?;
+        text(f[1], &format!("{at}.name"))?;
+        for (list, what) in [(f[2], "inputs"), (f[3], "outputs")] {
+            let what = format!("{at}.{what}");
+            for (j, name) in array(list, &what)?.iter().enumerate() {
+                text(name, &format!("{what}[{j}]"))?;
+            }
+        }
+        let Some(attrs) = f[4..].first() else {
+            continue;
+        };
+        let Value::Map(attrs) = attrs else {
+            return Err(arch_error(&format!("{at}.attrs"), "is not a map"));
+        };
+        for (k, v) in attrs {
+            let Some(name) = k.as_text() else {
+                return Err(arch_error(
+                    &format!("{at}.attrs"),
+                    "has a key that is not text",
+                ));
+            };
+            let at = format!("{at}.attrs.{name:?}");
+            match v {
+                Value::Text(_) | Value::Float(_) => {}
+                Value::Integer(n) => int64(*n, &at)?,
+                Value::Array(items) => {
+                    for (j, item) in items.iter().enumerate() {
+                        match item {
+                            Value::Float(_) => {}
+                            Value::Integer(n) => int64(*n, &format!("{at}[{j}]"))?,
+                            _ => {
+                                return Err(arch_error(
+                                    &format!("{at}[{j}]"),
+                                    "is neither an integer nor a float",
+                                ))
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    return Err(arch_error(
+                        &at,
+                        "is not an integer, a float, text, or an array of numbers",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn arch_error(at: &str, what: &str) -> FormatError {
+    let at = if at.is_empty() { "the graph" } else { at };
+    FormatError::Invalid(format!("architecture: {at} {what}"))
+}
+
+/// The values of a closed map's keys: `required` in order, then `optional` where present.
+fn fields<'a>(
+    v: &'a Value,
+    at: &str,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<Vec<&'a Value>, FormatError> {
+    let Value::Map(entries) = v else {
+        return Err(arch_error(at, "is not a map"));
+    };
+    for (k, _) in entries {
+        match k.as_text() {
+            Some(k) if required.contains(&k) || optional.contains(&k) => {}
+            Some(k) => return Err(arch_error(at, &format!("has the unknown key {k:?}"))),
+            None => return Err(arch_error(at, "has a key that is not text")),
+        }
+    }
+    let get = |name: &str| entries.iter().find(|(k, _)| k.as_text() == Some(name));
+    let mut out = Vec::with_capacity(required.len() + optional.len());
+    for name in required {
+        match get(name) {
+            Some((_, v)) => out.push(v),
+            None => return Err(arch_error(at, &format!("lacks the key {name:?}"))),
+        }
+    }
+    out.extend(optional.iter().filter_map(|name| get(name).map(|(_, v)| v)));
+    Ok(out)
+}
+
+fn array<'a>(v: &'a Value, at: &str) -> Result<&'a [Value], FormatError> {
+    v.as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| arch_error(at, "is not an array"))
+}
+
+fn text(v: &Value, at: &str) -> Result<(), FormatError> {
+    match v {
+        Value::Text(_) => Ok(()),
+        _ => Err(arch_error(at, "is not a text string")),
+    }
+}
+
+fn uint(v: &Value, at: &str) -> Result<(), FormatError> {
+    match v.as_integer().map(u64::try_from) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(arch_error(at, "is not an unsigned integer")),
+    }
+}
+
+fn int64(n: ciborium::value::Integer, at: &str) -> Result<(), FormatError> {
+    match i64::try_from(n) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(arch_error(
+            at,
+            &format!(
+                "is the integer {}, outside the signed 64-bit range of an attribute",
+                i128::from(n)
+            ),
+        )),
     }
 }
 
@@ -227,6 +374,71 @@ pub fn fmt_shape(s: &[Dim]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-node graph's CBOR, its node changed by `edit`, decoded as a signed architecture.
+    fn signed(edit: impl Fn(&mut Vec<(Value, Value)>)) -> Result<Graph, FormatError> {
+        let text = |t: &str| Value::Text(t.into());
+        let mut node = vec![
+            (text("op"), text("Relu")),
+            (text("name"), text("r")),
+            (text("inputs"), Value::Array(vec![text("x")])),
+            (text("outputs"), Value::Array(vec![text("y")])),
+        ];
+        edit(&mut node);
+        let graph = Value::Map(vec![
+            (text("opset"), Value::Integer(3.into())),
+            (text("inputs"), Value::Array(vec![])),
+            (text("outputs"), Value::Array(vec![])),
+            (text("nodes"), Value::Array(vec![Value::Map(node)])),
+        ]);
+        Graph::decode(&Arch::from_encoded(cbor::encode(&graph).unwrap()))
+    }
+
+    #[test]
+    fn the_signed_structure_is_checked_exactly() {
+        let attr = |v: Value| {
+            move |n: &mut Vec<(Value, Value)>| {
+                n.push((
+                    Value::Text("attrs".into()),
+                    Value::Map(vec![(Value::Text("a".into()), v.clone())]),
+                ))
+            }
+        };
+        assert!(signed(|_| {}).is_ok());
+        let max = Value::Integer(i64::MAX.into());
+        assert!(signed(attr(max)).is_ok());
+        let mixed = Value::Array(vec![Value::Integer(1.into()), Value::Float(0.5)]);
+        assert!(signed(attr(mixed)).is_ok());
+        for (bad, why) in [
+            (
+                Value::Integer((1u64 << 63).into()),
+                "outside the signed 64-bit range",
+            ),
+            (
+                Value::Bytes(b"relu".to_vec()),
+                "is not an integer, a float, text",
+            ),
+            (Value::Bool(true), "is not an integer, a float, text"),
+            (
+                Value::Array(vec![Value::Text("a".into())]),
+                "is neither an integer nor a float",
+            ),
+        ] {
+            let err = signed(attr(bad)).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let err = signed(|n| n[0].1 = Value::Bytes(b"Relu".to_vec()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nodes[0].op is not a text string"), "{err}");
+        let err = signed(|n| n.push((Value::Text("extra".into()), Value::Null)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nodes[0] has the unknown key \"extra\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn unknown_json_fields_are_refused() {

@@ -113,6 +113,17 @@ pub fn pack(
                 actual: t.bytes.len() as u64,
             });
         }
+        // What verify would refuse is refused here, naming the file it came from.
+        if t.dtype == format::DType::Bool {
+            if let Some(p) = t.bytes.iter().position(|&b| b > 1) {
+                let e = format::BoolError {
+                    tensor: t.name.clone(),
+                    offset: p as u64,
+                    byte: t.bytes[p],
+                };
+                return Err(FormatError::Invalid(format!("{}: {e}", t.origin.display())).into());
+            }
+        }
     }
     let (offsets, raw_len) = Layout::place(input.tensors.iter().map(|t| t.bytes.len() as u64))
         .filter(|(_, len)| *len <= MAX_PAYLOAD_LEN)

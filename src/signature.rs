@@ -12,6 +12,8 @@
 //! escapes verification; trust is then a matter of which keys the verifier lists.
 
 use ciborium::value::{Integer, Value};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::Scalar;
 use ed25519_dalek::{Signature, Signer};
 
 use crate::cbor;
@@ -62,9 +64,11 @@ pub enum SignatureError {
     /// The header is malformed.
     #[error(transparent)]
     Format(#[from] FormatError),
-    /// The signature does not verify: the manifest or the signature changed after signing.
-    #[error("signature by key {kid} does not verify: the manifest or the signature was changed after signing")]
-    Invalid { kid: String },
+    /// The signature does not verify under the strict rules of FORMAT.md section 4, rule 4:
+    /// `why` says which failed (in the end, that the manifest or the signature changed after
+    /// signing).
+    #[error("signature by key {kid} does not verify: {why}")]
+    Invalid { kid: String, why: &'static str },
 }
 
 fn header_error(msg: impl Into<String>) -> FormatError {
@@ -121,6 +125,7 @@ pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
     };
     let (mut alg, mut kid, mut public_key, mut content_type) = (None, None, None, None);
     let mut crit = Vec::new();
+    let labels: Vec<Value> = entries.iter().map(|(k, _)| k.clone()).collect();
     for (k, v) in entries {
         // Text labels are legal COSE but none are defined for us; they are ignored unless
         // marked critical, which is refused below. Labels of any other type are not COSE.
@@ -171,15 +176,35 @@ pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
             _ => {}
         }
     }
+    // RFC 9052 section 3.1: a critical label names a parameter of this same header, which the
+    // reader must understand. Listing one twice, or one the header lacks, is refused: such a
+    // list means different things to different readers.
     const UNDERSTOOD: [i64; 4] = [LABEL_ALG, LABEL_CONTENT_TYPE, LABEL_KID, LABEL_PUBLIC_KEY];
-    for c in crit {
+    for (i, c) in crit.iter().enumerate() {
+        let label = match c {
+            Value::Integer(n) => format!("{}", i128::from(*n)),
+            Value::Text(t) => format!("{t:?}"),
+            other => {
+                return Err(header_error(format!(
+                    "crit holds {other:?}, which is not a label (an integer or text)"
+                )))
+            }
+        };
+        if crit[..i].contains(c) {
+            return Err(header_error(format!("crit lists label {label} twice")));
+        }
         let known = c
             .as_integer()
             .and_then(|i| i64::try_from(i).ok())
             .is_some_and(|l| UNDERSTOOD.contains(&l));
         if !known {
             return Err(header_error(format!(
-                "critical header {c:?} is not understood by this nnsign"
+                "critical header {label} is not understood by this nnsign"
+            )));
+        }
+        if !labels.contains(c) {
+            return Err(header_error(format!(
+                "crit lists label {label}, which the protected header does not hold"
             )));
         }
     }
@@ -197,7 +222,17 @@ pub fn parse_header(protected: &[u8]) -> Result<Header, FormatError> {
     })
 }
 
-/// Checks one signature over `manifest`.
+/// Decodes a point as RFC 8032 section 5.1.3 does, which refuses a y-coordinate of p or more
+/// and an x of 0 with the sign bit set: the curve library accepts both, and they are exactly the
+/// encodings that do not come back byte for byte when the point is encoded again.
+fn decode_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    let point = CompressedEdwardsY(*bytes).decompress()?;
+    (point.compress().as_bytes() == bytes).then_some(point)
+}
+
+/// Checks one signature over `manifest`: Ed25519 under the strict rules of FORMAT.md section 4,
+/// rule 4 (canonical encodings of the key, R and S; neither the key nor R of small order; the
+/// equation `[S]B = R + [k]A` without the cofactor).
 pub fn check(sig: &RawSignature, manifest: &[u8]) -> Result<Checked, SignatureError> {
     let header = parse_header(&sig.protected)?;
     if header.alg != ALG_ED25519 && header.alg != ALG_EDDSA {
@@ -209,6 +244,17 @@ pub fn check(sig: &RawSignature, manifest: &[u8]) -> Result<Checked, SignatureEr
     let raw = header
         .public_key
         .ok_or_else(|| header_error("Ed25519 signature without its public key (label -65537)"))?;
+    let point = decode_point(&raw).ok_or_else(|| {
+        header_error(
+            "public key is not a canonical encoding of an Ed25519 point (RFC 8032 section 5.1.3)",
+        )
+    })?;
+    if point.is_small_order() {
+        return Err(header_error(
+            "public key is a point of small order: such a key validates signatures on many manifests",
+        )
+        .into());
+    }
     let key = PublicKey::from_raw(&raw)
         .ok_or_else(|| header_error("public key is not a valid Ed25519 point"))?;
     if header.kid != key.id().0 {
@@ -219,16 +265,31 @@ pub fn check(sig: &RawSignature, manifest: &[u8]) -> Result<Checked, SignatureEr
         ))
         .into());
     }
-    let invalid = || SignatureError::Invalid {
+    let invalid = |why| SignatureError::Invalid {
         kid: key.id().to_string(),
+        why,
     };
-    let bytes: [u8; 64] = sig.signature.as_slice().try_into().map_err(|_| invalid())?;
+    let bytes: [u8; 64] = (sig.signature.as_slice().try_into())
+        .map_err(|_| invalid("an Ed25519 signature is 64 bytes"))?;
+    let r: [u8; 32] = bytes[..32].try_into().expect("32 of 64 bytes");
+    let s: [u8; 32] = bytes[32..].try_into().expect("32 of 64 bytes");
+    if Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_none() {
+        return Err(invalid(
+            "its S is not below the group order L (a non-canonical, malleable signature)",
+        ));
+    }
+    let r = decode_point(&r)
+        .ok_or_else(|| invalid("its R is not a canonical encoding of an Ed25519 point"))?;
+    if r.is_small_order() {
+        return Err(invalid("its R is a point of small order"));
+    }
+    // The cofactorless equation, with R compared as encoded.
     key.verifying_key()
         .verify_strict(
             &sig_structure(&sig.protected, manifest),
             &Signature::from_bytes(&bytes),
         )
-        .map_err(|_| invalid())?;
+        .map_err(|_| invalid("the manifest or the signature was changed after signing"))?;
     Ok(Checked::Valid(key))
 }
 
@@ -267,6 +328,46 @@ mod tests {
         let parsed = parse_header(&h).unwrap();
         assert_eq!(parsed.alg, ALG_ED25519);
         assert_eq!(parsed.kid, key.public().id().0);
+    }
+
+    #[test]
+    fn crit_may_list_a_label_once_and_only_one_the_header_holds() {
+        let header = |crit: Vec<Value>, with_key: bool| {
+            let mut map = vec![
+                (int(LABEL_ALG), int(-7)),
+                (int(LABEL_CRIT), Value::Array(crit)),
+                (int(LABEL_CONTENT_TYPE), Value::Text(CONTENT_TYPE.into())),
+                (int(LABEL_KID), Value::Bytes(vec![0; 8])),
+            ];
+            if with_key {
+                map.push((int(LABEL_PUBLIC_KEY), Value::Bytes(vec![0; 32])));
+            }
+            parse_header(&cbor::encode(&Value::Map(map)).unwrap())
+        };
+        assert!(header(vec![int(LABEL_PUBLIC_KEY)], true).is_ok());
+        let err = header(vec![int(LABEL_PUBLIC_KEY)], false).unwrap_err();
+        assert!(err.to_string().contains("does not hold"), "{err}");
+        let err = header(vec![int(LABEL_KID), int(LABEL_KID)], true).unwrap_err();
+        assert!(err.to_string().contains("label 4 twice"), "{err}");
+        let err = header(vec![Value::Bool(true)], true).unwrap_err();
+        assert!(err.to_string().contains("not a label"), "{err}");
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_not_points() {
+        let key = SecretKey::from_seed(&[1; 32]).public().raw();
+        assert!(decode_point(&key).is_some());
+        // The neutral element as 01 00 .. 00, with the sign bit set, and with y = p + 1.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(decode_point(&identity).is_some());
+        let mut negative_zero = identity;
+        negative_zero[31] = 0x80;
+        assert!(decode_point(&negative_zero).is_none());
+        let mut y_plus_p = [0xff; 32];
+        y_plus_p[0] = 0xee;
+        y_plus_p[31] = 0x7f;
+        assert!(decode_point(&y_plus_p).is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{self, CryptoError, PayloadCipher, STREAM_CHUNK, TAG_LEN};
-use crate::format::{self, FormatError, InnerManifest, Layout};
+use crate::format::{self, check_bools, BoolError, FormatError, InnerManifest, Layout};
 use crate::keys::encryption::EncryptionSecretKey;
 use crate::keys::Passphrase;
 use crate::model::Graph;
@@ -138,6 +138,7 @@ pub fn unseal_opened(
                 "encrypted payload: padding byte at offset {at} is not zero"
             ))
         })?;
+        layout.check_elements(i, chunk).map_err(bool_error)?;
     }
     Ok(Unsealed {
         arch,
@@ -245,6 +246,12 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
         head_placed?;
         rules.into_iter().collect::<Result<(), _>>()
     })();
+    let placed = placed.and_then(|()| {
+        for (t, buf) in layout.tensors.iter().zip(&tensors) {
+            check_bools(t, 0, buf.bytes()).map_err(bool_error)?;
+        }
+        Ok(())
+    });
     if let Err(e) = placed {
         for t in &mut tensors {
             t.bytes_mut().zeroize();
@@ -256,6 +263,11 @@ pub fn unseal_tensors<E: From<UnsealError> + Send>(
         layout,
         tensors,
     })
+}
+
+/// A malformed BOOL tensor in a decrypted payload: the signer encrypted a broken payload.
+fn bool_error(e: BoolError) -> UnsealError {
+    FormatError::Invalid(format!("encrypted payload: {e}")).into()
 }
 
 /// Opens the windows of one payload, on whichever core asks, reporting progress.
@@ -504,6 +516,8 @@ impl Stream {
             let n = (end - *pos).min(bytes.len() as u64) as usize;
             let (now, rest) = bytes.split_at(n);
             if data {
+                let t = &layout.tensors[*next];
+                check_bools(t, *pos - t.offset, now).map_err(bool_error)?;
                 sink.data(now)?;
             } else if let Some(p) = now.iter().position(|&b| b != 0) {
                 return Err(UnsealError::from(FormatError::Invalid(format!(

@@ -53,6 +53,9 @@ pub enum VerifyError {
     /// A payload chunk does not match its digest.
     #[error("payload chunk {chunk} ({part}) does not match its signed digest: the file was changed or damaged after signing")]
     Digest { chunk: usize, part: String },
+    /// A BOOL tensor holds a byte other than 00 and 01 (the signer wrote a malformed tensor).
+    #[error(transparent)]
+    Bool(#[from] format::BoolError),
     /// A padding byte between tensors is not zero (the signer wrote hidden data, or the writer
     /// is broken).
     #[error("padding byte at payload offset {0} is not zero; a valid artifact holds nothing between its tensors")]
@@ -271,6 +274,17 @@ impl Artifact {
     }
 }
 
+/// The warning every signature of an algorithm this nnsign does not implement earns
+/// (FORMAT.md section 4, rule 5): it was not checked and counts for nothing, and a valid
+/// co-signature whose `alg` was altered in transit (a one-bit change turns -19 into -20) looks
+/// exactly like this, so it must be seen even when the artifact is accepted.
+pub fn unsupported_warning(kid: &[u8], alg: i64) -> String {
+    format!(
+        "signature by key {} uses COSE algorithm {alg}, which this nnsign does not implement: it was not checked and does not count (if that key signed this artifact with Ed25519, its signature was altered)",
+        crate::keys::hex(kid)
+    )
+}
+
 /// Why a signature did not count, for messages.
 pub fn describe_untrusted(c: &Checked) -> String {
     match c {
@@ -351,6 +365,17 @@ const HASH_PIECE: usize = 256 << 10;
 const CHUNKS_PER_THREAD: usize = 2;
 
 impl Authenticated {
+    /// The signatures of an algorithm this nnsign does not implement, as (key id, alg): they
+    /// count for nothing, and every verb that accepts the artifact warns of each.
+    pub fn unsupported(&self) -> Vec<(&[u8], i64)> {
+        (self.others.iter())
+            .filter_map(|c| match c {
+                Checked::Unsupported { alg, kid } => Some((kid.as_slice(), *alg)),
+                Checked::Valid(_) => None,
+            })
+            .collect()
+    }
+
     /// The artifact's frame, as read.
     pub fn artifact(&self) -> &Artifact {
         &self.artifact
@@ -424,9 +449,9 @@ impl Authenticated {
     }
 
     /// Reads every tensor straight into a buffer of its own, each chunk by whichever core is
-    /// free, checking its digest and padding there. An F32 tensor lands as the f32 values a
-    /// graph uses as they are (on a little-endian host), other dtypes as bytes to be widened:
-    /// memory is the tensors and nothing else, and no byte is read twice. Nothing is returned
+    /// free, checking its digest, padding and BOOL bytes there. An F32 tensor lands as the f32
+    /// values a graph uses as they are (on a little-endian host), other dtypes as bytes to be
+    /// widened: memory is the tensors and nothing else, and no byte is read twice. Nothing is returned
     /// unless every chunk matched; the bytes are copied out of the file as they are hashed, so
     /// a file changed afterwards cannot change what was checked.
     pub fn read_tensors(
@@ -465,6 +490,7 @@ impl Authenticated {
                     let offset = range.start + (slot.len() + p) as u64;
                     return Err(VerifyError::Padding(offset));
                 }
+                layout.check_elements(i, slot)?;
                 let len = range.end - range.start;
                 progress(len + done.fetch_add(len, std::sync::atomic::Ordering::Relaxed));
                 Ok(())
@@ -551,8 +577,8 @@ impl Authenticated {
         Ok(())
     }
 
-    /// Reads chunk `i` into `buf`, which has exactly its length, and checks its digest and
-    /// padding.
+    /// Reads chunk `i` into `buf`, which has exactly its length, and checks its digest, its
+    /// padding and its BOOL bytes.
     fn read_chunk_into(&self, i: usize, buf: &mut [u8]) -> Result<(), VerifyError> {
         let range = self.layout.chunk_range(i);
         let mut hasher = Sha256::new();
@@ -563,7 +589,8 @@ impl Authenticated {
         }
         self.layout
             .check_padding(i, buf)
-            .map_err(VerifyError::Padding)
+            .map_err(VerifyError::Padding)?;
+        Ok(self.layout.check_elements(i, buf)?)
     }
 
     /// The error for chunk `i` not matching its digest, naming what it holds.

@@ -881,9 +881,11 @@ fn review_regressions() {
     );
     assert_eq!(std::fs::read(env.path("ci.key")).unwrap(), key_before);
     // A device or pipe is not an artifact (it has no length; /dev/zero never ends).
-    let run = nnsign(["verify", "/dev/zero", "--trust", &env.s("ci.pub")]);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);
+    for device in ["/dev/zero", "/dev/null"] {
+        let run = nnsign(["verify", device, "--trust", &env.s("ci.pub")]);
+        assert_eq!(run.code, 3, "{run:?}");
+        assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);
+    }
     // A creation time past year 9999 is refused, not a panic in date formatting.
     let far = root().join("tests/vectors/fail_created_out_of_range.nns");
     let run = nnsign(["inspect", &arg(&far)]);
@@ -1462,4 +1464,43 @@ fn version_verbose_names_the_crypto_backends() {
         bare.stderr.contains("Commands:") && bare.stdout.is_empty(),
         "{bare:?}"
     );
+}
+
+/// Issue 16: a co-signature that counts for nothing (its alg is one nnsign does not implement,
+/// as after a one-bit change of -19 to -20) is said loudly by every verb that accepts the
+/// artifact: a warning line on stderr naming the key id and the alg, and a JSON field.
+#[test]
+fn an_unsupported_cosignature_is_a_warning_on_every_accepting_verb() {
+    let art = arg(&root().join("tests/vectors/pass_cosignature_unsupported_alg.nns"));
+    let trust = arg(&root().join("tests/keys/test-a.pub"));
+    let warning = format!(
+        "nnsign: warning: {art}: signature by key b28baab33e1f95a7 uses COSE algorithm -20"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w.safetensors");
+    for verb in [
+        vec!["verify"],
+        vec!["verify-load"],
+        vec!["unpack", "-o", out.to_str().unwrap()],
+    ] {
+        let mut args = verb.clone();
+        args.extend([art.as_str(), "--trust", &trust]);
+        let run = nnsign(&args);
+        assert_eq!(run.code, 0, "{verb:?}: {run:?}");
+        assert!(run.stderr.starts_with(&warning), "{verb:?}: {run:?}");
+        assert!(
+            run.stdout.contains("COSE algorithm -20"),
+            "{verb:?}: {run:?}"
+        );
+        let _ = std::fs::remove_file(&out);
+    }
+    let run = nnsign(["verify", &art, "--trust", &trust, "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.json()["unsupported_signatures"],
+        serde_json::json!([{"key_id": "b28baab33e1f95a7", "algorithm": -20}])
+    );
+    // --quiet prints nothing but errors.
+    let run = nnsign(["verify", &art, "--trust", &trust, "-q"]);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{run:?}");
 }

@@ -208,6 +208,62 @@ fn removing_a_signature_never_makes_a_policy_pass() {
     );
 }
 
+/// Issue 16: a one-bit change of a co-signature's alg (-19 to -20) makes it an unsupported
+/// signature, which the other signature's validity does not reveal. It must never count toward
+/// a threshold, and it is named, both when the policy refuses and when the artifact passes.
+#[test]
+fn a_cosignature_whose_alg_was_altered_counts_for_nothing_and_is_named() {
+    let env = Env::new();
+    let both =
+        env.policy("[[rule]]\nmodels = \"*\"\nsigners = [\"ci\", \"reviewer\"]\nthreshold = 2\n");
+    let art = env.pack("a.nns", "m", "1.0.0", "ci", &[]);
+    assert_eq!(env.sign(&art, "reviewer").code, 0);
+    assert_eq!(env.verify(&art, &["--policy", &both]).code, 0);
+    let a = nnsign::verify::Artifact::open(&art).unwrap();
+    let payload = std::fs::read(&art).unwrap()[a.sizes().1 as usize..].to_vec();
+    let mut sigs = a.signatures().to_vec();
+    let reviewer = env.key_id("reviewer");
+    let kid = |s: &nnsign::format::RawSignature| {
+        nnsign::keys::hex(&nnsign::signature::parse_header(&s.protected).unwrap().kid)
+    };
+    let at = sigs.iter().position(|s| kid(s) == reviewer).unwrap();
+    // a4 | 01 32 (alg: -19): the alg's value is the third byte of the header.
+    assert_eq!(sigs[at].protected[..3], [0xa4, 0x01, 0x32]);
+    sigs[at].protected[2] = 0x33;
+    let altered = env.path("altered.nns");
+    std::fs::write(&altered, pack::assemble(a.manifest_bytes(), sigs, &payload)).unwrap();
+    let run = env.verify(&altered, &["--policy", &both]);
+    refused(&run, 4, &altered, "needs 2 signature(s)");
+    assert!(run.stderr.contains("it has 1: ci"), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "not counted: signature by key {reviewer} uses COSE algorithm -20"
+        )),
+        "{run:?}"
+    );
+    // A rule that one signature satisfies passes, and says loudly what did not count.
+    let one = env.policy("[[rule]]\nmodels = \"*\"\nsigners = [\"ci\", \"reviewer\"]\n");
+    let run = env.verify(&altered, &["--policy", &one]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let warning = format!(
+        "nnsign: warning: {}: signature by key {reviewer} uses COSE algorithm -20",
+        altered.display()
+    );
+    assert!(run.stderr.starts_with(&warning), "{run:?}");
+    let run = env.verify(&altered, &["--policy", &one, "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let json = run.json();
+    assert_eq!(
+        json["unsupported_signatures"],
+        serde_json::json!([{"key_id": reviewer, "algorithm": -20}])
+    );
+    assert_eq!(json["signers"].as_array().unwrap().len(), 1);
+    assert!(
+        json["warnings"][0].as_str().unwrap().contains("-20"),
+        "{json}"
+    );
+}
+
 #[test]
 fn only_the_listed_signers_of_the_first_matching_rule_count() {
     let env = Env::new();

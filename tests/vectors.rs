@@ -104,23 +104,27 @@ fn manifest_for(edit: impl Fn(&mut Manifest), payload: &[u8], base: &[u8]) -> Ve
 
 struct Vector {
     file: &'static str,
+    /// The file's bytes; for a `directory` vector, those of the README.md inside it.
     bytes: Vec<u8>,
     /// `null` for ok, else the exit code and a fragment of the message.
     expect: serde_json::Value,
     note: &'static str,
     allow_unsigned: bool,
+    /// The verdict of `verify-load`, for vectors that verify but must not load.
+    load: Option<serde_json::Value>,
+    /// The vector is a directory, not a file.
+    directory: bool,
 }
 
 fn v(file: &'static str, bytes: Vec<u8>, code: Option<(i32, &str)>, note: &'static str) -> Vector {
     Vector {
         file,
         bytes,
-        expect: match code {
-            None => json!({"ok": true}),
-            Some((c, m)) => json!({"ok": false, "exit_code": c, "message_contains": m}),
-        },
+        expect: verdict(code),
         note,
         allow_unsigned: false,
+        load: None,
+        directory: false,
     }
 }
 
@@ -683,6 +687,495 @@ fn build() -> Vec<Vector> {
         None,
         "adds an empty F32 [0,4] tensor (no chunk) and an F64 scalar (shape [])",
     ));
+    out.extend(edge_cases(&a, &b, &manifest, &payload));
+    out.extend(strict_ed25519(&a, &b, &manifest, &payload));
+    out
+}
+
+/// Re-signs (by `key`) the manifest `manifest` after `edit` changed its CBOR value.
+fn edited_value(
+    key: &SecretKey,
+    manifest: &[u8],
+    payload: &[u8],
+    edit: &dyn Fn(&mut Value),
+) -> Vec<u8> {
+    let mut value = nnsign::cbor::decode(manifest).unwrap();
+    edit(&mut value);
+    resigned(&nnsign::cbor::encode(&value).unwrap(), payload, key)
+}
+
+/// The first node of a graph's CBOR value.
+fn first_node(graph: &mut Value) -> &mut Value {
+    let Value::Array(nodes) = entry(graph, "nodes") else {
+        panic!("nodes is not an array")
+    };
+    &mut nodes[0]
+}
+
+/// The entry `key` of a CBOR map (added as null if absent).
+fn entry<'a>(map: &'a mut Value, key: &str) -> &'a mut Value {
+    let Value::Map(entries) = map else {
+        panic!("not a map: {map:?}")
+    };
+    if let Some(i) = entries.iter().position(|(k, _)| k.as_text() == Some(key)) {
+        return &mut entries[i].1;
+    }
+    entries.push((Value::Text(key.into()), Value::Null));
+    &mut entries.last_mut().unwrap().1
+}
+
+/// Where a second implementation of FORMAT.md could once read the text otherwise (issue 16):
+/// each decision, pinned by a vector.
+fn edge_cases(a: &SecretKey, b: &SecretKey, manifest: &[u8], payload: &[u8]) -> Vec<Vector> {
+    let mut out = Vec::new();
+    let model = |edit: &dyn Fn(&mut format::ModelInfo)| {
+        resigned(
+            &manifest_for(|m| edit(&mut m.model), payload, manifest),
+            payload,
+            a,
+        )
+    };
+    // Versions: MAJOR.MINOR.PATCH are unsigned 64-bit; pre-release numbers are unbounded.
+    out.push(v(
+        "fail_version_component_too_large.nns",
+        model(&|m| m.version = Some("18446744073709551616.0.0".into())),
+        Some((5, "is not a semantic version")),
+        "version 18446744073709551616.0.0: MAJOR, MINOR and PATCH are at most 2^64 - 1",
+    ));
+    out.push(v(
+        "pass_version_largest_components.nns",
+        model(&|m| {
+            m.version = Some(
+                "18446744073709551615.18446744073709551615.18446744073709551615-18446744073709551616"
+                    .into(),
+            )
+        }),
+        None,
+        "MAJOR, MINOR and PATCH of 2^64 - 1, and a numeric pre-release identifier of 2^64 (not bounded)",
+    ));
+    // Text: limits and the refused characters.
+    out.push(v(
+        "fail_label_key_too_long.nns",
+        model(&|m| {
+            m.labels
+                .insert("k".repeat(format::MAX_NAME_LEN + 1), "v".into());
+        }),
+        Some((5, "label key is 1025 bytes")),
+        "a label key of 1025 bytes: label keys are one-line text of at most MAX_NAME_LEN bytes",
+    ));
+    out.push(v(
+        "pass_label_key_longest.nns",
+        model(&|m| {
+            m.labels
+                .insert("k".repeat(format::MAX_NAME_LEN), "v".into());
+        }),
+        None,
+        "a label key of MAX_NAME_LEN (1024) bytes",
+    ));
+    out.push(v(
+        "fail_parent_name_newline.nns",
+        model(&|m| {
+            m.parent = Some(format::Parent {
+                digest: vec![7; 32],
+                name: "vector-model\nverified: ok".into(),
+                version: None,
+            })
+        }),
+        Some((5, "parent model name")),
+        "a newline in parent.name, which is one-line text",
+    ));
+    out.push(v(
+        "fail_line_separator_in_name.nns",
+        model(&|m| m.name = "vector\u{2028}model".into()),
+        Some((5, "U+2028 is refused")),
+        "U+2028 LINE SEPARATOR in the model name",
+    ));
+    out.push(v(
+        "fail_paragraph_separator_in_description.nns",
+        model(&|m| m.description = Some("nnsign\u{2029}test vector".into())),
+        Some((5, "U+2029 is refused")),
+        "U+2029 PARAGRAPH SEPARATOR in the description: multi-line text breaks lines with U+000A alone",
+    ));
+    out.push(v(
+        "fail_arabic_letter_mark_in_label.nns",
+        model(&|m| {
+            m.labels
+                .insert("purpose".into(), "test\u{061C}-vector".into());
+        }),
+        Some((5, "U+061C is refused")),
+        "U+061C ARABIC LETTER MARK (a bidirectional control) in a label value",
+    ));
+    // crit, in the manifest and in a protected header.
+    out.push(v(
+        "fail_crit_manifest_duplicate.nns",
+        edited_value(a, manifest, payload, &|m| {
+            *entry(m, "crit") = Value::Array(vec![
+                Value::Text("format".into()),
+                Value::Text("format".into()),
+            ])
+        }),
+        Some((5, "crit lists \"format\" twice")),
+        "the manifest's crit lists \"format\" twice",
+    ));
+    out.push(v(
+        "fail_crit_manifest_absent_field.nns",
+        edited_value(a, manifest, payload, &|m| {
+            *entry(m, "crit") = Value::Array(vec![Value::Text("arch".into())])
+        }),
+        Some((5, "crit lists \"arch\", which the manifest does not have")),
+        "the manifest's crit lists \"arch\", which a weights-only manifest does not have",
+    ));
+    let int = |i: i64| Value::Integer(i.into());
+    let header = |alg: i64, pk: Option<&[u8; 32]>, kid: &[u8], crit: Vec<Value>| {
+        let mut map = vec![
+            (int(1), int(alg)),
+            (int(3), Value::Text(signature::CONTENT_TYPE.into())),
+            (int(4), Value::Bytes(kid.to_vec())),
+        ];
+        if let Some(pk) = pk {
+            map.push((int(-65537), Value::Bytes(pk.to_vec())));
+        }
+        if !crit.is_empty() {
+            map.push((int(2), Value::Array(crit)));
+        }
+        nnsign::cbor::encode(&Value::Map(map)).unwrap()
+    };
+    let pa = a.public();
+    out.push(v(
+        "fail_crit_header_duplicate.nns",
+        assemble(
+            manifest,
+            vec![signature::sign_with_header(
+                a,
+                header(-19, Some(&pa.raw()), &pa.id().0, vec![int(4), int(4)]),
+                manifest,
+            )],
+            payload,
+        ),
+        Some((4, "crit lists label 4 twice")),
+        "test-a's protected header with crit [4, 4]",
+    ));
+    out.push(v(
+        "fail_crit_header_absent_label.nns",
+        assemble(
+            manifest,
+            vec![
+                signature::sign(a, manifest),
+                format::RawSignature {
+                    protected: header(-7, None, &[0x5a; 8], vec![int(-65537)]),
+                    signature: vec![0; 64],
+                },
+            ],
+            payload,
+        ),
+        Some((4, "which the protected header does not hold")),
+        "a valid test-a signature plus an ES256 one whose crit lists -65537, which its header lacks",
+    ));
+    out.push(v(
+        "fail_empty_protected_header.nns",
+        assemble(
+            manifest,
+            vec![
+                signature::sign(a, manifest),
+                format::RawSignature {
+                    protected: Vec::new(),
+                    signature: Vec::new(),
+                },
+            ],
+            payload,
+        ),
+        Some((5, "protected header is empty")),
+        "a valid test-a signature plus one whose protected header is h'': the CDDL's .size (1..MAX_PROTECTED_LEN) makes it a malformed envelope",
+    ));
+    // A co-signature whose alg was changed from -19 to -20 (one bit): unsupported, not counted.
+    let altered = {
+        let mut sig = signature::sign(b, manifest);
+        assert_eq!(&sig.protected[..3], &[0xa4, 0x01, 0x32]);
+        sig.protected[2] = 0x33;
+        sig
+    };
+    let mut warned = v(
+        "pass_cosignature_unsupported_alg.nns",
+        assemble(
+            manifest,
+            vec![signature::sign(a, manifest), altered],
+            payload,
+        ),
+        None,
+        "signed by test-a, and by test-b with its alg then changed from -19 to -20 (one bit): the second is unsupported, counts for nothing, and must be reported",
+    );
+    warned.expect["warning_contains"] = json!("uses COSE algorithm -20");
+    out.push(warned);
+    // BOOL elements.
+    let mut bools = payload.to_vec();
+    bools[1] = 2; // flag is at payload offset 0
+    out.push(v(
+        "fail_bool_not_0_or_1.nns",
+        resigned(&manifest_for(|_| {}, &bools, manifest), &bools, a),
+        Some((5, "is BOOL but holds the byte 0x02")),
+        "tensor flag (BOOL) holds 01 02 01, digests recomputed and signed",
+    ));
+    // The architecture: its CDDL is checked by verify, the schema's meaning by load.
+    let arch_signed = packed(Some(a), true);
+    let (arch_manifest, _, arch_payload) = parts(&arch_signed);
+    let arch = |edit: &dyn Fn(&mut Value)| {
+        edited_value(a, &arch_manifest, &arch_payload, &|m| {
+            edit(entry(m, "arch"))
+        })
+    };
+    out.push(v(
+        "fail_arch_not_a_map.nns",
+        arch(&|g| *g = int(5)),
+        Some((5, "expected map")),
+        "arch is the integer 5",
+    ));
+    out.push(v(
+        "fail_arch_unknown_key.nns",
+        arch(&|g| *entry(g, "license") = Value::Text("MIT".into())),
+        Some((5, "has the unknown key \"license\"")),
+        "the graph map has a key the CDDL does not list",
+    ));
+    out.push(v(
+        "fail_arch_byte_string.nns",
+        arch(&|g| *entry(first_node(g), "op") = Value::Bytes(b"Dense".to_vec())),
+        Some((5, "nodes[0].op is not a text string")),
+        "a node's op is the byte string h'44656e7365' (\"Dense\" as bytes), not text",
+    ));
+    out.push(v(
+        "fail_arch_attribute_out_of_range.nns",
+        arch(&|g| {
+            let big = Value::Integer((1u64 << 63).into());
+            *entry(entry(first_node(g), "attrs"), "units") = big;
+        }),
+        Some((5, "outside the signed 64-bit range")),
+        "an attribute integer of 2^63: attribute integers are signed 64-bit",
+    ));
+    let mut schema = v(
+        "pass_arch_schema_invalid.nns",
+        arch(&|g| *entry(g, "opset") = int(99)),
+        None,
+        "the architecture declares op-set 99: it matches FORMAT.md's CDDL, so it verifies; the schema (docs/SCHEMA.md) refuses it when loaded (verify-load: exit 6)",
+    );
+    schema.load = Some(verdict(Some((6, "op-set 99"))));
+    out.push(schema);
+    let mut directory = v(
+        "fail_not_a_regular_file",
+        b"This directory is a test vector: an artifact path that names no regular file (a\n\
+          directory, here; a pipe or a device such as /dev/null likewise) is an I/O failure,\n\
+          exit 3 (docs/FORMAT.md section 8, step 1).\n"
+            .to_vec(),
+        Some((3, "not a regular file")),
+        "a directory (a device such as /dev/null likewise): not a regular file, exit 3",
+    );
+    directory.directory = true;
+    out.push(directory);
+    out
+}
+
+/// L, the order of the Ed25519 base point, little-endian.
+const ED25519_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// The neutral element (0, 1) written with y = p + 1 = 2^255 - 18, a y-coordinate of p or
+/// more: the same point as `01 00 .. 00` to a lenient decoder.
+const IDENTITY_Y_PLUS_P: [u8; 32] = {
+    let mut b = [0xff; 32];
+    b[0] = 0xee;
+    b[31] = 0x7f;
+    b
+};
+
+/// The neutral element with the sign bit set although x = 0.
+const IDENTITY_NEGATIVE_ZERO: [u8; 32] = {
+    let mut b = [0; 32];
+    b[0] = 1;
+    b[31] = 0x80;
+    b
+};
+
+/// An Ed25519 signature made by hand, so that it breaks exactly one strict rule of FORMAT.md
+/// section 4, rule 4 while the equation a lenient verifier checks holds.
+mod ed25519_by_hand {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::Scalar;
+    use sha2::{Digest, Sha512};
+
+    /// The secret scalar of an RFC 8032 seed (section 5.1.5: the first half of SHA-512 of the
+    /// seed, clamped).
+    pub fn secret_scalar(seed: &[u8; 32]) -> Scalar {
+        let h = Sha512::digest(seed);
+        let mut a: [u8; 32] = h[..32].try_into().unwrap();
+        a[0] &= 248;
+        a[31] &= 127;
+        a[31] |= 64;
+        Scalar::from_bytes_mod_order(a)
+    }
+
+    /// k = SHA-512(R || A || M) mod L.
+    pub fn challenge(r: &[u8; 32], a: &[u8; 32], m: &[u8]) -> Scalar {
+        let h = Sha512::new()
+            .chain_update(r)
+            .chain_update(a)
+            .chain_update(m);
+        Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+    }
+
+    /// The i-th deterministic nonce r and its commitment [r]B.
+    pub fn nonce(i: u32) -> (Scalar, [u8; 32]) {
+        let h = Sha512::new()
+            .chain_update(b"nnsign test vector nonce")
+            .chain_update(i.to_le_bytes());
+        let r = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        (r, EdwardsPoint::mul_base(&r).compress().to_bytes())
+    }
+
+    pub fn point(bytes: &[u8; 32]) -> EdwardsPoint {
+        CompressedEdwardsY(*bytes).decompress().unwrap()
+    }
+
+    /// R || S.
+    pub fn join(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
+        [&r[..], &s[..]].concat()
+    }
+}
+
+/// The strict Ed25519 rules (FORMAT.md section 4, rule 4), one vector each. Every one carries a
+/// valid test-a signature first, and then a signature by another key that a lenient verifier
+/// would accept (as valid, and untrusted, so that the artifact would pass): a strict one finds
+/// it invalid, which makes the whole artifact invalid (exit 4).
+fn strict_ed25519(a: &SecretKey, b: &SecretKey, manifest: &[u8], payload: &[u8]) -> Vec<Vector> {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::{EdwardsPoint, Scalar};
+    use ed25519_by_hand::*;
+    let int = |i: i64| Value::Integer(i.into());
+    let header = |pk: &[u8; 32]| {
+        let map = Value::Map(vec![
+            (int(1), int(-19)),
+            (int(3), Value::Text(signature::CONTENT_TYPE.into())),
+            (int(4), Value::Bytes(keys::KeyId::of(pk).0.to_vec())),
+            (int(-65537), Value::Bytes(pk.to_vec())),
+        ]);
+        nnsign::cbor::encode(&map).unwrap()
+    };
+    // The artifact with test-a's signature and one made by `make` from (protected, message).
+    let cosigned = |pk: &[u8; 32], make: &dyn Fn(&[u8]) -> Vec<u8>| {
+        let protected = header(pk);
+        let message = signature::sig_structure(&protected, manifest);
+        let signature = make(&message);
+        assemble(
+            manifest,
+            vec![
+                signature::sign(a, manifest),
+                format::RawSignature {
+                    protected,
+                    signature,
+                },
+            ],
+            payload,
+        )
+    };
+    let pb = b.public().raw();
+    let sb = secret_scalar(&SEED_B);
+    // A signature with R = [r]B and S = r + k * secret, from the first nonce whose k
+    // satisfies `want`.
+    let sign_with =
+        |pk: &[u8; 32], secret: Scalar, message: &[u8], want: &dyn Fn(&Scalar) -> bool| {
+            (0..)
+                .find_map(|i| {
+                    let (r, big_r) = nonce(i);
+                    let k = challenge(&big_r, pk, message);
+                    want(&k).then(|| join(&big_r, &(r + k * secret).to_bytes()))
+                })
+                .unwrap()
+        };
+    // Whether [k]T = O for T of order 8.
+    let kills_torsion = |k: &Scalar| k.to_bytes()[0] & 7 == 0;
+    let mut out = Vec::new();
+    let with_s_plus_l = {
+        let mut sig = signature::sign(b, manifest);
+        // S + L: the same scalar mod L, so [S]B does not change; fits in 253 bits.
+        let mut carry = 0u16;
+        for (s, l) in sig.signature[32..].iter_mut().zip(ED25519_L) {
+            let sum = u16::from(*s) + u16::from(l) + carry;
+            *s = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0);
+        assemble(manifest, vec![signature::sign(a, manifest), sig], payload)
+    };
+    out.push(v(
+        "fail_ed25519_s_not_canonical.nns",
+        with_s_plus_l,
+        Some((4, "its S is not below the group order L")),
+        "test-a's signature, and test-b's with S replaced by S + L (the same point [S]B; refused since S >= L)",
+    ));
+    let t8 = EIGHT_TORSION[1];
+    // Of order 8 exactly: [4]T is not the neutral element.
+    assert!(t8.is_small_order() && t8 + t8 + t8 + t8 != EdwardsPoint::default());
+    let small = t8.compress().to_bytes();
+    out.push(v(
+        "fail_ed25519_small_order_key.nns",
+        cosigned(&small, &|m| sign_with(&small, Scalar::ZERO, m, &kills_torsion)),
+        Some((4, "public key is a point of small order")),
+        "test-a's signature, and one by a key of order 8 with R = [r]B, S = r, where 8 divides k: [S]B = R + [k]A holds",
+    ));
+    out.push(v(
+        "fail_ed25519_key_not_canonical.nns",
+        cosigned(&IDENTITY_Y_PLUS_P, &|m| sign_with(&IDENTITY_Y_PLUS_P, Scalar::ZERO, m, &|_| true)),
+        Some((4, "public key is not a canonical encoding")),
+        "test-a's signature, and one by the neutral element written with y = p + 1 (ee ff .. ff 7f), R = [r]B, S = r",
+    ));
+    out.push(v(
+        "fail_ed25519_key_negative_zero.nns",
+        cosigned(&IDENTITY_NEGATIVE_ZERO, &|m| {
+            sign_with(&IDENTITY_NEGATIVE_ZERO, Scalar::ZERO, m, &|_| true)
+        }),
+        Some((4, "public key is not a canonical encoding")),
+        "test-a's signature, and one by the neutral element written with x = 0 and the sign bit set (01 00 .. 00 80), R = [r]B, S = r",
+    ));
+    // R of small order, or written non-canonically: R = O, S = k * b, by test-b's real key.
+    let r_is = |big_r: [u8; 32]| {
+        move |m: &[u8]| {
+            let k = challenge(&big_r, &pb, m);
+            join(&big_r, &(k * sb).to_bytes())
+        }
+    };
+    let identity = EdwardsPoint::default().compress().to_bytes();
+    out.push(v(
+        "fail_ed25519_small_order_r.nns",
+        cosigned(&pb, &r_is(identity)),
+        Some((4, "its R is a point of small order")),
+        "test-a's signature, and test-b's key with R = the neutral element (01 00 .. 00) and S = k * b: [S]B = R + [k]A holds",
+    ));
+    out.push(v(
+        "fail_ed25519_r_not_canonical.nns",
+        cosigned(&pb, &r_is(IDENTITY_Y_PLUS_P)),
+        Some((4, "its R is not a canonical encoding")),
+        "as fail_ed25519_small_order_r, with R written with y = p + 1 (ee ff .. ff 7f)",
+    ));
+    out.push(v(
+        "fail_ed25519_r_negative_zero.nns",
+        cosigned(&pb, &r_is(IDENTITY_NEGATIVE_ZERO)),
+        Some((4, "its R is not a canonical encoding")),
+        "as fail_ed25519_small_order_r, with R written with x = 0 and the sign bit set (01 00 .. 00 80)",
+    ));
+    // A key with a torsion component: A = [b]B + T, T of order 8. Not of small order, so the
+    // equation decides, checked without the cofactor.
+    let mixed = (point(&pb) + t8).compress().to_bytes();
+    out.push(v(
+        "fail_ed25519_cofactored_only.nns",
+        cosigned(&mixed, &|m| sign_with(&mixed, sb, m, &|k| !kills_torsion(k))),
+        Some((4, "the manifest or the signature was changed after signing")),
+        "test-a's signature, and one under A = [b]B + T (T of order 8) with S = r + k * b, where 8 does not divide k: [8][S]B = [8]R + [8][k]A holds, [S]B = R + [k]A does not",
+    ));
+    out.push(v(
+        "pass_ed25519_torsion_key.nns",
+        cosigned(&mixed, &|m| sign_with(&mixed, sb, m, &kills_torsion)),
+        None,
+        "test-a's signature, and one under A = [b]B + T (T of order 8, so A is not of small order) where 8 divides k: [S]B = R + [k]A holds, so it is valid",
+    ));
     out
 }
 
@@ -697,6 +1190,8 @@ struct EncVector {
     open: Open,
     load: serde_json::Value,
     note: &'static str,
+    /// The plain vector that holds the same model, if any.
+    model_of: Option<&'static str>,
 }
 
 fn verdict(code: Option<(i32, &str)>) -> serde_json::Value {
@@ -772,6 +1267,7 @@ fn build_encrypted() -> Vec<EncVector> {
             open: Open::Key("../keys/test-enc1.key"),
             load: verdict(None),
             note: "pass_signed_arch's model encrypted to test-enc1; signed by test-a",
+            model_of: Some("pass_signed_arch.nns"),
         },
         EncVector {
             file: "pass_encrypted_three_recipients.nns",
@@ -780,6 +1276,7 @@ fn build_encrypted() -> Vec<EncVector> {
             open: Open::Key("../keys/test-enc2.key"),
             load: verdict(None),
             note: "encrypted to test-enc1, test-enc2 and a third key; opened with test-enc2 alone",
+            model_of: Some("pass_signed_arch.nns"),
         },
         EncVector {
             file: "fail_encrypted_not_a_recipient.nns",
@@ -788,6 +1285,7 @@ fn build_encrypted() -> Vec<EncVector> {
             open: Open::Key("../keys/test-enc1.key"),
             load: verdict(Some((7, "not encrypted to key"))),
             note: "encrypted to test-enc2 only: verifies without a key, test-enc1 cannot open it",
+            model_of: None,
         },
     ];
     let mut flipped = one.clone();
@@ -800,6 +1298,7 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((5, "of the encrypted payload"))),
         note: "one ciphertext bit flipped: the signed digest catches it before any decryption",
+        model_of: None,
     });
     let altered_recipient = {
         let (manifest, sigs, payload) = parts(&one);
@@ -824,6 +1323,7 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((4, "does not verify"))),
         note: "one bit of the recipient's sealed file key changed: the signature covers the recipients",
+        model_of: None,
     });
     out.push(EncVector {
         file: "fail_encrypted_forged_ciphertext.nns",
@@ -832,6 +1332,7 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
         note: "ciphertext altered, digests recomputed and re-signed by test-a: verifies, but does not decrypt",
+        model_of: None,
     });
     let big = tensor("big", DType::U8, &[70_000], vec![7; 70_000]);
     let long = packed_encrypted(&[enc1], Some(big));
@@ -845,6 +1346,7 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Key("../keys/test-enc1.key"),
         load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
         note: "a 2-chunk ciphertext cut to its first chunk and re-signed: the new last chunk lacks the last-chunk flag",
+        model_of: None,
     });
     let pass = keys::Passphrase::new(PASSPHRASE.into());
     let by_passphrase = packed_sealed(
@@ -861,6 +1363,7 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Passphrase(PASSPHRASE),
         load: verdict(None),
         note: "pass_signed_arch's model encrypted with the passphrase (Argon2id m=19456, t=2, p=1); signed by test-a",
+        model_of: Some("pass_signed_arch.nns"),
     });
     out.push(EncVector {
         file: "fail_encrypted_wrong_passphrase.nns",
@@ -869,6 +1372,7 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Passphrase("correct horse battery stapler"),
         load: verdict(Some((7, "the passphrase does not open"))),
         note: "pass_encrypted_passphrase opened with a wrong passphrase",
+        model_of: None,
     });
     let cheap = {
         let (manifest, _, payload) = parts(&by_passphrase);
@@ -887,8 +1391,90 @@ fn build_encrypted() -> Vec<EncVector> {
         open: Open::Passphrase(PASSPHRASE),
         load: verdict(Some((5, "outside the accepted bounds"))),
         note: "pass_encrypted_passphrase with its Argon2id memory cut to 8 KiB and re-signed by test-a: a reader refuses to derive with costs below the floor",
+        model_of: None,
+    });
+    // The zero padding after the inner manifest is there even when no raw payload follows.
+    let header = format::InnerManifest {
+        tensors: Vec::new(),
+        length: 0,
+        arch: None,
+    }
+    .header_block();
+    out.push(EncVector {
+        file: "pass_encrypted_no_tensors.nns",
+        bytes: sealed_plaintext(&header),
+        verify: verdict(None),
+        open: Open::Key("../keys/test-enc1.key"),
+        load: verdict(None),
+        note: "no tensor, no architecture: the plaintext is u32be(M), the inner manifest and zero padding to 64 bytes, and nothing after it",
+        model_of: None,
+    });
+    let m = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+    out.push(EncVector {
+        file: "fail_encrypted_unpadded_empty_payload.nns",
+        bytes: sealed_plaintext(&header[..4 + m]),
+        verify: verdict(None),
+        open: Open::Key("../keys/test-enc1.key"),
+        load: verdict(Some((5, "shorter than its header"))),
+        note: "as pass_encrypted_no_tensors, with the plaintext ending right after the inner manifest: the padding to align(4 + M, 64) is missing",
+        model_of: None,
+    });
+    let (manifest, _, payload) = parts(&packed(Some(&SecretKey::from_seed(&SEED_A)), false));
+    let mut bools = format::InnerManifest {
+        tensors: Manifest::decode(&manifest).unwrap().tensors,
+        length: payload.len() as u64,
+        arch: None,
+    }
+    .header_block();
+    let flag_at = bools.len(); // flag is first in the raw payload
+    bools.extend_from_slice(&payload);
+    bools[flag_at + 1] = 2;
+    out.push(EncVector {
+        file: "fail_encrypted_bool_not_0_or_1.nns",
+        bytes: sealed_plaintext(&bools),
+        verify: verdict(None),
+        open: Open::Key("../keys/test-enc1.key"),
+        load: verdict(Some((5, "is BOOL but holds the byte 0x02"))),
+        note: "pass_signed's tensors encrypted with flag (BOOL) holding 01 02 01: verifies without a key, refused once decrypted",
+        model_of: None,
     });
     out
+}
+
+/// An artifact whose encrypted payload is exactly `plaintext` (to test-enc1, signed by test-a),
+/// for plaintexts that `pack` never writes.
+fn sealed_plaintext(plaintext: &[u8]) -> Vec<u8> {
+    use nnsign::crypto::{self, FileKey, PayloadCipher};
+    let enc1 = EncryptionSecretKey::from_seed(&SEED_ENC1).public();
+    let file_key = FileKey::generate().unwrap();
+    let nonce = [0x5e; 16];
+    let encryption =
+        format::EncryptionInfo::new(nonce, &[crypto::wrap_x25519(&file_key, &enc1).unwrap()]);
+    let model = model_info();
+    let ad = format::encryption_ad(&model, &encryption);
+    let ciphertext = PayloadCipher::new(&file_key, &nonce, &ad)
+        .encrypt(plaintext)
+        .unwrap();
+    let length = ciphertext.len() as u64;
+    let manifest = Manifest {
+        format: format::MANIFEST_FORMAT,
+        model,
+        payload: format::PayloadInfo {
+            encoding: format::ENCODING_STREAM.into(),
+            length,
+            chunk_size: format::ENC_CHUNK_SIZE,
+            digests: pack::digest_chunks(&Layout::cipher_chunks(length), &ciphertext),
+        },
+        tensors: Vec::new(),
+        arch: None,
+        encryption: Some(encryption),
+        crit: vec!["encryption".into()],
+    };
+    resigned(
+        &manifest.encode(),
+        &ciphertext,
+        &SecretKey::from_seed(&SEED_A),
+    )
 }
 
 fn vectors_dir() -> std::path::PathBuf {
@@ -910,19 +1496,29 @@ fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
                 Open::Key(k) => entry["decrypt_with"] = json!(k),
                 Open::Passphrase(p) => entry["passphrase"] = json!(p),
             }
+            if let Some(model) = v.model_of {
+                entry["model_of"] = json!(model);
+            }
             entry
         })
         .collect();
     let list: Vec<serde_json::Value> = vectors
         .iter()
         .map(|v| {
-            json!({
+            let mut entry = json!({
                 "file": v.file,
                 "trust": ["../keys/test-a.pub"],
                 "allow_unsigned": v.allow_unsigned,
                 "expect": v.expect,
                 "note": v.note,
-            })
+            });
+            if let Some(load) = &v.load {
+                entry["expect_load"] = load.clone();
+            }
+            if v.directory {
+                entry["directory"] = json!(true);
+            }
+            entry
         })
         .collect();
     serde_json::to_string_pretty(&json!({
@@ -941,7 +1537,12 @@ fn regenerate() {
     std::fs::create_dir_all(&dir).unwrap();
     let vectors = build();
     for v in &vectors {
-        std::fs::write(dir.join(v.file), &v.bytes).unwrap();
+        if v.directory {
+            std::fs::create_dir_all(dir.join(v.file)).unwrap();
+            std::fs::write(dir.join(v.file).join("README.md"), &v.bytes).unwrap();
+        } else {
+            std::fs::write(dir.join(v.file), &v.bytes).unwrap();
+        }
     }
     let encrypted = build_encrypted();
     for v in &encrypted {
@@ -976,7 +1577,11 @@ fn committed_vectors_are_what_the_code_builds() {
     let dir = vectors_dir();
     let vectors = build();
     for v in &vectors {
-        let committed = std::fs::read(dir.join(v.file))
+        let path = match v.directory {
+            true => dir.join(v.file).join("README.md"),
+            false => dir.join(v.file),
+        };
+        let committed = std::fs::read(path)
             .unwrap_or_else(|e| panic!("{}: {e} (regenerate, see the top of this file)", v.file));
         assert!(
             committed == v.bytes,
@@ -1030,6 +1635,7 @@ fn every_vector_yields_its_expected_verdict() {
         match (&key, pass) {
             (Some(key), None) => args.extend(["--decrypt-with", key]),
             (None, Some(_)) => args.extend(["--passphrase-env", "NNSIGN_VECTOR_PASS"]),
+            (None, None) if v["expect_load"].is_object() => {}
             (None, None) => continue,
             (Some(_), Some(_)) => panic!("{name}: a key and a passphrase"),
         }
@@ -1045,6 +1651,18 @@ fn check_verdict(name: &str, run: &Run, expect: &serde_json::Value) {
     if expect["ok"].as_bool().unwrap() {
         assert_eq!(run.code, 0, "{name}: {run:?}");
         assert_eq!(run.json()["model"]["name"], "vector-model", "{name}");
+        let warnings = run.json()["warnings"].clone();
+        match expect["warning_contains"].as_str() {
+            Some(want) => {
+                let said = |w: &serde_json::Value| w.as_str().unwrap().contains(want);
+                assert!(
+                    warnings.as_array().unwrap().iter().any(said),
+                    "{name}: {run:?}"
+                );
+                assert!(run.stderr.contains("nnsign: warning: "), "{name}: {run:?}");
+            }
+            None => assert_eq!(warnings, json!([]), "{name}"),
+        }
     } else {
         assert_eq!(
             i64::from(run.code),
@@ -1054,6 +1672,24 @@ fn check_verdict(name: &str, run: &Run, expect: &serde_json::Value) {
         let msg = run.json()["error"]["message"].as_str().unwrap().to_owned();
         let want = expect["message_contains"].as_str().unwrap();
         assert!(msg.contains(want), "{name}: {msg:?} lacks {want:?}");
+    }
+}
+
+/// tests/vectors/README.md names every vector, under what it pins.
+#[test]
+fn the_readme_lists_every_vector() {
+    let readme = std::fs::read_to_string(vectors_dir().join("README.md")).unwrap();
+    let names = build()
+        .iter()
+        .map(|v| v.file)
+        .chain(build_encrypted().iter().map(|v| v.file))
+        .map(|f| f.trim_end_matches(".nns").to_owned())
+        .collect::<Vec<_>>();
+    for name in names {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md lacks {name}"
+        );
     }
 }
 

@@ -393,6 +393,24 @@ pub fn progress_bar(common: Common, total: u64, what: &str) -> indicatif::Progre
     bar
 }
 
+/// Warns on stderr, as `nnsign: warning: FILE: ...`, of every signature of `admitted` that
+/// counted for nothing because this nnsign does not implement its algorithm (FORMAT.md section
+/// 4, rule 5), unless quiet; in `--json` mode too, where the report also lists them.
+pub fn warn_unsupported(common: Common, admitted: &Admitted) {
+    if common.quiet {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    for (kid, alg) in admitted.artifact.unsupported() {
+        let _ = writeln!(
+            err,
+            "nnsign: warning: {}: {}",
+            admitted.artifact.path().display(),
+            nnsign::verify::unsupported_warning(kid, alg)
+        );
+    }
+}
+
 /// Prints a result: the JSON value in `--json` mode, else the text lines (unless quiet).
 pub fn report(common: Common, value: serde_json::Value, text: impl FnOnce() -> String) {
     let out = if common.json {

@@ -91,6 +91,7 @@ pub fn run(args: Args) -> Result<()> {
     super::record(&admitted, &mut value, &mut text)?;
     value["ok"] = json!(true);
     value["output"] = json!(args.output);
+    super::warn_unsupported(args.common, &admitted);
     report(args.common, value, || {
         format!(
             "verified {}\n{text}wrote {}\n",

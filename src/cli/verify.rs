@@ -105,6 +105,7 @@ pub fn run(args: Args) -> Result<()> {
     let (mut value, mut text) = summary(&admitted);
     record(&admitted, &mut value, &mut text)?;
     value["ok"] = json!(true);
+    super::warn_unsupported(args.common, &admitted);
     report(args.common, value, || {
         format!("verified {}\n{text}", args.artifact.display())
     });

@@ -125,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         value["loaded"] = json!(false);
         super::record(&admitted, &mut value, &mut text)?;
+        super::warn_unsupported(args.common, &admitted);
         report(args.common, value, || {
             format!(
                 "verified {}\n{text}  no architecture: weights only, nothing to run\n",
@@ -176,6 +177,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     super::record(&admitted, &mut value, &mut lines)?;
+    super::warn_unsupported(args.common, &admitted);
     report(args.common, value, || lines);
     Ok(())
 }

@@ -203,14 +203,12 @@ pub fn read(
                 )));
             }
         }
-        // Values with control characters stay in gguf.metadata only.
-        let v = v.filter(|v| {
-            !v.chars()
-                .any(|ch| ch.is_control() && ch != '\n' && ch != '\t')
-        });
+        // What a label cannot hold (control or invisible characters, a key over MAX_NAME_LEN)
+        // stays in gguf.metadata only.
         if let Some(v) = v {
-            if labels.len() < format::MAX_LABELS - 2 && format::check_tensor_name(&key).is_ok() {
-                labels.insert(format!("gguf.{key}"), v);
+            let label = format!("gguf.{key}");
+            if labels.len() < format::MAX_LABELS - 2 && format::check_label(&label, &v).is_ok() {
+                labels.insert(label, v);
             }
         }
     }

@@ -131,12 +131,20 @@ impl Admitted {
             .map(crate::verify::describe_untrusted)
             .collect();
         let recipients = crate::diff::recipients(&auth.manifest).unwrap_or_default();
+        let unsupported: Vec<serde_json::Value> = (auth.unsupported().into_iter())
+            .map(|(kid, alg)| json!({"key_id": hex(kid), "algorithm": alg}))
+            .collect();
+        let warnings: Vec<String> = (auth.unsupported().into_iter())
+            .map(|(kid, alg)| crate::verify::unsupported_warning(kid, alg))
+            .collect();
         json!({
             "artifact": auth.path(),
             "encrypted_to": recipients,
             "signed": !auth.signers.is_empty(),
             "signers": signers,
             "other_signatures": others,
+            "unsupported_signatures": unsupported,
+            "warnings": warnings,
             "model": {"name": m.name, "version": m.version, "created": m.created, "expires": m.expires},
             "parent": m.parent.as_ref().map(|p| json!({
                 "digest": format!("sha256:{}", hex(&p.digest)),

@@ -352,6 +352,14 @@ impl Policy {
                     revoked.join(", ")
                 ));
             }
+            // A co-signature whose alg was altered no longer counts: say so, or the missing
+            // signer looks as if it never signed.
+            for (kid, alg) in auth.unsupported() {
+                why.push_str(&format!(
+                    "; not counted: {}",
+                    crate::verify::unsupported_warning(kid, alg)
+                ));
+            }
             refusals.push(PolicyError::Signers(why));
         }
         refusals.extend(self.check_version(rule, model).err());
