@@ -90,3 +90,24 @@ def test_rollback_is_refused_with_a_state_file(tmp_path, signer):
         nnsign.load(v1, trust=pub, state=state)
     # Without the state file nothing is remembered: the older version loads.
     assert nnsign.load(v09, trust=pub).tensors["w"].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_an_unsupported_co_signature_is_a_warning_and_counts_for_nothing():
+    """The published vector whose second signature had its alg flipped from -19 to -20: it
+    verifies by test-a's signature alone, and both verify and load say the other counted for
+    nothing, as the CLI does."""
+    from conftest import REPO, KEYS
+
+    art = REPO / "tests" / "vectors" / "pass_cosignature_unsupported_alg.nns"
+    with pytest.warns(UserWarning, match="uses COSE algorithm -20") as seen:
+        info = nnsign.verify(art, trust=KEYS / "test-a.pub")
+    assert seen[0].filename == __file__
+    assert info.signers == [key_id(KEYS / "test-a.pub")]
+    assert len(info.warnings) == 1 and "-20" in info.warnings[0]
+    with pytest.warns(UserWarning, match="uses COSE algorithm -20") as seen:
+        m = nnsign.load(art, trust=KEYS / "test-a.pub")
+    assert seen[0].filename == __file__
+    assert m.info.warnings == info.warnings
+    # Trusting only the key whose signature was altered: nothing trusted verified.
+    with pytest.raises(nnsign.SignatureError):
+        nnsign.load(art, trust=KEYS / "test-b.pub")

@@ -143,7 +143,10 @@ def keygen(prefix: PathLike, *, encryption: bool = False,
 class Info:
     """What was verified: the model's name and version, who signed it, its digest.
 
-    ``raw`` holds everything ``nnsign verify --json`` reports.
+    ``raw`` holds everything ``nnsign verify --json`` reports. ``warnings`` lists signatures
+    that counted for nothing (an algorithm this nnsign does not implement, such as a
+    co-signature whose ``alg`` was changed); ``load`` and ``verify`` also issue each as a
+    Python ``UserWarning``, as the CLI prints them.
     """
 
     def __init__(self, raw: Dict[str, Any]):
@@ -156,10 +159,19 @@ class Info:
         self.signers: List[str] = [s["key_id"] for s in raw.get("signers", [])]
         self.encrypted_to: List[str] = raw.get("encrypted_to", [])
         self.architecture: bool = bool(raw.get("architecture"))
+        #: Signatures of an algorithm this nnsign does not implement: they counted for nothing.
+        self.warnings: List[str] = list(raw.get("warnings", []))
 
     def __repr__(self) -> str:
         return (f"Info(name={self.name!r}, version={self.version!r}, "
                 f"signers={self.signers!r}, digest={self.digest!r})")
+
+
+def _warned(info: Info, stacklevel: int = 4) -> Info:
+    """Issues the verification's warnings (as the CLI prints them) to the caller."""
+    for w in info.warnings:
+        warnings.warn(f"nnsign: {w}", UserWarning, stacklevel=stacklevel)
+    return info
 
 
 class _Tensors(Mapping):
@@ -202,7 +214,7 @@ class Model:
 
     def __init__(self, native: Any):
         self._native = native
-        self.info = Info(json.loads(native.info))
+        self.info = _warned(Info(json.loads(native.info)))
         self.tensors: Mapping[str, np.ndarray] = _Tensors(native)
 
     @property
@@ -297,7 +309,8 @@ def verify(path: PathLike, *, trust: Union[Key, Sequence[Key], None] = None,
 
     Returns the :class:`Info` of what was verified, or raises.
     """
-    return Info(json.loads(_native.verify(_path(path), **_trust_kwargs(trust, policy, state, allow_unsigned))))
+    raw = _native.verify(_path(path), **_trust_kwargs(trust, policy, state, allow_unsigned))
+    return _warned(Info(json.loads(raw)), stacklevel=3)
 
 
 def inspect(path: PathLike) -> Dict[str, Any]:
