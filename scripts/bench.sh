@@ -5,6 +5,7 @@
 #   scripts/bench.sh [SIZE_MIB]        (default 1024; needs openssl and /usr/bin/time)
 #   scripts/bench.sh memory [SIZE_MIB] (default 8192: peak RSS at scale)
 #   scripts/bench.sh runtime           (inference against onnxruntime)
+#   scripts/bench.sh python [SIZE_MIB] (the Python package: nnsign.load and nnsign.save)
 #
 # Goals: verify >= 2.5x single-core openssl SHA-256 throughput on 2 cores, with peak RSS under
 # 64 MiB whatever the model size (issues 2, 12); verify-load of a runnable model of the same
@@ -101,6 +102,31 @@ memory_bench() {
   run "encrypted verify-load" "$bin" verify-load "$work/enc.nns" --trust "$work/ci.pub" --decrypt-with "$work/edge.key" --max-memory 1099511627776 --quiet
 }
 
+# The Python package (scripts/bench_python.py says what each side times): `scripts/bench.sh
+# python [SIZE_MIB]` (default 1024) builds the CLI and the wheel, installs the wheel, numpy and
+# safetensors into a venv under the cargo target folder (made on first use; needs python3 with
+# venv), and runs ROUNDS (default 3) alternating rounds of REPS (default 5) runs of each side.
+# Goals: nnsign.load <= 1.2x `nnsign verify` of the same artifact, faster than safetensors'
+# load_file and pickle.load of the same arrays, peak RSS <= 1.1x the model; nnsign.save <= 1.3x
+# safetensors' save_file (reported without and with an fsync on the safetensors side).
+python_bench() {
+  local target=${CARGO_TARGET_DIR:-$PWD/target}
+  local venv=$target/bench-venv
+  cargo build --release --quiet --bin nnsign
+  if ! "$venv/bin/python" -c 'import numpy, safetensors, maturin' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q numpy safetensors maturin
+  fi
+  (cd src/python && "$venv/bin/maturin" build --release --quiet -o "$work/wheels")
+  "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$work"/wheels/nnsign-*.whl
+  "$venv/bin/python" scripts/bench_python.py --nnsign "$target/release/nnsign" \
+    --size-mib "${1:-1024}" --dir "${TMPDIR:-/tmp}"
+}
+
+if [ "${1:-}" = python ]; then
+  python_bench "${2:-1024}"
+  exit 0
+fi
 if [ "${1:-}" = runtime ]; then
   runtime_bench
   exit 0

@@ -58,11 +58,15 @@ pub(crate) fn invalid(path: &Path, why: impl Into<String>) -> ImportError {
     }
 }
 
-/// Where a tensor's bytes are: a range of a mapped file, or an owned buffer.
+/// Where a tensor's bytes are: a range of a mapped file, an owned buffer, or a buffer that
+/// another owner keeps alive and in place for as long as this value lives (the Python
+/// package's NumPy arrays, packed without a copy: `pack` copies each chunk out once, then
+/// hashes and writes that copy).
 #[derive(Clone)]
 pub enum Bytes {
     Mapped(Arc<Map>, std::ops::Range<usize>),
     Owned(Arc<Vec<u8>>),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -71,6 +75,7 @@ impl std::ops::Deref for Bytes {
         match self {
             Bytes::Mapped(map, range) => &map[range.clone()],
             Bytes::Owned(v) => v,
+            Bytes::Shared(b) => (**b).as_ref(),
         }
     }
 }

@@ -516,8 +516,32 @@ impl PackOptions {
     }
 }
 
+/// The bytes of a NumPy array that `pack_arrays` holds a reference to until packing returns.
+struct ArrayBytes {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: `ArrayBytes` only reads `len` bytes at `ptr`, which stay allocated at that address
+// while `pack_arrays` holds the array (see there); reading them from any thread is sound.
+unsafe impl Send for ArrayBytes {}
+unsafe impl Sync for ArrayBytes {}
+
+impl AsRef<[u8]> for ArrayBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` and `len` are those of a C-contiguous array's data that lives as long
+        // as this value (see `pack_arrays`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
 /// Packs NumPy arrays: `arrays` is a list of `(name, dtype, shape, bytes)`, the bytes a 1-D
 /// uint8 view of a C-contiguous array, little-endian. Returns what `pack --json` reports.
+///
+/// The arrays are not copied first: `pack` copies each chunk out of them once and hashes and
+/// writes that copy, so the digests always match the bytes written. An array that another
+/// thread changes meanwhile is saved partly changed, as by any writer; a copy made up front
+/// under the GIL did not prevent that either, as NumPy releases the GIL while it writes.
 #[pyfunction]
 fn pack_arrays(
     py: Python<'_>,
@@ -527,9 +551,10 @@ fn pack_arrays(
 ) -> PyResult<String> {
     let options = PackOptions::from_py(options)?;
     let origin = PathBuf::from("<arrays>");
+    let mut held = Vec::with_capacity(arrays.len());
     let mut tensors = Vec::with_capacity(arrays.len());
     for item in arrays.iter() {
-        let (name, dtype, shape, bytes): (String, String, Vec<u64>, PyReadonlyArray1<'_, u8>) =
+        let (name, dtype, shape, array): (String, String, Vec<u64>, PyReadonlyArray1<'_, u8>) =
             item.extract()?;
         let dtype = DType::from_name(&dtype).ok_or_else(|| {
             raise(
@@ -542,20 +567,28 @@ fn pack_arrays(
                 ),
             )
         })?;
-        // Copied once, under the GIL: the caller's array cannot change while it is hashed.
-        let bytes = bytes
+        let bytes = array
             .as_slice()
             .map_err(|_| raise(py, usage(format!("array {name:?}: not contiguous"))))?;
+        let bytes = ArrayBytes {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        };
         tensors.push(SourceTensor {
             name,
             dtype,
             shape,
-            bytes: Bytes::Owned(Arc::new(bytes.to_vec())),
+            bytes: Bytes::Shared(Arc::new(bytes)),
             origin: origin.clone(),
         });
+        held.push(array);
     }
-    py.detach(|| options.pack(&out, tensors, None, &origin))
-        .map_err(|f| raise(py, f))
+    // `held` keeps a reference to every array until `pack` has returned and dropped `tensors`:
+    // while referenced, an array's data is neither freed nor moved (NumPy refuses to resize an
+    // array that is referenced elsewhere).
+    let packed = py.detach(|| options.pack(&out, tensors, None, &origin));
+    drop(held);
+    packed.map_err(|f| raise(py, f))
 }
 
 /// Packs model files as `nnsign pack` reads them (ONNX, Keras, PyTorch, GGUF, safetensors,
