@@ -28,7 +28,10 @@ Sides (each measurement is a fresh subprocess; its peak RSS comes from wait4):
   save_st_fsync     the same followed by os.fsync of the file: the fair baseline for save.
 
 Python sides are timed inside the child with perf_counter around exactly the calls above, so
-interpreter start, imports and (for save) making the arrays are not counted. Dropping the
+interpreter start, imports and (for save) making the arrays are not counted. Each loader copies
+every byte into the process's memory before it returns (none maps the file lazily: each side's
+peak RSS is at least the model), so the clock includes getting the bytes there and no NumPy
+computation. Dropping the
 loaded arrays (nnsign zeroizes its buffers on drop) is timed apart, after the load's clock
 stopped, and reported as drop_s; it is counted in no ratio. After the clock stops, every load
 side checks fingerprints of each array's first, middle and last rows against the generator's,
@@ -423,7 +426,7 @@ def report(args, model, best, medians, rss, drops, py_rss):
     def ratio(name, a, b, limit, strict=False, what="time"):
         r = best[a] / best[b]
         ok = r < limit if strict else r <= limit
-        goals.append((name, f"{r:.2f}x", f"{'<' if strict else '<='} {limit}x",
+        goals.append((name, f"{r:.3f}x", f"{'<' if strict else '<='} {limit}x",
                       f"{best[a]:.3f}s vs {best[b]:.3f}s", ok))
 
     ratio("load_nnsign / verify_cli", "load_nnsign", "verify_cli", 1.2)
