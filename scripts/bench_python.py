@@ -28,12 +28,26 @@ Sides (each measurement is a fresh subprocess; its peak RSS comes from wait4):
   save_st_fsync     the same followed by os.fsync of the file: the fair baseline for save.
 
 Python sides are timed inside the child with perf_counter around exactly the calls above, so
-interpreter start, imports and (for save) making the arrays are not counted. Dropping the
+interpreter start, imports and (for save) making the arrays are not counted. Each loader copies
+every byte into the process's memory before it returns (none maps the file lazily: each side's
+peak RSS is at least the model), so the clock includes getting the bytes there and no NumPy
+computation. Dropping the
 loaded arrays (nnsign zeroizes its buffers on drop) is timed apart, after the load's clock
 stopped, and reported as drop_s; it is counted in no ratio. After the clock stops, every load
 side checks fingerprints of each array's first, middle and last rows against the generator's,
 so every byte compared is the real one; nnsign's arrays must also be read-only views that own
 no data (no copy was made).
+
+Memory: primed for every side (--memory primed, the default). On this kind of machine (a VM
+whose balloon device has free page reporting) the kernel hands free 2 MiB blocks back to the
+host a few seconds after they are freed, and the first touch of such a block costs host page
+faults: loading 1 GiB into fresh huge pages (as nnsign does, MADV_HUGEPAGE) then takes 2-3 s
+of system time instead of 0.1 s, while 4 KiB pages (pickle, safetensors) mostly come from
+smaller free blocks that were never handed back. Whether a side pays this depended on what ran
+before it: nnsign.load ran in 0.35 s right after a process that freed huge pages and in 1-3 s
+from memory at rest. So right before each measurement this script touches and frees twice the
+model's size plus 256 MiB of huge pages (2.2 s at most here, outside every clock): each child
+then finds host-backed memory, as on a host without ballooning. --memory asis skips that.
 
 Page cache: warm for every side. Right before each load measurement the file that side reads
 is read whole by this script, so it is in the page cache; every save writes a new file into the
@@ -44,7 +58,11 @@ Rounds: ROUNDS (default 3) rounds; in each, REPS (default 5) repetitions of ever
 and then of every save side, in an order rotated at each repetition so that sides alternate.
 A side's figure is its best (lowest) per-round median; ratios are of those figures, taken in
 this run. Peak RSS is the largest seen over all of a side's runs (with the interpreter and
-NumPy, reported as python_only). The script exits 0 when a goal fails, printing FAIL.
+NumPy, reported as python_only; a child's peak as wait4 reports it starts from its parent's,
+so this script keeps its own small and primes memory in a child). The first line and the table
+say how many cores were free (SHA-256 in two processes at once against one): nnsign hashes on
+both cores, pickle and safetensors copy on one, so a busy second core costs nnsign more. The
+script exits 0 when a goal fails, printing FAIL.
 """
 
 import argparse
@@ -101,10 +119,11 @@ def child(side, work):
     import numpy as np
 
     if side == "python_only":
-        import nnsign  # noqa: F401
-        import safetensors.numpy  # noqa: F401
+        import nnsign
+        import safetensors.numpy
 
-        return {"seconds": 0.0}
+        versions = [nnsign.__version__, np.__version__, safetensors.__version__]
+        return {"seconds": 0.0, "versions": versions}
     if side.startswith("load_"):
         if side == "load_nnsign":
             import nnsign
@@ -227,10 +246,48 @@ def warm(path):
             pass
 
 
-def measure(side, work, cli):
+def hash_rate(seconds):
+    """SHA-256 throughput of this process, in MB/s, over `seconds`."""
+    import hashlib
+
+    block, n = bytes(1 << 20), 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        hashlib.sha256(block).digest()
+        n += len(block)
+    return n / (time.perf_counter() - t0) / 1e6
+
+
+def cores_free():
+    """How many cores' worth of SHA-256 two processes get at once against one alone: near 2.0
+    when the second core is free, near 1.0 when something else holds it."""
+    me = [sys.executable, os.path.abspath(__file__), "--hash", "0.5"]
+    one = float(run_child(me)[2])
+    two = [subprocess.Popen(me, stdout=subprocess.PIPE) for _ in range(2)]
+    both = sum(float(p.communicate()[0]) for p in two)
+    return both / one
+
+
+def prime(nbytes):
+    """Touches and frees `nbytes` of huge pages, so that the next process finds host-backed
+    memory (see Memory in the module's doc). Run in a child of its own: a child's peak RSS, as
+    wait4 reports it, starts from its parent's."""
+    import mmap
+
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        m.madvise(mmap.MADV_HUGEPAGE)
+    for at in range(0, nbytes, 4096):
+        m[at] = 1
+    m.close()
+
+
+def measure(side, work, cli, prime_bytes):
     if side in ("verify_cli", "verify_load_cli"):
         art, pub = os.path.join(work, "model.nns"), os.path.join(work, "ci.pub")
         warm(art)
+        if prime_bytes:
+            run_child([sys.executable, os.path.abspath(__file__), "--prime", str(prime_bytes)])
         cmd = [cli, "verify", art, "--trust", pub, "--quiet"]
         if side == "verify_load_cli":
             cmd = [cli, "verify-load", art, "--trust", pub, "--quiet",
@@ -241,6 +298,8 @@ def measure(side, work, cli):
         warm(os.path.join(work, {"load_nnsign": "model.nns",
                                  "load_safetensors": "model.safetensors",
                                  "load_pickle": "model.pkl"}[side]))
+    if prime_bytes:
+        run_child([sys.executable, os.path.abspath(__file__), "--prime", str(prime_bytes)])
     _, rss, out = run_child([sys.executable, os.path.abspath(__file__), "--child", side, work])
     result = json.loads(out.strip().splitlines()[-1])
     result["rss_kib"] = rss
@@ -267,10 +326,21 @@ def main():
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", 3)))
     ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 5)))
     ap.add_argument("--nnsign", default=default_cli(), help="the nnsign CLI")
+    ap.add_argument("--memory", choices=["primed", "asis"],
+                    default=os.environ.get("MEMORY", "primed"),
+                    help="prime host-backed huge pages before each measurement, or not")
     ap.add_argument("--dir", default=None, help="where to make the temporary folder")
     ap.add_argument("--child", nargs=2, metavar=("SIDE", "WORK"), help=argparse.SUPPRESS)
     ap.add_argument("--setup", nargs=1, metavar="WORK", help=argparse.SUPPRESS)
+    ap.add_argument("--prime", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--hash", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.hash:
+        print(hash_rate(args.hash))
+        return
+    if args.prime:
+        prime(args.prime)
+        return
     if args.child:
         print(json.dumps(child(*args.child)))
         return
@@ -280,30 +350,32 @@ def main():
     if not os.access(args.nnsign, os.X_OK):
         sys.exit(f"no nnsign CLI at {args.nnsign}: build it (cargo build --release) or give --nnsign")
 
-    import nnsign
-    import numpy
-    import safetensors
-
+    # Nothing large is imported here: a child's peak RSS, as wait4 reports it, starts from this
+    # process's own.
     work = tempfile.mkdtemp(prefix="nnsign-pybench-", dir=args.dir)
     try:
-        run(args, work, versions=(nnsign.__version__, numpy.__version__, safetensors.__version__))
+        run(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(args, work, versions):
+def run(args, work):
     t = time.perf_counter()
     run_child([sys.executable, os.path.abspath(__file__), "--setup", work,
                "--size-mib", str(args.size_mib), "--arrays", str(args.arrays)])
     with open(os.path.join(work, "meta.json")) as f:
         model = json.load(f)["model_bytes"]
+    _, py_rss, out = run_child([sys.executable, os.path.abspath(__file__), "--child",
+                                "python_only", work])
+    versions = json.loads(out.strip().splitlines()[-1])["versions"]
     print(f"model: {args.arrays} float32 arrays, {model / 2**20:.0f} MiB in all, made and written "
           f"in {time.perf_counter() - t:.1f}s in {work}")
     print(f"nnsign {versions[0]} (CLI {args.nnsign}), numpy {versions[1]}, safetensors "
           f"{versions[2]}, Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds of {args.reps} "
-          "repetitions, sides alternating, warm page cache")
-    _, py_rss, _ = run_child([sys.executable, os.path.abspath(__file__), "--child", "python_only", work])
+          f"load average {os.getloadavg()[0]:.2f}, {cores_free():.2f} cores free (SHA-256 of "
+          f"two processes at once against one); {args.rounds} rounds of {args.reps} "
+          f"repetitions, sides alternating, warm page cache, memory {args.memory}")
+    prime_bytes = 2 * model + (256 << 20) if args.memory == "primed" else 0
 
     medians = {s: [] for s in LOAD_SIDES + SAVE_SIDES}
     drops = {s: [] for s in LOAD_SIDES}
@@ -314,7 +386,7 @@ def run(args, work, versions):
             for rep in range(args.reps):
                 k = rep % len(block)
                 for side in block[k:] + block[:k]:
-                    res = measure(side, work, args.nnsign)
+                    res = measure(side, work, args.nnsign, prime_bytes)
                     times[side].append(res["seconds"])
                     rss[side] = max(rss[side], res["rss_kib"])
                     if "drop_s" in res:
@@ -334,7 +406,8 @@ def report(args, model, best, medians, rss, drops, py_rss):
     mib = lambda kib: kib / 1024  # noqa: E731
     of_model = lambda kib: kib * 1024 / model  # noqa: E731
     print()
-    print(f"Best per-round median of {args.reps} runs, over {args.rounds} alternating rounds; "
+    print(f"Best per-round median of {args.reps} runs, over {args.rounds} alternating rounds, "
+          f"memory {args.memory}; {cores_free():.2f} cores free at the end; "
           f"peak RSS is the largest over all runs; model = {model / 2**20:.0f} MiB of float32; "
           f"load average now {os.getloadavg()[0]:.2f}")
     print(f"{'side':18s} {'time':>8s} {'per-round medians':>26s} {'peak RSS':>10s} {'x model':>8s}")
@@ -353,7 +426,7 @@ def report(args, model, best, medians, rss, drops, py_rss):
     def ratio(name, a, b, limit, strict=False, what="time"):
         r = best[a] / best[b]
         ok = r < limit if strict else r <= limit
-        goals.append((name, f"{r:.2f}x", f"{'<' if strict else '<='} {limit}x",
+        goals.append((name, f"{r:.3f}x", f"{'<' if strict else '<='} {limit}x",
                       f"{best[a]:.3f}s vs {best[b]:.3f}s", ok))
 
     ratio("load_nnsign / verify_cli", "load_nnsign", "verify_cli", 1.2)

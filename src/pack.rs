@@ -289,6 +289,12 @@ pub fn pack(
                     .file()
                     .write_all_at(stored, payload_offset + range.start)
                     .map_err(io)?;
+                // The disk writes while the cores hash: the fsync at the end waits for little.
+                crate::sys::start_writeback(
+                    output.file(),
+                    payload_offset + range.start,
+                    stored.len() as u64,
+                );
                 let n = done.fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 progress(n + stored.len() as u64);
                 Ok(digest)

@@ -87,6 +87,27 @@ pub fn prefer_huge_pages(buf: &mut [u8]) {
     }
 }
 
+/// Starts writing `len` bytes of `file` from `offset` back to disk, without waiting for them:
+/// a large file written this way as it is made has little left to write when it is fsynced, so
+/// the disk works while the cores hash. Best effort: an error only means the final fsync
+/// writes these bytes itself.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range reads no memory of ours: it only queues the file's dirty
+        // pages of the range for writing.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 /// A read-only view of a float32 matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
