@@ -8,17 +8,6 @@ use std::path::Path;
 
 use common::*;
 
-fn pack(model: &Path, out: &Path) -> Run {
-    nnsign([
-        "pack".as_ref(),
-        model.as_os_str(),
-        "--sign".as_ref(),
-        test_key("test-a.key").as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-}
-
 /// Runs the artifact on `input` (a fixture); returns the output's shape and values.
 fn run_model(dir: &Path, art: &Path, input: &str) -> (Vec<u64>, Vec<f32>) {
     let out = dir.join("y.npy");
@@ -40,7 +29,7 @@ fn run_model(dir: &Path, art: &Path, input: &str) -> (Vec<u64>, Vec<f32>) {
 fn the_seed_model_imports_and_reproduces_keras() {
     let dir = tempfile::tempdir().unwrap();
     let art = dir.path().join("k.nns");
-    let run = pack(&fixture("keras_seed_mlp/model.keras"), &art);
+    let run = pack_signed(&fixture("keras_seed_mlp/model.keras"), &art);
     assert_eq!(run.code, 0, "{run:?}");
     let (_, got) = run_model(dir.path(), &art, "keras_seed_mlp/inputs.npy");
     let (_, want) = read_npy_f32(&fixture("keras_seed_mlp/expected.npy"));
@@ -82,7 +71,7 @@ fn the_seed_model_imports_and_reproduces_keras() {
 fn a_channels_last_cnn_reproduces_keras() {
     let dir = tempfile::tempdir().unwrap();
     let art = dir.path().join("cnn.nns");
-    let run = pack(&fixture("keras_cnn/model.keras"), &art);
+    let run = pack_signed(&fixture("keras_cnn/model.keras"), &art);
     assert_eq!(run.code, 0, "{run:?}");
     let (shape, got) = run_model(dir.path(), &art, "keras_cnn/inputs.npy");
     let (_, want) = read_npy_f32(&fixture("keras_cnn/expected.npy"));
@@ -129,7 +118,7 @@ fn code_and_unmapped_layers_are_refused_by_name() {
     ];
     for (k, (layer, message)) in cases.into_iter().enumerate() {
         let model = with_layer(&format!("m{k}.keras"), layer);
-        let run = pack(&model, &dir.path().join("x.nns"));
+        let run = pack_signed(&model, &dir.path().join("x.nns"));
         assert_eq!(run.code, 1, "{run:?}");
         assert!(run.stderr.contains(message), "{}", run.stderr);
         assert!(!dir.path().join("x.nns").exists());
@@ -153,7 +142,7 @@ fn code_and_unmapped_layers_are_refused_by_name() {
         z.write_all(b"import os").unwrap();
         z.finish().unwrap();
     }
-    let run = pack(&path, &dir.path().join("x.nns"));
+    let run = pack_signed(&path, &dir.path().join("x.nns"));
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr.contains("unexpected record \"run_me.py\""),

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use nnsign::runtime::Value;
 
 /// The models, by file stem: `<name>.keras` and `<name>.npz` (`input.*`, `expected.*`).
 const MODELS: &[&str] = &[
@@ -43,53 +42,17 @@ const MODELS: &[&str] = &[
 
 const TOLERANCE: f64 = 1e-5;
 
-fn max_diff(got: &Value, want: &Value) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    (got.f32().data.iter().zip(&want.f32().data))
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max)
-}
-
-fn pack(model: &std::path::Path, out: &std::path::Path) -> Run {
-    nnsign([
-        "pack".as_ref(),
-        model.as_os_str(),
-        "--sign".as_ref(),
-        test_key("test-a.key").as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-}
-
 #[test]
 fn each_mapped_layer_computes_what_keras_computes() {
     let dir = tempfile::tempdir().unwrap();
-    let trust = test_key("test-a.pub");
     let mut failed = Vec::new();
     for name in MODELS {
         let art = dir.path().join(format!("{name}.nns"));
-        let packed = pack(&fixture(&format!("keras_layers/{name}.keras")), &art);
+        let packed = pack_signed(&fixture(&format!("keras_layers/{name}.keras")), &art);
         assert_eq!(packed.code, 0, "{name}: {packed:?}");
         let all = arrays(&fixture(&format!("keras_layers/{name}.npz")));
-        let inputs: Vec<(String, Value)> = (with_prefix(&all, "input.").into_iter())
-            .map(|(n, (_, v))| (n, v))
-            .collect();
-        let given = dir.path().join("in.npz");
-        let out = dir.path().join("out.npz");
-        let _ = std::fs::remove_file(&out);
-        nnsign::export::write_npz(&given, &inputs).unwrap();
-        let run = nnsign([
-            "verify-load".as_ref(),
-            art.as_os_str(),
-            "--trust".as_ref(),
-            trust.as_os_str(),
-            "--input".as_ref(),
-            given.as_os_str(),
-            "--output".as_ref(),
-            out.as_os_str(),
-        ]);
+        let (run, got) = verify_load_npz(dir.path(), &art, &all);
         assert_eq!(run.code, 0, "{name}: {run:?}");
-        let got = arrays(&out);
         let want = with_prefix(&all, "expected.");
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
@@ -148,7 +111,7 @@ fn fail_settings_keras_computes_otherwise_are_refused() {
     for (name, message) in cases {
         let model = fixture(&format!("keras_layers/{name}.keras"));
         let art = dir.path().join(format!("{name}.nns"));
-        let run = pack(&model, &art);
+        let run = pack_signed(&model, &art);
         assert_eq!(run.code, 1, "{name}: {run:?}");
         // The error line (a warning about the test key's file mode may come before it).
         let want = format!("nnsign: error: {}: {message}", model.display());

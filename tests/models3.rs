@@ -37,50 +37,17 @@ fn only(
     v
 }
 
-fn max_diff(got: &Value, want: &Value) -> f64 {
-    assert_eq!(got.shape(), want.shape());
-    (got.f32().data.iter().zip(&want.f32().data))
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max)
-}
-
 #[test]
 fn real_models_match_onnxruntime_and_their_framework() {
     let dir = tempfile::tempdir().unwrap();
-    let key = test_key("test-a.key");
-    let trust = test_key("test-a.pub");
     for (file, data) in MODELS {
         let art = dir.path().join(format!("{file}.nns"));
-        let packed = nnsign([
-            "pack".as_ref(),
-            fixture(&format!("models3/{file}")).as_os_str(),
-            "--sign".as_ref(),
-            key.as_os_str(),
-            "-o".as_ref(),
-            art.as_os_str(),
-        ]);
+        let packed = pack_signed(&fixture(&format!("models3/{file}")), &art);
         assert_eq!(packed.code, 0, "{file}: {packed:?}");
         for batch in ["", "_b3"] {
             let all = arrays(&fixture(&format!("models3/{data}{batch}.npz")));
-            let inputs: Vec<(String, Value)> = (with_prefix(&all, "input.").into_iter())
-                .map(|(n, (_, v))| (n, v))
-                .collect();
-            let given = dir.path().join("in.npz");
-            let out = dir.path().join("out.npz");
-            let _ = std::fs::remove_file(&out);
-            nnsign::export::write_npz(&given, &inputs).unwrap();
-            let run = nnsign([
-                "verify-load".as_ref(),
-                art.as_os_str(),
-                "--trust".as_ref(),
-                trust.as_os_str(),
-                "--input".as_ref(),
-                given.as_os_str(),
-                "--output".as_ref(),
-                out.as_os_str(),
-            ]);
+            let (run, got) = verify_load_npz(dir.path(), &art, &all);
             assert_eq!(run.code, 0, "{file} on {data}{batch}: {run:?}");
-            let got = arrays(&out);
             assert_eq!(got.len(), 1, "{file}: one output");
             let got = &got.values().next().unwrap().1;
             let ort = max_diff(got, &only(&all, "output."));

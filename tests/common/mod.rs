@@ -179,3 +179,55 @@ pub fn tensor(
         origin: "test".into(),
     }
 }
+
+/// A file's arrays by name, as [`arrays`] reads them.
+pub type Arrays =
+    std::collections::BTreeMap<String, (nnsign::format::TensorInfo, nnsign::runtime::Value)>;
+
+/// `nnsign pack MODEL --sign tests/keys/test-a.key -o OUT`.
+pub fn pack_signed(model: &Path, out: &Path) -> Run {
+    nnsign([
+        "pack".as_ref(),
+        model.as_os_str(),
+        "--sign".as_ref(),
+        test_key("test-a.key").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+}
+
+/// Runs `nnsign verify-load ART --trust tests/keys/test-a.pub` on the arrays of `all` named
+/// `input.<input>` (written to `DIR/in.npz`), and returns the run and, when it succeeded, the
+/// outputs it wrote (`DIR/out.npz`) by name.
+pub fn verify_load_npz(dir: &Path, art: &Path, all: &Arrays) -> (Run, Arrays) {
+    let inputs: Vec<(String, nnsign::runtime::Value)> = (with_prefix(all, "input.").into_iter())
+        .map(|(n, (_, v))| (n, v))
+        .collect();
+    let given = dir.join("in.npz");
+    let out = dir.join("out.npz");
+    let _ = std::fs::remove_file(&out);
+    nnsign::export::write_npz(&given, &inputs).unwrap();
+    let run = nnsign([
+        "verify-load".as_ref(),
+        art.as_os_str(),
+        "--trust".as_ref(),
+        test_key("test-a.pub").as_os_str(),
+        "--input".as_ref(),
+        given.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ]);
+    let got = match run.code {
+        0 => arrays(&out),
+        _ => Arrays::new(),
+    };
+    (run, got)
+}
+
+/// The largest absolute difference between two float32 values of the same shape.
+pub fn max_diff(got: &nnsign::runtime::Value, want: &nnsign::runtime::Value) -> f64 {
+    assert_eq!(got.shape(), want.shape());
+    (got.f32().data.iter().zip(&want.f32().data))
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max)
+}
