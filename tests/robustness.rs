@@ -215,12 +215,39 @@ fn mutate_graph(g: &mut serde_json::Value, rng: &mut Rng) {
     }
 }
 
+/// Whether the graph `text` decodes, validates against `infos` (the table of `weights`) and
+/// runs on `inputs`: `false` when it is refused at any of the three. A graph that validates
+/// builds (every weight it names is there, so `Model::new` must not fail).
+fn graph_runs(
+    text: &str,
+    infos: &[nnsign::format::TensorInfo],
+    weights: &[(nnsign::format::TensorInfo, nnsign::runtime::Value)],
+    inputs: &[(String, nnsign::runtime::Value)],
+) -> bool {
+    let Ok(graph) = nnsign::model::Graph::from_json(text) else {
+        return false;
+    };
+    let Ok(plan) = graph.validate(infos) else {
+        return false;
+    };
+    let find = |i: &nnsign::format::TensorInfo| {
+        Ok(weights
+            .iter()
+            .find(|(w, _)| w.name == i.name)
+            .unwrap()
+            .1
+            .clone())
+    };
+    let model = nnsign::runtime::Model::new(plan, find, 1 << 30).unwrap();
+    model.run(inputs.to_vec()).is_ok()
+}
+
 /// Thousands of damaged graphs from the op fixtures through validation and, when they pass,
 /// through a run on the fixture's inputs: each must be refused or run, never panic.
 #[test]
 fn mutated_graphs_are_refused_or_run_never_panic() {
     use nnsign::format::TensorInfo;
-    use nnsign::runtime::{self, Model};
+    use nnsign::runtime;
     let dir = root().join("tests/fixtures/ops");
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
@@ -243,28 +270,7 @@ fn mutated_graphs_are_refused_or_run_never_panic() {
                 mutate_graph(&mut g, &mut rng);
             }
             let text = g.to_string();
-            let outcome = std::panic::catch_unwind(|| {
-                let Ok(graph) = nnsign::model::Graph::from_json(&text) else {
-                    return false;
-                };
-                let Ok(plan) = graph.validate(&infos) else {
-                    return false;
-                };
-                let model = Model::new(
-                    plan,
-                    |i| {
-                        Ok(weights
-                            .iter()
-                            .find(|(w, _)| w.name == i.name)
-                            .unwrap()
-                            .1
-                            .clone())
-                    },
-                    1 << 30,
-                )
-                .unwrap();
-                model.run(inputs.clone()).is_ok()
-            });
+            let outcome = std::panic::catch_unwind(|| graph_runs(&text, &infos, &weights, &inputs));
             match outcome {
                 Ok(true) => ran += 1,
                 Ok(false) => refused += 1,
@@ -293,7 +299,7 @@ fn finite(v: &mut serde_json::Value) {
 #[test]
 fn mutated_real_graphs_are_refused_or_run_never_panic() {
     use nnsign::format::TensorInfo;
-    use nnsign::runtime::{self, Model};
+    use nnsign::runtime;
     let mut rng = Rng(0x0b5e_55ed);
     let rounds: usize = std::env::var("NNSIGN_GRAPH_ROUNDS").map_or(20, |v| v.parse().unwrap());
     let (mut ran, mut refused) = (0, 0);
@@ -315,46 +321,17 @@ fn mutated_real_graphs_are_refused_or_run_never_panic() {
             .map(|(n, (_, v))| (n, v))
             .collect();
         // Undamaged, the graph runs: refusals below are the damage's.
-        let graph = nnsign::model::Graph::from_json(&arch.to_string()).unwrap();
-        let plan = graph.validate(&infos).unwrap();
-        let model = Model::new(
-            plan,
-            |i| {
-                Ok(weights
-                    .iter()
-                    .find(|(w, _)| w.name == i.name)
-                    .unwrap()
-                    .1
-                    .clone())
-            },
-            1 << 30,
-        )
-        .unwrap();
-        model.run(inputs.clone()).unwrap();
+        assert!(
+            graph_runs(&arch.to_string(), &infos, &weights, &inputs),
+            "{file} undamaged"
+        );
         for _ in 0..rounds {
             let mut g = arch.clone();
             for _ in 0..1 + rng.below(3) {
                 mutate_graph(&mut g, &mut rng);
             }
             let text = g.to_string();
-            let outcome = std::panic::catch_unwind(|| {
-                let Ok(graph) = nnsign::model::Graph::from_json(&text) else {
-                    return false;
-                };
-                let Ok(plan) = graph.validate(&infos) else {
-                    return false;
-                };
-                let find = |i: &TensorInfo| {
-                    Ok(weights
-                        .iter()
-                        .find(|(w, _)| w.name == i.name)
-                        .unwrap()
-                        .1
-                        .clone())
-                };
-                let model = Model::new(plan, find, 1 << 30).unwrap();
-                model.run(inputs.clone()).is_ok()
-            });
+            let outcome = std::panic::catch_unwind(|| graph_runs(&text, &infos, &weights, &inputs));
             match outcome {
                 Ok(true) => ran += 1,
                 Ok(false) => refused += 1,
