@@ -112,6 +112,19 @@ def fingerprint(a):
 # ---------------------------------------------------------------- what runs in a child
 
 
+def every_array(loaded, shapes):
+    """What a user does with what a loader returned: every array taken by name, its shape and
+    dtype checked (inside the timing; the bytes are checked after it)."""
+    import numpy as np
+
+    got = {}
+    for name in loaded:
+        a = loaded[name]
+        assert a.shape == shapes[name] and a.dtype == np.float32, name
+        got[name] = a
+    return got
+
+
 def child(side, work):
     with open(os.path.join(work, "meta.json")) as f:
         meta = json.load(f)
@@ -131,11 +144,7 @@ def child(side, work):
             art, pub = os.path.join(work, "model.nns"), os.path.join(work, "ci.pub")
             t0 = time.perf_counter()
             m = nnsign.load(art, trust=pub)
-            got = {}
-            for name in m.tensors:
-                a = m.tensors[name]
-                assert a.shape == shapes[name] and a.dtype == np.float32, name
-                got[name] = a
+            got = every_array(m.tensors, shapes)
             t1 = time.perf_counter()
             for a in got.values():
                 assert not a.flags.owndata and not a.flags.writeable, "nnsign copied an array"
@@ -145,22 +154,14 @@ def child(side, work):
             path = os.path.join(work, "model.safetensors")
             t0 = time.perf_counter()
             m = safetensors.numpy.load_file(path)
-            got = {}
-            for name in m:
-                a = m[name]
-                assert a.shape == shapes[name] and a.dtype == np.float32, name
-                got[name] = a
+            got = every_array(m, shapes)
             t1 = time.perf_counter()
         elif side == "load_pickle":
             path = os.path.join(work, "model.pkl")
             t0 = time.perf_counter()
             with open(path, "rb") as f:
                 m = pickle.load(f)
-            got = {}
-            for name in m:
-                a = m[name]
-                assert a.shape == shapes[name] and a.dtype == np.float32, name
-                got[name] = a
+            got = every_array(m, shapes)
             t1 = time.perf_counter()
         else:
             raise SystemExit(f"unknown side {side}")

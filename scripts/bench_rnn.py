@@ -47,6 +47,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+# onnxruntime set up as the runtime benchmark does (same threads, sequential).
+from bench_runtime import session
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-4
 
@@ -80,14 +83,6 @@ def model(op, direction, seq, batch, inp, hs, extra, rng):
                           producer_name="nnsign scripts/bench_rnn.py")
     onnx.checker.check_model(m)
     return m
-
-
-def session(path, threads):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def time_ort(sess, x, iters):
