@@ -26,6 +26,10 @@ Sides (each measurement is a fresh subprocess; its peak RSS comes from wait4):
                     writes, fsyncs the file, renames it into place and fsyncs the folder.
   save_safetensors  safetensors.numpy.save_file(arrays, OUT): writes, no fsync.
   save_st_fsync     the same followed by os.fsync of the file: the fair baseline for save.
+  hash_floor        hashlib.sha256 (OpenSSL, SHA-NI here) of every 4 MiB chunk of the arrays'
+                    bytes, on as many threads as there are cores, and nothing else: the digests
+                    FORMAT.md asks of any writer. No signed save can take less time; the
+                    save_safetensors goal is checked against this floor too (see the report).
 
 Python sides are timed inside the child with perf_counter around exactly the calls above, so
 interpreter start, imports and (for save) making the arrays are not counted. Each loader copies
@@ -80,7 +84,7 @@ COLS = 4096
 SEED = 20261207
 
 LOAD_SIDES = ["verify_cli", "verify_load_cli", "load_nnsign", "load_safetensors", "load_pickle"]
-SAVE_SIDES = ["save_nnsign", "save_safetensors", "save_st_fsync"]
+SAVE_SIDES = ["save_nnsign", "save_safetensors", "save_st_fsync", "hash_floor"]
 
 
 def shapes_of(size_mib, arrays):
@@ -174,6 +178,22 @@ def child(side, work):
 
         gc.collect()
         return {"seconds": t1 - t0, "drop_s": time.perf_counter() - t2}
+    if side == "hash_floor":
+        import hashlib
+        from concurrent.futures import ThreadPoolExecutor
+
+        arrays = make_arrays(shapes)
+        chunk = 4 << 20
+        t0 = time.perf_counter()
+        # hashlib lets go of the GIL while it hashes a large buffer: the threads hash in
+        # parallel, as nnsign's workers do.
+        pieces = [memoryview(a).cast("B")[at:at + chunk]
+                  for a in arrays.values() for at in range(0, a.nbytes, chunk)]
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            digests = list(pool.map(lambda b: hashlib.sha256(b).digest(), pieces))
+        t1 = time.perf_counter()
+        assert len(digests) == len(pieces)
+        return {"seconds": t1 - t0}
     if side.startswith("save_"):
         arrays = make_arrays(shapes)
         out = os.path.join(work, "out." + side)
@@ -438,15 +458,23 @@ def report(args, model, best, medians, rss, drops, py_rss):
                   f"{mib(rss['load_nnsign']):.0f} MiB vs {model / 2**20:.0f} MiB", r <= 1.1))
     ratio("save_nnsign / save_safetensors (no fsync)", "save_nnsign", "save_safetensors", 1.3)
     ratio("save_nnsign / save_st_fsync", "save_nnsign", "save_st_fsync", 1.3)
+    # A signed save hashes every byte (FORMAT.md section 6): if hashing alone, on every core,
+    # takes longer than 1.3x save_file without fsync, that goal is out of reach of any writer
+    # of the format on this machine, nnsign or another.
+    floor = best["hash_floor"] / best["save_safetensors"]
+    goals.append(("hash_floor / save_safetensors (no fsync)", f"{floor:.3f}x", "info",
+                  f"{best['hash_floor']:.3f}s vs {best['save_safetensors']:.3f}s", None))
     print()
     print(f"{'goal':42s} {'ratio':>7s} {'goal':>8s}  {'figures':28s} result")
     for name, got, limit, figures, ok in goals:
-        print(f"{name:42s} {got:>7s} {limit:>8s}  {figures:28s} {'PASS' if ok else 'FAIL'}")
+        verdict = "info" if ok is None else "PASS" if ok else "FAIL"
+        print(f"{name:42s} {got:>7s} {limit:>8s}  {figures:28s} {verdict}")
     print("reference: verify_load_cli / verify_cli "
           f"{best['verify_load_cli'] / best['verify_cli']:.2f}x, load_nnsign / verify_load_cli "
           f"{best['load_nnsign'] / best['verify_load_cli']:.2f}x")
-    failed = [g[0] for g in goals if not g[4]]
-    print(f"goals: {len(goals) - len(failed)} of {len(goals)} PASS" +
+    checked = [g for g in goals if g[4] is not None]
+    failed = [g[0] for g in checked if not g[4]]
+    print(f"goals: {len(checked) - len(failed)} of {len(checked)} PASS" +
           (f"; FAIL: {', '.join(failed)}" if failed else ""))
 
 

@@ -95,8 +95,27 @@ fn raise(py: Python<'_>, f: Failure) -> PyErr {
     let _ = value.setattr("exit_code", f.code);
     let _ = value.setattr("kind", f.kind);
     let _ = value.setattr("file", file);
-    let _ = value.setattr("hint", f.hint);
+    let _ = value.setattr("hint", f.hint.as_deref().map(for_python));
     err
+}
+
+/// The CLI's options that the library's hints name, and what a Python caller passes instead.
+const PYTHON_SPELLING: &[(&str, &str)] = &[
+    ("`nnsign pack --sign KEY`", "`nnsign.save(..., sign=KEY)`"),
+    ("--allow-unsigned", "allow_unsigned=True"),
+    ("--max-memory BYTES", "max_memory=BYTES"),
+    ("--weights-only", "weights_only=True"),
+    ("--model-version", "version="),
+    ("--description", "description="),
+    ("--name", "name="),
+    ("--arch", "arch="),
+];
+
+/// A hint in the words of the Python API: the library's hints name the CLI's options.
+fn for_python(hint: &str) -> String {
+    PYTHON_SPELLING
+        .iter()
+        .fold(hint.to_owned(), |h, (cli, py)| h.replace(cli, py))
 }
 
 type Result<T> = std::result::Result<T, Failure>;

@@ -109,6 +109,9 @@ def test_unsigned_artifact_needs_allow_unsigned(tmp_path, signer):
     with pytest.raises(nnsign.SignatureError) as ei:
         nnsign.load(path, trust=pub)
     check(ei.value, nnsign.SignatureError, 4, "signature", path, "the artifact is unsigned")
+    # The hint says what a Python caller passes, not the CLI's option.
+    assert ei.value.hint == ("sign it with `nnsign.save(..., sign=KEY)`, or pass "
+                             "allow_unsigned=True to accept unsigned artifacts")
     with pytest.raises(nnsign.UsageError) as ei:
         nnsign.load(path)  # neither trust= nor allow_unsigned=
     check(ei.value, nnsign.UsageError, 2, "usage", None, "no trusted keys")
@@ -265,3 +268,12 @@ def test_errors_pickle_with_their_attributes(tmp_path, signer):
     assert str(back) == str(ei.value)
     assert (back.exit_code, back.kind, back.file, back.hint) == \
         (3, "io", str(tmp_path / "nowhere.nns"), "check the path")
+
+
+def test_memory_cap_hint_names_the_python_argument(tmp_path, signer):
+    key, pub = signer
+    path = tmp_path / "big.nns"
+    nnsign.save({"w": np.zeros((256, 256), dtype=np.float32)}, path, sign=key)
+    with pytest.raises(nnsign.SchemaError) as ei:
+        nnsign.load(path, trust=pub, max_memory=4096)
+    assert ei.value.hint == "if this host can afford it, raise the limit with max_memory=BYTES"

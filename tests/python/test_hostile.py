@@ -73,6 +73,12 @@ def test_scan_reports_hostile_files_dangerous(tmp_path, monkeypatch, cli, name, 
     assert report["file"] == str(HOSTILE / name)
     dangers = [f["what"] for f in report["findings"] if f["danger"]]
     assert any(named in what for what in dangers), dangers
+    with pytest.raises(nnsign.UnsafeFileError) as ei:
+        nnsign.scan(HOSTILE / name, check=True)
+    e = ei.value
+    assert (e.exit_code, e.kind, e.file) == (8, "danger", str(HOSTILE / name))
+    assert str(e).startswith(f"{HOSTILE / name}: would execute or reference code when loaded "
+                             f"by its framework: {dangers[0]}")
     assert not (tmp_path / CANARY).exists()
     # `nnsign scan` says the same, and exits 8 for it.
     r = cli("scan", HOSTILE / name, "--json", cwd=tmp_path)
@@ -85,6 +91,7 @@ def test_scan_of_a_plain_checkpoint_is_not_dangerous():
     assert report["format"] == "pytorch"
     assert report["dangerous"] is False
     assert all(not f["danger"] for f in report["findings"])
+    assert nnsign.scan(HOSTILE.parent / "torch_real" / "test.pt", check=True) == report
 
 
 class Recorder:

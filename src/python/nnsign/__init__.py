@@ -318,10 +318,25 @@ def inspect(path: PathLike) -> Dict[str, Any]:
     return json.loads(_native.inspect(_path(path)))
 
 
-def scan(path: PathLike) -> Dict[str, Any]:
+def scan(path: PathLike, *, check: bool = False) -> Dict[str, Any]:
     """What a model file (pickle, PyTorch, Keras, ONNX, NumPy) would execute or reference if
-    its framework loaded it, without loading it: ``{"format", "dangerous", "findings"}``."""
-    return json.loads(_native.scan(_path(path)))
+    its framework loaded it, without loading it: ``{"file", "format", "dangerous", "findings"}``.
+
+    With ``check=True``, a dangerous file raises :class:`UnsafeFileError` (exit code 8 of
+    ``nnsign scan``) naming the file and the first thing it would run, instead of returning::
+
+        nnsign.scan("downloaded.pt", check=True)   # raises before anyone torch.loads it
+    """
+    report = json.loads(_native.scan(_path(path)))
+    if check and report["dangerous"]:
+        dangers = [f["what"] for f in report["findings"] if f["danger"]]
+        more = f" (and {len(dangers) - 1} more)" if len(dangers) > 1 else ""
+        raise _fail(UnsafeFileError, 8, "danger",
+                    f"would execute or reference code when loaded by its framework: "
+                    f"{dangers[0]}{more}", report["file"],
+                    "do not load it with its framework; nnsign.save imports PyTorch and ONNX "
+                    "files without running them")
+    return report
 
 
 def _is_instance_of(obj: Any, module_prefix: str, names: Sequence[str]) -> bool:
