@@ -130,6 +130,10 @@ pub fn verify_failure(path: &Path, e: VerifyError) -> Failure {
             .hint("if you trust that signer, add its .pub file to the trust store (see keys/README.md)"),
         err @ VerifyError::Bool(_) => f(exit::INTEGRITY, "integrity", err.to_string())
             .hint("the signer wrote a malformed BOOL tensor (a byte other than 0 and 1); do not deploy it"),
+        err @ VerifyError::ShardMissing { .. } => f(exit::INTEGRITY, "integrity", err.to_string())
+            .hint("a sharded artifact is its .nns file and every shard file beside it, as named; copy or pull all of them"),
+        err @ VerifyError::ShardLength { .. } => f(exit::INTEGRITY, "integrity", err.to_string())
+            .hint("that shard was cut short, extended or replaced by another; fetch it again from the artifact's source"),
         err @ (VerifyError::Digest { .. } | VerifyError::Padding(_)) => {
             f(exit::INTEGRITY, "integrity", err.to_string())
                 .hint("this copy was modified or corrupted after signing; do not deploy it, fetch it again")

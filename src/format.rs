@@ -46,6 +46,8 @@ pub const ENCODING_STREAM: &str = "chacha20poly1305-stream";
 pub const MAX_RECIPIENTS: usize = 64;
 /// Largest payload accepted (1 TiB).
 pub const MAX_PAYLOAD_LEN: u64 = 1 << 40;
+/// Most shard files of one artifact (FORMAT.md section 14).
+pub const MAX_SHARDS: usize = 65536;
 /// Most signatures in one envelope.
 pub const MAX_SIGNATURES: usize = 16;
 /// Largest protected header of one signature.
@@ -168,6 +170,21 @@ pub fn read_prelude(p: &[u8; PRELUDE_LEN]) -> Result<u32, FormatError> {
 /// Offset of the payload for an envelope of `envelope_len` bytes.
 pub fn payload_offset(envelope_len: u32) -> u64 {
     align_up(PRELUDE_LEN as u64 + u64::from(envelope_len), PAYLOAD_ALIGN)
+}
+
+/// The file that holds shard `k` (1-based) of `n` of the artifact at `head` (FORMAT.md section
+/// 14): `STEM-KKKKK-of-NNNNN.nnshard` in the same folder, where STEM is the artifact's file name
+/// without a final `.nns`, and K and N are zero-padded to five digits.
+pub fn shard_path(head: &std::path::Path, k: usize, n: usize) -> std::path::PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = head.file_name().map_or(&[][..], |n| n.as_bytes());
+    let stem = name
+        .strip_suffix(b".nns")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(name);
+    let mut shard = stem.to_vec();
+    shard.extend_from_slice(format!("-{k:05}-of-{n:05}.nnshard").as_bytes());
+    head.with_file_name(std::ffi::OsString::from_vec(shard))
 }
 
 /// `n` rounded up to a multiple of `to` (a power of two). Callers keep `n` far below `u64::MAX`.
@@ -715,6 +732,14 @@ pub struct PayloadInfo {
     /// SHA-256 of each chunk, concatenated: 32 bytes per chunk, in payload order.
     #[serde(with = "serde_bytes")]
     pub digests: Vec<u8>,
+    /// Byte lengths of the shard files that hold the payload, in payload order (FORMAT.md
+    /// section 14); absent when the payload follows the header in the artifact's own file.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub shards: Option<Vec<u64>>,
 }
 
 /// One entry of the tensor table.
@@ -768,6 +793,9 @@ pub struct Layout {
     pub length: u64,
     pub chunks: Vec<Chunk>,
     pub digests: Vec<[u8; 32]>,
+    /// The payload ranges of the shard files, in order (empty when the payload is not
+    /// sharded). Each starts where a chunk starts.
+    pub shards: Vec<std::ops::Range<u64>>,
 }
 
 impl Layout {
@@ -850,6 +878,55 @@ impl Layout {
         let data = self.chunk_data_len(i);
         let at = self.chunks[i].start - t.offset;
         check_bools(t, at, &chunk[..data])
+    }
+
+    /// Checks `payload.shards` (FORMAT.md section 14) against this layout and returns each
+    /// shard's payload range: 1 to [`MAX_SHARDS`] shards, none empty, their lengths adding up
+    /// to the payload's, each starting where a chunk starts (so no chunk spans two files).
+    pub fn shard_ranges(&self, lengths: &[u64]) -> Result<Vec<std::ops::Range<u64>>, FormatError> {
+        if lengths.is_empty() || lengths.len() > MAX_SHARDS {
+            return Err(FormatError::invalid(format!(
+                "{} shards; a sharded payload has 1 to {MAX_SHARDS}",
+                lengths.len()
+            )));
+        }
+        let mut ranges = Vec::with_capacity(lengths.len());
+        let mut start = 0u64;
+        // Chunks are in payload order: a cursor over their starts meets every boundary.
+        let mut chunk = 0usize;
+        for (k, &len) in lengths.iter().enumerate() {
+            if len == 0 {
+                return Err(FormatError::invalid(format!("shard {} is empty", k + 1)));
+            }
+            while chunk < self.chunks.len() && self.chunks[chunk].start < start {
+                chunk += 1;
+            }
+            if self.chunks.get(chunk).map(|c| c.start) != Some(start) {
+                return Err(FormatError::invalid(format!(
+                    "shard {} starts at payload offset {start}, which is not the start of a digest chunk",
+                    k + 1
+                )));
+            }
+            let end = start
+                .checked_add(len)
+                .filter(|&end| end <= self.length)
+                .ok_or_else(|| {
+                    FormatError::invalid(format!(
+                        "shard {} ends past the payload's {} bytes",
+                        k + 1,
+                        self.length
+                    ))
+                })?;
+            ranges.push(start..end);
+            start = end;
+        }
+        if start != self.length {
+            return Err(FormatError::invalid(format!(
+                "the shards hold {start} bytes, the payload {}",
+                self.length
+            )));
+        }
+        Ok(ranges)
     }
 
     /// Checks that every padding byte of chunk `i` is zero; returns the payload offset of the
@@ -1105,6 +1182,15 @@ impl Manifest {
     /// Every check of [`Manifest::validate`] but the digests' count, which a writer learns from
     /// the layout this returns (its `digests` are left empty).
     pub fn validate_tables(&self) -> Result<Layout, FormatError> {
+        let mut layout = self.validate_payload()?;
+        if let Some(lengths) = &self.payload.shards {
+            layout.shards = layout.shard_ranges(lengths)?;
+        }
+        Ok(layout)
+    }
+
+    /// The rules of sections 5, 6 and 11 for the payload and tensor table.
+    fn validate_payload(&self) -> Result<Layout, FormatError> {
         if self.format != MANIFEST_FORMAT {
             return Err(unsupported_format(self.format));
         }
@@ -1174,6 +1260,7 @@ impl Manifest {
             length: p.length,
             chunks: Layout::cipher_chunks(p.length),
             digests: Vec::new(),
+            shards: Vec::new(),
         })
     }
 
@@ -1252,6 +1339,7 @@ pub fn raw_layout(table: &[TensorEntry], length: u64) -> Result<Layout, FormatEr
         length,
         chunks,
         digests: Vec::new(),
+        shards: Vec::new(),
     })
 }
 
@@ -1279,6 +1367,7 @@ mod tests {
             tensors,
             length,
             chunks,
+            shards: Vec::new(),
         }
     }
 
@@ -1289,6 +1378,50 @@ mod tests {
         assert_eq!(end, 192);
         assert_eq!(Layout::place([]).unwrap(), (vec![], 0));
         assert_eq!(Layout::place([u64::MAX]), None);
+    }
+
+    #[test]
+    fn shards_start_at_chunk_starts_and_cover_the_payload_exactly() {
+        // Tensors of 100 bytes and CHUNK_SIZE + 10: chunks start at 0, 128, 128 + CHUNK_SIZE.
+        let l = layout(&[100, CHUNK_SIZE + 10]);
+        let end = l.length;
+        assert_eq!(l.shard_ranges(&[end]).unwrap(), vec![0..end]);
+        assert_eq!(
+            l.shard_ranges(&[128, CHUNK_SIZE, end - 128 - CHUNK_SIZE])
+                .unwrap(),
+            vec![0..128, 128..128 + CHUNK_SIZE, 128 + CHUNK_SIZE..end]
+        );
+        let refused = |lengths: &[u64]| l.shard_ranges(lengths).unwrap_err().to_string();
+        assert!(refused(&[]).contains("0 shards"));
+        assert!(refused(&[64, end - 64]).contains("shard 2 starts at payload offset 64"));
+        assert!(refused(&[128, 0, end - 128]).contains("shard 2 is empty"));
+        assert!(refused(&[128, end]).contains("shard 2 ends past the payload"));
+        assert!(refused(&[128]).contains("the shards hold 128 bytes"));
+        assert!(refused(&[u64::MAX]).contains("ends past"));
+        assert!(refused(&vec![1; MAX_SHARDS + 1]).contains("1 to 65536"));
+        // No payload, no chunk: nothing can start a shard.
+        assert!(layout(&[]).shard_ranges(&[1]).is_err());
+    }
+
+    #[test]
+    fn shard_files_are_named_after_the_artifact() {
+        let p = |head: &str, k, n| shard_path(std::path::Path::new(head), k, n);
+        assert_eq!(
+            p("/m/llm.nns", 2, 40),
+            std::path::Path::new("/m/llm-00002-of-00040.nnshard")
+        );
+        assert_eq!(
+            p("llm", 1, 1),
+            std::path::Path::new("llm-00001-of-00001.nnshard")
+        );
+        assert_eq!(
+            p("a/.nns", 1, 2),
+            std::path::Path::new("a/.nns-00001-of-00002.nnshard")
+        );
+        assert_eq!(
+            p("x.nns.nns", 3, 3),
+            std::path::Path::new("x.nns-00003-of-00003.nnshard")
+        );
     }
 
     #[test]
@@ -1385,6 +1518,7 @@ mod manifest_tests {
                 length: 0,
                 chunk_size: CHUNK_SIZE,
                 digests: vec![],
+                shards: None,
             },
             tensors: vec![],
             arch: None,

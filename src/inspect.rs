@@ -160,6 +160,11 @@ impl Inspection {
             "payload_bytes": layout.length,
             "file_bytes": file_len,
             "header_bytes": payload_offset,
+            "shards": layout.shards.iter().enumerate().map(|(k, r)| json!({
+                "file": crate::format::shard_path(path, k + 1, layout.shards.len()),
+                "payload_offset": r.start,
+                "bytes": r.end - r.start,
+            })).collect::<Vec<_>>(),
         })
     }
 }

@@ -61,7 +61,10 @@ pub struct Packed {
     pub signer: Option<KeyId>,
     pub tensors: usize,
     pub payload_len: u64,
+    /// Bytes of the artifact's own file (the header alone when it is sharded).
     pub file_len: u64,
+    /// The shard files written beside it and their lengths, in order (empty if not sharded).
+    pub shards: Vec<(PathBuf, u64)>,
 }
 
 /// Everything that goes into an artifact.
@@ -93,8 +96,21 @@ enum Payload {
 
 /// Writes an artifact to `out`. `progress` is called with the payload bytes written so far.
 pub fn pack(
+    input: PackInput<'_>,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Packed, PackError> {
+    pack_sharded(input, out, None, progress)
+}
+
+/// [`pack`], with the payload in shard files of at most `shard_size` bytes beside `out` (FORMAT.md
+/// section 14) when `shard_size` is given and there is a payload. A shard is larger only when
+/// one digest chunk is (an encrypted chunk is 4 MiB and 1 KiB); a tensor is split between
+/// shards only when it does not fit in one.
+pub fn pack_sharded(
     mut input: PackInput<'_>,
     out: &Path,
+    shard_size: Option<u64>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Packed, PackError> {
     format::check_model_info(&input.model)?;
@@ -167,6 +183,7 @@ pub fn pack(
             length: raw_len,
             chunk_size: CHUNK_SIZE,
             digests: Vec::new(),
+            shards: None,
         },
         tensors: Vec::new(),
         arch: None,
@@ -205,6 +222,7 @@ pub fn pack(
                 length: PayloadCipher::ciphertext_len(plaintext_len),
                 chunk_size: ENC_CHUNK_SIZE,
                 digests: Vec::new(),
+                shards: None,
             };
             manifest.encryption = Some(encryption);
             manifest.crit = vec!["encryption".into()];
@@ -215,7 +233,11 @@ pub fn pack(
             }
         }
     };
-    let layout = manifest.validate_tables()?;
+    let mut layout = manifest.validate_tables()?;
+    if let Some(max) = shard_size.filter(|_| layout.length > 0) {
+        manifest.payload.shards = Some(shard_lengths(&layout, max)?);
+        layout = manifest.validate_tables()?;
+    }
     let chunks = layout.chunks.len();
     let payload_len = layout.length;
     // Placeholder digests of the final size, so that the envelope's size is known.
@@ -248,10 +270,28 @@ pub fn pack(
         source,
     };
     let output = Output::create(out).map_err(io)?;
-    output
-        .file()
-        .set_len(payload_offset + payload_len)
-        .map_err(io)?;
+    // Where each payload byte goes: after the header, or into the shard file that holds it.
+    let mut shards = Vec::with_capacity(layout.shards.len());
+    for (k, range) in layout.shards.iter().enumerate() {
+        let path = format::shard_path(out, k + 1, layout.shards.len());
+        let shard_io = |source| PackError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = Output::create(&path).map_err(shard_io)?;
+        file.file()
+            .set_len(range.end - range.start)
+            .map_err(shard_io)?;
+        shards.push((path, file, range.clone()));
+    }
+    let inline = if shards.is_empty() { payload_len } else { 0 };
+    output.file().set_len(payload_offset + inline).map_err(io)?;
+    let place = |at: u64| -> (&Output, u64, &Path) {
+        match shards.partition_point(|(_, _, r)| r.end <= at) {
+            k if k < shards.len() => (&shards[k].1, at - shards[k].2.start, &shards[k].0),
+            _ => (&output, payload_offset + at, out),
+        }
+    };
 
     // Each digest chunk is made (copied, or encrypted), hashed and written by whichever core
     // is free, with one buffer pair per worker.
@@ -285,16 +325,15 @@ pub fn pack(
                     }
                 };
                 let digest: [u8; 32] = Sha256::digest(stored).into();
-                output
-                    .file()
-                    .write_all_at(stored, payload_offset + range.start)
-                    .map_err(io)?;
+                let (file, at, path) = place(range.start);
+                file.file()
+                    .write_all_at(stored, at)
+                    .map_err(|source| PackError::Io {
+                        path: path.into(),
+                        source,
+                    })?;
                 // The disk writes while the cores hash: the fsync at the end waits for little.
-                crate::sys::start_writeback(
-                    output.file(),
-                    payload_offset + range.start,
-                    stored.len() as u64,
-                );
+                crate::sys::start_writeback(file.file(), at, stored.len() as u64);
                 let n = done.fetch_add(stored.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 progress(n + stored.len() as u64);
                 Ok(digest)
@@ -326,14 +365,64 @@ pub fn pack(
     header.extend_from_slice(&envelope);
     header.resize(payload_offset as usize, 0);
     output.file().write_all_at(&header, 0).map_err(io)?;
+    // Shards first, the artifact's own file last: a reader that finds it finds every shard.
+    let mut written = Vec::with_capacity(shards.len());
+    for (path, file, range) in shards {
+        file.commit().map_err(|source| PackError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        written.push((path, range.end - range.start));
+    }
     output.commit().map_err(io)?;
     Ok(Packed {
         digest,
         signer: signer_id,
         tensors: raw.tensors.len(),
         payload_len,
-        file_len: payload_offset + payload_len,
+        file_len: payload_offset + inline,
+        shards: written,
     })
+}
+
+/// Cuts a payload into shards of at most `max` bytes, at chunk starts (FORMAT.md section 14):
+/// a tensor's segment (its chunks) starts a new shard when it would not fit in the current one
+/// but fits in a shard of its own, and is cut at chunk starts only when it is larger than
+/// `max`. Encrypted payloads have no tensors to keep together: each chunk is a segment.
+fn shard_lengths(layout: &Layout, max: u64) -> Result<Vec<u64>, PackError> {
+    let mut lengths = Vec::new();
+    let mut current = 0u64;
+    let mut i = 0;
+    while i < layout.chunks.len() {
+        let tensor = layout.chunks[i].tensor;
+        let mut end = i + 1;
+        while tensor.is_some() && end < layout.chunks.len() && layout.chunks[end].tensor == tensor {
+            end += 1;
+        }
+        let segment = layout.chunks[end - 1].end - layout.chunks[i].start;
+        if current > 0 && current + segment > max && segment <= max {
+            lengths.push(std::mem::take(&mut current));
+        }
+        for c in &layout.chunks[i..end] {
+            if current > 0 && current + (c.end - c.start) > max {
+                lengths.push(std::mem::take(&mut current));
+            }
+            current += c.end - c.start;
+        }
+        i = end;
+    }
+    if current > 0 {
+        lengths.push(current);
+    }
+    if lengths.len() > format::MAX_SHARDS {
+        return Err(FormatError::Invalid(format!(
+            "{} shards of at most {max} bytes, more than the limit of {}; give a larger shard size",
+            lengths.len(),
+            format::MAX_SHARDS
+        ))
+        .into());
+    }
+    Ok(lengths)
 }
 
 /// Copies raw payload range `range` (tensor bytes, zero padding) into `buf`, and lets the
@@ -515,17 +604,51 @@ pub fn cosign(
     header.extend_from_slice(&envelope);
     header.resize(payload_offset as usize, 0);
     out.file().write_all_at(&header, 0).map_err(io)?;
-    let mut at = payload_offset;
-    auth.stream_payload(progress, |_, chunk| {
-        out.file().write_all_at(chunk, at).map_err(io)?;
-        at += chunk.len() as u64;
-        Ok::<(), CosignError>(())
-    })?;
-    out.commit().map_err(io)?;
+    let of = auth.shards().len();
+    if of == 0 {
+        let mut at = payload_offset;
+        auth.stream_payload(progress, |_, chunk| {
+            out.file().write_all_at(chunk, at).map_err(io)?;
+            at += chunk.len() as u64;
+            Ok::<(), CosignError>(())
+        })?;
+        out.commit().map_err(io)?;
+    } else if crate::output::same_file(input, output) {
+        // Signed in place: the shard files stay as they are, once every byte is checked.
+        auth.check_payload(progress)?;
+        out.commit().map_err(io)?;
+    } else {
+        // A copy under another name: the checked bytes go into shard files named after it.
+        let mut files = Vec::with_capacity(of);
+        for (k, shard) in auth.shards().iter().enumerate() {
+            let path = format::shard_path(output, k + 1, of);
+            let file = Output::create(&path).map_err(|source| CosignError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            files.push((path, file, shard.range.clone()));
+        }
+        auth.stream_payload(progress, |i, chunk| {
+            let start = auth.layout.chunks[i].start;
+            let k = files.partition_point(|(_, _, r)| r.end <= start);
+            let (path, file, range) = &files[k];
+            (file.file().write_all_at(chunk, start - range.start)).map_err(|source| {
+                CosignError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })
+        })?;
+        for (path, file, _) in files {
+            file.commit()
+                .map_err(|source| CosignError::Io { path, source })?;
+        }
+        out.commit().map_err(io)?;
+    }
     signers.push(id);
     Ok(Cosigned {
         digest: auth.digest,
         signers,
-        file_len: at,
+        file_len: payload_offset + if of == 0 { auth.layout.length } else { 0 },
     })
 }

@@ -60,6 +60,22 @@ pub enum VerifyError {
     /// is broken).
     #[error("padding byte at payload offset {0} is not zero; a valid artifact holds nothing between its tensors")]
     Padding(u64),
+    /// A shard file of a sharded artifact is not where its name says (FORMAT.md section 14).
+    #[error("shard {shard} of {of} is missing: no file {}", path.display())]
+    ShardMissing {
+        shard: usize,
+        of: usize,
+        path: PathBuf,
+    },
+    /// A shard file is not the length the signed manifest gives it.
+    #[error("shard {shard} of {of} ({}) has {len} bytes, the signed manifest says {expected}", path.display())]
+    ShardLength {
+        shard: usize,
+        of: usize,
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+    },
 }
 
 /// A signer whose signature verified and whose key is trusted.
@@ -249,11 +265,14 @@ impl Artifact {
         others: Vec<Checked>,
     ) -> Result<Authenticated, VerifyError> {
         let (manifest, arch, layout) = self.manifest_unverified()?;
-        let expected = self.payload_offset + layout.length;
+        let shards = self.open_shards(&layout)?;
+        // A sharded artifact's own file is the header alone.
+        let inline = if shards.is_empty() { layout.length } else { 0 };
+        let expected = self.payload_offset + inline;
         if self.file_len < expected {
             return Err(FormatError::Truncated(format!(
                 "the manifest declares {} payload bytes, the file has {}",
-                layout.length,
+                inline,
                 self.file_len - self.payload_offset
             ))
             .into());
@@ -270,8 +289,68 @@ impl Artifact {
             signers,
             others,
             digest,
+            shards,
         })
     }
+
+    /// Opens the shard files of a sharded payload (none otherwise), each named after this
+    /// file (FORMAT.md section 14), and checks their lengths against the signed manifest.
+    fn open_shards(&self, layout: &Layout) -> Result<Vec<Shard>, VerifyError> {
+        let of = layout.shards.len();
+        let mut shards = Vec::with_capacity(of);
+        for (k, range) in layout.shards.iter().enumerate() {
+            let path = format::shard_path(&self.path, k + 1, of);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(VerifyError::ShardMissing {
+                        shard: k + 1,
+                        of,
+                        path,
+                    })
+                }
+                Err(e) => return Err(shard_io(&path, e)),
+            };
+            let meta = file.metadata().map_err(|e| shard_io(&path, e))?;
+            if !meta.is_file() {
+                return Err(shard_io(
+                    &path,
+                    std::io::Error::other("not a regular file (a directory, pipe or device)"),
+                ));
+            }
+            let expected = range.end - range.start;
+            if meta.len() != expected {
+                return Err(VerifyError::ShardLength {
+                    shard: k + 1,
+                    of,
+                    path,
+                    len: meta.len(),
+                    expected,
+                });
+            }
+            shards.push(Shard {
+                path,
+                file,
+                range: range.clone(),
+            });
+        }
+        Ok(shards)
+    }
+}
+
+/// An I/O error on a shard file, naming it (the artifact's path is named by the caller).
+fn shard_io(path: &Path, e: std::io::Error) -> VerifyError {
+    VerifyError::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", path.display()),
+    ))
+}
+
+/// One open shard file and the payload range it holds.
+pub struct Shard {
+    pub path: PathBuf,
+    file: File,
+    pub range: std::ops::Range<u64>,
 }
 
 /// The warning every signature of an algorithm this nnsign does not implement earns
@@ -312,6 +391,8 @@ pub struct Authenticated {
     pub others: Vec<Checked>,
     /// SHA-256 of the manifest.
     pub digest: [u8; 32],
+    /// The shard files that hold the payload, in order (empty: it follows the header).
+    shards: Vec<Shard>,
 }
 
 /// Payload bytes whose digests all matched.
@@ -383,6 +464,29 @@ impl Authenticated {
 
     pub fn path(&self) -> &Path {
         &self.artifact.path
+    }
+
+    /// The shard files of a sharded artifact, in payload order (empty if it is one file).
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Reads payload bytes `[at, at + buf.len())`, which lie in one file: the artifact's own,
+    /// or the shard that holds them (chunks never span two shards, and every read is inside
+    /// one chunk).
+    fn read_payload_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+        if self.shards.is_empty() {
+            return (self.artifact.file).read_exact_at(buf, self.artifact.payload_offset + at);
+        }
+        let k = self.shards.partition_point(|s| s.range.end <= at);
+        let shard = &self.shards[k.min(self.shards.len() - 1)];
+        shard.file.read_exact_at(buf, at - shard.range.start)
+    }
+
+    /// Which shard file holds payload offset `at`, for messages (none if not sharded).
+    fn shard_of(&self, at: u64) -> Option<(usize, &Shard)> {
+        let k = self.shards.partition_point(|s| s.range.end <= at);
+        self.shards.get(k).map(|s| (k + 1, s))
     }
 
     /// Reads the whole payload, checking every chunk; returns nothing but the verdict. Memory
@@ -477,7 +581,7 @@ impl Authenticated {
             let done = std::sync::atomic::AtomicU64::new(0);
             slots.into_par_iter().try_for_each(|(i, slot)| {
                 let range = layout.chunk_range(i);
-                let at = self.artifact.payload_offset + range.start;
+                let at = range.start;
                 let mut padding = vec![0u8; (range.end - range.start) as usize - slot.len()];
                 let mut hasher = Sha256::new();
                 self.read_hashed(slot, at, &mut hasher)?;
@@ -565,12 +669,12 @@ impl Authenticated {
         self.read_chunk_into(i, buf)
     }
 
-    /// Reads the file's bytes at `at` into `buf`, feeding them to `hasher` in pieces that stay
+    /// Reads the payload's bytes at `at` into `buf`, feeding them to `hasher` in pieces that stay
     /// in the core's cache between the read and the hash.
     fn read_hashed(&self, buf: &mut [u8], at: u64, hasher: &mut Sha256) -> Result<(), VerifyError> {
         let mut at = at;
         for piece in buf.chunks_mut(HASH_PIECE) {
-            (self.artifact.file.read_exact_at(piece, at)).map_err(read_error)?;
+            self.read_payload_at(piece, at).map_err(read_error)?;
             hasher.update(&piece[..]);
             at += piece.len() as u64;
         }
@@ -582,7 +686,7 @@ impl Authenticated {
     fn read_chunk_into(&self, i: usize, buf: &mut [u8]) -> Result<(), VerifyError> {
         let range = self.layout.chunk_range(i);
         let mut hasher = Sha256::new();
-        self.read_hashed(buf, self.artifact.payload_offset + range.start, &mut hasher)?;
+        self.read_hashed(buf, range.start, &mut hasher)?;
         let digest: [u8; 32] = hasher.finalize().into();
         if digest != self.layout.digests[i] {
             return Err(self.digest_error(i));
@@ -610,6 +714,14 @@ impl Authenticated {
                 (range.end - t.offset).min(t.length),
                 t.name
             ),
+        };
+        let part = match self.shard_of(range.start) {
+            Some((k, shard)) => format!(
+                "{part}, in shard {k} of {} ({})",
+                self.shards.len(),
+                shard.path.display()
+            ),
+            None => part,
         };
         VerifyError::Digest { chunk: i, part }
     }

@@ -1464,6 +1464,7 @@ fn sealed_plaintext(plaintext: &[u8]) -> Vec<u8> {
             length,
             chunk_size: format::ENC_CHUNK_SIZE,
             digests: pack::digest_chunks(&Layout::cipher_chunks(length), &ciphertext),
+            shards: None,
         },
         tensors: Vec::new(),
         arch: None,

@@ -97,6 +97,16 @@ pub fn run(args: Args) -> Result<()> {
                 ancestor_text(a)
             );
         }
+        let of = layout.shards.len();
+        for (k, r) in layout.shards.iter().enumerate() {
+            s += &format!(
+                "  shard       {} of {of}: {} ({} payload bytes from offset {})\n",
+                k + 1,
+                nnsign::format::shard_path(&args.artifact, k + 1, of).display(),
+                r.end - r.start,
+                r.start
+            );
+        }
         let recipients = super::verify::recipient_ids(&manifest);
         if !recipients.is_empty() {
             s += &format!(

@@ -377,6 +377,46 @@ pub fn passphrase_from(
 
 /// A progress bar on stderr for `total` bytes, shown only on a terminal and never in JSON or
 /// quiet mode.
+/// A size in bytes as people write it: `2GiB`, `512MiB`, `500MB`, `4096` (binary suffixes K, M,
+/// G, T with or without `iB`; decimal ones KB, MB, GB, TB).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: write bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: write bytes, or a number and a unit (2GiB)"))?;
+    n.checked_mul(unit_bytes)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `--shard-size`: a size of at least one digest chunk.
+pub fn parse_shard_size(s: &str) -> std::result::Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < nnsign::format::CHUNK_SIZE {
+        return Err(format!(
+            "{s} is below the smallest shard size, 4MiB (one digest chunk)"
+        ));
+    }
+    Ok(n)
+}
+
 pub fn progress_bar(common: Common, total: u64, what: &str) -> indicatif::ProgressBar {
     if common.json || common.quiet || !std::io::stderr().is_terminal() || total < (64 << 20) {
         return indicatif::ProgressBar::hidden();

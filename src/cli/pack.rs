@@ -91,6 +91,11 @@ pub struct Args {
     /// A label KEY=VALUE; repeatable. Overrides safetensors __metadata__ of the same key.
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
+    /// Write the weights into shard files of at most this size beside OUT.nns
+    /// (OUT-00001-of-00004.nnshard, ...), covered by OUT.nns's one signature: 2GiB, 500MB,
+    /// or bytes; at least 4MiB. A tensor is split only if larger than a shard.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_shard_size)]
+    shard_size: Option<u64>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -236,7 +241,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let total: u64 = imported.tensors.iter().map(|t| t.bytes.len() as u64).sum();
     let bar = progress_bar(args.common, total, "packing");
-    let packed = packer::pack(
+    let packed = packer::pack_sharded(
         PackInput {
             model,
             arch,
@@ -254,6 +259,7 @@ pub fn run(args: Args) -> Result<()> {
             },
         },
         &args.output,
+        args.shard_size,
         &|n| bar.set_position(n),
     )
     .map_err(|e| pack_failure(args.arch.as_deref(), &args.inputs[0], e))?;
@@ -276,14 +282,23 @@ pub fn run(args: Args) -> Result<()> {
             "encrypted_to": encrypted_to,
             "payload_bytes": packed.payload_len,
             "file_bytes": packed.file_len,
+            "shards": packed.shards.iter().map(|(path, bytes)| json!({"file": path, "bytes": bytes})).collect::<Vec<_>>(),
         }),
         || {
             format!(
-                "packed {} ({} tensor{}, {} bytes)\n  digest {digest}\n  {}\n{}",
+                "packed {} ({} tensor{}, {} bytes{})\n  digest {digest}\n  {}\n{}",
                 args.output.display(),
                 packed.tensors,
                 if packed.tensors == 1 { "" } else { "s" },
                 packed.file_len,
+                match packed.shards.len() {
+                    0 => String::new(),
+                    n => format!(
+                        ", and {} payload bytes in {n} shard file{} beside it",
+                        packed.payload_len,
+                        if n == 1 { "" } else { "s" }
+                    ),
+                },
                 match &signer_id {
                     Some(id) => format!("signed by key {id}"),
                     None =>
