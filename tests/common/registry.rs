@@ -1,0 +1,332 @@
+//! A real OCI registry for the push and pull tests: Debian's `docker-registry` (Docker
+//! Distribution 2.8), one private instance per test on a free loopback port, storing into a
+//! temporary folder, killed when the `Registry` is dropped.
+//!
+//! A machine without the registry (or without Python's `oras` package, for the interop
+//! script) skips those tests with a `SKIPPED:` line, so `cargo test` passes on a bare dev
+//! machine; CI sets `NNSIGN_TEST_REGISTRY=required`, which turns every skip into a failure.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `required` here makes a missing registry or `oras` package fail the tests instead of
+/// skipping them.
+pub const REQUIRED_ENV: &str = "NNSIGN_TEST_REGISTRY";
+
+const BINARY: &str = "docker-registry";
+const MISSING_BINARY: &str = "docker-registry not installed: apt-get install docker-registry";
+/// The version CI installs (.ci/run), and that the script was written against.
+const ORAS_PIN: &str = "oras==0.2.43";
+/// The registry answers in well under a second; a loaded CI machine gets slack.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Another process can take the port between our probe and the registry's bind.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running registry; stopped, and its storage deleted, on drop.
+pub struct Registry {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry that needs no credentials; panics if `docker-registry` is missing.
+    pub fn start() -> Registry {
+        Registry::launch(None).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
+    }
+
+    /// Starts a registry that wants HTTP Basic credentials (htpasswd) for every request.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::launch(Some((user, password))).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
+    }
+
+    /// Like `start`, but `None` after a `SKIPPED:` line when the registry is not installed
+    /// and not required.
+    pub fn start_or_skip() -> Option<Registry> {
+        Registry::launch(None).or_else(|| skip(MISSING_BINARY))
+    }
+
+    /// Like `start_with_auth`, but `None` after a `SKIPPED:` line when the registry is not
+    /// installed and not required.
+    pub fn start_with_auth_or_skip(user: &str, password: &str) -> Option<Registry> {
+        Registry::launch(Some((user, password))).or_else(|| skip(MISSING_BINARY))
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `127.0.0.1:PORT/repo:tag`.
+    pub fn reference(&self, repo: &str, tag: &str) -> String {
+        format!("{}/{repo}:{tag}", self.addr)
+    }
+
+    /// The registry's filesystem storage root.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// The file holding the blob `sha256:<hex>` (manifests are blobs too), so that tests can
+    /// read or tamper with what the registry serves: it serves the stored bytes unchecked.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("not a sha256:<64 hex> digest: {digest:?}"));
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// The digest of the manifest that `repo:tag` points to, read from storage.
+    pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
+        let link = self
+            .storage()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link");
+        std::fs::read_to_string(&link)
+            .unwrap_or_else(|e| panic!("no tag {repo}:{tag} in the registry ({e}): {link:?}"))
+    }
+
+    /// `None` only when the binary is missing; any other failure to start panics.
+    fn launch(credentials: Option<(&str, &str)>) -> Option<Registry> {
+        let binary = find_in_path(BINARY)?;
+        let dir = tempfile::tempdir().expect("temporary folder for the registry");
+        let htpasswd = credentials.map(|(user, password)| {
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, htpasswd_line(user, password)).expect("htpasswd written");
+            path
+        });
+        for _ in 0..PORT_ATTEMPTS {
+            let addr = free_loopback_addr();
+            let config = dir.path().join("config.yml");
+            let yaml = config_yaml(&addr, &dir.path().join("storage"), htpasswd.as_deref());
+            std::fs::write(&config, yaml).expect("registry config written");
+            let log_path = dir.path().join("registry.log");
+            let log = File::create(&log_path).expect("registry log created");
+            let mut child = Command::new(&binary)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log handle cloned"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{} does not run: {e}", binary.display()));
+            let expected = if credentials.is_some() { 401 } else { 200 };
+            match wait_until_ready(&mut child, &addr, expected) {
+                Ok(()) => return Some(Registry { child, addr, dir }),
+                Err(why) => {
+                    stop(&mut child);
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if log.contains("address already in use") {
+                        continue;
+                    }
+                    panic!("{BINARY} did not come up on {addr}: {why}\n--- its output:\n{log}");
+                }
+            }
+        }
+        panic!("{BINARY}: no free loopback port in {PORT_ATTEMPTS} attempts");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// Polls `GET /v2/` until it answers `expected`; an error if the registry exits first, answers
+/// anything else, or does not answer within `START_TIMEOUT`.
+fn wait_until_ready(child: &mut Child, addr: &str, expected: u16) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => return Err(format!("it exited ({status})")),
+            Err(e) => return Err(format!("its status is unknown: {e}")),
+        }
+        match http_status(addr, "/v2/", None) {
+            Ok(status) if status == expected => return Ok(()),
+            Ok(status) => return Err(format!("GET /v2/ answered {status}, not {expected}")),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("GET /v2/ failed for {START_TIMEOUT:?}: {e}")),
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    // An error here means it has already exited, which is all we want; wait reaps it.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `scripts/oras_interop.py`, run by a `python3` that has the `oras` package: an ORAS client
+/// that shares no code with nnsign.
+pub struct OrasScript {
+    python: PathBuf,
+}
+
+impl OrasScript {
+    /// Panics if `python3` or its `oras` package is missing.
+    pub fn find() -> OrasScript {
+        OrasScript::locate().unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// `None` after a `SKIPPED:` line when `python3` or `oras` is missing and not required.
+    pub fn find_or_skip() -> Option<OrasScript> {
+        match OrasScript::locate() {
+            Ok(script) => Some(script),
+            Err(why) => skip(&why),
+        }
+    }
+
+    fn locate() -> Result<OrasScript, String> {
+        let python = find_in_path("python3")
+            .ok_or_else(|| format!("python3 not found: install it, then pip install {ORAS_PIN}"))?;
+        let has_oras = Command::new(&python)
+            .args(["-c", "import oras"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_oras {
+            return Err(format!(
+                "python3 has no oras package: python3 -m pip install {ORAS_PIN}"
+            ));
+        }
+        Ok(OrasScript { python })
+    }
+
+    /// Runs the script with `args`, whatever the outcome.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Command::new(&self.python)
+            .arg(super::root().join("scripts/oras_interop.py"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 runs")
+    }
+
+    /// Runs the script with `args` and returns its standard output; panics if it fails.
+    pub fn ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "oras_interop.py failed ({}):\n{stderr}",
+            out.status
+        );
+        String::from_utf8(out.stdout).expect("oras_interop.py prints UTF-8")
+    }
+}
+
+/// The status code of `GET path` on `addr`, over a plain TCP connection (no HTTP client
+/// crate), with `Authorization: <authorization>` if given.
+pub fn http_status(addr: &str, path: &str, authorization: Option<&str>) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(value) = authorization {
+        request.push_str(&format!("Authorization: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let status_line = response.split(|&b| b == b'\r').next().unwrap_or_default();
+    std::str::from_utf8(status_line)
+        .ok()
+        .and_then(|line| line.strip_prefix("HTTP/1.1 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| {
+            let shown = String::from_utf8_lossy(&response[..response.len().min(200)]);
+            std::io::Error::other(format!("not an HTTP/1.1 response: {shown:?}"))
+        })
+}
+
+/// Prints why a test is skipped, or panics with it when `NNSIGN_TEST_REGISTRY=required`.
+fn skip<T>(why: &str) -> Option<T> {
+    if std::env::var(REQUIRED_ENV).as_deref() == Ok("required") {
+        panic!("{why} ({REQUIRED_ENV}=required)");
+    }
+    eprintln!(
+        "SKIPPED: registry test not run: {why} (set {REQUIRED_ENV}=required to fail instead)"
+    );
+    None
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A port that was free a moment ago; `launch` retries if it is taken before the registry
+/// binds it.
+fn free_loopback_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port to probe");
+    let port = listener.local_addr().expect("probe port").port();
+    format!("127.0.0.1:{port}")
+}
+
+/// One htpasswd entry. Distribution accepts bcrypt only; cost 4 (the least bcrypt allows)
+/// since these credentials guard nothing and every request is checked against the hash.
+fn htpasswd_line(user: &str, password: &str) -> String {
+    assert!(
+        !user.contains([':', '\n']),
+        "an htpasswd user name has no ':' or newline"
+    );
+    let hash = bcrypt::hash(password, 4).expect("bcrypt hashes any password");
+    format!("{user}:{hash}\n")
+}
+
+fn config_yaml(addr: &str, storage: &Path, htpasswd: Option<&Path>) -> String {
+    // A JSON string is a YAML string, and quotes any path safely.
+    let quoted = |path: &Path| {
+        let path = path.to_str().expect("temporary folders have UTF-8 names");
+        serde_json::to_string(path).expect("a str always serialises")
+    };
+    let mut yaml = format!(
+        "version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: {addr}
+",
+        storage = quoted(storage),
+    );
+    if let Some(path) = htpasswd {
+        let path = quoted(path);
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: nnsign-test\n    path: {path}\n"
+        ));
+    }
+    yaml
+}
