@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Independent decryptor for encrypted nnsign `.nns` artifacts, written from docs/FORMAT.md alone.
 
-It verifies with verify_reference.py (sections 1-8 and 11.1, no key needed), then follows
-section 11: opens the file key (11.2), derives the payload key and associated data, decrypts the
-STREAM payload (11.3), and decodes and checks the inner manifest and raw payload (11.4). It prints
-one line per tensor: name, dtype, shape and SHA-256 of its bytes. Exit codes are those of
-FORMAT.md section 9 (7 for decryption failures: no key, a wrong key, a chunk that does not open).
+It verifies with verify_reference.py (sections 1-8, 11.1 and 14, no key needed), which also
+hands it the ciphertext it checked, read from the shard files of a sharded payload as from one
+file. Then it follows section 11: opens the file key (11.2), derives the payload key and
+associated data, decrypts the STREAM payload (11.3), and decodes and checks the inner manifest
+and raw payload (11.4). It prints one line per tensor: name, dtype, shape and SHA-256 of its
+bytes. Exit codes are those of FORMAT.md section 9 (7 for decryption failures: no key, a wrong
+key, a chunk that does not open).
 
   decrypt_reference.py ARTIFACT --trust PUB [--trust PUB ...] --key X25519.key
   decrypt_reference.py ARTIFACT --trust PUB --passphrase TEXT

@@ -2,15 +2,16 @@
 """Independent verifier for nnsign `.nns` artifacts, written from docs/FORMAT.md alone.
 
 Nothing here was taken from the Rust sources: it follows the text of docs/FORMAT.md (sections
-1-9, and section 11 for encrypted payloads, which it verifies without any key) and is checked
-against tests/vectors/. Standard library plus `cryptography` (PEM key files); Ed25519 is checked
+1-9, section 11 for encrypted payloads, which it verifies without any key, and section 14 for
+sharded payloads, whose shard files it finds by name beside the artifact) and is checked against
+tests/vectors/. Standard library plus `cryptography` (PEM key files); Ed25519 is checked
 here, by the strict rules of section 4, rule 4, in plain integer arithmetic.
 Exit codes are those of FORMAT.md section 9 (1 input, 2 usage, 3 I/O, 4 signature, 5 integrity).
 
   verify_reference.py ARTIFACT --trust PUB [--trust PUB ...] [--allow-unsigned]
   verify_reference.py --vectors tests/vectors/vectors.json
 """
-import argparse, collections, hashlib, json, os, re, stat, struct, sys, time, unicodedata
+import argparse, bisect, collections, hashlib, json, os, re, stat, struct, sys, time, unicodedata
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -19,6 +20,7 @@ MAGIC = b"\x89NNS\r\n\x1a\n"
 FRAME_VERSION, PRELUDE_LEN, MAX_ENVELOPE_LEN = 1, 16, 64 * 2**20
 PAYLOAD_ALIGN = TENSOR_ALIGN = 64
 CHUNK_SIZE, MAX_PAYLOAD_LEN = 4 * 2**20, 2**40
+MAX_SHARDS = 65536
 MAX_SIGNATURES, MAX_PROTECTED_LEN, MAX_SIGNATURE_LEN = 16, 1024, 1024
 MAX_TENSORS, MAX_RANK, MAX_NAME_LEN, MAX_LABELS, MAX_TEXT_LEN = 131072, 16, 1024, 1024, 65536
 MAX_CBOR_DEPTH, MAX_CBOR_ITEMS, MANIFEST_FORMAT = 32, 4194304, 1
@@ -451,7 +453,7 @@ def validate_payload(payload):
         need(payload["encoding"] in ("raw", ENC_ENCODING),
              f"payload encoding {payload['encoding']!r} is not supported by this version 1 reader"
              f" (only \"raw\" and \"{ENC_ENCODING}\")")
-    check_keys(payload, "payload", ("encoding", "length", "chunk_size", "digests"))
+    check_keys(payload, "payload", ("encoding", "length", "chunk_size", "digests"), ("shards",))
     encrypted = payload["encoding"] == ENC_ENCODING
     want = ENC_CHUNK_SIZE if encrypted else CHUNK_SIZE
     need(type(payload["chunk_size"]) is int and payload["chunk_size"] == want,
@@ -537,7 +539,8 @@ def validate_tensors(tensors):
 
 
 def validate_manifest(m):
-    """Returns (L, chunks, digests); a chunk is (tensor, tensor offset, start, end, tensor data end)."""
+    """Returns (L, chunks, digests, shards); a chunk is (tensor, tensor offset, start, end, tensor data
+    end, is BOOL); shards is payload.shards (section 14), or None when the payload follows the header."""
     need(isinstance(m, dict) and all(type(k) is str for k in m), "manifest is not a map with text keys")
     need(type(m.get("format")) is int and m["format"] == MANIFEST_FORMAT,
          f"manifest format {m.get('format')!r} is not {MANIFEST_FORMAT}")
@@ -564,7 +567,26 @@ def validate_manifest(m):
                    for s in range(off, seg_end, CHUNK_SIZE)]
     digests = m["payload"]["digests"]
     need(len(digests) == 32 * len(chunks), f"manifest: payload.digests has {len(digests)} bytes, not 32 x {len(chunks)}")
-    return total, chunks, digests
+    return total, chunks, digests, validate_shards(m["payload"], total, chunks)
+
+
+def validate_shards(payload, total, chunks):
+    """Section 14: payload.shards, when present, is 1..MAX_SHARDS non-zero uints adding up to L,
+    each shard but the first starting where a digest chunk starts (the first starts at 0, which
+    is a chunk start unless L = 0, and then no list can add up)."""
+    if "shards" not in payload:
+        return None
+    shards = payload["shards"]
+    need(isinstance(shards, list) and 1 <= len(shards) <= MAX_SHARDS and all(map(is_uint, shards)),
+         f"manifest: payload.shards is not an array of 1..{MAX_SHARDS} uints")
+    zero = next((k for k, length in enumerate(shards, 1) if length == 0), None)
+    need(zero is None, f"manifest: payload.shards gives shard {zero} the length 0")
+    need(sum(shards) == total, f"manifest: payload.shards adds up to {sum(shards)}, payload.length is {total}")
+    starts, b = {c[2] for c in chunks}, 0
+    for k, s in enumerate(shards, 1):
+        need(b in starts, f"manifest: shard {k} starts at payload offset {b}, which is no chunk's start")
+        b += s
+    return shards
 
 
 def validate_encrypted_manifest(m, crit):
@@ -581,7 +603,7 @@ def validate_encrypted_manifest(m, crit):
               for s in range(0, total, ENC_CHUNK_SIZE)]
     digests = m["payload"]["digests"]
     need(len(digests) == 32 * len(chunks), f"manifest: payload.digests has {len(digests)} bytes, not 32 x {len(chunks)}")
-    return total, chunks, digests
+    return total, chunks, digests, validate_shards(m["payload"], total, chunks)
 
 
 def check_bools(name, data, at):
@@ -591,12 +613,83 @@ def check_bools(name, data, at):
         need(False, f"tensor {name!r} is BOOL but holds {data[bad]:#04x} at its byte {at + bad}")
 
 
+# Section 14: shard files
+def shard_path(path, k, n):
+    """Shard k of n of the artifact at `path`: STEM-KKKKK-of-NNNNN.nnshard in the same folder, STEM
+    the file name without a final ".nns" (kept if that leaves nothing), K and N zero-padded to at
+    least five digits."""
+    folder, name = os.path.split(path)
+    stem = name[:-len(".nns")] if name.endswith(".nns") and name != ".nns" else name
+    return os.path.join(folder, f"{stem}-{k:05d}-of-{n:05d}.nnshard")
+
+
+def open_regular(path):
+    """Opens `path` for reading without blocking on a pipe; returns the file and its length, or
+    raises Fail (exit 3) if it is not a regular file. OSError (missing, unreadable) passes through."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise Fail("io", f"{path} is not a regular file")
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def check_shards(path, shards):
+    """Section 14 / section 8, step 6: before any chunk is read, every shard file exists (else
+    exit 5), is a regular file and can be opened (else exit 3) and has exactly its signed length
+    (else exit 5). Returns [(shard path, payload offset of its first byte)]."""
+    out, b, n = [], 0, len(shards)
+    for k, length in enumerate(shards, 1):
+        p = shard_path(path, k, n)
+        try:
+            f, size = open_regular(p)
+        except FileNotFoundError:
+            raise Fail("integrity", f"shard {k} of {n} is missing: no file {p}") from None
+        except OSError as e:
+            raise Fail("io", f"cannot read shard {k} of {n} ({p}): {e.strerror}") from None
+        f.close()
+        need(size == length, f"shard {k} of {n} ({p}) has {size} bytes, the signed manifest says {length}")
+        out.append((p, b))
+        b += length
+    return out
+
+
+class PayloadReader:
+    """Payload bytes [start, end) from the artifact after its header, or from the shard that holds
+    them (section 14: no chunk spans two shards). Chunks come in payload order: one shard is open
+    at a time."""
+
+    def __init__(self, f, header_len, shards):
+        self.f, self.header_len, self.shards = f, header_len, shards
+        self.starts = [b for _, b in shards or []]
+        self.open_k, self.open_f = None, None
+
+    def read(self, start, end):
+        if not self.shards:
+            self.f.seek(self.header_len + start)
+            return self.f.read(end - start)
+        k = bisect.bisect_right(self.starts, start) - 1
+        if k != self.open_k:
+            self.close()
+            try:
+                self.open_f, _ = open_regular(self.shards[k][0])
+            except OSError as e:
+                raise Fail("io", f"cannot read shard {k + 1} ({self.shards[k][0]}): {e.strerror}") from None
+            self.open_k = k
+        self.open_f.seek(start - self.starts[k])
+        return self.open_f.read(end - start)
+
+    def close(self):
+        if self.open_f is not None:
+            self.open_f.close()
+        self.open_k, self.open_f = None, None
+
+
 # Section 6, step 7: every chunk's digest, padding and BOOL bytes
-def check_chunks(f, header_len, chunks, digests, keep=None):
+def check_chunks(reader, chunks, digests, keep=None):
     """keep: a list to which each checked chunk's bytes are appended (for decrypt_reference.py)."""
     for i, (name, off, start, end, data_end, is_bool) in enumerate(chunks):
-        f.seek(header_len + start)
-        data = f.read(end - start)
+        data = reader.read(start, end)
         need(len(data) == end - start, "truncated payload")
         where = (f"bytes {start}..{end} of the encrypted payload" if name is None
                  else f"bytes {start - off}..{min(end, data_end) - off} of tensor {name!r}")
@@ -617,24 +710,29 @@ Verified = collections.namedtuple("Verified", "digest manifest_bytes manifest pa
 def verify_artifact(path, trust, allow_unsigned, keep_payload=False):
     """Section 8 steps 1-7; with keep_payload, also returns the payload bytes it checked."""
     try:
-        f = open(path, "rb")  # a directory fails here; a pipe or device below: both I/O (step 1)
+        f, size = open_regular(path)  # a directory, pipe or device: I/O (step 1)
     except OSError as e:
         raise Fail("io", f"cannot read {path}: {e.strerror}") from None
     with f:
-        need(stat.S_ISREG(os.fstat(f.fileno()).st_mode), f"{path} is not a regular file", "io")  # step 1
-        size = os.fstat(f.fileno()).st_size
         envelope, header_len = read_header(f, size)                     # steps 1 and 3
         manifest, sigs = parse_envelope(envelope)                        # step 2
         warnings = check_signatures(manifest, sigs, trust, allow_unsigned)  # step 4
         m = decode_cbor(manifest, "manifest")
-        total, chunks, digests = validate_manifest(m)                    # step 5
+        total, chunks, digests, shards = validate_manifest(m)            # step 5
         expires = m["model"].get("expires")                              # freshness
         need(expires is None or time.time() <= expires + CLOCK_SKEW,
              f"model {m['model']['name']!r} expired", "freshness")
-        need(size >= header_len + total, f"truncated: the file has {size} bytes, the layout needs {header_len + total}")
-        need(size <= header_len + total, f"{size - header_len - total} unexpected bytes after the payload")  # step 6
+        inline = 0 if shards else total  # a sharded artifact's file ends at H (section 14)
+        need(size >= header_len + inline, f"truncated: the file has {size} bytes, the layout needs {header_len + inline}")
+        need(size <= header_len + inline, f"{size - header_len - inline} unexpected bytes after the "
+             + ("header of a sharded artifact" if shards else "payload"))  # step 6
+        placed = check_shards(path, shards) if shards else None          # step 6, section 14
         keep = [] if keep_payload else None
-        check_chunks(f, header_len, chunks, digests, keep)               # step 7
+        reader = PayloadReader(f, header_len, placed)
+        try:
+            check_chunks(reader, chunks, digests, keep)                  # step 7
+        finally:
+            reader.close()
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()          # section 7: artifact digest
     return Verified(digest, manifest, m, b"".join(keep) if keep_payload else None, warnings)
 
