@@ -114,6 +114,8 @@ struct Vector {
     load: Option<serde_json::Value>,
     /// The vector is a directory, not a file.
     directory: bool,
+    /// The shard files shipped beside it (FORMAT.md section 14): name and bytes.
+    shards: Vec<(String, Vec<u8>)>,
 }
 
 fn v(file: &'static str, bytes: Vec<u8>, code: Option<(i32, &str)>, note: &'static str) -> Vector {
@@ -125,6 +127,7 @@ fn v(file: &'static str, bytes: Vec<u8>, code: Option<(i32, &str)>, note: &'stat
         allow_unsigned: false,
         load: None,
         directory: false,
+        shards: Vec::new(),
     }
 }
 
@@ -689,6 +692,7 @@ fn build() -> Vec<Vector> {
     ));
     out.extend(edge_cases(&a, &b, &manifest, &payload));
     out.extend(strict_ed25519(&a, &b, &manifest, &payload));
+    out.extend(sharded(&a));
     out
 }
 
@@ -1179,6 +1183,214 @@ fn strict_ed25519(a: &SecretKey, b: &SecretKey, manifest: &[u8], payload: &[u8])
     out
 }
 
+/// The files FORMAT.md section 14 names after the vector `file` for these shards, in order.
+fn shard_files(file: &str, shards: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    let n = shards.len();
+    (shards.into_iter().enumerate())
+        .map(|(k, bytes)| {
+            let path = format::shard_path(std::path::Path::new(file), k + 1, n);
+            let name = path.to_str().expect("vector names are ASCII").to_owned();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// `pack --shard-size`: the bytes of the header file and of each shard, in order.
+fn packed_sharded(input: PackInput<'_>, shard_size: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.nns");
+    let packed = pack::pack_sharded(input, &out, Some(shard_size), &|_| {}).unwrap();
+    let shards = (packed.shards.iter())
+        .map(|(path, _)| std::fs::read(path).unwrap())
+        .collect();
+    (std::fs::read(out).unwrap(), shards)
+}
+
+/// A vector whose payload is in shard files beside it.
+fn sharded_v(
+    file: &'static str,
+    header: Vec<u8>,
+    shards: Vec<Vec<u8>>,
+    code: Option<(i32, &str)>,
+    note: &'static str,
+) -> Vector {
+    Vector {
+        shards: shard_files(file, shards),
+        ..v(file, header, code, note)
+    }
+}
+
+/// `payload` cut into pieces of these lengths, the last one filled up with zero bytes if the
+/// lengths add up to more.
+fn cut(payload: &[u8], lengths: &[usize]) -> Vec<Vec<u8>> {
+    let mut padded = payload.to_vec();
+    padded.resize(lengths.iter().sum::<usize>().max(payload.len()), 0);
+    let mut rest = &padded[..];
+    (lengths.iter())
+        .map(|&n| {
+            let (piece, tail) = rest.split_at(n);
+            rest = tail;
+            piece.to_vec()
+        })
+        .collect()
+}
+
+/// Sharded payloads (FORMAT.md section 14). Only `pass_sharded` splits a tensor between
+/// shards, which takes a segment of more than one 4 MiB chunk; the others are cut between
+/// pass_signed's small tensors, whose 64-byte segments are one chunk each, so that they stay a
+/// few hundred bytes.
+fn sharded(a: &SecretKey) -> Vec<Vector> {
+    let input = |tensors| PackInput {
+        model: model_info(),
+        arch: None,
+        tensors,
+        signer: Some(a),
+        encrypt: None,
+    };
+    let mut out = Vec::new();
+    // "head" sorts between "flag" and "idx"; one byte over a chunk, its segment is two chunks.
+    let n = format::CHUNK_SIZE as usize + 1;
+    let head = (0..n).map(|i| (i % 251) as u8).collect();
+    let mut t = tensors();
+    t.push(tensor("head", DType::U8, &[n as u64], head));
+    let (header, shards) = packed_sharded(input(t), format::CHUNK_SIZE);
+    let lengths: Vec<usize> = shards.iter().map(Vec::len).collect();
+    assert_eq!(lengths, [64, format::CHUNK_SIZE as usize, 192]);
+    out.push(sharded_v(
+        "pass_sharded.nns",
+        header,
+        shards,
+        None,
+        "pass_signed's tensors and head (U8 [4194305], bytes i mod 251), packed with 4 MiB shards: shard 1 holds flag (64 bytes), shard 2 the first chunk of head (4194304), shard 3 head's last byte and padding, idx and w (192); signed by test-a",
+    ));
+
+    let (header, shards) = packed_sharded(input(tensors()), 64);
+    assert_eq!(shards.iter().map(Vec::len).collect::<Vec<_>>(), [64; 3]);
+    out.push(sharded_v(
+        "pass_sharded_tensor_per_shard.nns",
+        header.clone(),
+        shards.clone(),
+        None,
+        "pass_signed's tensors in three 64-byte shards, one segment each (flag, idx, w); the header file ends at H; signed by test-a",
+    ));
+    let with = |edit: &dyn Fn(&mut Vec<Vec<u8>>)| {
+        let mut s = shards.clone();
+        edit(&mut s);
+        s
+    };
+    let mut missing = sharded_v(
+        "fail_shard_missing.nns",
+        header.clone(),
+        shards.clone(),
+        Some((5, "shard 2 of 3 is missing")),
+        "pass_sharded_tensor_per_shard without its shard 2 (only shards 1 and 3 are shipped)",
+    );
+    missing.shards.remove(1);
+    out.push(missing);
+    out.push(sharded_v(
+        "fail_shard_truncated.nns",
+        header.clone(),
+        with(&|s| {
+            s[2].pop();
+        }),
+        Some((5, "has 63 bytes, the signed manifest says 64")),
+        "pass_sharded_tensor_per_shard with the last byte of shard 3 removed",
+    ));
+    out.push(sharded_v(
+        "fail_shard_extended.nns",
+        header.clone(),
+        with(&|s| s[2].push(0)),
+        Some((5, "has 65 bytes, the signed manifest says 64")),
+        "pass_sharded_tensor_per_shard with one zero byte appended to shard 3",
+    ));
+    out.push(sharded_v(
+        "fail_shards_swapped.nns",
+        header.clone(),
+        with(&|s| s.swap(0, 1)),
+        Some((5, "in shard 1 of 3")),
+        "pass_sharded_tensor_per_shard with shards 1 (flag) and 2 (idx) exchanged: both are 64 bytes, so every length is right",
+    ));
+    out.push(sharded_v(
+        "fail_shard_duplicated.nns",
+        header.clone(),
+        with(&|s| s[2] = s[1].clone()),
+        Some((5, "in shard 3 of 3")),
+        "pass_sharded_tensor_per_shard with shard 3 (w) replaced by a copy of shard 2 (idx)",
+    ));
+    out.push(sharded_v(
+        "fail_shard_byte_changed.nns",
+        header.clone(),
+        with(&|s| s[2][2] ^= 1),
+        Some((5, "in shard 3 of 3")),
+        "pass_sharded_tensor_per_shard with one bit flipped in shard 3 (tensor w)",
+    ));
+
+    // Manifests that break a rule of section 14, re-signed by test-a, with shard files of the
+    // lengths they declare holding the payload's bytes: a reader that skips the rule and reads
+    // each chunk from wherever the lengths put it would accept them.
+    let (manifest, _, _) = parts(&header);
+    let payload = shards.concat();
+    let recut = |edit: &dyn Fn(&mut Manifest)| {
+        let mut m = Manifest::decode(&manifest).unwrap();
+        edit(&mut m);
+        resigned(&m.encode(), &[], a)
+    };
+    let lengths = |l: &'static [u64]| move |m: &mut Manifest| m.payload.shards = Some(l.to_vec());
+    let pieces = |l: &[u64]| cut(&payload, &l.iter().map(|&n| n as usize).collect::<Vec<_>>());
+    for (file, l, says, note) in [
+        (
+            "fail_shard_not_at_chunk_start.nns",
+            &[64, 66, 62][..],
+            "shard 3 starts at payload offset 130, which is not the start of a digest chunk",
+            "payload.shards [64, 66, 62]: shard 3 starts at payload offset 130, inside w's chunk [128, 192), so that chunk spans two files",
+        ),
+        (
+            "fail_shard_lengths_exceed_payload.nns",
+            &[64, 64, 128],
+            "shard 3 ends past the payload's 192 bytes",
+            "payload.shards [64, 64, 128] adds up to 256, payload.length is 192; shard 3 holds w's segment and 64 zero bytes",
+        ),
+        (
+            "fail_shard_zero_length.nns",
+            &[64, 0, 64, 64],
+            "shard 2 is empty",
+            "payload.shards [64, 0, 64, 64]: four shards, the second an empty file",
+        ),
+    ] {
+        out.push(sharded_v(file, recut(&lengths(l)), pieces(l), Some((5, says)), note));
+    }
+    out.push(v(
+        "fail_shards_empty_array.nns",
+        {
+            let mut m = Manifest::decode(&manifest).unwrap();
+            m.payload.shards = Some(Vec::new());
+            resigned(&m.encode(), &payload, a)
+        },
+        Some((5, "0 shards; a sharded payload has 1 to 65536")),
+        "payload.shards is [], and the payload follows the header as if the field were absent",
+    ));
+    out.push(sharded_v(
+        "fail_shards_zero_length_payload.nns",
+        recut(&|m| {
+            m.tensors.clear();
+            m.payload.length = 0;
+            m.payload.digests.clear();
+            m.payload.shards = Some(vec![64]);
+        }),
+        vec![vec![0; 64]],
+        Some((5, "shard 1 starts at payload offset 0")),
+        "no tensor, payload.length 0 (no chunk), and payload.shards [64] with one shard of 64 zero bytes: a payload of length 0 has no shards",
+    ));
+    out.push(sharded_v(
+        "fail_sharded_header_with_payload.nns",
+        [&header[..], &payload].concat(),
+        shards.clone(),
+        Some((5, "192 unexpected bytes after the payload")),
+        "pass_sharded_tensor_per_shard, its header file followed by the whole payload too: a sharded artifact's file ends at H",
+    ));
+    out
+}
+
 /// Encrypted vectors: their file key, nonce and ephemeral keys are random, so their bytes are
 /// not pinned; their verdicts are. Each is checked with `verify` (no key) and, when
 /// `decrypt_with` is set, with `verify-load --decrypt-with`.
@@ -1192,6 +1404,8 @@ struct EncVector {
     note: &'static str,
     /// The plain vector that holds the same model, if any.
     model_of: Option<&'static str>,
+    /// The shard files shipped beside it: name and bytes (random too).
+    shards: Vec<(String, Vec<u8>)>,
 }
 
 fn verdict(code: Option<(i32, &str)>) -> serde_json::Value {
@@ -1225,22 +1439,30 @@ fn packed_encrypted(to: &[EncryptionPublicKey], extra: Option<SourceTensor>) -> 
 fn packed_sealed(to: pack::EncryptTo<'_>, extra: Option<SourceTensor>) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e.nns");
-    let a = SecretKey::from_seed(&SEED_A);
-    let mut t = tensors();
-    t.extend(extra);
     pack::pack(
-        PackInput {
-            model: model_info(),
-            arch: Some(nnsign::model::Graph::from_json(ARCH).unwrap()),
-            tensors: t,
-            signer: Some(&a),
-            encrypt: Some(to),
-        },
+        sealed_input(to, extra, &SecretKey::from_seed(&SEED_A)),
         &out,
         &|_| {},
     )
     .unwrap();
     std::fs::read(out).unwrap()
+}
+
+/// pass_signed_arch's model (and `extra`), encrypted to `to` and signed by `signer`.
+fn sealed_input<'a>(
+    to: pack::EncryptTo<'a>,
+    extra: Option<SourceTensor>,
+    signer: &'a SecretKey,
+) -> PackInput<'a> {
+    let mut t = tensors();
+    t.extend(extra);
+    PackInput {
+        model: model_info(),
+        arch: Some(nnsign::model::Graph::from_json(ARCH).unwrap()),
+        tensors: t,
+        signer: Some(signer),
+        encrypt: Some(to),
+    }
 }
 
 /// Re-signs an encrypted artifact (by test-a) after `edit` changed its ciphertext: what a key
@@ -1268,6 +1490,7 @@ fn build_encrypted() -> Vec<EncVector> {
             load: verdict(None),
             note: "pass_signed_arch's model encrypted to test-enc1; signed by test-a",
             model_of: Some("pass_signed_arch.nns"),
+            shards: Vec::new(),
         },
         EncVector {
             file: "pass_encrypted_three_recipients.nns",
@@ -1277,6 +1500,7 @@ fn build_encrypted() -> Vec<EncVector> {
             load: verdict(None),
             note: "encrypted to test-enc1, test-enc2 and a third key; opened with test-enc2 alone",
             model_of: Some("pass_signed_arch.nns"),
+            shards: Vec::new(),
         },
         EncVector {
             file: "fail_encrypted_not_a_recipient.nns",
@@ -1286,6 +1510,7 @@ fn build_encrypted() -> Vec<EncVector> {
             load: verdict(Some((7, "not encrypted to key"))),
             note: "encrypted to test-enc2 only: verifies without a key, test-enc1 cannot open it",
             model_of: None,
+            shards: Vec::new(),
         },
     ];
     let mut flipped = one.clone();
@@ -1299,6 +1524,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((5, "of the encrypted payload"))),
         note: "one ciphertext bit flipped: the signed digest catches it before any decryption",
         model_of: None,
+        shards: Vec::new(),
     });
     let altered_recipient = {
         let (manifest, sigs, payload) = parts(&one);
@@ -1324,6 +1550,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((4, "does not verify"))),
         note: "one bit of the recipient's sealed file key changed: the signature covers the recipients",
         model_of: None,
+        shards: Vec::new(),
     });
     out.push(EncVector {
         file: "fail_encrypted_forged_ciphertext.nns",
@@ -1333,6 +1560,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
         note: "ciphertext altered, digests recomputed and re-signed by test-a: verifies, but does not decrypt",
         model_of: None,
+        shards: Vec::new(),
     });
     let big = tensor("big", DType::U8, &[70_000], vec![7; 70_000]);
     let long = packed_encrypted(&[enc1], Some(big));
@@ -1347,6 +1575,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((7, "encrypted chunk 0 failed authentication"))),
         note: "a 2-chunk ciphertext cut to its first chunk and re-signed: the new last chunk lacks the last-chunk flag",
         model_of: None,
+        shards: Vec::new(),
     });
     let pass = keys::Passphrase::new(PASSPHRASE.into());
     let by_passphrase = packed_sealed(
@@ -1364,6 +1593,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(None),
         note: "pass_signed_arch's model encrypted with the passphrase (Argon2id m=19456, t=2, p=1); signed by test-a",
         model_of: Some("pass_signed_arch.nns"),
+        shards: Vec::new(),
     });
     out.push(EncVector {
         file: "fail_encrypted_wrong_passphrase.nns",
@@ -1373,6 +1603,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((7, "the passphrase does not open"))),
         note: "pass_encrypted_passphrase opened with a wrong passphrase",
         model_of: None,
+        shards: Vec::new(),
     });
     let cheap = {
         let (manifest, _, payload) = parts(&by_passphrase);
@@ -1392,6 +1623,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((5, "outside the accepted bounds"))),
         note: "pass_encrypted_passphrase with its Argon2id memory cut to 8 KiB and re-signed by test-a: a reader refuses to derive with costs below the floor",
         model_of: None,
+        shards: Vec::new(),
     });
     // The zero padding after the inner manifest is there even when no raw payload follows.
     let header = format::InnerManifest {
@@ -1408,6 +1640,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(None),
         note: "no tensor, no architecture: the plaintext is u32be(M), the inner manifest and zero padding to 64 bytes, and nothing after it",
         model_of: None,
+        shards: Vec::new(),
     });
     let m = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
     out.push(EncVector {
@@ -1418,6 +1651,7 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((5, "shorter than its header"))),
         note: "as pass_encrypted_no_tensors, with the plaintext ending right after the inner manifest: the padding to align(4 + M, 64) is missing",
         model_of: None,
+        shards: Vec::new(),
     });
     let (manifest, _, payload) = parts(&packed(Some(&SecretKey::from_seed(&SEED_A)), false));
     let mut bools = format::InnerManifest {
@@ -1437,6 +1671,26 @@ fn build_encrypted() -> Vec<EncVector> {
         load: verdict(Some((5, "is BOOL but holds the byte 0x02"))),
         note: "pass_signed's tensors encrypted with flag (BOOL) holding 01 02 01: verifies without a key, refused once decrypted",
         model_of: None,
+        shards: Vec::new(),
+    });
+    // Shard boundaries fall on ENC_CHUNK_SIZE chunk starts: a second shard would take a
+    // ciphertext of more than 4 MiB, so this one has a single shard.
+    let signer = SecretKey::from_seed(&SEED_A);
+    let to = pack::EncryptTo {
+        recipients: vec![enc1],
+        passphrase: None,
+    };
+    let (header, shards) = packed_sharded(sealed_input(to, None, &signer), format::CHUNK_SIZE);
+    assert_eq!(shards.len(), 1);
+    out.push(EncVector {
+        file: "pass_encrypted_sharded.nns",
+        bytes: header,
+        verify: verdict(None),
+        open: Open::Key("../keys/test-enc1.key"),
+        load: verdict(None),
+        note: "pass_signed_arch's model encrypted to test-enc1, its ciphertext (one digest chunk) in one shard file beside a header file that ends at H; signed by test-a",
+        model_of: Some("pass_signed_arch.nns"),
+        shards: shard_files("pass_encrypted_sharded.nns", shards),
     });
     out
 }
@@ -1482,6 +1736,18 @@ fn vectors_dir() -> std::path::PathBuf {
     root().join("tests/vectors")
 }
 
+fn shard_names(shards: &[(String, Vec<u8>)]) -> serde_json::Value {
+    json!(shards.iter().map(|(name, _)| name).collect::<Vec<_>>())
+}
+
+/// The shard files in tests/vectors, by name.
+fn committed_shards() -> std::collections::BTreeSet<String> {
+    (std::fs::read_dir(vectors_dir()).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".nnshard"))
+        .collect()
+}
+
 fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
     let enc: Vec<serde_json::Value> = encrypted
         .iter()
@@ -1499,6 +1765,9 @@ fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
             }
             if let Some(model) = v.model_of {
                 entry["model_of"] = json!(model);
+            }
+            if !v.shards.is_empty() {
+                entry["shards"] = shard_names(&v.shards);
             }
             entry
         })
@@ -1519,6 +1788,9 @@ fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
             if v.directory {
                 entry["directory"] = json!(true);
             }
+            if !v.shards.is_empty() {
+                entry["shards"] = shard_names(&v.shards);
+            }
             entry
         })
         .collect();
@@ -1536,6 +1808,10 @@ fn manifest_json(vectors: &[Vector], encrypted: &[EncVector]) -> String {
 fn regenerate() {
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
+    // A stale shard would be found by name: fail_shard_missing must stay without its shard 2.
+    for name in committed_shards() {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
     let vectors = build();
     for v in &vectors {
         if v.directory {
@@ -1548,6 +1824,11 @@ fn regenerate() {
     let encrypted = build_encrypted();
     for v in &encrypted {
         std::fs::write(dir.join(v.file), &v.bytes).unwrap();
+    }
+    let shards =
+        (vectors.iter().flat_map(|v| &v.shards)).chain(encrypted.iter().flat_map(|v| &v.shards));
+    for (name, bytes) in shards {
+        std::fs::write(dir.join(name), bytes).unwrap();
     }
     std::fs::write(
         dir.join("vectors.json"),
@@ -1589,13 +1870,35 @@ fn committed_vectors_are_what_the_code_builds() {
             "{} differs from what the code builds",
             v.file
         );
+        for (name, bytes) in &v.shards {
+            let committed = std::fs::read(dir.join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e} (regenerate, see the top of this file)"));
+            assert!(
+                committed == *bytes,
+                "{name} differs from what the code builds"
+            );
+        }
     }
     // The verdicts of the encrypted vectors are pinned too (their bytes are random).
+    let encrypted = build_encrypted();
     let listed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("vectors.json")).unwrap()).unwrap();
     let expected: serde_json::Value =
-        serde_json::from_str(&manifest_json(&vectors, &build_encrypted())).unwrap();
+        serde_json::from_str(&manifest_json(&vectors, &encrypted)).unwrap();
     assert_eq!(listed, expected);
+    // Exactly the listed shard files are there: a verifier finds shards by name, so a stray
+    // one (fail_shard_missing's shard 2) would change a verdict.
+    let shipped: std::collections::BTreeSet<String> = (vectors.iter().flat_map(|v| &v.shards))
+        .chain(encrypted.iter().flat_map(|v| &v.shards))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let committed = committed_shards();
+    let stray: Vec<_> = committed.difference(&shipped).collect();
+    let absent: Vec<_> = shipped.difference(&committed).collect();
+    assert!(
+        stray.is_empty() && absent.is_empty(),
+        "shard files no vector lists: {stray:?}; listed but absent: {absent:?} (regenerate)"
+    );
     for (name, seed) in [("test-a", SEED_A), ("test-b", SEED_B)] {
         let key = keys::SecretKey::read(&test_key(&format!("{name}.key")), || Ok(None)).unwrap();
         assert_eq!(key.public(), SecretKey::from_seed(&seed).public());
