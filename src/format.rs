@@ -884,6 +884,11 @@ impl Layout {
     /// shard's payload range: 1 to [`MAX_SHARDS`] shards, none empty, their lengths adding up
     /// to the payload's, each starting where a chunk starts (so no chunk spans two files).
     pub fn shard_ranges(&self, lengths: &[u64]) -> Result<Vec<std::ops::Range<u64>>, FormatError> {
+        if self.length == 0 {
+            return Err(FormatError::invalid(
+                "an empty payload has no shards; payload.shards must be absent",
+            ));
+        }
         if lengths.is_empty() || lengths.len() > MAX_SHARDS {
             return Err(FormatError::invalid(format!(
                 "{} shards; a sharded payload has 1 to {MAX_SHARDS}",

@@ -99,7 +99,7 @@ impl Artifact {
     /// Opens `path` and reads the prelude and envelope (at most
     /// [`format::MAX_ENVELOPE_LEN`] bytes). The manifest is not decoded.
     pub fn open(path: &Path) -> Result<Artifact, VerifyError> {
-        let mut file = File::open(path)?;
+        let mut file = open_nonblocking(path)?;
         let meta = file.metadata()?;
         // Pipes and devices have no length to check the manifest against, and /dev/zero never
         // ends: an artifact must be a regular file.
@@ -277,6 +277,13 @@ impl Artifact {
             ))
             .into());
         }
+        if self.file_len > expected && !shards.is_empty() {
+            return Err(FormatError::Invalid(format!(
+                "{} unexpected bytes after the header: the payload of a sharded artifact is in its shard files alone",
+                self.file_len - expected
+            ))
+            .into());
+        }
         if self.file_len > expected {
             return Err(FormatError::Trailing(self.file_len - expected).into());
         }
@@ -300,7 +307,7 @@ impl Artifact {
         let mut shards = Vec::with_capacity(of);
         for (k, range) in layout.shards.iter().enumerate() {
             let path = format::shard_path(&self.path, k + 1, of);
-            let file = match File::open(&path) {
+            let file = match open_nonblocking(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(VerifyError::ShardMissing {
@@ -336,6 +343,16 @@ impl Artifact {
         }
         Ok(shards)
     }
+}
+
+/// Opens `path` for reading without waiting: opening a named pipe blocks until a writer comes,
+/// and the file's type is checked only once it is open. Reads of regular files are unaffected.
+fn open_nonblocking(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }
 
 /// An I/O error on a shard file, naming it (the artifact's path is named by the caller).

@@ -181,7 +181,11 @@ fn a_shard_cut_short_or_extended_is_refused_naming_it() {
     let mut h = std::fs::read(&head).unwrap();
     h.push(0);
     std::fs::write(&head, &h).unwrap();
-    assert_refused(&verify(&head), 5, "1 unexpected bytes after");
+    assert_refused(
+        &verify(&head),
+        5,
+        "1 unexpected bytes after the header: the payload of a sharded artifact is in its shard files alone",
+    );
 }
 
 #[test]
@@ -349,4 +353,20 @@ fn shard_sizes_below_one_chunk_or_unreadable_are_usage_errors() {
         assert!(run.stderr.contains(says), "{size}: {}", run.stderr);
     }
     assert!(!out.exists());
+}
+
+/// A named pipe where the artifact or a shard should be is refused (exit 3) without waiting for
+/// a writer.
+#[test]
+fn a_pipe_in_place_of_the_artifact_or_a_shard_is_refused_at_once() {
+    let dir = sharded();
+    let path = shard(dir.path(), 2);
+    std::fs::remove_file(&path).unwrap();
+    let fifo = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    assert_refused(&verify(&dir.path().join("m.nns")), 3, "not a regular file");
+    let head = dir.path().join("pipe.nns");
+    let fifo = std::ffi::CString::new(head.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    assert_refused(&verify(&head), 3, "not a regular file");
 }

@@ -1378,14 +1378,14 @@ fn sharded(a: &SecretKey) -> Vec<Vector> {
             m.payload.shards = Some(vec![64]);
         }),
         vec![vec![0; 64]],
-        Some((5, "shard 1 starts at payload offset 0")),
+        Some((5, "an empty payload has no shards")),
         "no tensor, payload.length 0 (no chunk), and payload.shards [64] with one shard of 64 zero bytes: a payload of length 0 has no shards",
     ));
     out.push(sharded_v(
         "fail_sharded_header_with_payload.nns",
         [&header[..], &payload].concat(),
         shards.clone(),
-        Some((5, "192 unexpected bytes after the payload")),
+        Some((5, "192 unexpected bytes after the header")),
         "pass_sharded_tensor_per_shard, its header file followed by the whole payload too: a sharded artifact's file ends at H",
     ));
     out
