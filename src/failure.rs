@@ -37,6 +37,8 @@ pub mod exit {
     pub const FRESHNESS: u8 = 9;
     /// `diff`: the artifacts differ, or encrypted content keeps them from being shown the same.
     pub const DIFFERENT: u8 = 10;
+    /// A registry could not be reached, refused the credentials, or has no such artifact.
+    pub const REGISTRY: u8 = 11;
 }
 
 /// A failure as the user sees it: one line naming the file and the problem, an optional hint,
@@ -261,5 +263,18 @@ pub fn pack_failure(arch: Option<&Path>, model: &Path, e: PackError) -> Failure 
         // that the format cannot hold.
         PackError::Format(err) => Failure::new(exit::INPUT, "input", None, format!("cannot pack: {err}"))
             .hint("check --name, --model-version, --description, the labels and the names in the inputs against the limits of docs/FORMAT.md"),
+    }
+}
+
+/// Maps a registry error to what the user is told; `what` names the reference or file.
+pub fn oci_failure(what: &Path, e: crate::oci::OciError) -> Failure {
+    use crate::oci::OciError as E;
+    match e {
+        E::Usage(m) => Failure::new(exit::USAGE, "usage", Some(what), m),
+        E::Registry(m) => Failure::new(exit::REGISTRY, "registry", Some(what), m)
+            .hint("check the reference, the network and the credentials (NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD, or docker login); a pull that stopped resumes when run again"),
+        E::Integrity(m) => Failure::new(exit::INTEGRITY, "integrity", Some(what), m)
+            .hint("the registry served something other than the artifact asked for; do not deploy it"),
+        E::Io { path, source } => io_failure(&path, &source),
     }
 }

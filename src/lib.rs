@@ -81,6 +81,7 @@ pub mod keys;
 pub mod load;
 pub mod memory;
 pub mod model;
+pub mod oci;
 pub mod ops;
 pub mod output;
 pub mod pack;

@@ -5,6 +5,8 @@ mod diff;
 mod inspect;
 mod keygen;
 mod pack;
+mod pull;
+mod push;
 mod scan;
 mod sign;
 mod unpack;
@@ -24,15 +26,16 @@ use nnsign::verify::{Artifact, Authenticated};
 use serde_json::json;
 
 pub use nnsign::failure::{
-    exit, io_failure, key_failure, policy_failure, refused_failure, unseal_failure, verify_failure,
-    Failure,
+    exit, io_failure, key_failure, oci_failure, policy_failure, refused_failure, unseal_failure,
+    verify_failure, Failure,
 };
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 bad input file, 2 usage, 3 I/O, 4 signature or trust,
             5 integrity (damaged or malformed artifact), 6 schema, 7 decryption,
             8 scan found code a file would run, 9 freshness (expired, too old,
-            below the minimum version, or a rollback), 10 diff found differences.
+            below the minimum version, or a rollback), 10 diff found differences,
+            11 registry (unreachable, credentials refused, no such artifact).
 Docs: README.md, docs/FORMAT.md, docs/POLICY.md, docs/SECURITY.md, keys/README.md";
 
 #[derive(Parser)]
@@ -81,6 +84,8 @@ enum Command {
     Demo(demo::Args),
     Scan(scan::Args),
     Sign(sign::Args),
+    Push(push::Args),
+    Pull(pull::Args),
 }
 
 /// Flags every verb has.
@@ -115,6 +120,87 @@ pub struct TrustArgs {
     /// unsigned artifact, so none may satisfy a rule or raise a recorded version.
     #[arg(long, conflicts_with_all = ["policy", "state"])]
     pub allow_unsigned: bool,
+}
+
+/// Flags of the verbs that talk to a registry.
+#[derive(clap::Args, Clone)]
+pub struct RegistryArgs {
+    /// Plain HTTP instead of TLS: only for a registry on this machine (127.0.0.1, ::1,
+    /// localhost), as in tests; refused for any other host.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Files moved at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> nnsign::oci::Options {
+        nnsign::oci::Options {
+            insecure: self.insecure,
+            jobs: self.jobs,
+        }
+    }
+}
+
+/// An `oci://REF` argument of `verify` or `verify-load`, fetched into a temporary folder that
+/// is deleted when this is dropped.
+pub struct Remote {
+    dir: tempfile::TempDir,
+    pub head: PathBuf,
+}
+
+/// Fetches `arg` into a temporary folder if it is `oci://REF`; `None` for a local path.
+pub fn fetch_remote(arg: &Path, registry: &RegistryArgs, common: Common) -> Result<Option<Remote>> {
+    let Some(text) = arg.to_str().filter(|s| s.starts_with("oci://")) else {
+        return Ok(None);
+    };
+    let reference = nnsign::oci::parse_reference(text).map_err(|e| oci_failure(arg, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix("nnsign-oci-")
+        .tempdir()
+        .map_err(|e| io_failure(&std::env::temp_dir(), &e))?;
+    let name = format!(
+        "{}.nns",
+        reference
+            .repository()
+            .rsplit('/')
+            .next()
+            .unwrap_or("artifact")
+    );
+    let bar = progress_bar(common, 0, "pulling");
+    let fetched = nnsign::oci::fetch(
+        &reference,
+        dir.path(),
+        name.as_ref(),
+        &registry.options(),
+        &|n, total| {
+            bar.set_length(total);
+            bar.set_position(n);
+        },
+    )
+    .map_err(|e| oci_failure(arg, e))?;
+    bar.finish_and_clear();
+    Ok(Some(Remote {
+        dir,
+        head: fetched.head,
+    }))
+}
+
+impl Remote {
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A failure about files fetched into `dir`, told of `given` (the reference the user wrote):
+/// the temporary folder is named nowhere, shard files by their names alone.
+pub fn as_given(mut f: Failure, dir: &Path, given: &Path) -> Failure {
+    if f.file.as_deref().is_some_and(|p| p.starts_with(dir)) {
+        f.file = Some(given.to_owned());
+    }
+    f.message = f.message.replace(&format!("{}/", dir.display()), "");
+    f
 }
 
 /// Prints a failure: one JSON object on stdout in `--json` mode (unless the verb already
@@ -499,6 +585,8 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => (a.common.json, demo::run(a)),
         Command::Scan(a) => (a.common.json, scan::run(a)),
         Command::Sign(a) => (a.common.json, sign::run(a)),
+        Command::Push(a) => (a.common.json, push::run(a)),
+        Command::Pull(a) => (a.common.json, pull::run(a)),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

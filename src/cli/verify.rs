@@ -18,11 +18,17 @@ use super::{admit, progress_bar, record, report, verify_failure, Common, Result,
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The artifact.
+    /// The artifact: a file, or oci://HOST[:PORT]/REPOSITORY:TAG (or @sha256:DIGEST), fetched
+    /// into a temporary folder, checked there and deleted.
     #[arg(value_name = "ART")]
     artifact: PathBuf,
+    /// What ART names, for messages, when it was fetched.
+    #[arg(skip)]
+    shown: Option<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    registry: super::RegistryArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -95,7 +101,18 @@ pub fn recipient_ids(manifest: &nnsign::format::Manifest) -> Vec<String> {
     nnsign::diff::recipients(manifest).unwrap_or_default()
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    let given = args.artifact.clone();
+    let Some(remote) = super::fetch_remote(&given, &args.registry, args.common)? else {
+        return run_local(args);
+    };
+    args.artifact = remote.head.clone();
+    args.shown = Some(given.clone());
+    run_local(args).map_err(|f| super::as_given(f, remote.dir(), &given))
+}
+
+fn run_local(args: Args) -> Result<()> {
+    let shown = args.shown.clone().unwrap_or_else(|| args.artifact.clone());
     let admitted = admit(&args.artifact, &args.trust)?;
     let auth = &admitted.artifact;
     let bar = progress_bar(args.common, auth.layout.length, "verifying");
@@ -105,9 +122,10 @@ pub fn run(args: Args) -> Result<()> {
     let (mut value, mut text) = summary(&admitted);
     record(&admitted, &mut value, &mut text)?;
     value["ok"] = json!(true);
+    value["artifact"] = json!(shown);
     super::warn_unsupported(args.common, &admitted);
     report(args.common, value, || {
-        format!("verified {}\n{text}", args.artifact.display())
+        format!("verified {}\n{text}", shown.display())
     });
     Ok(())
 }

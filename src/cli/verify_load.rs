@@ -28,11 +28,17 @@ use super::{admit, exit, io_failure, progress_bar, report, Common, Failure, Resu
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The artifact.
+    /// The artifact: a file, or oci://HOST[:PORT]/REPOSITORY:TAG (or @sha256:DIGEST), fetched
+    /// into a temporary folder, checked there and deleted.
     #[arg(value_name = "ART")]
     artifact: PathBuf,
+    /// What ART names, for messages, when it was fetched.
+    #[arg(skip)]
+    shown: Option<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    registry: super::RegistryArgs,
     #[command(flatten)]
     decrypt: DecryptArgs,
     /// Run the model on this input: .npy (a model with one input), or .npz or safetensors
@@ -95,7 +101,18 @@ fn read_inputs(path: &Path, model_inputs: &[(String, String)]) -> Result<Vec<(St
     Ok(out)
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    let given = args.artifact.clone();
+    let Some(remote) = super::fetch_remote(&given, &args.registry, args.common)? else {
+        return run_local(args);
+    };
+    args.artifact = remote.head.clone();
+    args.shown = Some(given.clone());
+    run_local(args).map_err(|f| super::as_given(f, remote.dir(), &given))
+}
+
+fn run_local(args: Args) -> Result<()> {
+    let shown = args.shown.clone().unwrap_or_else(|| args.artifact.clone());
     if let Some(out) = &args.output {
         let reads = std::iter::once(&args.artifact)
             .chain(&args.input)
@@ -117,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
     bar.finish_and_clear();
     let (mut value, mut text) = super::verify::summary(&admitted);
     value["ok"] = json!(true);
+    value["artifact"] = json!(shown);
     let Some(model) = loaded.model else {
         if args.input.is_some() {
             return Err(Failure::new(exit::SCHEMA, "schema", Some(&args.artifact),
@@ -129,13 +147,13 @@ pub fn run(args: Args) -> Result<()> {
         report(args.common, value, || {
             format!(
                 "verified {}\n{text}  no architecture: weights only, nothing to run\n",
-                args.artifact.display()
+                shown.display()
             )
         });
         return Ok(());
     };
     value["loaded"] = json!(true);
-    let mut lines = format!("verified and loaded {}\n{text}", args.artifact.display());
+    let mut lines = format!("verified and loaded {}\n{text}", shown.display());
     if let Some(input) = &args.input {
         let names: Vec<(String, String)> = (model.inputs())
             .map(|i| (i.name.clone(), i.dtype.clone()))
