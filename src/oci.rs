@@ -240,7 +240,9 @@ impl Session {
 /// server error, or "too many requests".
 fn transient(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RequestError(_) => true,
+        OciDistributionError::RequestError(e) => {
+            e.status().is_none_or(|s| s.is_server_error() || s.as_u16() == 429)
+        }
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
         OciDistributionError::IoError(_) => true,
         _ => false,
@@ -282,6 +284,12 @@ fn registry_error(what: &str, e: OciDistributionError) -> OciError {
             OciError::Registry(format!("{what}: no such tag or manifest in the registry ({m})"))
         }
         E::DigestError(d) => OciError::Integrity(format!("{what}: {d}")),
+        E::RequestError(e) if e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) => {
+            OciError::Registry(format!(
+                "{what}: not authorized (HTTP {}); check the credentials (NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD, or docker login) and the repository's permissions",
+                e.status().map_or(0, |s| s.as_u16())
+            ))
+        }
         other => OciError::Registry(format!("{what}: {other}")),
     }
 }

@@ -68,7 +68,13 @@ pub fn run(args: Args) -> Result<()> {
             bar.set_position(n);
         },
     )
-    .map_err(|e| oci_failure(given, e))?;
+    .map_err(|e| {
+        // Kept for the next pull to resume, unless the registry served something wrong.
+        if matches!(e, oci::OciError::Integrity(_)) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        oci_failure(given, e)
+    })?;
     bar.finish_and_clear();
 
     // Exactly as a local file; what fails verification is deleted, so that the next pull

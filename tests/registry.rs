@@ -1,0 +1,568 @@
+//! `nnsign push`, `nnsign pull` and `verify oci://` against a real registry (Debian's
+//! docker-registry, Docker Distribution 2.8, started on loopback by tests/common/registry.rs),
+//! and an independent ORAS client (the `oras` Python SDK, scripts/oras_interop.py) on the
+//! other side. Without the registry these tests say SKIPPED, unless NNSIGN_TEST_REGISTRY=required
+//! (set by .ci/run), where they fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use common::registry::{OrasScript, Registry};
+use common::{arrays, listing, nnsign_env, test_key, write_npy_f32, Run};
+
+const USER: &str = "ci-bot";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs nnsign with a Docker config folder of its own (empty unless `docker` is given), so that
+/// no credentials of the machine running the tests are used.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let docker = tempfile::tempdir().unwrap();
+    let mut all = vec![("DOCKER_CONFIG", docker.path().to_str().unwrap())];
+    all.extend_from_slice(env);
+    nnsign_env(args, &all)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Four float32 tensors, about 9 MB, packed into `dir/NAME.nns` signed by test-a, with the
+/// extra pack flags given (e.g. `--shard-size 4MiB`).
+fn packed(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["pack".to_owned()];
+    for (k, (t, n)) in [
+        ("a", 750_000usize),
+        ("b", 250_000),
+        ("c", 10),
+        ("d", 1_250_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.join(format!("{t}.npy"));
+        let values: Vec<f32> = (0..n).map(|i| (i % 997) as f32 * 0.5 - k as f32).collect();
+        write_npy_f32(&path, &[n as u64], &values);
+        args.push(s(&path).to_owned());
+    }
+    let out = dir.join(format!("{name}.nns"));
+    args.extend(["--sign", s(&test_key("test-a.key")), "-o", s(&out)].map(String::from));
+    args.extend(extra.iter().map(|e| e.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    out
+}
+
+/// The files of an artifact: its .nns and its shard files.
+fn files(art: &Path) -> Vec<PathBuf> {
+    let stem = art.file_stem().unwrap().to_str().unwrap().to_owned();
+    let mut out = vec![art.to_owned()];
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(art.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n.starts_with(&format!("{stem}-")) && n.ends_with(".nnshard")
+        })
+        .collect();
+    shards.sort();
+    out.extend(shards);
+    out
+}
+
+fn push(art: &Path, reference: &str, env: &[(&str, &str)]) -> Run {
+    run(&["push", s(art), reference, "--insecure", "--json"], env)
+}
+
+fn pull(reference: &str, out: &Path, env: &[(&str, &str)]) -> Run {
+    run(
+        &[
+            "pull",
+            reference,
+            "-o",
+            s(out),
+            "--trust",
+            s(&test_key("test-a.pub")),
+            "--insecure",
+            "--json",
+        ],
+        env,
+    )
+}
+
+fn assert_failed(r: &Run, code: i32, says: &str) {
+    assert_eq!(r.code, code, "stdout {} stderr {}", r.stdout, r.stderr);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(says), "{message:?} does not say {says:?}");
+}
+
+/// The same bytes, file for file, under the pulled artifact's names.
+fn assert_same_files(original: &Path, pulled: &Path) {
+    let (a, b) = (files(original), files(pulled));
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            std::fs::read(x).unwrap(),
+            std::fs::read(y).unwrap(),
+            "{x:?} vs {y:?}"
+        );
+    }
+}
+
+#[test]
+fn push_and_pull_round_trip_one_file_and_sharded() {
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra, layers) in [
+        ("plain", &[][..], 1),
+        ("sharded", &["--shard-size", "4MiB"][..], 4),
+    ] {
+        let art = packed(dir.path(), name, extra);
+        let reference = registry.reference("models/m", name);
+        let pushed = push(&art, &reference, &[]);
+        assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+        let report = pushed.json();
+        let sent = report["layers"].as_array().unwrap();
+        assert_eq!(sent.len(), layers);
+        assert!(sent.iter().all(|l| l["already_there"] == false));
+        let manifest_digest = report["manifest_digest"].as_str().unwrap().to_owned();
+        assert_eq!(registry.tag_digest("models/m", name), manifest_digest);
+
+        // The manifest the registry stored is the documented one (docs/DISTRIBUTION.md).
+        let stored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(registry.blob_path(&manifest_digest)).unwrap())
+                .unwrap();
+        assert_eq!(stored["artifactType"], "application/vnd.nnsign.model.v1");
+        assert_eq!(
+            stored["config"]["mediaType"],
+            "application/vnd.oci.empty.v1+json"
+        );
+        let types: Vec<&str> = (stored["layers"].as_array().unwrap().iter())
+            .map(|l| l["mediaType"].as_str().unwrap())
+            .collect();
+        let mut want = vec!["application/vnd.nnsign.artifact.v1"];
+        want.resize(layers, "application/vnd.nnsign.shard.v1");
+        assert_eq!(types, want);
+        for (layer, file) in stored["layers"].as_array().unwrap().iter().zip(files(&art)) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert_eq!(layer["size"], bytes.len());
+            assert_eq!(
+                layer["annotations"]["org.opencontainers.image.title"],
+                file.file_name().unwrap().to_str().unwrap()
+            );
+            // The registry's address of each blob is the SHA-256 of the file.
+            assert_eq!(
+                std::fs::read(registry.blob_path(layer["digest"].as_str().unwrap())).unwrap(),
+                bytes
+            );
+        }
+
+        // A second push sends nothing.
+        let again = push(&art, &reference, &[]);
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert_eq!(again.json()["bytes_sent"], 0);
+        assert_eq!(again.json()["manifest_digest"], manifest_digest.as_str());
+
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("got.nns");
+        let pulled = pull(&reference, &out, &[]);
+        assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+        assert_eq!(pulled.json()["manifest_digest"], manifest_digest.as_str());
+        assert_same_files(&art, &out);
+        // Only the artifact's files: no staging folder, no partial file.
+        assert_eq!(listing(out_dir.path()).len(), layers);
+
+        // By digest, and straight from the registry with verify oci://.
+        let pinned = format!("{}/models/m@{manifest_digest}", registry.addr());
+        let out2 = out_dir.path().join("pinned.nns");
+        assert_eq!(pull(&pinned, &out2, &[]).code, 0);
+        let verified = run(
+            &[
+                "verify",
+                &format!("oci://{reference}"),
+                "--trust",
+                s(&test_key("test-a.pub")),
+                "--insecure",
+                "--json",
+            ],
+            &[],
+        );
+        assert_eq!(verified.code, 0, "{}", verified.stderr);
+        assert_eq!(
+            verified.json()["artifact"],
+            format!("oci://{reference}").as_str()
+        );
+    }
+}
+
+#[test]
+fn encrypted_and_cosigned_sharded_artifacts_travel_and_decrypt() {
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let enc = test_key("test-enc1.pub");
+    let art = packed(
+        dir.path(),
+        "secret",
+        &["--shard-size", "5MiB", "--encrypt-to", s(&enc)],
+    );
+    let cosigned = run(&["sign", s(&art), "--key", s(&test_key("test-b.key"))], &[]);
+    assert_eq!(cosigned.code, 0, "{}", cosigned.stderr);
+    let reference = registry.reference("models/secret", "2.0.0");
+    assert_eq!(push(&art, &reference, &[]).code, 0);
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("secret.nns");
+    // Trusting the co-signer alone: both signatures travelled.
+    let pulled = run(
+        &[
+            "pull",
+            &reference,
+            "-o",
+            s(&out),
+            "--trust",
+            s(&test_key("test-b.pub")),
+            "--insecure",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    assert_eq!(pulled.json()["shards"], 2);
+    let npz = out_dir.path().join("w.npz");
+    let unpacked = run(
+        &[
+            "unpack",
+            s(&out),
+            "--trust",
+            s(&test_key("test-a.pub")),
+            "--decrypt-with",
+            s(&test_key("test-enc1.key")),
+            "--format",
+            "npz",
+            "-o",
+            s(&npz),
+        ],
+        &[],
+    );
+    assert_eq!(unpacked.code, 0, "{}", unpacked.stderr);
+    let got = arrays(&npz);
+    for t in ["a", "b", "c", "d"] {
+        let want = arrays(&dir.path().join(format!("{t}.npy")));
+        assert_eq!(got[t].1, want[t].1, "tensor {t}");
+    }
+    // verify-load straight from the registry decrypts too.
+    let loaded = run(
+        &[
+            "verify-load",
+            &format!("oci://{reference}"),
+            "--trust",
+            s(&test_key("test-b.pub")),
+            "--decrypt-with",
+            s(&test_key("test-enc1.key")),
+            "--insecure",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(loaded.code, 0, "{}", loaded.stderr);
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_left() {
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &["--shard-size", "4MiB"]);
+    let reference = registry.reference("models/m", "1");
+    let pushed = push(&art, &reference, &[]);
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    // Shard 2's stored bytes change; the registry serves them as they are.
+    let layer = pushed.json()["layers"][2]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = registry.blob_path(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.nns");
+    assert_failed(
+        &pull(&reference, &out, &[]),
+        5,
+        "of tensor \"d\", in shard 2 of 3 (m-00002-of-00003.nnshard)) does not match its signed digest",
+    );
+    assert_eq!(listing(out_dir.path()), Vec::<String>::new());
+    let verified = run(
+        &[
+            "verify",
+            &format!("oci://{reference}"),
+            "--trust",
+            s(&test_key("test-a.pub")),
+            "--insecure",
+            "--json",
+        ],
+        &[],
+    );
+    assert_failed(&verified, 5, "in shard 2 of 3");
+    assert_eq!(
+        verified.json()["error"]["file"],
+        format!("oci://{reference}").as_str()
+    );
+}
+
+#[test]
+fn a_manifest_other_than_the_one_asked_for_is_refused() {
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &[]);
+    let reference = registry.reference("models/m", "1");
+    let pushed = push(&art, &reference, &[]);
+    let digest = pushed.json()["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The stored manifest is changed (one more space): served for its digest, it is not it.
+    let blob = registry.blob_path(&digest);
+    let mut m = std::fs::read(&blob).unwrap();
+    m.insert(1, b' ');
+    std::fs::write(&blob, &m).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let pinned = format!("{}/models/m@{digest}", registry.addr());
+    let r = pull(&pinned, &out_dir.path().join("m.nns"), &[]);
+    assert_failed(&r, 5, "not the one asked for");
+    assert_eq!(listing(out_dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn an_interrupted_pull_resumes_and_a_bad_partial_file_is_fetched_again() {
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &["--shard-size", "4MiB"]);
+    let reference = registry.reference("models/m", "1");
+    assert_eq!(push(&art, &reference, &[]).code, 0);
+    let shards = files(&art);
+
+    // What an interrupted pull of out/m.nns leaves: shard 1 whole, 1 MB of shard 2 in its
+    // .part file (the staging folder's name is the pull's contract with itself).
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.nns");
+    let staging = out_dir.path().join(".m.nns.nnsign-pull");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::copy(&shards[1], staging.join("m-00001-of-00003.nnshard")).unwrap();
+    let second = std::fs::read(&shards[2]).unwrap();
+    std::fs::write(
+        staging.join("m-00002-of-00003.nnshard.part"),
+        &second[..1_000_000],
+    )
+    .unwrap();
+    let r = pull(&reference, &out, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = std::fs::metadata(&shards[1]).unwrap().len();
+    assert_eq!(r.json()["resumed_bytes"], first + 1_000_000);
+    assert_same_files(&art, &out);
+    assert_eq!(listing(out_dir.path()).len(), 4);
+
+    // A partial file with wrong bytes: the pull fails verification, removes what it fetched,
+    // and the next pull starts over and succeeds.
+    let out2 = out_dir.path().join("n.nns");
+    let staging = out_dir.path().join(".n.nns.nnsign-pull");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(
+        staging.join("n-00003-of-00003.nnshard.part"),
+        vec![7u8; 1000],
+    )
+    .unwrap();
+    assert_failed(&pull(&reference, &out2, &[]), 5, "in shard 3 of 3");
+    assert!(!staging.exists());
+    let r = pull(&reference, &out2, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["resumed_bytes"], 0);
+}
+
+#[test]
+fn credentials_come_from_the_environment_or_the_docker_config() {
+    let Some(registry) = Registry::start_with_auth_or_skip(USER, PASSWORD) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &[]);
+    let reference = registry.reference("private/m", "1");
+    let good = [
+        ("NNSIGN_REGISTRY_USERNAME", USER),
+        ("NNSIGN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let wrong = [
+        ("NNSIGN_REGISTRY_USERNAME", USER),
+        ("NNSIGN_REGISTRY_PASSWORD", "guess"),
+    ];
+
+    assert_failed(&push(&art, &reference, &[]), 11, "not authorized");
+    assert_failed(&push(&art, &reference, &wrong), 11, "not authorized");
+    let r = push(&art, &reference, &good);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.nns");
+    assert_failed(&pull(&reference, &out, &wrong), 11, "not authorized");
+    assert_eq!(listing(out_dir.path()), [".m.nns.nnsign-pull"]);
+
+    // `docker login`'s config file: auths by host:port, base64 of user:password.
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let config = serde_json::json!({"auths": {registry.addr(): {"auth": auth}}});
+    std::fs::write(docker.path().join("config.json"), config.to_string()).unwrap();
+    let r = nnsign_env(
+        [
+            "pull",
+            &reference,
+            "-o",
+            s(&out),
+            "--trust",
+            s(&test_key("test-a.pub")),
+            "--insecure",
+            "--json",
+        ],
+        &[("DOCKER_CONFIG", docker.path().to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same_files(&art, &out);
+}
+
+#[test]
+fn oras_pulls_what_nnsign_pushed_and_nnsign_pulls_what_oras_pushed() {
+    let Some(oras) = OrasScript::find_or_skip() else {
+        return;
+    };
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &["--shard-size", "4MiB"]);
+    let reference = registry.reference("models/m", "nnsign");
+    assert_eq!(push(&art, &reference, &[]).code, 0);
+    let got = tempfile::tempdir().unwrap();
+    let listed = oras.ok([
+        "pull",
+        "--insecure",
+        "--registry",
+        registry.addr(),
+        "--ref",
+        "models/m:nnsign",
+        "--out",
+        s(got.path()),
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+    assert_same_files(&art, &got.path().join("m.nns"));
+
+    // ORAS pushes the files with nnsign's media types; nnsign pulls and verifies them.
+    let mut args = vec![
+        "push",
+        "--insecure",
+        "--registry",
+        registry.addr(),
+        "--ref",
+        "models/m:oras",
+    ];
+    let all = files(&art);
+    let specs: Vec<String> = all.iter().map(|p| s(p).to_owned()).collect();
+    for spec in &specs {
+        args.extend(["--file", spec.as_str()]);
+    }
+    oras.ok(&args);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("from-oras.nns");
+    let r = pull(&registry.reference("models/m", "oras"), &out, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same_files(&art, &out);
+
+    // Something else under a tag is refused as not an nnsign artifact.
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, b"not a model").unwrap();
+    oras.ok([
+        "push",
+        "--insecure",
+        "--registry",
+        registry.addr(),
+        "--ref",
+        "models/m:other",
+        "--artifact-type",
+        "application/vnd.example.notes",
+        "--file",
+        s(&other),
+    ]);
+    let r = pull(
+        &registry.reference("models/m", "other"),
+        &out_dir.path().join("x.nns"),
+        &[],
+    );
+    assert_failed(
+        &r,
+        5,
+        "is not an nnsign artifact: its artifactType is \"application/vnd.example.notes\"",
+    );
+}
+
+#[test]
+fn bad_references_and_insecure_remote_hosts_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.nns");
+    let trust = test_key("test-a.pub");
+    for (reference, insecure, says) in [
+        ("models/m:1", false, "names no registry host"),
+        (
+            "registry.example.com/m:1",
+            true,
+            "--insecure (plain HTTP) is allowed only for a registry on this machine",
+        ),
+        ("127.0.0.1:5/m@sha256:abc", false, "is not a registry reference"),
+    ] {
+        let mut args = vec![
+            "pull",
+            reference,
+            "-o",
+            s(&out),
+            "--trust",
+            s(&trust),
+            "--json",
+        ];
+        if insecure {
+            args.push("--insecure");
+        }
+        assert_failed(&run(&args, &[]), 2, says);
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_missing_tag_or_an_unreachable_registry_is_a_registry_error() {
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let r = pull(
+        &registry.reference("models/none", "1"),
+        &dir.path().join("m.nns"),
+        &[],
+    );
+    assert_failed(&r, 11, "no such repository, tag or manifest");
+    // A port nothing listens on (the registry's, once it is stopped).
+    let reference = registry.reference("models/none", "1");
+    drop(registry);
+    let r = pull(&reference, &dir.path().join("m.nns"), &[]);
+    assert_eq!(r.code, 11, "{}", r.stderr);
+}
