@@ -34,12 +34,19 @@ use super::{
 ///   nnsign pack model.onnx --sign ci.key -o model.nns
 ///   nnsign pack model.keras --sign ci.key --model-version 2.1.0 --expires 90d -o model.nns
 ///   nnsign pack tuned.pt --arch arch.json --parent base.nns --sign ci.key -o tuned.nns
+/// A model in several files is read from the file that names the others: a Hugging Face
+/// index (model.safetensors.index.json; its shards must be plain file names in its folder and
+/// hold exactly the tensors it lists), or the first of llama.cpp's GGUF splits
+/// (model-00001-of-00003.gguf brings in -00002- and -00003- from its folder). Its artifact is
+/// sharded like it unless --shard-size says otherwise:
+///   nnsign pack model.safetensors.index.json --sign ci.key -o model.nns
 /// Without --sign the artifact is unsigned, and verifiers refuse it unless told
 /// --allow-unsigned.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Model or weight files: ONNX, safetensors, .npy or .npz.
+    /// Model or weight files: ONNX, Keras, PyTorch, GGUF, safetensors (or their index), .npy or
+    /// .npz.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
     /// The artifact to write (replaced atomically if it exists).
@@ -93,7 +100,9 @@ pub struct Args {
     label: Vec<String>,
     /// Write the weights into shard files of at most this size beside OUT.nns
     /// (OUT-00001-of-00004.nnshard, ...), covered by OUT.nns's one signature: 2GiB, 500MB,
-    /// or bytes; at least 4MiB. A tensor is split only if larger than a shard.
+    /// or bytes; at least 4MiB. A tensor is split only if larger than a shard. [default for a
+    /// model in several files (an index, GGUF splits): the largest file's size, rounded up to
+    /// a multiple of 4MiB]
     #[arg(long, value_name = "SIZE", value_parser = super::parse_shard_size)]
     shard_size: Option<u64>,
     #[command(flatten)]
@@ -109,6 +118,22 @@ pub(super) fn warn_if_exposed(path: &std::path::Path, common: super::Common) {
             path.display(),
             path.display()
         );
+    }
+}
+
+/// The model's name when not given: the first input's file name without its extension, or
+/// without what names it as part of a model in several files (`model` for
+/// `model.safetensors.index.json` and for `model-00001-of-00003.gguf`).
+fn default_name(input: &std::path::Path) -> String {
+    let file = input.file_name().unwrap_or_default().to_string_lossy();
+    if let Some((prefix, ..)) = import::gguf::split_name(&file) {
+        return prefix.to_owned();
+    }
+    match file.strip_suffix(".safetensors.index.json") {
+        Some(stem) if !stem.is_empty() => stem.to_owned(),
+        _ => (input.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
     }
 }
 
@@ -221,14 +246,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         (a, b) => a.or(b),
     };
+    // A model in several files (a safetensors index, GGUF splits) is packed into about as many
+    // shards unless told otherwise.
+    let shard_size = args.shard_size.or(imported.suggested_shard_size);
     let mut all_labels = imported.labels;
     all_labels.extend(labels);
-    let name = args.name.clone().unwrap_or_else(|| {
-        args.inputs[0]
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
-    });
+    let name = (args.name.clone()).unwrap_or_else(|| default_name(&args.inputs[0]));
     let model = ModelInfo {
         name,
         version: args.model_version.clone(),
@@ -259,7 +282,7 @@ pub fn run(args: Args) -> Result<()> {
             },
         },
         &args.output,
-        args.shard_size,
+        shard_size,
         &|n| bar.set_position(n),
     )
     .map_err(|e| pack_failure(args.arch.as_deref(), &args.inputs[0], e))?;

@@ -7,12 +7,16 @@
 //! with their type and shape recorded in the `gguf.quantized` label. Metadata with a short
 //! value becomes `gguf.<key>` labels (typed: `u32 42`, `str tiny-test`); the whole metadata
 //! section is also kept, byte for byte, as the tensor `gguf.metadata`.
+//!
+//! A model cut by llama.cpp's gguf-split is read from its first split, which brings in the
+//! others ([`read`]); `split.*` keys are not labels.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::source::{invalid, Bytes, ImportError, SourceTensor};
+use super::source::{beside, invalid, open, Bytes, ImportError, MultiFile, SourceTensor};
 use crate::format::{self, DType};
 use crate::sys::Map;
 
@@ -164,11 +168,216 @@ fn ggml_type(t: u32) -> Option<(&'static str, Storage)> {
     })
 }
 
-/// Reads a GGUF file.
-pub fn read(
-    path: &Path,
-    map: Arc<Map>,
-) -> Result<(Vec<SourceTensor>, BTreeMap<String, String>), ImportError> {
+/// The `split.*` keys of one file of a model that llama.cpp's gguf-split (or the `gguf`
+/// package's writer) cut into several.
+#[derive(Clone, Copy)]
+struct Split {
+    /// `split.no`: this file's place, from 0.
+    no: u16,
+    /// `split.count`: how many files.
+    count: u16,
+    /// `split.tensors.count`: the tensors in all of them.
+    tensors: i32,
+}
+
+/// One GGUF file, read.
+struct Parsed {
+    tensors: Vec<SourceTensor>,
+    /// `gguf.<key>` labels of its metadata (not `split.*`), without `gguf.quantized` and
+    /// `gguf.version`, which [`read`] adds for the whole model.
+    labels: BTreeMap<String, String>,
+    /// Type and shape of each quantized tensor.
+    quantized: BTreeMap<String, String>,
+    version: u32,
+    split: Option<Split>,
+    /// Its metadata section, as the tensor `gguf.metadata`.
+    metadata: SourceTensor,
+}
+
+/// Reads a GGUF file, and if it is the first split of a split model, the others: those named
+/// as llama.cpp names them (`PREFIX-00002-of-00003.gguf`, ...) beside it. Each must say it is
+/// the split its name says, of as many, and their tensors must add up to `split.tensors.count`.
+/// `split.*` keys are not made labels; the metadata of the first split (where gguf-split puts
+/// all of it) is `gguf.metadata`, and other keys in later splits become labels like the
+/// first's (one key with two values is refused). A later split given alone is refused: the
+/// first is the one that names them all.
+pub fn read(path: &Path, map: Arc<Map>) -> Result<MultiFile, ImportError> {
+    let len = map.len() as u64;
+    let first = parse(path, map)?;
+    // gguf-split's merged output says split.count 0; a model in one file may say 1.
+    let split = match first.split {
+        Some(s) if s.no >= s.count.max(1) => {
+            return Err(split_error(
+                path,
+                format!("split.no is {} but split.count {}", s.no, s.count),
+            ))
+        }
+        Some(s) if s.count > 1 => s,
+        _ => return finish(path, vec![(first, path.to_path_buf(), len)]),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let (k, n) = (split.no + 1, split.count);
+    if k > 1 {
+        let first_name = split_name(&name)
+            .filter(|&(_, at, of)| (at, of) == (k, n))
+            .map(|(prefix, ..)| format!(", {}", split_file(prefix, 1, n)))
+            .unwrap_or_default();
+        return Err(split_error(
+            path,
+            format!(
+                "split {k} of {n} of a split model: pass the first split{first_name}, which brings in the others"
+            ),
+        ));
+    }
+    let Some((prefix, 1, of)) = split_name(&name).filter(|&(_, _, of)| of == n) else {
+        return Err(split_error(
+            path,
+            format!(
+                "the first of {n} splits, but its name does not end in -00001-of-{n:05}.gguf, from which the others' names are made"
+            ),
+        ));
+    };
+    let mut parts = vec![(first, path.to_path_buf(), len)];
+    for at in 2..=of {
+        let sibling = beside(path, &split_file(prefix, at, of));
+        let here = |why: String| split_error(&sibling, why);
+        let opened = match open(&sibling) {
+            Ok(o) => o,
+            Err(ImportError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                return Err(here(format!(
+                    "split {at} of {of} is missing ({name} is the first of {of})"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        if !looks_like(&opened.magic) {
+            return Err(here(format!(
+                "named as split {at} of {of} of {name}, but not a GGUF file"
+            )));
+        }
+        let map = Map::new(&opened.file).map_err(|source| ImportError::Io {
+            path: sibling.clone(),
+            source,
+        })?;
+        let part = parse(&sibling, Arc::new(map))?;
+        match part.split {
+            None => {
+                return Err(here(format!(
+                    "no split.count: not split {at} of {of} of {name}"
+                )))
+            }
+            Some(s) if s.count != of => {
+                return Err(here(format!(
+                    "split.count is {} here but {of} in {name}",
+                    s.count
+                )))
+            }
+            Some(s) if s.no + 1 != at => {
+                return Err(here(format!(
+                    "split.no is {} here, but as split {at} of {of} it must be {}",
+                    s.no,
+                    at - 1
+                )))
+            }
+            Some(s) if s.tensors != split.tensors => {
+                return Err(here(format!(
+                    "split.tensors.count is {} here but {} in {name}",
+                    s.tensors, split.tensors
+                )))
+            }
+            Some(_) => {}
+        }
+        parts.push((part, sibling, opened.len));
+    }
+    let held: usize = parts.iter().map(|(p, ..)| p.tensors.len()).sum();
+    if i64::try_from(held).ok() != Some(split.tensors as i64) {
+        return Err(split_error(
+            path,
+            format!(
+                "its {of} splits hold {held} tensors, but split.tensors.count says {}",
+                split.tensors
+            ),
+        ));
+    }
+    finish(path, parts)
+}
+
+fn split_error(path: &Path, why: String) -> ImportError {
+    invalid(path, format!("GGUF: {why}"))
+}
+
+/// The name llama.cpp gives split `at` (from 1) of `of`: `PREFIX-00002-of-00003.gguf`.
+pub fn split_file(prefix: &str, at: u16, of: u16) -> String {
+    format!("{prefix}-{at:05}-of-{of:05}.gguf")
+}
+
+/// A file name of the form [`split_file`] makes: its prefix, its place (from 1) and the count.
+pub fn split_name(name: &str) -> Option<(&str, u16, u16)> {
+    let stem = name.strip_suffix(".gguf")?;
+    let (rest, of) = stem.rsplit_once("-of-")?;
+    let (prefix, at) = rest.rsplit_once('-')?;
+    let number = |s: &str| {
+        (s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u16>().ok())
+            .flatten()
+    };
+    let (at, of) = (number(at)?, number(of)?);
+    (at >= 1 && at <= of && !prefix.is_empty()).then_some((prefix, at, of))
+}
+
+/// The model of one or more parsed files: their tensors, the first's metadata section, and
+/// their labels with `gguf.quantized` (over all of them) and `gguf.version` (the first's).
+fn finish(path: &Path, parts: Vec<(Parsed, PathBuf, u64)>) -> Result<MultiFile, ImportError> {
+    let mut tensors = Vec::new();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut quantized = BTreeMap::new();
+    let mut files = Vec::with_capacity(parts.len());
+    let mut version = None;
+    let mut metadata = None;
+    for (part, file, len) in parts {
+        for (k, v) in part.labels {
+            match labels.get(&k) {
+                Some(old) if *old != v => {
+                    return Err(split_error(
+                        &file,
+                        format!("metadata {k:?} is {v:?} here but {old:?} in an earlier split"),
+                    ))
+                }
+                _ => {
+                    labels.insert(k, v);
+                }
+            }
+        }
+        quantized.extend(part.quantized);
+        tensors.extend(part.tensors);
+        version.get_or_insert(part.version);
+        metadata.get_or_insert(part.metadata);
+        files.push((file, len));
+    }
+    if !quantized.is_empty() {
+        let text = serde_json::to_string(&quantized).expect("strings serialize");
+        if text.len() > format::MAX_TEXT_LEN {
+            return Err(split_error(
+                path,
+                "too many quantized tensors to record their types in a label".into(),
+            ));
+        }
+        labels.insert("gguf.quantized".into(), text);
+    }
+    labels.insert(
+        "gguf.version".into(),
+        format!("u32 {}", version.expect("at least one file")),
+    );
+    tensors.extend(metadata);
+    Ok(MultiFile {
+        tensors,
+        labels,
+        files,
+    })
+}
+
+/// Reads one GGUF file.
+fn parse(path: &Path, map: Arc<Map>) -> Result<Parsed, ImportError> {
     let bad = |why: String| invalid(path, format!("GGUF: {why}"));
     let mut c = Cursor { data: &map, pos: 4 };
     let version = c.u32().map_err(&bad)?;
@@ -186,12 +395,39 @@ pub fn read(
     }
     let kv_start = c.pos;
     let mut labels = BTreeMap::new();
+    let mut split = None;
     let mut alignment = 32u64;
     for _ in 0..kv_count {
         let key = c.string().map_err(&bad)?;
         let kind = c.u32().map_err(&bad)?;
         let at = c.pos;
         let v = value(&mut c, kind, 0).map_err(|e| bad(format!("metadata {key:?}: {e}")))?;
+        // The split keys describe how the files were cut, which the artifact does not keep.
+        if let Some(field) = key.strip_prefix("split.") {
+            let (want, width) = match field {
+                "no" | "count" => (2, 2),
+                "tensors.count" => (5, 4),
+                _ => continue,
+            };
+            if kind != want {
+                return Err(bad(format!(
+                    "{key} is of type {kind}, not {}",
+                    if want == 2 { "u16" } else { "i32" }
+                )));
+            }
+            let bytes = &map[at..at + width];
+            let split = split.get_or_insert(Split {
+                no: 0,
+                count: 0,
+                tensors: 0,
+            });
+            match field {
+                "no" => split.no = u16::from_le_bytes([bytes[0], bytes[1]]),
+                "count" => split.count = u16::from_le_bytes([bytes[0], bytes[1]]),
+                _ => split.tensors = i32::from_le_bytes(bytes.try_into().expect("4")),
+            }
+            continue;
+        }
         if key == "general.alignment" {
             if kind != 4 {
                 return Err(bad("general.alignment is not a u32".into()));
@@ -293,22 +529,19 @@ pub fn read(
             )));
         }
     }
-    if !quantized.is_empty() {
-        let text = serde_json::to_string(&quantized).expect("strings serialize");
-        if text.len() > format::MAX_TEXT_LEN {
-            return Err(bad(
-                "too many quantized tensors to record their types in a label".into(),
-            ));
-        }
-        labels.insert("gguf.quantized".into(), text);
-    }
-    labels.insert("gguf.version".into(), format!("u32 {version}"));
-    tensors.push(SourceTensor {
+    let metadata = SourceTensor {
         name: "gguf.metadata".into(),
         dtype: DType::U8,
         shape: vec![(kv_end - kv_start) as u64],
         bytes: Bytes::Mapped(map.clone(), kv_start..kv_end),
         origin: path.into(),
-    });
-    Ok((tensors, labels))
+    };
+    Ok(Parsed {
+        tensors,
+        labels,
+        quantized,
+        version,
+        split,
+        metadata,
+    })
 }

@@ -1,7 +1,8 @@
 //! Reading models for `pack`: the dispatcher. Each input's format is recognised by content,
-//! never by extension, and read by its module: [`safetensors`] (one file or shards), NumPy `.npy`
+//! never by extension, and read by its module: [`safetensors`] (files, or a Hugging Face
+//! index and the shards it names), NumPy `.npy`
 //! and `.npz` ([`npy`]), ONNX (graph and initializers, [`onnx`]), Keras 3 ([`keras`]), PyTorch
-//! checkpoints and pickles of tensors ([`torch`]) and GGUF ([`gguf`]); the inputs are then
+//! checkpoints and pickles of tensors ([`torch`]) and GGUF ([`gguf`], one file or splits); the inputs are then
 //! merged, each tensor name once. [`data`] reads the arrays a model runs on.
 //!
 //! What the format modules share is in [`source`]; they use nothing else of this module, nor
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::format::{self, MAX_TENSORS};
+use crate::format::{self, CHUNK_SIZE, MAX_TENSORS};
 use crate::sys::Map;
 
 pub mod data;
@@ -25,7 +26,7 @@ pub mod source;
 pub mod torch;
 
 use source::{invalid, open_zip, Opened};
-pub use source::{Bytes, ImportError, Imported, SourceTensor};
+pub use source::{Bytes, ImportError, Imported, MultiFile, SourceTensor};
 
 /// How to import.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,13 +41,57 @@ pub fn import(paths: &[PathBuf]) -> Result<Imported, ImportError> {
 }
 
 /// [`import`] with options.
+///
+/// An input may bring in other files: a safetensors index its shards, the first GGUF split the
+/// others. A file brought in so is not read again if it is also given (`pack model-*.gguf`;
+/// later GGUF splits given before their first wait for it); one given, and read alone, before
+/// the input that brings it in is refused, naming both.
 pub fn import_with(paths: &[PathBuf], options: Options) -> Result<Imported, ImportError> {
     let mut out = Imported::default();
     let mut origin: HashMap<String, PathBuf> = HashMap::new();
-    for path in paths {
+    let ids: Vec<Option<FileId>> = paths.iter().map(|p| file_id(p)).collect();
+    // The files read as part of a model in several files, and the input that brought them in;
+    // the files read as inputs of their own.
+    let mut brought: HashMap<FileId, &Path> = HashMap::new();
+    let mut alone: HashMap<FileId, &Path> = HashMap::new();
+    let (mut largest, mut several) = (0u64, false);
+    let (now, later): (Vec<usize>, Vec<usize>) =
+        (0..paths.len()).partition(|&i| !waits_for_first_split(&paths[i], &ids));
+    for i in now.into_iter().chain(later) {
+        let path = &paths[i];
+        if ids[i].is_some_and(|id| brought.contains_key(&id)) {
+            continue;
+        }
         let (tensors, labels, arch) = match import_weights(path, options)? {
-            Found::Weights(t, l) => (t, l, None),
-            Found::Model(m) => (m.tensors, m.labels, m.arch),
+            (Found::Weights(t, l), len) => {
+                largest = largest.max(len);
+                ids[i].map(|id| alone.insert(id, path));
+                (t, l, None)
+            }
+            (Found::Model(m), len) => {
+                largest = largest.max(len);
+                ids[i].map(|id| alone.insert(id, path));
+                (m.tensors, m.labels, m.arch)
+            }
+            (Found::Files(m), _) => {
+                several |= m.files.len() > 1;
+                for (file, len) in &m.files {
+                    largest = largest.max(*len);
+                    let Some(id) = file_id(file) else { continue };
+                    if let Some(given) = alone.get(&id) {
+                        return Err(invalid(
+                            given,
+                            format!(
+                                "given before {}, which brings it in too; give {} alone, or first",
+                                path.display(),
+                                path.display()
+                            ),
+                        ));
+                    }
+                    brought.insert(id, path);
+                }
+                (m.tensors, m.labels, None)
+            }
         };
         if let Some(arch) = arch {
             if out.arch.is_some() {
@@ -62,10 +107,10 @@ pub fn import_with(paths: &[PathBuf], options: Options) -> Result<Imported, Impo
                 return Err(ImportError::Duplicate {
                     name: t.name,
                     first: first.clone(),
-                    second: path.clone(),
+                    second: t.origin,
                 });
             }
-            origin.insert(t.name.clone(), path.clone());
+            origin.insert(t.name.clone(), t.origin.clone());
             out.tensors.push(t);
             if out.tensors.len() > MAX_TENSORS {
                 return Err(invalid(
@@ -95,21 +140,52 @@ pub fn import_with(paths: &[PathBuf], options: Options) -> Result<Imported, Impo
             }
         }
     }
+    // As many shards of about the size of the input files: each holds what one file held,
+    // give or take the tensors that sort across a boundary.
+    out.suggested_shard_size = several.then(|| largest.div_ceil(CHUNK_SIZE).max(1) * CHUNK_SIZE);
     Ok(out)
+}
+
+/// A file, whatever the path it was reached by: its device and inode.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `path` is named as a later GGUF split (`PREFIX-00002-of-00003.gguf`) and the file
+/// named as its first split is among the inputs (`ids`): the first, when read, brings it in.
+fn waits_for_first_split(path: &Path, ids: &[Option<FileId>]) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let Some((prefix, at, of)) = gguf::split_name(&name) else {
+        return false;
+    };
+    let first = source::beside(path, &gguf::split_file(prefix, 1, of));
+    at > 1 && file_id(&first).is_some_and(|id| ids.contains(&Some(id)))
 }
 
 /// What a file held.
 enum Found {
     Weights(Vec<SourceTensor>, BTreeMap<String, String>),
+    /// A model that the file and others beside it hold.
+    Files(MultiFile),
     Model(onnx::OnnxModel),
 }
 
-fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
+/// Reads one input: what it held, and its size.
+fn import_weights(path: &Path, options: Options) -> Result<(Found, u64), ImportError> {
+    let opened = source::open(path)?;
+    let len = opened.len;
+    Ok((read_opened(path, opened, options)?, len))
+}
+
+fn read_opened(path: &Path, opened: Opened, options: Options) -> Result<Found, ImportError> {
     let io = |source| ImportError::Io {
         path: path.into(),
         source,
     };
-    let Opened { file, len, magic } = source::open(path)?;
+    let Opened { file, len, magic } = opened;
     let magic = magic.as_slice();
     if npy::looks_like(magic) {
         let t = npy::read_npy(path)?.into_tensor(path);
@@ -131,6 +207,8 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
         let arrays = npy::read_npz(path, zip)?;
         let tensors = arrays.into_iter().map(|a| a.into_tensor(path)).collect();
         Ok(Found::Weights(tensors, BTreeMap::new()))
+    } else if safetensors::looks_like_index(magic) {
+        Ok(Found::Files(safetensors::read_index(path, &file, len)?))
     } else if safetensors::looks_like(magic) {
         let (t, l) = safetensors::read(path, &file)?;
         Ok(Found::Weights(t, l))
@@ -146,8 +224,7 @@ fn import_weights(path: &Path, options: Options) -> Result<Found, ImportError> {
         Ok(Found::Weights(tensors, BTreeMap::new()))
     } else if gguf::looks_like(magic) {
         let map = Arc::new(Map::new(&file).map_err(io)?);
-        let (tensors, labels) = gguf::read(path, map)?;
-        Ok(Found::Weights(tensors, labels))
+        Ok(Found::Files(gguf::read(path, map)?))
     } else if onnx::looks_like(magic) {
         if len > onnx::MAX_ONNX_LEN {
             return Err(invalid(

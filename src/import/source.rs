@@ -121,6 +121,35 @@ pub struct Imported {
     pub labels: BTreeMap<String, String>,
     /// The architecture an input carried (an ONNX graph).
     pub arch: Option<Graph>,
+    /// The shard size that keeps the artifact cut about as the inputs were, when an input is a
+    /// model in several files (a safetensors index naming two or more shards, GGUF splits): the
+    /// largest file read, rounded up to a whole number of digest chunks
+    /// ([`format::CHUNK_SIZE`]). `None` when every input is one file.
+    pub suggested_shard_size: Option<u64>,
+}
+
+/// A model read from several files (the shards a safetensors index names, GGUF splits).
+pub struct MultiFile {
+    pub tensors: Vec<SourceTensor>,
+    pub labels: BTreeMap<String, String>,
+    /// The files that hold its tensors (the shards, the splits: not an index), in order, and
+    /// their sizes.
+    pub files: Vec<(PathBuf, u64)>,
+}
+
+/// The file `name` in the folder of `path` (the current folder for a bare file name). `name`
+/// must be a plain file name ([`is_plain_name`]): opening the result then opens an entry of
+/// that folder, as a path with no separator would.
+pub fn beside(path: &Path, name: &str) -> PathBuf {
+    debug_assert!(is_plain_name(name));
+    path.parent().unwrap_or(Path::new("")).join(name)
+}
+
+/// Whether `name`, taken from a file's content, names an entry of one folder and nothing
+/// else: not empty, not `.` or `..`, and with no `/`, `\` (a separator on Windows, where an
+/// index may be read too) or NUL. An absolute path has a `/`.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// A file opened for import, and its first bytes, by which its format is recognised.

@@ -420,12 +420,15 @@ impl PackOptions {
     }
 
     /// Checks the options as `nnsign pack` checks its flags, reads the keys, and packs.
+    /// Packs `tensors` into `out`, its payload in shard files of `shard_size` beside it if
+    /// given (as `nnsign pack` does for a model read from several files).
     fn pack(
         self,
         out: &Path,
         tensors: Vec<SourceTensor>,
         arch: Option<Graph>,
         first: &Path,
+        shard_size: Option<u64>,
     ) -> Result<String> {
         if self.passphrase.is_some() && !self.encrypt_to.is_empty() {
             return Err(usage("give encrypt_to= or passphrase=, not both"));
@@ -501,7 +504,7 @@ impl PackOptions {
                 passphrase: None,
             }),
         };
-        let packed = packer::pack(
+        let packed = packer::pack_sharded(
             PackInput {
                 model,
                 arch,
@@ -510,6 +513,7 @@ impl PackOptions {
                 encrypt,
             },
             out,
+            shard_size,
             &no_progress,
         )
         .map_err(|e| match e {
@@ -530,6 +534,9 @@ impl PackOptions {
             "tensors": packed.tensors,
             "payload_bytes": packed.payload_len,
             "file_bytes": packed.file_len,
+            "shards": (packed.shards.iter())
+                .map(|(path, bytes)| serde_json::json!({"file": path, "bytes": bytes}))
+                .collect::<Vec<_>>(),
         })
         .to_string())
     }
@@ -605,7 +612,7 @@ fn pack_arrays(
     // `held` keeps a reference to every array until `pack` has returned and dropped `tensors`:
     // while referenced, an array's data is neither freed nor moved (NumPy refuses to resize an
     // array that is referenced elsewhere).
-    let packed = py.detach(|| options.pack(&out, tensors, None, &origin));
+    let packed = py.detach(|| options.pack(&out, tensors, None, &origin, None));
     drop(held);
     packed.map_err(|f| raise(py, f))
 }
@@ -640,7 +647,9 @@ fn pack_files(
         let mut labels = imported.labels;
         labels.append(&mut options.labels);
         options.labels = labels;
-        options.pack(&out, imported.tensors, imported.arch, &first)
+        // A model in several files is sharded as `nnsign pack` shards it.
+        let shard_size = imported.suggested_shard_size;
+        options.pack(&out, imported.tensors, imported.arch, &first, shard_size)
     })
     .map_err(|f| raise(py, f))
 }

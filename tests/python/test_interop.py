@@ -99,3 +99,24 @@ def test_keys_as_pem_bytes(tmp_path, cli):
     with np.load(tmp_path / "out.npz") as out:
         assert list(out.keys()) == ["w"]
         np.testing.assert_array_equal(out["w"], w)
+
+
+def test_a_model_in_several_files_is_saved_sharded_as_the_cli_packs_it(tmp_path, cli, signer):
+    """nnsign.save of a Hugging Face index writes shard files as `nnsign pack` does (one 4 MiB
+    shard for this tiny model), and loads back numpy's own values."""
+    from conftest import FIXTURES
+
+    hf = FIXTURES / "multifile" / "hf"
+    key, pub = signer
+    report = nnsign.save(str(hf / "model.safetensors.index.json"), tmp_path / "py.nns", sign=key)
+    assert [s["file"] for s in report["shards"]] == [str(tmp_path / "py-00001-of-00001.nnshard")]
+    r = cli("pack", hf / "model.safetensors.index.json", "-o", tmp_path / "cli.nns", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [s["bytes"] for s in json.loads(r.stdout)["shards"]] == \
+        [s["bytes"] for s in report["shards"]]
+    m = nnsign.load(tmp_path / "py.nns", trust=pub)
+    want = np.load(hf / "expected.npz")
+    assert sorted(m.tensors) == sorted(want.files)
+    for name in want.files:
+        assert m.tensors[name].tobytes() == want[name].tobytes(), name
+        assert m.tensors[name].shape == want[name].shape, name

@@ -399,7 +399,9 @@ def save(obj: Any, path: PathLike, *, sign: Optional[Key] = None,
       state dict) or a state dict;
     * the path of any file ``nnsign pack`` reads (ONNX, ``.keras``, PyTorch, GGUF,
       safetensors, ``.npy``/``.npz``). Pickles are read by nnsign's own pickle machine, which
-      executes nothing.
+      executes nothing. A model in several files (a ``model.safetensors.index.json``, the first
+      of GGUF splits) is written as ``nnsign pack`` writes it: its payload in shard files
+      beside ``path``, listed under ``"shards"`` in what is returned.
 
     Anything else is refused: nnsign never pickles. ``sign`` is the signing key (path or PEM
     bytes); ``encrypt_to`` X25519 public keys, or ``passphrase``, encrypt the tensors and the
