@@ -6,6 +6,7 @@
 #   scripts/bench.sh memory [SIZE_MIB] (default 8192: peak RSS at scale)
 #   scripts/bench.sh runtime           (inference against onnxruntime)
 #   scripts/bench.sh python [SIZE_MIB] (the Python package: nnsign.load and nnsign.save)
+#   scripts/bench.sh registry [SIZE_MIB] [SHARD] (pull + verify from a registry against curl)
 #
 # Goals: verify >= 2.5x single-core openssl SHA-256 throughput on 2 cores, with peak RSS under
 # 64 MiB whatever the model size (issues 2, 12); verify-load of a runnable model of the same
@@ -123,6 +124,11 @@ python_bench() {
     --size-mib "${1:-1024}" --dir "${TMPDIR:-/tmp}"
 }
 
+if [ "${1:-}" = registry ]; then
+  # Pull + verify of a sharded model from a loopback registry against curl (scripts/bench_registry.sh).
+  shift
+  exec scripts/bench_registry.sh "$@"
+fi
 if [ "${1:-}" = python ]; then
   python_bench "${2:-1024}"
   exit 0
