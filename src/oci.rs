@@ -81,7 +81,14 @@ pub struct Options {
     pub insecure: bool,
     /// Blobs moved at once (at least 1).
     pub jobs: usize,
+    /// Blobs larger than this are uploaded in chunks (one request per 4 MiB, which registries
+    /// and the proxies before them accept whatever their body-size limits); smaller ones in one
+    /// streamed request, which is faster.
+    pub chunked_above: u64,
 }
+
+/// The default of [`Options::chunked_above`].
+pub const CHUNKED_ABOVE: u64 = 256 << 20;
 
 /// A reference as the user wrote it (`oci://` prefix optional): `HOST[:PORT]/REPO[:TAG]` or
 /// `HOST[:PORT]/REPO@sha256:HEX`.
@@ -143,6 +150,9 @@ fn sha256_digest(bytes: &[u8]) -> String {
 struct Session {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// The same registry and credentials, uploading in chunks (oci-client decides by client).
+    chunked: Client,
+    chunked_above: u64,
     http: reqwest::Client,
     auth: RegistryAuth,
     reference: Reference,
@@ -190,19 +200,21 @@ impl Session {
         // the alternative (aws-lc) is a C library that doubles the clean build.
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = ClientConfig {
-            protocol: if options.insecure {
-                ClientProtocol::HttpsExcept(vec![registry.clone()])
-            } else {
-                ClientProtocol::Https
-            },
-            use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
-            ..Default::default()
+        let client = |monolithic| {
+            Client::try_from(ClientConfig {
+                protocol: if options.insecure {
+                    ClientProtocol::HttpsExcept(vec![registry.clone()])
+                } else {
+                    ClientProtocol::Https
+                },
+                use_monolithic_push: monolithic,
+                connect_timeout: Some(Duration::from_secs(30)),
+                read_timeout: Some(Duration::from_secs(300)),
+                ..Default::default()
+            })
+            .map_err(|e| OciError::Registry(format!("cannot set up the HTTP client: {e}")))
         };
-        let client = Client::try_from(config)
-            .map_err(|e| OciError::Registry(format!("cannot set up the HTTP client: {e}")))?;
+        let (chunked, client) = (client(false)?, client(true)?);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(300))
@@ -217,6 +229,8 @@ impl Session {
         let session = Session {
             rt,
             client,
+            chunked,
+            chunked_above: options.chunked_above,
             http,
             auth,
             reference: reference.clone(),
@@ -225,9 +239,11 @@ impl Session {
         };
         // Authenticates once up front: inside other calls, oci-client drops a failed token
         // request and goes on anonymously, which surfaces later as an unexplained 401.
-        session.rt.block_on(retry("authenticate", || {
-            session.client.auth(&session.reference, &session.auth, op)
-        }))?;
+        for client in [&session.client, &session.chunked] {
+            session.rt.block_on(retry("authenticate", || {
+                client.auth(&session.reference, &session.auth, op)
+            }))?;
+        }
         Ok(session)
     }
 
@@ -240,9 +256,11 @@ impl Session {
 /// server error, or "too many requests".
 fn transient(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RequestError(e) => {
-            e.status().is_none_or(|s| s.is_server_error() || s.as_u16() == 429)
-        }
+        // A certificate no root vouches for will not change by waiting.
+        OciDistributionError::RequestError(e) => match e.status() {
+            Some(s) => s.is_server_error() || s.as_u16() == 429,
+            None => !chain(e).contains("certificate"),
+        },
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
         OciDistributionError::IoError(_) => true,
         _ => false,
@@ -269,6 +287,21 @@ where
     unreachable!("the last attempt returns")
 }
 
+/// An error and its causes, as one line: reqwest's own message says only that a request
+/// failed, its sources say why (refused, reset, the certificate).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        source = s.source();
+    }
+    line
+}
+
 /// What a person is told of a registry error.
 fn registry_error(what: &str, e: OciDistributionError) -> OciError {
     use OciDistributionError as E;
@@ -284,6 +317,15 @@ fn registry_error(what: &str, e: OciDistributionError) -> OciError {
             OciError::Registry(format!("{what}: no such tag or manifest in the registry ({m})"))
         }
         E::DigestError(d) => OciError::Integrity(format!("{what}: {d}")),
+        E::RequestError(e) if e.status().is_none() => {
+            let why = chain(&e);
+            let hint = if why.contains("certificate") {
+                "; the registry's certificate is not trusted here (install its CA in the system's roots, or point SSL_CERT_FILE at it)"
+            } else {
+                ""
+            };
+            OciError::Registry(format!("{what}: {why}{hint}"))
+        }
         E::RequestError(e) if e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) => {
             OciError::Registry(format!(
                 "{what}: not authorized (HTTP {}); check the credentials (NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD, or docker login) and the repository's permissions",
@@ -484,8 +526,12 @@ async fn upload(
                 path: path.into(),
                 source,
             })?;
-        match s
-            .client
+        let client = if size > s.chunked_above {
+            &s.chunked
+        } else {
+            &s.client
+        };
+        match client
             .push_blob_stream(&s.reference, file_stream(file), digest, Some(size))
             .await
         {

@@ -118,13 +118,26 @@ fn push_and_pull_round_trip_one_file_and_sharded() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for (name, extra, layers) in [
-        ("plain", &[][..], 1),
-        ("sharded", &["--shard-size", "4MiB"][..], 4),
+    // The sharded one is uploaded in 4 MiB chunks (every blob over 1 MiB), the other in one
+    // request per blob.
+    for (name, extra, layers, chunked_above) in [
+        ("plain", &[][..], 1, "256MiB"),
+        ("sharded", &["--shard-size", "4MiB"][..], 4, "1MiB"),
     ] {
         let art = packed(dir.path(), name, extra);
         let reference = registry.reference("models/m", name);
-        let pushed = push(&art, &reference, &[]);
+        let pushed = run(
+            &[
+                "push",
+                s(&art),
+                &reference,
+                "--insecure",
+                "--json",
+                "--chunked-above",
+                chunked_above,
+            ],
+            &[],
+        );
         assert_eq!(pushed.code, 0, "{}", pushed.stderr);
         let report = pushed.json();
         let sent = report["layers"].as_array().unwrap();
@@ -418,7 +431,8 @@ fn credentials_come_from_the_environment_or_the_docker_config() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("m.nns");
     assert_failed(&pull(&reference, &out, &wrong), 11, "not authorized");
-    assert_eq!(listing(out_dir.path()), [".m.nns.nnsign-pull"]);
+    // Nothing arrived, so nothing is kept for a resume.
+    assert_eq!(listing(out_dir.path()), Vec::<String>::new());
 
     // `docker login`'s config file: auths by host:port, base64 of user:password.
     let docker = tempfile::tempdir().unwrap();
@@ -529,7 +543,11 @@ fn bad_references_and_insecure_remote_hosts_are_usage_errors() {
             true,
             "--insecure (plain HTTP) is allowed only for a registry on this machine",
         ),
-        ("127.0.0.1:5/m@sha256:abc", false, "is not a registry reference"),
+        (
+            "127.0.0.1:5/m@sha256:abc",
+            false,
+            "is not a registry reference",
+        ),
     ] {
         let mut args = vec![
             "pull",
@@ -565,4 +583,54 @@ fn a_missing_tag_or_an_unreachable_registry_is_a_registry_error() {
     drop(registry);
     let r = pull(&reference, &dir.path().join("m.nns"), &[]);
     assert_eq!(r.code, 11, "{}", r.stderr);
+}
+
+/// Without --insecure nnsign speaks TLS, checking the registry's certificate against the
+/// system's roots (here a test CA, given as SSL_CERT_FILE as for any rustls program); a
+/// certificate no root vouches for is refused (exit 11).
+#[test]
+fn tls_registries_are_checked_against_the_trusted_roots() {
+    let Some(registry) = Registry::start_tls_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &["--shard-size", "4MiB"]);
+    let reference = registry.reference("models/m", "tls");
+    let ca = registry.ca();
+    let roots = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let r = run(&["push", s(&art), &reference, "--json"], &roots);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.nns");
+    let trust = test_key("test-a.pub");
+    let r = run(
+        &[
+            "pull",
+            &reference,
+            "-o",
+            s(&out),
+            "--trust",
+            s(&trust),
+            "--json",
+        ],
+        &roots,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same_files(&art, &out);
+
+    // The system's own roots do not know the test CA.
+    let other = tempfile::tempdir().unwrap();
+    let r = run(
+        &[
+            "pull",
+            &reference,
+            "-o",
+            s(&other.path().join("m.nns")),
+            "--trust",
+            s(&trust),
+            "--json",
+        ],
+        &[],
+    );
+    assert_failed(&r, 11, "certificate");
 }

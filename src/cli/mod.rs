@@ -132,6 +132,10 @@ pub struct RegistryArgs {
     /// Files moved at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub jobs: usize,
+    /// push: files larger than this are uploaded in 4 MiB chunks, one request each (what
+    /// registries behind body-size limits accept), smaller ones in one request.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub chunked_above: u64,
 }
 
 impl RegistryArgs {
@@ -139,6 +143,7 @@ impl RegistryArgs {
         nnsign::oci::Options {
             insecure: self.insecure,
             jobs: self.jobs,
+            chunked_above: self.chunked_above,
         }
     }
 }

@@ -72,6 +72,9 @@ pub fn run(args: Args) -> Result<()> {
         // Kept for the next pull to resume, unless the registry served something wrong.
         if matches!(e, oci::OciError::Integrity(_)) {
             let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            // Removed if nothing arrived (only an empty folder can be).
+            let _ = std::fs::remove_dir(&dir);
         }
         oci_failure(given, e)
     })?;

@@ -36,24 +36,36 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry that needs no credentials; panics if `docker-registry` is missing.
     pub fn start() -> Registry {
-        Registry::launch(None).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
+        Registry::launch(None, false).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
+    }
+
+    /// Like `start_or_skip`, serving HTTPS only, with a certificate for 127.0.0.1 issued by a
+    /// test CA of its own ([`Registry::ca`]; made with the openssl command).
+    pub fn start_tls_or_skip() -> Option<Registry> {
+        Registry::launch(None, true).or_else(|| skip(MISSING_BINARY))
+    }
+
+    /// The PEM file of the CA that issued a TLS registry's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Starts a registry that wants HTTP Basic credentials (htpasswd) for every request.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::launch(Some((user, password))).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
+        Registry::launch(Some((user, password)), false)
+            .unwrap_or_else(|| panic!("{MISSING_BINARY}"))
     }
 
     /// Like `start`, but `None` after a `SKIPPED:` line when the registry is not installed
     /// and not required.
     pub fn start_or_skip() -> Option<Registry> {
-        Registry::launch(None).or_else(|| skip(MISSING_BINARY))
+        Registry::launch(None, false).or_else(|| skip(MISSING_BINARY))
     }
 
     /// Like `start_with_auth`, but `None` after a `SKIPPED:` line when the registry is not
     /// installed and not required.
     pub fn start_with_auth_or_skip(user: &str, password: &str) -> Option<Registry> {
-        Registry::launch(Some((user, password))).or_else(|| skip(MISSING_BINARY))
+        Registry::launch(Some((user, password)), false).or_else(|| skip(MISSING_BINARY))
     }
 
     /// `127.0.0.1:PORT`.
@@ -99,9 +111,10 @@ impl Registry {
     }
 
     /// `None` only when the binary is missing; any other failure to start panics.
-    fn launch(credentials: Option<(&str, &str)>) -> Option<Registry> {
+    fn launch(credentials: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
         let binary = find_in_path(BINARY)?;
         let dir = tempfile::tempdir().expect("temporary folder for the registry");
+        let tls = tls.then(|| make_certificates(dir.path()));
         let htpasswd = credentials.map(|(user, password)| {
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, htpasswd_line(user, password)).expect("htpasswd written");
@@ -110,7 +123,18 @@ impl Registry {
         for _ in 0..PORT_ATTEMPTS {
             let addr = free_loopback_addr();
             let config = dir.path().join("config.yml");
-            let yaml = config_yaml(&addr, &dir.path().join("storage"), htpasswd.as_deref());
+            let mut yaml = config_yaml(&addr, &dir.path().join("storage"), htpasswd.as_deref());
+            if let Some((cert, key)) = &tls {
+                let q = |p: &Path| serde_json::to_string(p.to_str().unwrap()).unwrap();
+                yaml = yaml.replace(
+                    &format!("  addr: {addr}\n"),
+                    &format!(
+                        "  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
+                        q(cert),
+                        q(key)
+                    ),
+                );
+            }
             std::fs::write(&config, yaml).expect("registry config written");
             let log_path = dir.path().join("registry.log");
             let log = File::create(&log_path).expect("registry log created");
@@ -122,7 +146,12 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("{} does not run: {e}", binary.display()));
-            let expected = if credentials.is_some() { 401 } else { 200 };
+            // A TLS server answers a plain HTTP request with 400.
+            let expected = match (credentials, &tls) {
+                (_, Some(_)) => 400,
+                (Some(_), None) => 401,
+                (None, None) => 200,
+            };
             match wait_until_ready(&mut child, &addr, expected) {
                 Ok(()) => return Some(Registry { child, addr, dir }),
                 Err(why) => {
@@ -254,12 +283,15 @@ pub fn http_status(addr: &str, path: &str, authorization: Option<&str>) -> std::
     let status_line = response.split(|&b| b == b'\r').next().unwrap_or_default();
     std::str::from_utf8(status_line)
         .ok()
-        .and_then(|line| line.strip_prefix("HTTP/1.1 "))
+        .and_then(|line| {
+            // Go answers a plain request to its TLS port in HTTP/1.0.
+            (line.strip_prefix("HTTP/1.1 ")).or_else(|| line.strip_prefix("HTTP/1.0 "))
+        })
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| {
             let shown = String::from_utf8_lossy(&response[..response.len().min(200)]);
-            std::io::Error::other(format!("not an HTTP/1.1 response: {shown:?}"))
+            std::io::Error::other(format!("not an HTTP/1.x response: {shown:?}"))
         })
 }
 
@@ -329,4 +361,81 @@ http:
         ));
     }
     yaml
+}
+
+/// A test CA and a certificate for 127.0.0.1 it issued (P-256, two days), in `dir`: `ca.pem`,
+/// and the returned leaf certificate and key. Uses the openssl command (CI installs it).
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command runs (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nnsign test CA",
+    ]);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (dir.join("leaf.pem"), dir.join("leaf.key"))
 }
