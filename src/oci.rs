@@ -842,7 +842,18 @@ async fn download(
     let what = format!("download {}", layer.digest);
     let mut wait = Duration::from_millis(500);
     let mut attempt = 1;
+    // Requests in a row that brought no byte, after one that ended early: a blob that keeps
+    // ending at the same place is shorter than its layer says, not a network failing there.
+    let mut stalled = 0;
+    let mut ended_early = false;
+    let short = |have: u64| {
+        OciError::Integrity(format!(
+            "the registry's blob {} ends after {have} of the {} bytes its layer lists",
+            layer.digest, layer.size
+        ))
+    };
     while have < layer.size {
+        let before = have;
         // A ranged request, also from 0: the registry's digest check of a whole blob would hash
         // every byte a second time, and verification checks them all against signed digests.
         let response = s
@@ -854,25 +865,27 @@ async fn download(
                 // The registry ignored the range: start the file over.
                 if have > 0 {
                     file.set_len(0).await.map_err(io)?;
-                    tick(0);
                     have = 0;
                 }
-                copy(&mut stream, &mut file, &mut have, layer, tick).await?
+                copy(&mut stream, (&mut file, &part), &mut have, layer, tick).await?
             }
             Ok(BlobResponse::Partial(mut stream)) => {
-                copy(&mut stream, &mut file, &mut have, layer, tick).await?
+                copy(&mut stream, (&mut file, &part), &mut have, layer, tick).await?
             }
             Err(e) if transient(&e) => Some(registry_error(&what, e)),
+            // After a blob that ended early, a registry refuses the range past its end.
+            Err(_) if ended_early => return Err(short(have)),
             Err(e) => return Err(registry_error(&what, e)),
         };
-        if let Some(e) = failed {
-            if attempt >= ATTEMPTS {
-                return Err(e);
-            }
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-            attempt += 1;
+        let Some(e) = failed else { continue };
+        ended_early = true;
+        stalled = if have == before { stalled + 1 } else { 0 };
+        if attempt >= ATTEMPTS {
+            return Err(if stalled >= 2 { short(have) } else { e });
         }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+        attempt += 1;
     }
     file.sync_all().await.map_err(io)?;
     drop(file);
@@ -884,7 +897,7 @@ async fn download(
 /// one did. More bytes than the layer's size is an integrity failure.
 async fn copy(
     stream: &mut oci_client::client::SizedStream,
-    file: &mut tokio::fs::File,
+    (file, path): (&mut tokio::fs::File, &Path),
     have: &mut u64,
     layer: &Descriptor,
     tick: &(dyn Fn(u64) + Sync),
@@ -908,7 +921,7 @@ async fn copy(
         file.write_all(&piece)
             .await
             .map_err(|source| OciError::Io {
-                path: layer.digest.clone().into(),
+                path: path.into(),
                 source,
             })?;
         *have += piece.len() as u64;

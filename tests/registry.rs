@@ -331,6 +331,23 @@ fn a_tampered_blob_is_refused_and_nothing_is_left() {
         verified.json()["error"]["file"],
         format!("oci://{reference}").as_str()
     );
+
+    // Shard 1's stored blob cut short: the layer promises more than the registry has.
+    let layer = pushed.json()["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = registry.blob_path(&layer);
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() - 100]).unwrap();
+    let r = pull(&reference, &out, &[]);
+    let says = format!(
+        "ends after {} of the {} bytes",
+        bytes.len() - 100,
+        bytes.len()
+    );
+    assert_failed(&r, 5, &says);
+    assert_eq!(listing(out_dir.path()), Vec::<String>::new());
 }
 
 #[test]
