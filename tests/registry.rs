@@ -651,3 +651,123 @@ fn tls_registries_are_checked_against_the_trusted_roots() {
     );
     assert_failed(&r, 11, "certificate");
 }
+
+/// A TCP proxy in front of a registry that cuts each connection once `cut_after` bytes have
+/// come back through it, while `cuts` lasts: a network that drops large downloads.
+struct CuttingProxy {
+    addr: String,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str, cut_after: u64, cuts: usize) -> CuttingProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let left = Arc::new(AtomicUsize::new(cuts));
+        let made = Arc::new(AtomicUsize::new(0));
+        let (upstream, l, m) = (upstream.to_owned(), left.clone(), made.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let (l, m) = (l.clone(), m.clone());
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut server, mut client) = (server, client);
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut sent = 0u64;
+                    loop {
+                        let n = match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let cut = sent + n as u64 > cut_after
+                            && l.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                c.checked_sub(1)
+                            })
+                            .is_ok();
+                        if cut {
+                            let keep = (cut_after - sent) as usize;
+                            let _ = client.write_all(&buf[..keep]);
+                            m.fetch_add(1, Ordering::SeqCst);
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            let _ = server.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        CuttingProxy {
+            addr,
+            cuts: left,
+            made,
+        }
+    }
+}
+
+/// Downloads cut by the network: within one pull, each file continues from where its
+/// connection dropped (ranged requests); a pull that gives up leaves its .part files, and the
+/// next one continues them.
+#[test]
+fn pulls_cut_by_the_network_continue_where_they_stopped() {
+    use std::sync::atomic::Ordering;
+    let Some(registry) = Registry::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &["--shard-size", "4MiB"]);
+    assert_eq!(
+        push(&art, &registry.reference("models/m", "1"), &[]).code,
+        0
+    );
+
+    // Every connection dropped after 1.5 MB: each 4 MiB shard needs three requests.
+    let proxy = CuttingProxy::start(registry.addr(), 1_500_000, usize::MAX);
+    let reference = format!("{}/models/m:1", proxy.addr);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.nns");
+    let r = pull(&reference, &out, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same_files(&art, &out);
+    assert!(
+        proxy.made.load(Ordering::SeqCst) >= 4,
+        "{}",
+        proxy.made.load(Ordering::SeqCst)
+    );
+
+    // Dropped after 200 kB: five requests bring 1 MB of a 4 MiB shard; the pull gives up
+    // (exit 11) and keeps what arrived. Once the network is fine, the next pull continues.
+    let proxy = CuttingProxy::start(registry.addr(), 200_000, usize::MAX);
+    let reference = format!("{}/models/m:1", proxy.addr);
+    let out = out_dir.path().join("n.nns");
+    let r = pull(&reference, &out, &[]);
+    assert_failed(&r, 11, "download sha256:");
+    assert!(!out.exists());
+    let kept: u64 = std::fs::read_dir(out_dir.path().join(".n.nns.nnsign-pull"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(kept >= 1_000_000, "{kept}");
+    proxy.cuts.store(0, Ordering::SeqCst);
+    let r = pull(&reference, &out, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["resumed_bytes"], kept);
+    assert_same_files(&art, &out);
+}
