@@ -341,8 +341,20 @@ fn registry_error(what: &str, e: OciDistributionError) -> OciError {
 pub struct Pushed {
     /// `sha256:` of the OCI manifest: `REPO@DIGEST` names exactly this upload.
     pub manifest_digest: String,
-    /// The layers, in order: file name, blob digest, size, and whether the registry had it.
-    pub layers: Vec<(String, String, u64, bool)>,
+    /// The layers, in order.
+    pub layers: Vec<PushedLayer>,
+}
+
+/// One layer of a push.
+#[derive(Debug, Clone)]
+pub struct PushedLayer {
+    /// The file's name (the layer's title).
+    pub file: String,
+    /// `sha256:` of the file: the blob's address.
+    pub digest: String,
+    pub bytes: u64,
+    /// The registry had the blob already, so it was not sent.
+    pub already_there: bool,
 }
 
 /// One file to upload as a layer.
@@ -447,7 +459,12 @@ pub fn push(
     Ok(Pushed {
         manifest_digest,
         layers: (titles.into_iter().zip(digests).zip(uploaded))
-            .map(|((t, (d, n)), had)| (t, d, n, had))
+            .map(|((file, (digest, bytes)), already_there)| PushedLayer {
+                file,
+                digest,
+                bytes,
+                already_there,
+            })
             .collect(),
     })
 }
@@ -508,8 +525,9 @@ fn file_digest(path: &Path) -> Result<(String, u64), OciError> {
     ))
 }
 
-/// Uploads one file as the blob `digest`, in one streamed request (tried again from its start
-/// if it fails transiently).
+/// Uploads one file as the blob `digest`: in one streamed request, or in 4 MiB requests when
+/// it is larger than [`Options::chunked_above`]; tried again from its start if it fails
+/// transiently. The registry checks the bytes against `digest` before it keeps them.
 async fn upload(
     s: &Session,
     path: &Path,

@@ -73,7 +73,10 @@ pub fn run(args: Args) -> Result<()> {
     )
     .map_err(|e| oci_failure(name, e))?;
     bar.finish_and_clear();
-    let sent: u64 = (pushed.layers.iter()).filter(|l| !l.3).map(|l| l.2).sum();
+    let sent: u64 = (pushed.layers.iter())
+        .filter(|l| !l.already_there)
+        .map(|l| l.bytes)
+        .sum();
     let pinned = format!(
         "{}/{}@{}",
         reference.resolve_registry(),
@@ -89,8 +92,8 @@ pub fn run(args: Args) -> Result<()> {
             "pinned": pinned,
             "manifest_digest": pushed.manifest_digest,
             "digest": digest,
-            "layers": pushed.layers.iter().map(|(title, d, size, had)| json!({
-                "file": title, "digest": d, "bytes": size, "already_there": had,
+            "layers": pushed.layers.iter().map(|l| json!({
+                "file": l.file, "digest": l.digest, "bytes": l.bytes, "already_there": l.already_there,
             })).collect::<Vec<_>>(),
             "bytes_sent": sent,
         }),
@@ -101,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
                 args.reference,
                 pushed.layers.len(),
                 sent,
-                pushed.layers.iter().filter(|l| l.3).count()
+                pushed.layers.iter().filter(|l| l.already_there).count()
             )
         },
     );
