@@ -155,31 +155,60 @@ struct Session {
     chunked_above: u64,
     http: reqwest::Client,
     auth: RegistryAuth,
+    login: Login,
     reference: Reference,
     scheme: &'static str,
     jobs: usize,
 }
 
+/// Whose credentials a session uses and where they came from (never the password), so that a
+/// refusal can say which user was refused and what to change.
+#[derive(Debug, Clone)]
+struct Login {
+    /// `None`: no credentials were found, and requests go anonymously.
+    user: Option<String>,
+    /// Where the credentials came from, or where none were found.
+    source: String,
+    /// What the session asks for, e.g. `pull and push of models/m`.
+    access: String,
+}
+
 /// Credentials for `registry`: `NNSIGN_REGISTRY_USERNAME` and `NNSIGN_REGISTRY_PASSWORD`, else
 /// Docker's config file (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`: `auths`,
-/// `credHelpers`, `credsStore`), else none. Never from the command line.
-fn credentials(registry: &str) -> Result<RegistryAuth, OciError> {
+/// `credHelpers`, `credsStore`), else none. Never from the command line. `access` is what they
+/// are for ([`Login::access`]).
+fn credentials(registry: &str, access: String) -> Result<(RegistryAuth, Login), OciError> {
+    let login = |user: Option<&str>, source: String| Login {
+        user: user.map(str::to_owned),
+        source,
+        access: access.clone(),
+    };
     if let Ok(user) = std::env::var("NNSIGN_REGISTRY_USERNAME") {
         let password = std::env::var("NNSIGN_REGISTRY_PASSWORD").map_err(|_| {
             OciError::Usage(
                 "NNSIGN_REGISTRY_USERNAME is set but NNSIGN_REGISTRY_PASSWORD is not".into(),
             )
         })?;
-        return Ok(RegistryAuth::Basic(user, password));
+        let source = "NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD".to_owned();
+        let login = login(Some(&user), source);
+        return Ok((RegistryAuth::Basic(user, password), login));
     }
     match docker_credential::get_credential(registry) {
         Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-            Ok(RegistryAuth::Basic(u, p))
+            let source = format!("the Docker config's entry for {registry} (docker login)");
+            let login = login(Some(&u), source);
+            Ok((RegistryAuth::Basic(u, p), login))
         }
         Ok(docker_credential::DockerCredential::IdentityToken(_)) => Err(OciError::Usage(format!(
             "the Docker config holds an identity token for {registry}, which nnsign cannot use; set NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD"
         ))),
-        Err(_) => Ok(RegistryAuth::Anonymous),
+        Err(_) => Ok((
+            RegistryAuth::Anonymous,
+            login(
+                None,
+                format!("NNSIGN_REGISTRY_USERNAME is not set and the Docker config has no entry for {registry}"),
+            ),
+        )),
     }
 }
 
@@ -225,7 +254,12 @@ impl Session {
             .enable_all()
             .build()
             .map_err(|e| OciError::Registry(format!("cannot start the I/O runtime: {e}")))?;
-        let auth = credentials(&registry)?;
+        let access = match op {
+            RegistryOperation::Pull => "pull",
+            RegistryOperation::Push => "pull and push",
+        };
+        let (auth, login) =
+            credentials(&registry, format!("{access} of {}", reference.repository()))?;
         let session = Session {
             rt,
             client,
@@ -233,14 +267,19 @@ impl Session {
             chunked_above: options.chunked_above,
             http,
             auth,
+            login,
             reference: reference.clone(),
             scheme: if options.insecure { "http" } else { "https" },
             jobs: options.jobs.max(1),
         };
+        if matches!(session.auth, RegistryAuth::Basic(..)) {
+            session.rt.block_on(check_realm(&session))?;
+        }
         // Authenticates once up front: inside other calls, oci-client drops a failed token
         // request and goes on anonymously, which surfaces later as an unexplained 401.
+        let (rt, login) = (&session.rt, &session.login);
         for client in [&session.client, &session.chunked] {
-            session.rt.block_on(retry("authenticate", || {
+            rt.block_on(retry(login, "authenticate", || {
                 client.auth(&session.reference, &session.auth, op)
             }))?;
         }
@@ -250,6 +289,48 @@ impl Session {
     fn registry(&self) -> &str {
         self.reference.resolve_registry()
     }
+}
+
+/// Refuses a registry whose bearer-token service (the `realm` of its `WWW-Authenticate`
+/// challenge, where the client sends the password) is not reached over TLS: a registry that
+/// names an `http://` realm would have the password sent in clear text, to a host of its
+/// choosing. A plain-HTTP realm is accepted only on a loopback address, as `--insecure` is.
+async fn check_realm(s: &Session) -> Result<(), OciError> {
+    let url = format!("{}://{}/v2/", s.scheme, s.registry());
+    let Ok(res) = s.http.get(&url).send().await else {
+        // Unreachable: the authentication that follows says so, with its retries.
+        return Ok(());
+    };
+    let challenge = (res.headers().get(reqwest::header::WWW_AUTHENTICATE))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(params) = challenge
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .map(|_| &challenge[7..])
+    else {
+        return Ok(());
+    };
+    let realm = params
+        .split(',')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("realm"))
+        .map(|(_, v)| v.trim_matches('"'))
+        .unwrap_or_default();
+    let host = |rest: &str| rest.split(['/', '?']).next().unwrap_or("").to_owned();
+    let safe = match realm.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => !host(rest).is_empty(),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => is_loopback(&host(rest)),
+        _ => false,
+    };
+    if safe {
+        return Ok(());
+    }
+    Err(OciError::Registry(format!(
+        "the registry sends clients' credentials to the token service {:?}, which is not HTTPS (or not a URL): nnsign does not send a password there",
+        // Debug-quoted: escapes whatever control characters the registry put there.
+        realm.chars().take(200).collect::<String>()
+    )))
 }
 
 /// Whether a failed request is worth trying again: a connection that failed or dropped, a
@@ -268,7 +349,7 @@ fn transient(e: &OciDistributionError) -> bool {
 }
 
 /// Runs `op` up to [`ATTEMPTS`] times while it fails transiently, waiting 0.5 s, 1 s, 2 s, ...
-async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, OciError>
+async fn retry<T, F, Fut>(login: &Login, what: &str, mut op: F) -> Result<T, OciError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
@@ -281,7 +362,7 @@ where
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(e) => return Err(registry_error(what, e)),
+            Err(e) => return Err(registry_error(login, what, e)),
         }
     }
     unreachable!("the last attempt returns")
@@ -303,19 +384,27 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// What a person is told of a registry error.
-fn registry_error(what: &str, e: OciDistributionError) -> OciError {
+fn registry_error(login: &Login, what: &str, e: OciDistributionError) -> OciError {
     use OciDistributionError as E;
     match e {
-        E::AuthenticationFailure(m) => OciError::Registry(format!(
-            "{what}: the registry refused the credentials{}{m}",
-            if m.is_empty() { "" } else { ": " }
+        // The token service (the realm of a `WWW-Authenticate: Bearer` challenge) answered
+        // something other than a token; oci-client keeps its body, not its status.
+        E::AuthenticationFailure(body) => match &login.user {
+            None => unauthorized(login, what, "its token service refused an anonymous token"),
+            Some(user) => {
+                let said = token_service_says(&body)
+                    .map(|m| format!("; its token service said: {m}"))
+                    .unwrap_or_default();
+                OciError::Registry(format!(
+                    "{what}: the registry refused the credentials of user {user:?} (from {}){said}",
+                    login.source
+                ))
+            }
+        },
+        E::UnauthorizedError { url } => unauthorized(login, what, &url),
+        E::ImageManifestNotFoundError(m) => OciError::Registry(format!(
+            "{what}: no such tag or manifest in the registry ({m})"
         )),
-        E::UnauthorizedError { url } => OciError::Registry(format!(
-            "{what}: not authorized ({url}); check the credentials (NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD, or docker login) and the repository's permissions"
-        )),
-        E::ImageManifestNotFoundError(m) => {
-            OciError::Registry(format!("{what}: no such tag or manifest in the registry ({m})"))
-        }
         E::DigestError(d) => OciError::Integrity(format!("{what}: {d}")),
         E::RequestError(e) if e.status().is_none() => {
             let why = chain(&e);
@@ -326,14 +415,78 @@ fn registry_error(what: &str, e: OciDistributionError) -> OciError {
             };
             OciError::Registry(format!("{what}: {why}{hint}"))
         }
-        E::RequestError(e) if e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) => {
-            OciError::Registry(format!(
-                "{what}: not authorized (HTTP {}); check the credentials (NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD, or docker login) and the repository's permissions",
-                e.status().map_or(0, |s| s.as_u16())
-            ))
+        E::RequestError(e)
+            if e.status()
+                .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403) =>
+        {
+            let status = format!("HTTP {}", e.status().map_or(0, |s| s.as_u16()));
+            unauthorized(login, what, &status)
         }
         other => OciError::Registry(format!("{what}: {other}")),
     }
+}
+
+/// A 401 or 403 from the registry (`detail`: the status or URL): without credentials, that
+/// some are needed and where none were found; with them, that this user may not do what was
+/// asked, whether for a wrong password (a registry with basic auth says no more) or for a
+/// missing permission (a token that grants less than asked).
+fn unauthorized(login: &Login, what: &str, detail: &str) -> OciError {
+    OciError::Registry(match &login.user {
+        None => format!(
+            "{what}: not authorized ({detail}): the registry wants credentials and none were found ({})",
+            login.source
+        ),
+        Some(user) => format!(
+            "{what}: not authorized ({detail}): the registry did not accept user {user:?} (from {}) for {}: a wrong password, or a user without that permission",
+            login.source, login.access
+        ),
+    })
+}
+
+/// Longest text of a token service's refusal that is shown.
+const MAX_REFUSAL_SHOWN: usize = 200;
+
+/// The reason in a token service's refusal, as one printable line: the `message` of Docker's
+/// `{"errors": [...]}`, `details` (Docker Hub), `error_description` or `message` of other
+/// services, else the body if it is short plain text. `None` for an empty or HTML body. The
+/// body comes from a server nnsign does not trust: control characters are dropped and the
+/// length is capped.
+fn token_service_says(body: &str) -> Option<String> {
+    let text = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) => {
+            let field = |v: &serde_json::Value, k: &str| v.get(k)?.as_str().map(str::to_owned);
+            let errors = (v
+                .get("errors")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten())
+            .filter_map(|e| field(e, "message"))
+            .collect::<Vec<_>>();
+            if errors.is_empty() {
+                ["details", "error_description", "message", "error"]
+                    .iter()
+                    .find_map(|k| field(&v, k))?
+            } else {
+                errors.join("; ")
+            }
+        }
+        Err(_) if body.trim_start().starts_with('<') => return None,
+        Err(_) => body.to_owned(),
+    };
+    let line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    if line.is_empty() {
+        return None;
+    }
+    Some(match line.char_indices().nth(MAX_REFUSAL_SHOWN) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
+    })
 }
 
 /// What was pushed.
@@ -402,7 +555,7 @@ pub fn push(
             .map(|(layer, (digest, size))| {
                 let done = &done;
                 async move {
-                    let had = retry("check a blob", || {
+                    let had = retry(&s.login, "check a blob", || {
                         s.client.blob_exists(&s.reference, digest)
                     })
                     .await?;
@@ -420,12 +573,12 @@ pub fn push(
     })?;
     let empty = sha256_digest(EMPTY_CONFIG);
     s.rt.block_on(async {
-        if !retry("check a blob", || {
+        if !retry(&s.login, "check a blob", || {
             s.client.blob_exists(&s.reference, &empty)
         })
         .await?
         {
-            retry("upload the empty config", || {
+            retry(&s.login, "upload the empty config", || {
                 s.client.push_blob(&s.reference, EMPTY_CONFIG, &empty)
             })
             .await?;
@@ -449,7 +602,7 @@ pub fn push(
             )));
         }
     }
-    s.rt.block_on(retry("upload the manifest", || {
+    s.rt.block_on(retry(&s.login, "upload the manifest", || {
         s.client.push_manifest_raw(
             &s.reference,
             body.clone(),
@@ -561,7 +714,13 @@ async fn upload(
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(e) => return Err(registry_error(&format!("upload {}", path.display()), e)),
+            Err(e) => {
+                return Err(registry_error(
+                    &s.login,
+                    &format!("upload {}", path.display()),
+                    e,
+                ))
+            }
         }
     }
     unreachable!("the last attempt returns")
@@ -717,7 +876,7 @@ async fn manifest_get(s: &Session) -> Result<Vec<u8>, OciError> {
         .client
         .auth(r, &s.auth, RegistryOperation::Pull)
         .await
-        .map_err(|e| registry_error("authenticate", e))?;
+        .map_err(|e| registry_error(&s.login, "authenticate", e))?;
     let url = format!(
         "{}://{}/v2/{}/manifests/{}",
         s.scheme,
@@ -743,9 +902,11 @@ async fn manifest_get(s: &Session) -> Result<Vec<u8>, OciError> {
         )));
     }
     if status.as_u16() == 401 || status.as_u16() == 403 {
-        return Err(OciError::Registry(format!(
-            "{url}: HTTP {status}: not authorized; check the credentials (NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD, or docker login)"
-        )));
+        return Err(unauthorized(
+            &s.login,
+            &format!("read the manifest {url}"),
+            &format!("HTTP {}", status.as_u16()),
+        ));
     }
     if status.as_u16() == 404 {
         return Err(OciError::Registry(format!(
@@ -890,10 +1051,10 @@ async fn download(
             Ok(BlobResponse::Partial(mut stream)) => {
                 copy(&mut stream, (&mut file, &part), &mut have, layer, tick).await?
             }
-            Err(e) if transient(&e) => Some(registry_error(&what, e)),
+            Err(e) if transient(&e) => Some(registry_error(&s.login, &what, e)),
             // After a blob that ended early, a registry refuses the range past its end.
             Err(_) if ended_early => return Err(short(have)),
-            Err(e) => return Err(registry_error(&what, e)),
+            Err(e) => return Err(registry_error(&s.login, &what, e)),
         };
         let Some(e) = failed else { continue };
         ended_early = true;
@@ -969,6 +1130,32 @@ mod tests {
         let e = parse_reference("models/llm:1").unwrap_err().to_string();
         assert!(e.contains("names no registry host"), "{e}");
         assert!(parse_reference("localhost/m:1").is_ok());
+    }
+
+    #[test]
+    fn a_token_services_refusal_is_shown_as_one_short_line() {
+        for (body, shown) in [
+            (
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"incorrect username or password"}]}"#,
+                Some("incorrect username or password"),
+            ),
+            (
+                r#"{"details":"incorrect username or password"}"#,
+                Some("incorrect username or password"),
+            ),
+            (
+                r#"{"error":"invalid_client","error_description":"bad secret"}"#,
+                Some("bad secret"),
+            ),
+            ("access denied\r\n\x1b[31m", Some("access denied [31m")),
+            ("<html><body>401</body></html>", None),
+            ("", None),
+            ("{}", None),
+        ] {
+            assert_eq!(token_service_says(body).as_deref(), shown, "{body:?}");
+        }
+        let long = token_service_says(&"x".repeat(1000)).unwrap();
+        assert_eq!(long, format!("{}...", "x".repeat(MAX_REFUSAL_SHOWN)));
     }
 
     #[test]

@@ -440,8 +440,17 @@ fn credentials_come_from_the_environment_or_the_docker_config() {
         ("NNSIGN_REGISTRY_PASSWORD", "guess"),
     ];
 
-    assert_failed(&push(&art, &reference, &[]), 11, "not authorized");
-    assert_failed(&push(&art, &reference, &wrong), 11, "not authorized");
+    assert_failed(
+        &push(&art, &reference, &[]),
+        11,
+        "not authorized (HTTP 401): the registry wants credentials and none were found",
+    );
+    // A registry with basic auth cannot tell a wrong password from a missing permission.
+    assert_failed(
+        &push(&art, &reference, &wrong),
+        11,
+        &format!("not authorized (HTTP 401): the registry did not accept user \"{USER}\" (from NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD) for pull and push of private/m: a wrong password, or a user without that permission"),
+    );
     let r = push(&art, &reference, &good);
     assert_eq!(r.code, 0, "{}", r.stderr);
 
@@ -770,4 +779,178 @@ fn pulls_cut_by_the_network_continue_where_they_stopped() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["resumed_bytes"], kept);
     assert_same_files(&art, &out);
+}
+
+/// A registry that takes only bearer tokens, as Docker Hub, GHCR and Harbor do: it answers
+/// `401 WWW-Authenticate: Bearer realm=...,service=...,scope=...`, nnsign asks the realm (a
+/// token server, scripts/token_server.py) for a token with its credentials, and the registry
+/// checks the token (signed by a key its CA vouches for, for its service, granting the scope).
+#[test]
+fn bearer_token_registries_issue_tokens_for_the_credentials() {
+    let Some(registry) = Registry::start_with_token_auth_or_skip(USER, PASSWORD) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let art = packed(dir.path(), "m", &["--shard-size", "4MiB"]);
+    let reference = registry.reference("private/m", "1");
+    let good = [
+        ("NNSIGN_REGISTRY_USERNAME", USER),
+        ("NNSIGN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let wrong = [
+        ("NNSIGN_REGISTRY_USERNAME", USER),
+        ("NNSIGN_REGISTRY_PASSWORD", "guess"),
+    ];
+    let refused = format!(
+        "authenticate: the registry refused the credentials of user \"{USER}\" (from NNSIGN_REGISTRY_USERNAME and NNSIGN_REGISTRY_PASSWORD); its token service said: incorrect username or password"
+    );
+    let none_found = format!(
+        "not authorized (HTTP 401): the registry wants credentials and none were found (NNSIGN_REGISTRY_USERNAME is not set and the Docker config has no entry for {})",
+        registry.addr()
+    );
+    // What the token server answered since the last call, as (user, outcome, scopes, granted).
+    let mut seen = 0;
+    let mut token_requests = || {
+        // A request nnsign sent just before it exited can still be in the server's hands: wait
+        // until the log stops growing, so that it is counted in its own phase.
+        let mut all = registry.token_requests();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let again = registry.token_requests();
+            if again.len() == all.len() {
+                break;
+            }
+            all = again;
+        }
+        let new: Vec<_> = all[seen..]
+            .iter()
+            .map(|r| {
+                (
+                    r["user"].as_str().unwrap_or("").to_owned(),
+                    r["outcome"].as_str().unwrap().to_owned(),
+                    r["scopes"].clone(),
+                    r["granted"].clone(),
+                )
+            })
+            .collect();
+        seen = all.len();
+        new
+    };
+    // A push asks for `pull,push` (and for `pull` alone to check which blobs are there).
+    let scope = |actions: &str| serde_json::json!([format!("repository:private/m:{actions}")]);
+    let grant = |actions: &[&str]| serde_json::json!([{"type": "repository", "name": "private/m", "actions": actions}]);
+
+    // Without credentials the token server hands out a token that grants nothing (as Docker
+    // Hub does for a private repository), and the registry refuses it.
+    let r = push(&art, &reference, &[]);
+    assert_failed(&r, 11, &format!("check a blob: {none_found}"));
+    let asked = token_requests();
+    assert!(!asked.is_empty());
+    for (user, outcome, scopes, granted) in &asked {
+        assert_eq!((user.as_str(), outcome.as_str()), ("", "anonymous"));
+        assert!(
+            *scopes == scope("pull,push") || *scopes == scope("pull"),
+            "{scopes}"
+        );
+        assert_eq!(granted, &serde_json::json!([]));
+    }
+    // A wrong password: the token server refuses it, before the registry sees a request.
+    assert_failed(&push(&art, &reference, &wrong), 11, &refused);
+    let asked = token_requests();
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|(u, o, ..)| u == USER && o == "refused"),
+        "{asked:?}"
+    );
+
+    let r = push(&art, &reference, &good);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let digest = r.json()["manifest_digest"].as_str().unwrap().to_owned();
+    assert_eq!(registry.tag_digest("private/m", "1"), digest);
+    // The registry takes no password itself: what it accepted were tokens, issued for this user
+    // and granting exactly what a push asks.
+    let asked = token_requests();
+    assert!(!asked.is_empty());
+    assert!(asked
+        .iter()
+        .any(|(.., scopes, _)| *scopes == scope("pull,push")));
+    for (user, outcome, scopes, granted) in &asked {
+        assert_eq!((user.as_str(), outcome.as_str()), (USER, "issued"));
+        if *scopes == scope("pull,push") {
+            assert_eq!(granted, &grant(&["pull", "push"]));
+        } else {
+            assert_eq!((scopes, granted), (&scope("pull"), &grant(&["pull"])));
+        }
+    }
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.nns");
+    assert_failed(&pull(&reference, &out, &wrong), 11, &refused);
+    let manifest_url = format!("http://{}/v2/private/m/manifests/1", registry.addr());
+    assert_failed(
+        &pull(&reference, &out, &[]),
+        11,
+        &format!("read the manifest {manifest_url}: {none_found}"),
+    );
+    // Nothing arrived, so nothing is kept for a resume.
+    assert_eq!(listing(out_dir.path()), Vec::<String>::new());
+    token_requests();
+
+    let r = pull(&reference, &out, &good);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["manifest_digest"], digest.as_str());
+    assert_same_files(&art, &out);
+    let asked = token_requests();
+    assert!(!asked.is_empty());
+    for (user, outcome, scopes, granted) in &asked {
+        assert_eq!((user.as_str(), outcome.as_str()), (USER, "issued"));
+        assert_eq!((scopes, granted), (&scope("pull"), &grant(&["pull"])));
+    }
+}
+
+/// A registry whose bearer challenge names a plain-HTTP token service on another host would
+/// have the password sent there in clear text: refused before any credential leaves.
+#[test]
+fn credentials_are_never_sent_to_a_plain_http_token_service() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = vec![0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = conn.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://tokens.example.com/token\",service=\"evil\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let creds = [
+        ("NNSIGN_REGISTRY_USERNAME", USER),
+        ("NNSIGN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let r = pull(
+        &format!("{addr}/models/m:1"),
+        &dir.path().join("m.nns"),
+        &creds,
+    );
+    assert_failed(
+        &r,
+        11,
+        "the registry sends clients' credentials to the token service \"http://tokens.example.com/token\", which is not HTTPS",
+    );
+    // The registry saw requests, none of them carrying the password.
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|r| !r.to_ascii_lowercase().contains("authorization")),
+        "{seen:?}"
+    );
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::registry::{http_status, OrasScript, Registry};
+use common::registry::{http_get, http_status, OrasScript, Registry, TOKEN_SERVICE};
 
 const USER: &str = "nnsign";
 const PASSWORD: &str = "hunter2";
@@ -28,6 +28,81 @@ fn registry_with_auth_wants_the_right_password() {
     assert_eq!(status(None), 401);
     assert_eq!(status(Some(BAD_BASIC)), 401);
     assert_eq!(status(Some(GOOD_BASIC)), 200);
+}
+
+/// The token registry takes nothing but tokens its token server signed, for its service, with
+/// the scope asked; the token server issues them for the right password only. Checked with
+/// plain HTTP requests, so that nnsign's tests of bearer auth rest on a registry that really
+/// checks.
+#[test]
+fn token_registry_takes_only_tokens_its_server_signed_for_the_scope() {
+    let Some(registry) = Registry::start_with_token_auth_or_skip(USER, PASSWORD) else {
+        return;
+    };
+    let server = registry.token_server().unwrap().to_owned();
+    let v2 = |path: &str, authorization: Option<&str>| {
+        http_get(registry.addr(), path, authorization).unwrap()
+    };
+    let token = |query: &str, authorization: &str| {
+        http_get(&server, &format!("/token?{query}"), Some(authorization)).unwrap()
+    };
+
+    let challenge = v2("/v2/", None);
+    assert_eq!(challenge.status, 401);
+    assert_eq!(
+        challenge.header("www-authenticate"),
+        Some(
+            format!("Bearer realm=\"http://{server}/token\",service=\"{TOKEN_SERVICE}\"").as_str()
+        )
+    );
+    // The registry itself takes no password.
+    assert_eq!(v2("/v2/", Some(GOOD_BASIC)).status, 401);
+
+    let query = format!("service={TOKEN_SERVICE}&scope=repository:nnsign/model:pull");
+    let refused = token(&query, BAD_BASIC);
+    assert_eq!(refused.status, 401);
+    assert!(String::from_utf8_lossy(&refused.body).contains("incorrect username or password"));
+    assert_eq!(
+        token(
+            "service=other&scope=repository:nnsign/model:pull",
+            GOOD_BASIC
+        )
+        .status,
+        400
+    );
+    let issued = token(&query, GOOD_BASIC);
+    assert_eq!(issued.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&issued.body).unwrap();
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["token"], body["access_token"]);
+    let jwt = body["token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {jwt}");
+
+    assert_eq!(v2("/v2/", Some(&bearer)).status, 200);
+    // Let in to a repository the token names (which does not exist yet), not to another one.
+    assert_eq!(v2("/v2/nnsign/model/tags/list", Some(&bearer)).status, 404);
+    let other = v2("/v2/nnsign/other/tags/list", Some(&bearer));
+    assert_eq!(other.status, 401);
+    assert!(other
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
+    // A token with one bit of its signature changed is refused.
+    let mut forged = jwt.into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = format!("Bearer {}", String::from_utf8(forged).unwrap());
+    let answer = v2("/v2/nnsign/model/tags/list", Some(&forged));
+    assert_eq!(answer.status, 401);
+    assert!(answer
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"invalid_token\""));
+
+    let outcomes: Vec<_> = (registry.token_requests().iter())
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["refused", "bad-request", "issued"]);
 }
 
 #[test]

@@ -2,12 +2,17 @@
 //! Distribution 2.8), one private instance per test on a free loopback port, storing into a
 //! temporary folder, killed when the `Registry` is dropped.
 //!
+//! A registry needs no credentials, or HTTP Basic ones (htpasswd), or bearer tokens from a
+//! token server of its own (scripts/token_server.py, as Docker Hub, GHCR and Harbor
+//! authenticate).
+//!
 //! A machine without the registry (or without Python's `oras` package, for the interop
-//! script) skips those tests with a `SKIPPED:` line, so `cargo test` passes on a bare dev
-//! machine; CI sets `NNSIGN_TEST_REGISTRY=required`, which turns every skip into a failure.
+//! script, or without Python's `cryptography` package, for the token server) skips those tests
+//! with a `SKIPPED:` line, so `cargo test` passes on a bare dev machine; CI sets
+//! `NNSIGN_TEST_REGISTRY=required`, which turns every skip into a failure.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -25,24 +30,47 @@ const ORAS_PIN: &str = "oras==0.2.43";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Another process can take the port between our probe and the registry's bind.
 const PORT_ATTEMPTS: usize = 5;
+/// The token server's `service` (the tokens' audience) and `issuer`, as the registry is told.
+pub const TOKEN_SERVICE: &str = "nnsign-test";
+pub const TOKEN_ISSUER: &str = "nnsign-test-issuer";
+const MISSING_CRYPTOGRAPHY: &str =
+    "python3 with the cryptography package is needed for the token server: python3 -m pip install cryptography";
+
+/// How the registry wants clients to authenticate.
+enum Auth<'a> {
+    Anonymous,
+    /// HTTP Basic, checked against an htpasswd file.
+    Basic {
+        user: &'a str,
+        password: &'a str,
+    },
+    /// Bearer tokens from scripts/token_server.py run by `python`, which issues them for these
+    /// HTTP Basic credentials.
+    Token {
+        python: PathBuf,
+        user: &'a str,
+        password: &'a str,
+    },
+}
 
 /// A running registry; stopped, and its storage deleted, on drop.
 pub struct Registry {
     child: Child,
     addr: String,
+    token_server: Option<TokenServer>,
     dir: tempfile::TempDir,
 }
 
 impl Registry {
     /// Starts a registry that needs no credentials; panics if `docker-registry` is missing.
     pub fn start() -> Registry {
-        Registry::launch(None, false).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
+        Registry::launch(Auth::Anonymous, false).unwrap_or_else(|| panic!("{MISSING_BINARY}"))
     }
 
     /// Like `start_or_skip`, serving HTTPS only, with a certificate for 127.0.0.1 issued by a
     /// test CA of its own ([`Registry::ca`]; made with the openssl command).
     pub fn start_tls_or_skip() -> Option<Registry> {
-        Registry::launch(None, true).or_else(|| skip(MISSING_BINARY))
+        Registry::launch(Auth::Anonymous, true).or_else(|| skip(MISSING_BINARY))
     }
 
     /// The PEM file of the CA that issued a TLS registry's certificate.
@@ -52,20 +80,59 @@ impl Registry {
 
     /// Starts a registry that wants HTTP Basic credentials (htpasswd) for every request.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::launch(Some((user, password)), false)
+        Registry::launch(Auth::Basic { user, password }, false)
             .unwrap_or_else(|| panic!("{MISSING_BINARY}"))
     }
 
     /// Like `start`, but `None` after a `SKIPPED:` line when the registry is not installed
     /// and not required.
     pub fn start_or_skip() -> Option<Registry> {
-        Registry::launch(None, false).or_else(|| skip(MISSING_BINARY))
+        Registry::launch(Auth::Anonymous, false).or_else(|| skip(MISSING_BINARY))
     }
 
     /// Like `start_with_auth`, but `None` after a `SKIPPED:` line when the registry is not
     /// installed and not required.
     pub fn start_with_auth_or_skip(user: &str, password: &str) -> Option<Registry> {
-        Registry::launch(Some((user, password)), false).or_else(|| skip(MISSING_BINARY))
+        Registry::launch(Auth::Basic { user, password }, false).or_else(|| skip(MISSING_BINARY))
+    }
+
+    /// Starts a registry that takes only bearer tokens (`auth: token:`), and the token server
+    /// that issues them (scripts/token_server.py on another free loopback port, stopped with
+    /// the registry) for HTTP Basic `user` and `password`: the flow of Docker Hub, GHCR and
+    /// Harbor. `None` after a `SKIPPED:` line when the registry or Python's `cryptography` is
+    /// missing and not required.
+    pub fn start_with_token_auth_or_skip(user: &str, password: &str) -> Option<Registry> {
+        let python = match python_with("cryptography") {
+            Some(python) => python,
+            None => return skip(MISSING_CRYPTOGRAPHY),
+        };
+        let auth = Auth::Token {
+            python,
+            user,
+            password,
+        };
+        Registry::launch(auth, false).or_else(|| skip(MISSING_BINARY))
+    }
+
+    /// The token server's `127.0.0.1:PORT`, for a registry started with token auth.
+    pub fn token_server(&self) -> Option<&str> {
+        self.token_server.as_ref().map(|t| t.addr.as_str())
+    }
+
+    /// Every request the token server answered, in order, one JSON object each
+    /// (scripts/token_server.py: `path`, `service`, `scopes`, `user`, `outcome`, `granted`);
+    /// empty for a registry without token auth.
+    pub fn token_requests(&self) -> Vec<serde_json::Value> {
+        let Some(server) = &self.token_server else {
+            return Vec::new();
+        };
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        log.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("token server log line ({e}): {line:?}"))
+            })
+            .collect()
     }
 
     /// `127.0.0.1:PORT`.
@@ -111,27 +178,62 @@ impl Registry {
     }
 
     /// `None` only when the binary is missing; any other failure to start panics.
-    fn launch(credentials: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
+    fn launch(auth: Auth, tls: bool) -> Option<Registry> {
         let binary = find_in_path(BINARY)?;
         let dir = tempfile::tempdir().expect("temporary folder for the registry");
         let tls = tls.then(|| make_certificates(dir.path()));
-        let htpasswd = credentials.map(|(user, password)| {
-            let path = dir.path().join("htpasswd");
-            std::fs::write(&path, htpasswd_line(user, password)).expect("htpasswd written");
-            path
-        });
+        let mut token_server = None;
+        let auth_yaml = match auth {
+            Auth::Anonymous => String::new(),
+            Auth::Basic { user, password } => {
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, htpasswd_line(user, password)).expect("htpasswd written");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: nnsign-test\n    path: {}\n",
+                    quoted(&path)
+                )
+            }
+            Auth::Token {
+                python,
+                user,
+                password,
+            } => {
+                let server = TokenServer::start(&python, dir.path(), user, password);
+                let yaml = format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    serde_json::to_string(&server.realm()).unwrap(),
+                    quoted(&server.ca)
+                );
+                token_server = Some(server);
+                yaml
+            }
+        };
+        // What GET /v2/ without credentials answers once the registry is up: a TLS server
+        // answers a plain HTTP request with 400; token auth names its token server.
+        let (expected, challenge) = match (&token_server, &tls) {
+            (_, Some(_)) => (400, None),
+            (Some(server), None) => (
+                401,
+                Some(format!(
+                    "Bearer realm=\"{}\",service=\"{TOKEN_SERVICE}\"",
+                    server.realm()
+                )),
+            ),
+            (None, None) if auth_yaml.is_empty() => (200, None),
+            (None, None) => (401, None),
+        };
         for _ in 0..PORT_ATTEMPTS {
             let addr = free_loopback_addr();
             let config = dir.path().join("config.yml");
-            let mut yaml = config_yaml(&addr, &dir.path().join("storage"), htpasswd.as_deref());
+            let mut yaml = config_yaml(&addr, &dir.path().join("storage"));
+            yaml.push_str(&auth_yaml);
             if let Some((cert, key)) = &tls {
-                let q = |p: &Path| serde_json::to_string(p.to_str().unwrap()).unwrap();
                 yaml = yaml.replace(
                     &format!("  addr: {addr}\n"),
                     &format!(
                         "  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
-                        q(cert),
-                        q(key)
+                        quoted(cert),
+                        quoted(key)
                     ),
                 );
             }
@@ -146,14 +248,15 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("{} does not run: {e}", binary.display()));
-            // A TLS server answers a plain HTTP request with 400.
-            let expected = match (credentials, &tls) {
-                (_, Some(_)) => 400,
-                (Some(_), None) => 401,
-                (None, None) => 200,
-            };
-            match wait_until_ready(&mut child, &addr, expected) {
-                Ok(()) => return Some(Registry { child, addr, dir }),
+            match wait_until_ready(&mut child, &addr, expected, challenge.as_deref()) {
+                Ok(()) => {
+                    return Some(Registry {
+                        child,
+                        addr,
+                        token_server,
+                        dir,
+                    })
+                }
                 Err(why) => {
                     stop(&mut child);
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -174,9 +277,15 @@ impl Drop for Registry {
     }
 }
 
-/// Polls `GET /v2/` until it answers `expected`; an error if the registry exits first, answers
-/// anything else, or does not answer within `START_TIMEOUT`.
-fn wait_until_ready(child: &mut Child, addr: &str, expected: u16) -> Result<(), String> {
+/// Polls `GET /v2/` until it answers `expected` (with `WWW-Authenticate: <challenge>`, if
+/// given); an error if the registry exits first, answers anything else, or does not answer
+/// within `START_TIMEOUT`.
+fn wait_until_ready(
+    child: &mut Child,
+    addr: &str,
+    expected: u16,
+    challenge: Option<&str>,
+) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match child.try_wait() {
@@ -184,9 +293,18 @@ fn wait_until_ready(child: &mut Child, addr: &str, expected: u16) -> Result<(), 
             Ok(Some(status)) => return Err(format!("it exited ({status})")),
             Err(e) => return Err(format!("its status is unknown: {e}")),
         }
-        match http_status(addr, "/v2/", None) {
-            Ok(status) if status == expected => return Ok(()),
-            Ok(status) => return Err(format!("GET /v2/ answered {status}, not {expected}")),
+        match http_get(addr, "/v2/", None) {
+            Ok(r) if r.status == expected && challenge.is_none() => return Ok(()),
+            Ok(r) if r.status == expected => {
+                let got = r.header("www-authenticate").unwrap_or_default();
+                if Some(got) == challenge {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "GET /v2/ answered WWW-Authenticate {got:?}, not {challenge:?}"
+                ));
+            }
+            Ok(r) => return Err(format!("GET /v2/ answered {}, not {expected}", r.status)),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("GET /v2/ failed for {START_TIMEOUT:?}: {e}")),
         }
@@ -197,6 +315,83 @@ fn stop(child: &mut Child) {
     // An error here means it has already exited, which is all we want; wait reaps it.
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// scripts/token_server.py, running: stopped on drop, and, since it exits when its standard
+/// input closes, also when the test process dies without dropping it.
+struct TokenServer {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    /// The CA certificate whose key signs the tokens' certificates: the registry's
+    /// `rootcertbundle`.
+    ca: PathBuf,
+    /// One JSON line per request answered.
+    log: PathBuf,
+}
+
+impl TokenServer {
+    /// Starts the server in `dir` for `user` and `password`; panics if it does not come up.
+    fn start(python: &Path, dir: &Path, user: &str, password: &str) -> TokenServer {
+        let (ca, log) = (dir.join("token-ca.pem"), dir.join("token-requests.jsonl"));
+        let stderr_path = dir.join("token-server.log");
+        let stderr = File::create(&stderr_path).expect("token server log created");
+        let script = super::root().join("scripts/token_server.py");
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args([
+                "--user",
+                user,
+                "--service",
+                TOKEN_SERVICE,
+                "--issuer",
+                TOKEN_ISSUER,
+            ])
+            .arg("--ca-out")
+            .arg(&ca)
+            .arg("--log")
+            .arg(&log)
+            .arg("--until-stdin-closes")
+            // Not an argument: ps would show it.
+            .env("TOKEN_SERVER_PASSWORD", password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} does not run: {e}", python.display()));
+        // It binds its port before it prints it, so the port cannot be taken in between; if it
+        // fails, its stdout closes and the line is empty.
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        match line.trim().strip_prefix("listening ") {
+            Some(addr) => TokenServer {
+                child,
+                addr: addr.to_owned(),
+                ca,
+                log,
+            },
+            None => {
+                stop(&mut child);
+                let why = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!(
+                    "{} did not start (printed {line:?}):\n{why}",
+                    script.display()
+                );
+            }
+        }
+    }
+
+    /// The URL the registry sends clients to for a token.
+    fn realm(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
 }
 
 /// `scripts/oras_interop.py`, run by a `python3` that has the `oras` package: an ORAS client
@@ -220,19 +415,9 @@ impl OrasScript {
     }
 
     fn locate() -> Result<OrasScript, String> {
-        let python = find_in_path("python3")
-            .ok_or_else(|| format!("python3 not found: install it, then pip install {ORAS_PIN}"))?;
-        let has_oras = Command::new(&python)
-            .args(["-c", "import oras"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has_oras {
-            return Err(format!(
-                "python3 has no oras package: python3 -m pip install {ORAS_PIN}"
-            ));
-        }
+        let python = python_with("oras").ok_or_else(|| {
+            format!("python3 with the oras package is needed: python3 -m pip install {ORAS_PIN}")
+        })?;
         Ok(OrasScript { python })
     }
 
@@ -267,9 +452,44 @@ impl OrasScript {
     }
 }
 
+/// The `python3` on PATH, if it can import `module`.
+fn python_with(module: &str) -> Option<PathBuf> {
+    let python = find_in_path("python3")?;
+    Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(python)
+}
+
+/// What an HTTP server answered.
+pub struct Response {
+    pub status: u16,
+    /// Header names in lowercase, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        (self.headers.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// The status code of `GET path` on `addr`, over a plain TCP connection (no HTTP client
 /// crate), with `Authorization: <authorization>` if given.
 pub fn http_status(addr: &str, path: &str, authorization: Option<&str>) -> std::io::Result<u16> {
+    http_get(addr, path, authorization).map(|r| r.status)
+}
+
+/// `GET path` on `addr` as [`http_status`] makes it, with the headers and body of the answer
+/// (read to the end of the connection: no chunked encoding is decoded).
+pub fn http_get(addr: &str, path: &str, authorization: Option<&str>) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -280,19 +500,31 @@ pub fn http_status(addr: &str, path: &str, authorization: Option<&str>) -> std::
     stream.write_all(request.as_bytes())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    let status_line = response.split(|&b| b == b'\r').next().unwrap_or_default();
-    std::str::from_utf8(status_line)
-        .ok()
-        .and_then(|line| {
-            // Go answers a plain request to its TLS port in HTTP/1.0.
-            (line.strip_prefix("HTTP/1.1 ")).or_else(|| line.strip_prefix("HTTP/1.0 "))
-        })
+    let split = (response.windows(4))
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    // Go answers a plain request to its TLS port in HTTP/1.0.
+    let status = (status_line.strip_prefix("HTTP/1.1 "))
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| {
             let shown = String::from_utf8_lossy(&response[..response.len().min(200)]);
             std::io::Error::other(format!("not an HTTP/1.x response: {shown:?}"))
-        })
+        })?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Prints why a test is skipped, or panics with it when `NNSIGN_TEST_REGISTRY=required`.
@@ -332,13 +564,15 @@ fn htpasswd_line(user: &str, password: &str) -> String {
     format!("{user}:{hash}\n")
 }
 
-fn config_yaml(addr: &str, storage: &Path, htpasswd: Option<&Path>) -> String {
-    // A JSON string is a YAML string, and quotes any path safely.
-    let quoted = |path: &Path| {
-        let path = path.to_str().expect("temporary folders have UTF-8 names");
-        serde_json::to_string(path).expect("a str always serialises")
-    };
-    let mut yaml = format!(
+/// `path` as a YAML string: a JSON string is one, and quotes any path safely.
+fn quoted(path: &Path) -> String {
+    let path = path.to_str().expect("temporary folders have UTF-8 names");
+    serde_json::to_string(path).expect("a str always serialises")
+}
+
+/// The registry's configuration without `auth` (appended by the caller, if any).
+fn config_yaml(addr: &str, storage: &Path) -> String {
+    format!(
         "version: 0.1
 log:
   level: error
@@ -353,14 +587,7 @@ http:
   addr: {addr}
 ",
         storage = quoted(storage),
-    );
-    if let Some(path) = htpasswd {
-        let path = quoted(path);
-        yaml.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: nnsign-test\n    path: {path}\n"
-        ));
-    }
-    yaml
+    )
 }
 
 /// A test CA and a certificate for 127.0.0.1 it issued (P-256, two days), in `dir`: `ca.pem`,
