@@ -301,36 +301,61 @@ async fn check_realm(s: &Session) -> Result<(), OciError> {
         // Unreachable: the authentication that follows says so, with its retries.
         return Ok(());
     };
-    let challenge = (res.headers().get(reqwest::header::WWW_AUTHENTICATE))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let Some(params) = challenge
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-        .map(|_| &challenge[7..])
-    else {
-        return Ok(());
-    };
-    let realm = params
-        .split(',')
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| k.eq_ignore_ascii_case("realm"))
-        .map(|(_, v)| v.trim_matches('"'))
-        .unwrap_or_default();
-    let host = |rest: &str| rest.split(['/', '?']).next().unwrap_or("").to_owned();
-    let safe = match realm.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => !host(rest).is_empty(),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => is_loopback(&host(rest)),
-        _ => false,
-    };
-    if safe {
-        return Ok(());
+    // Every challenge of every WWW-Authenticate header that offers Bearer at all, and every
+    // `realm=` in it wherever it stands (a second realm, one after a quoted comma, one in a
+    // Basic challenge beside the Bearer one): any realm a client could pick must be safe,
+    // whichever parser it uses. A header of Basic challenges alone names no token service (its
+    // realm is a label), so it is left alone.
+    for header in res.headers().get_all(reqwest::header::WWW_AUTHENTICATE) {
+        let text = String::from_utf8_lossy(header.as_bytes());
+        if !text.to_ascii_lowercase().contains("bearer") {
+            continue;
+        }
+        for realm in realms(&text) {
+            if !safe_realm(&realm) {
+                return Err(OciError::Registry(format!(
+                    "the registry sends clients' credentials to the token service {:?}, which is not HTTPS (or not a URL): nnsign does not send a password there",
+                    // Debug-quoted: escapes whatever control characters the registry put there.
+                    realm.chars().take(200).collect::<String>()
+                )));
+            }
+        }
     }
-    Err(OciError::Registry(format!(
-        "the registry sends clients' credentials to the token service {:?}, which is not HTTPS (or not a URL): nnsign does not send a password there",
-        // Debug-quoted: escapes whatever control characters the registry put there.
-        realm.chars().take(200).collect::<String>()
-    )))
+    Ok(())
+}
+
+/// Every value given to a `realm` parameter in a `WWW-Authenticate` header value, quoted or
+/// not, found by scanning for `realm=` anywhere (case-insensitive), so that no arrangement of
+/// challenges and quotes hides one.
+fn realms(header: &str) -> Vec<String> {
+    let lower = header.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("realm=") {
+        let start = from + at + "realm=".len();
+        let rest = &header[start..];
+        let value = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or(""),
+            None => rest.split([',', ' ']).next().unwrap_or(""),
+        };
+        out.push(value.to_owned());
+        from = start;
+    }
+    out
+}
+
+/// Whether credentials may go to `realm`: an HTTPS URL, or an HTTP one whose host (as a URL
+/// parser reads it, past any `user@`) is a loopback address.
+fn safe_realm(realm: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(realm) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => url.host_str().is_some(),
+        // host_str is the parsed host alone: no user, no port; an IPv6 address in brackets.
+        "http" => url.host_str().is_some_and(is_loopback),
+        _ => false,
+    }
 }
 
 /// Whether a failed request is worth trying again: a connection that failed or dropped, a
@@ -994,9 +1019,8 @@ async fn download(
         path: path.into(),
         source,
     };
-    if tokio::fs::metadata(path)
-        .await
-        .is_ok_and(|m| m.len() == layer.size)
+    if (tokio::fs::symlink_metadata(path).await)
+        .is_ok_and(|m| m.file_type().is_file() && m.len() == layer.size)
     {
         resumed.fetch_add(layer.size, Ordering::Relaxed);
         tick(layer.size);
@@ -1008,6 +1032,7 @@ async fn download(
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&part)
         .await
         .map_err(io)?;
@@ -1156,6 +1181,28 @@ mod tests {
         }
         let long = token_service_says(&"x".repeat(1000)).unwrap();
         assert_eq!(long, format!("{}...", "x".repeat(MAX_REFUSAL_SHOWN)));
+    }
+
+    #[test]
+    fn every_realm_a_client_could_pick_must_be_safe() {
+        let all_safe = |h: &str| realms(h).iter().all(|r| safe_realm(r)) && !realms(h).is_empty();
+        assert!(all_safe(
+            r#"Bearer realm="https://auth.example.com/token",service="r""#
+        ));
+        assert!(all_safe(
+            r#"Bearer realm="http://127.0.0.1:5001/token",service="t""#
+        ));
+        for hostile in [
+            r#"Bearer realm="http://evil.example/token""#,
+            r#"Bearer realm="https://ok/",realm="http://evil/""#,
+            r#"Bearer service="a,realm=https://ok/",realm="http://evil/""#,
+            r#"Basic realm="x", Bearer realm="http://evil/""#,
+            r#"Bearer realm="http://127.0.0.1:80@evil.example/""#,
+            r#"Bearer REALM=http://evil/,service=x"#,
+            r#"Bearer realm="ftp://evil/""#,
+        ] {
+            assert!(!all_safe(hostile), "{hostile}");
+        }
     }
 
     #[test]

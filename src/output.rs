@@ -55,6 +55,29 @@ impl Output {
     }
 }
 
+/// Makes `dir` a folder only this user can use (mode 0700), or checks that the one already
+/// there is one: a real folder (not a link), owned by this user, writable by no one else.
+/// Otherwise another local user could have planted it, to swap files in after they were
+/// checked.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => return other,
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.file_type().is_dir()
+        || meta.uid() != crate::sys::effective_uid()
+        || meta.mode() & 0o022 != 0
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "exists but is not this user's private folder (a link, another user's, or writable by others); remove it and run again",
+        ));
+    }
+    Ok(())
+}
+
 /// True when `a` and `b` name the same existing file (so writing one would replace the other).
 pub fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {

@@ -87,6 +87,12 @@ pub fn prefer_huge_pages(buf: &mut [u8]) {
     }
 }
 
+/// The process's effective user id, whose folders [`crate::output::private_dir`] accepts.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes nothing, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
 /// Starts writing `len` bytes of `file` from `offset` back to disk, without waiting for them:
 /// a large file written this way as it is made has little left to write when it is fsynced, so
 /// the disk works while the cores hash. Best effort: an error only means the final fsync

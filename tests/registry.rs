@@ -954,3 +954,37 @@ fn credentials_are_never_sent_to_a_plain_http_token_service() {
         "{seen:?}"
     );
 }
+
+/// The staging folder of a pull must be this user's own: one planted by someone else who can
+/// write in the output's folder (a link, writable by others, or another user's) is refused
+/// before anything is fetched into it.
+#[test]
+fn a_planted_staging_folder_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.nns");
+    let staging = dir.path().join(".m.nns.nnsign-pull");
+    let says = "exists but is not this user's private folder";
+
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_failed(&pull("127.0.0.1:1/models/m:1", &out, &[]), 3, says);
+
+    std::fs::remove_dir(&staging).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &staging).unwrap();
+    assert_failed(&pull("127.0.0.1:1/models/m:1", &out, &[]), 3, says);
+    assert!(std::fs::read_dir(elsewhere.path())
+        .unwrap()
+        .next()
+        .is_none());
+
+    // Another user's folder (only root can make one for the test).
+    std::fs::remove_file(&staging).unwrap();
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = std::ffi::CString::new(staging.to_str().unwrap()).unwrap();
+    if unsafe { libc::chown(path.as_ptr(), 65534, 65534) } == 0 {
+        assert_failed(&pull("127.0.0.1:1/models/m:1", &out, &[]), 3, says);
+    }
+}

@@ -353,6 +353,17 @@ fn shard_sizes_below_one_chunk_or_unreadable_are_usage_errors() {
         assert!(run.stderr.contains(says), "{size}: {}", run.stderr);
     }
     assert!(!out.exists());
+    // Without .nns, `m` and `m.nns` would share shard names.
+    let run = pack(dir.path(), &dir.path().join("m"), &["--shard-size", "4MiB"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let message = run.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.ends_with(
+            "a sharded artifact's name must end in .nns (its shard files are named after it)"
+        ),
+        "{message}"
+    );
+    assert!(!dir.path().join("m").exists());
 }
 
 /// A named pipe where the artifact or a shard should be is refused (exit 3) without waiting for

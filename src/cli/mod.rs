@@ -122,6 +122,20 @@ pub struct TrustArgs {
     pub allow_unsigned: bool,
 }
 
+/// A sharded artifact's file must be named `NAME.nns`: its shards are `NAME-KKKKK-of-NNNNN`
+/// whether it is `NAME.nns` or `NAME`, so without the extension two artifacts could take each
+/// other's shard files.
+pub fn sharded_name(out: &Path) -> Result<()> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name.as_deref().and_then(|n| n.strip_suffix(".nns")) {
+        Some(stem) if !stem.is_empty() => Ok(()),
+        _ => Err(Failure::usage(format!(
+            "{}: a sharded artifact's name must end in .nns (its shard files are named after it)",
+            out.display()
+        ))),
+    }
+}
+
 /// Flags of the verbs that talk to a registry.
 #[derive(clap::Args, Clone)]
 pub struct RegistryArgs {

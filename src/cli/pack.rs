@@ -249,6 +249,9 @@ pub fn run(args: Args) -> Result<()> {
     // A model in several files (a safetensors index, GGUF splits) is packed into about as many
     // shards unless told otherwise.
     let shard_size = args.shard_size.or(imported.suggested_shard_size);
+    if shard_size.is_some() {
+        super::sharded_name(&args.output)?;
+    }
     let mut all_labels = imported.labels;
     all_labels.extend(labels);
     let name = (args.name.clone()).unwrap_or_else(|| default_name(&args.inputs[0]));

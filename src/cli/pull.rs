@@ -56,7 +56,9 @@ pub fn run(args: Args) -> Result<()> {
         .file_name()
         .ok_or_else(|| Failure::usage(format!("{}: not a file name", out.display())))?;
     let dir = staging(out);
-    std::fs::create_dir_all(&dir).map_err(|e| io_failure(&dir, &e))?;
+    // Private: another user who could write in OUT's folder must not be able to plant the
+    // staging folder, or swap a file in it between verification and the renames.
+    nnsign::output::private_dir(&dir).map_err(|e| io_failure(&dir, &e))?;
     let bar = progress_bar(args.common, 0, "pulling");
     let fetched = oci::fetch(
         &reference,
@@ -80,6 +82,11 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
+    if !fetched.shards.is_empty() {
+        super::sharded_name(out).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
+    }
     // Exactly as a local file; what fails verification is deleted, so that the next pull
     // fetches it again instead of resuming it.
     let checked = (|| {
