@@ -934,6 +934,13 @@ impl Layout {
         Ok(ranges)
     }
 
+    /// The shard whose range holds payload offset `at`: none when the payload is not sharded,
+    /// or `at` is past its end.
+    pub fn shard_holding(&self, at: u64) -> Option<usize> {
+        let k = self.shards.partition_point(|r| r.end <= at);
+        (k < self.shards.len()).then_some(k)
+    }
+
     /// Checks that every padding byte of chunk `i` is zero; returns the payload offset of the
     /// first that is not.
     pub fn check_padding(&self, i: usize, chunk: &[u8]) -> Result<(), u64> {

@@ -379,15 +379,48 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
 {
+    backoff(|| {
+        let attempt = op();
+        async move { attempt.await.map_err(|e| Attempt::of(login, what, e)) }
+    })
+    .await
+}
+
+/// How one attempt failed: worth another after a wait, or not.
+enum Attempt {
+    Again(OciError),
+    Final(OciError),
+}
+
+impl Attempt {
+    /// A client error, told as [`registry_error`] tells it, again if it is [`transient`].
+    fn of(login: &Login, what: &str, e: OciDistributionError) -> Attempt {
+        let again = transient(&e);
+        let e = registry_error(login, what, e);
+        if again {
+            Attempt::Again(e)
+        } else {
+            Attempt::Final(e)
+        }
+    }
+}
+
+/// Runs `op` up to [`ATTEMPTS`] times while it fails with [`Attempt::Again`], waiting 0.5 s,
+/// 1 s, 2 s, ... in between; the last failure is the answer.
+async fn backoff<T, F, Fut>(mut op: F) -> Result<T, OciError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
     let mut wait = Duration::from_millis(500);
     for attempt in 1..=ATTEMPTS {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
+            Err(Attempt::Again(_)) if attempt < ATTEMPTS => {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-            Err(e) => return Err(registry_error(login, what, e)),
+            Err(Attempt::Again(e) | Attempt::Final(e)) => return Err(e),
         }
     }
     unreachable!("the last attempt returns")
@@ -714,41 +747,27 @@ async fn upload(
     done: &AtomicU64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), OciError> {
-    let mut wait = Duration::from_millis(500);
-    for attempt in 1..=ATTEMPTS {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|source| OciError::Io {
+    let client = if size > s.chunked_above {
+        &s.chunked
+    } else {
+        &s.client
+    };
+    let what = format!("upload {}", path.display());
+    backoff(|| async {
+        // Each attempt sends the file from its start.
+        let file = tokio::fs::File::open(path).await.map_err(|source| {
+            Attempt::Final(OciError::Io {
                 path: path.into(),
                 source,
-            })?;
-        let client = if size > s.chunked_above {
-            &s.chunked
-        } else {
-            &s.client
-        };
-        match client
-            .push_blob_stream(&s.reference, file_stream(file), digest, Some(size))
+            })
+        })?;
+        (client.push_blob_stream(&s.reference, file_stream(file), digest, Some(size)))
             .await
-        {
-            Ok(_) => {
-                progress(done.fetch_add(size, Ordering::Relaxed) + size);
-                return Ok(());
-            }
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            Err(e) => {
-                return Err(registry_error(
-                    &s.login,
-                    &format!("upload {}", path.display()),
-                    e,
-                ))
-            }
-        }
-    }
-    unreachable!("the last attempt returns")
+            .map_err(|e| Attempt::of(&s.login, &what, e))
+    })
+    .await?;
+    progress(done.fetch_add(size, Ordering::Relaxed) + size);
+    Ok(())
 }
 
 /// A file as a stream of [`PUSH_ITEM`]-byte pieces, never all in memory.
@@ -804,25 +823,7 @@ pub struct Fetched {
 /// Reads the OCI manifest `reference` names and checks that it lists an nnsign artifact.
 /// Returns its digest and layers.
 fn read_manifest(s: &Session) -> Result<(String, Vec<Descriptor>), OciError> {
-    let body = s.rt.block_on(async {
-        let mut wait = Duration::from_millis(500);
-        let mut attempt = 1;
-        loop {
-            match manifest_get(s).await {
-                Err(OciError::Registry(m)) if attempt < ATTEMPTS && m.starts_with("transient:") => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                    attempt += 1;
-                }
-                Err(OciError::Registry(m)) => {
-                    return Err(OciError::Registry(
-                        m.strip_prefix("transient: ").unwrap_or(&m).to_owned(),
-                    ))
-                }
-                other => return other,
-            }
-        }
-    })?;
+    let body = s.rt.block_on(backoff(|| manifest_get(s)))?;
     let digest = sha256_digest(&body);
     let name = s.reference.whole();
     if let Some(want) = s.reference.digest() {
@@ -895,13 +896,13 @@ fn read_manifest(s: &Session) -> Result<(String, Vec<Descriptor>), OciError> {
 }
 
 /// GET of the manifest with a size cap (oci-client reads any body whole).
-async fn manifest_get(s: &Session) -> Result<Vec<u8>, OciError> {
+async fn manifest_get(s: &Session) -> Result<Vec<u8>, Attempt> {
     let r = &s.reference;
     let token = s
         .client
         .auth(r, &s.auth, RegistryOperation::Pull)
         .await
-        .map_err(|e| registry_error(&s.login, "authenticate", e))?;
+        .map_err(|e| Attempt::Final(registry_error(&s.login, "authenticate", e)))?;
     let url = format!(
         "{}://{}/v2/{}/manifests/{}",
         s.scheme,
@@ -918,46 +919,47 @@ async fn manifest_get(s: &Session) -> Result<Vec<u8>, OciError> {
         (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
         _ => req,
     };
-    let transient = |e: reqwest::Error| OciError::Registry(format!("transient: {url}: {e}"));
-    let mut res = req.send().await.map_err(transient)?;
+    let again = |e: reqwest::Error| Attempt::Again(OciError::Registry(format!("{url}: {e}")));
+    let registry = |m: String| Attempt::Final(OciError::Registry(m));
+    let too_large = || {
+        Attempt::Final(OciError::Integrity(format!(
+            "{}: the manifest is over {MAX_MANIFEST_LEN} bytes",
+            r.whole()
+        )))
+    };
+    let mut res = req.send().await.map_err(again)?;
     let status = res.status();
     if status.is_server_error() || status.as_u16() == 429 {
-        return Err(OciError::Registry(format!(
-            "transient: {url}: HTTP {status}"
-        )));
+        return Err(Attempt::Again(OciError::Registry(format!(
+            "{url}: HTTP {status}"
+        ))));
     }
     if status.as_u16() == 401 || status.as_u16() == 403 {
-        return Err(unauthorized(
+        return Err(Attempt::Final(unauthorized(
             &s.login,
             &format!("read the manifest {url}"),
             &format!("HTTP {}", status.as_u16()),
-        ));
+        )));
     }
     if status.as_u16() == 404 {
-        return Err(OciError::Registry(format!(
+        return Err(registry(format!(
             "{}: no such repository, tag or manifest in the registry",
             r.whole()
         )));
     }
     if !status.is_success() {
-        return Err(OciError::Registry(format!("{url}: HTTP {status}")));
+        return Err(registry(format!("{url}: HTTP {status}")));
     }
     if res
         .content_length()
         .is_some_and(|n| n > MAX_MANIFEST_LEN as u64)
     {
-        return Err(OciError::Integrity(format!(
-            "{}: the manifest is over {MAX_MANIFEST_LEN} bytes",
-            r.whole()
-        )));
+        return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(transient)? {
+    while let Some(chunk) = res.chunk().await.map_err(again)? {
         if body.len() + chunk.len() > MAX_MANIFEST_LEN {
-            return Err(OciError::Integrity(format!(
-                "{}: the manifest is over {MAX_MANIFEST_LEN} bytes",
-                r.whole()
-            )));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -978,17 +980,18 @@ pub fn fetch(
 ) -> Result<Fetched, OciError> {
     let session = Session::open(reference, options, RegistryOperation::Pull)?;
     let s = &session;
-    let (manifest_digest, layers) = read_manifest(s)?;
+    let (manifest_digest, listed) = read_manifest(s)?;
     let head = dir.join(name);
-    let shards = layers.len() - 1;
-    let paths: Vec<PathBuf> = std::iter::once(head.clone())
-        .chain((1..=shards).map(|k| format::shard_path(&head, k, shards)))
+    let shards = listed.len() - 1;
+    // The files as the artifact's own names them: the layers' titles are not signed.
+    let paths: Vec<PathBuf> = (layers(&head, shards).into_iter())
+        .map(|l| l.path)
         .collect();
-    let total: u64 = layers.iter().map(|l| l.size).fold(0, u64::saturating_add);
+    let total: u64 = listed.iter().map(|l| l.size).fold(0, u64::saturating_add);
     let done = AtomicU64::new(0);
     let resumed = AtomicU64::new(0);
     s.rt.block_on(async {
-        stream::iter(layers.iter().zip(&paths))
+        stream::iter(listed.iter().zip(&paths))
             .map(|(layer, path)| {
                 let (done, resumed) = (&done, &resumed);
                 let tick = move |n: u64| progress(done.fetch_add(n, Ordering::Relaxed) + n, total);

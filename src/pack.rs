@@ -287,9 +287,9 @@ pub fn pack_sharded(
     let inline = if shards.is_empty() { payload_len } else { 0 };
     output.file().set_len(payload_offset + inline).map_err(io)?;
     let place = |at: u64| -> (&Output, u64, &Path) {
-        match shards.partition_point(|(_, _, r)| r.end <= at) {
-            k if k < shards.len() => (&shards[k].1, at - shards[k].2.start, &shards[k].0),
-            _ => (&output, payload_offset + at, out),
+        match layout.shard_holding(at) {
+            Some(k) => (&shards[k].1, at - shards[k].2.start, &shards[k].0),
+            None => (&output, payload_offset + at, out),
         }
     };
 
@@ -630,7 +630,8 @@ pub fn cosign(
         }
         auth.stream_payload(progress, |i, chunk| {
             let start = auth.layout.chunks[i].start;
-            let k = files.partition_point(|(_, _, r)| r.end <= start);
+            // A chunk starts inside the payload, so some shard holds it.
+            let k = auth.layout.shard_holding(start).unwrap_or(of - 1);
             let (path, file, range) = &files[k];
             (file.file().write_all_at(chunk, start - range.start)).map_err(|source| {
                 CosignError::Io {

@@ -495,15 +495,15 @@ impl Authenticated {
         if self.shards.is_empty() {
             return (self.artifact.file).read_exact_at(buf, self.artifact.payload_offset + at);
         }
-        let k = self.shards.partition_point(|s| s.range.end <= at);
-        let shard = &self.shards[k.min(self.shards.len() - 1)];
-        shard.file.read_exact_at(buf, at - shard.range.start)
+        match self.layout.shard_holding(at) {
+            Some(k) => (self.shards[k].file).read_exact_at(buf, at - self.shards[k].range.start),
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
     }
 
     /// Which shard file holds payload offset `at`, for messages (none if not sharded).
     fn shard_of(&self, at: u64) -> Option<(usize, &Shard)> {
-        let k = self.shards.partition_point(|s| s.range.end <= at);
-        self.shards.get(k).map(|s| (k + 1, s))
+        (self.layout.shard_holding(at)).map(|k| (k + 1, &self.shards[k]))
     }
 
     /// Reads the whole payload, checking every chunk; returns nothing but the verdict. Memory
